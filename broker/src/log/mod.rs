@@ -1,0 +1,792 @@
+//! The partition log: one preallocated, memory-mapped ring file per partition.
+//!
+//! ```text
+//! file:  [ superblock A | superblock B | data area: chunk 0 | chunk 1 | ... | chunk N-1 ]
+//!          4 KiB          4 KiB         capacity bytes, N = capacity / chunk_size
+//! ```
+//!
+//! Batches are appended one after another in the data area; a batch never straddles a chunk, so
+//! when it does not fit in what is left of a chunk a padding entry fills the rest and the writer
+//! moves to the next chunk. When the ring is full the oldest chunk is reclaimed: retention is by
+//! size, and a read below the earliest offset still held gets [`ReadError::OffsetOutOfRange`].
+//!
+//! This module keeps DESIGN.md's ring-log invariants; each is named in a test:
+//!
+//! 1. Offsets are dense and increase by one per record, across wraps and restarts
+//!    (`model_test_against_vecdeque`, `restart_keeps_offsets_dense`).
+//! 2. A single writer ([`LogWriter`], not `Clone`) owns the append position; readers never see a
+//!    batch before it is written and published (`raw::WriteCursor`, loom model in `raw`).
+//! 3. The writer never reclaims a chunk while a read lease is held (`raw::chunks`, loom, and
+//!    `lease_blocks_the_writer_until_released`).
+//! 4. Recovery finds the true end after any crash ([`recovery`], the crash-image tests).
+//! 5. Durability is explicit: [`LogWriter::append`] returns once the batch is in the shared
+//!    mapping (it survives `kill -9`); [`Log::sync`] is the `msync` that makes everything
+//!    published so far survive an OS crash, shared by every batch it covers.
+//! 6. The mapping is touched only through `raw` (no slice over the whole mapping once shared).
+//! 7. Files are allocated for real (`fallocate`) before mapping, pre-faulted, and the data
+//!    directory is locked ([`DataDir`]).
+//! 8. Every size is bounded and checked: [`LogConfig::new`].
+
+mod index;
+#[allow(unsafe_code, reason = "audited core; see raw/mod.rs")]
+mod raw;
+mod reader;
+pub mod recovery;
+mod superblock;
+mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use thiserror::Error;
+
+use ringmq_protocol::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
+
+use self::index::OffsetIndex;
+use self::raw::{DirLock, Exclusive, Layout, RingCore};
+pub use self::reader::{LogBytes, ReadError, ReadOutcome};
+use self::recovery::{RecoveryMode, Truncation};
+use self::superblock::{Checkpoint, Superblock, DATA_START, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE};
+pub use self::writer::{Appended, LogWriter};
+
+/// Smallest chunk: one page.
+pub const CHUNK_SIZE_MIN: u64 = 4096;
+/// Fewest chunks in a ring: reclaiming one drops at most a quarter of the data.
+pub const CHUNK_COUNT_MIN: u64 = 4;
+/// Most chunks in a ring (bounds the lease table).
+pub const CHUNK_COUNT_MAX: u64 = 1 << 16;
+/// Largest ring, per partition.
+pub const CAPACITY_MAX: u64 = 1 << 40;
+/// Chunk count aimed at when the chunk size is chosen automatically.
+pub const CHUNK_COUNT_DEFAULT: u64 = 64;
+
+/// A partition's ring geometry and limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Bytes in the data area (retention by size).
+    pub capacity: u64,
+    /// Bytes per chunk (the unit of reclamation).
+    pub chunk_size: u64,
+    /// Largest batch accepted: at most the chunk size and [`BATCH_SIZE_MAX`].
+    pub batch_size_max: u32,
+    /// Pre-fault the mapping when it is created and opened (invariant 7).
+    pub prefault: bool,
+}
+
+impl LogConfig {
+    /// Checks and completes a ring geometry. Without `chunk_size` one is chosen: about
+    /// [`CHUNK_COUNT_DEFAULT`] chunks, at least 64 KiB and at least `batch_size_max` where the
+    /// capacity allows. The capacity is rounded down to a whole number of chunks.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::InvalidConfig`] naming the value and what is accepted.
+    pub fn new(
+        capacity: u64,
+        chunk_size: Option<u64>,
+        batch_size_max: u32,
+    ) -> Result<Self, StorageError> {
+        let invalid = |field: &'static str, value: u64, reason: String| {
+            StorageError::InvalidConfig { field, value, reason }
+        };
+        if capacity > CAPACITY_MAX {
+            return Err(invalid(
+                "capacity",
+                capacity,
+                format!("at most {CAPACITY_MAX} bytes (1 TiB)"),
+            ));
+        }
+        let minimum = CHUNK_SIZE_MIN * CHUNK_COUNT_MIN;
+        if capacity < minimum {
+            return Err(invalid(
+                "capacity",
+                capacity,
+                format!("at least {minimum} bytes ({CHUNK_COUNT_MIN} chunks of {CHUNK_SIZE_MIN})"),
+            ));
+        }
+        let chunk_size = match chunk_size {
+            Some(size) => {
+                if size < CHUNK_SIZE_MIN || size % CHUNK_SIZE_MIN != 0 {
+                    return Err(invalid(
+                        "chunk_size",
+                        size,
+                        format!("a multiple of {CHUNK_SIZE_MIN} bytes"),
+                    ));
+                }
+                size
+            }
+            None => {
+                let by_count = capacity / CHUNK_COUNT_DEFAULT;
+                let wanted = by_count.max(u64::from(batch_size_max)).max(64 << 10);
+                let fitting = wanted.min(capacity / CHUNK_COUNT_MIN);
+                (fitting / CHUNK_SIZE_MIN * CHUNK_SIZE_MIN).max(CHUNK_SIZE_MIN)
+            }
+        };
+        let count = capacity / chunk_size;
+        if !(CHUNK_COUNT_MIN..=CHUNK_COUNT_MAX).contains(&count) {
+            return Err(invalid(
+                "chunk_size",
+                chunk_size,
+                format!("capacity / chunk_size must be {CHUNK_COUNT_MIN} to {CHUNK_COUNT_MAX} chunks, not {count}"),
+            ));
+        }
+        if batch_size_max < (BATCH_HEADER_SIZE as u32) * 2 || batch_size_max > BATCH_SIZE_MAX {
+            return Err(invalid(
+                "batch_size_max",
+                u64::from(batch_size_max),
+                format!("128 to {BATCH_SIZE_MAX} bytes"),
+            ));
+        }
+        let batch_size_max = batch_size_max.min(u32::try_from(chunk_size).unwrap_or(u32::MAX));
+        Ok(Self { capacity: count * chunk_size, chunk_size, batch_size_max, prefault: true })
+    }
+
+    fn layout(&self) -> Result<Layout, StorageError> {
+        Layout::new(DATA_START, self.capacity, self.chunk_size).map_err(|reason| {
+            StorageError::InvalidConfig {
+                field: "capacity",
+                value: self.capacity,
+                reason: reason.to_owned(),
+            }
+        })
+    }
+}
+
+/// A storage failure. Every variant names the file and the problem.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// An I/O call failed.
+    #[error("{path}: could not {action}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done ("create", "allocate 1073741824 bytes", ...).
+        action: String,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Another broker holds the data directory.
+    #[error("data directory {path} is in use by another running broker")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The superblock is damaged or from another format.
+    #[error("{path}: {problem}")]
+    Superblock {
+        /// The ring file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The file disagrees with the topic's settings.
+    #[error("{path}: file has {field} {found}, but the topic says {expected}")]
+    Mismatch {
+        /// The ring file.
+        path: PathBuf,
+        /// The setting.
+        field: &'static str,
+        /// The file's value.
+        found: u64,
+        /// The topic's value.
+        expected: u64,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid {field} {value}: {reason}")]
+    InvalidConfig {
+        /// The setting.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// What is accepted.
+        reason: String,
+    },
+    /// An earlier failed write or sync stopped this log; restart to recover.
+    #[error("partition log stopped after an i/o failure: {reason}")]
+    Poisoned {
+        /// The failure that poisoned it.
+        reason: String,
+    },
+    /// A batch is larger than the partition accepts.
+    #[error("batch of {size} bytes is larger than this partition's limit of {max}")]
+    BatchTooLarge {
+        /// The batch size.
+        size: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// The next chunk is still leased by readers; the append can be retried shortly.
+    #[error("the oldest chunk is still being read by {readers} reader(s)")]
+    ChunkBusy {
+        /// Leases still held.
+        readers: u64,
+    },
+}
+
+/// What opening a log found.
+#[derive(Debug, Clone)]
+pub struct RecoveryReport {
+    /// The ring file.
+    pub path: PathBuf,
+    /// How the log was found.
+    pub mode: RecoveryMode,
+    /// Earliest offset held.
+    pub earliest_offset: u64,
+    /// Offset the next record gets.
+    pub next_offset: u64,
+    /// Where a torn or invalid tail was cut, if anywhere.
+    pub truncated: Option<Truncation>,
+    /// Chunks set aside as not part of the log.
+    pub discarded_chunks: u64,
+    /// Why a clean-shutdown checkpoint was not trusted.
+    pub checkpoint_rejected: Option<String>,
+    /// A damaged superblock copy that was passed over.
+    pub superblock_repaired: Option<String>,
+}
+
+/// A locked data directory. Ring files are only opened through it.
+#[derive(Debug)]
+pub struct DataDir {
+    lock: DirLock,
+    path: PathBuf,
+}
+
+impl DataDir {
+    /// Locks `path` (creating it), or fails if another broker has it.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Locked`] if another process holds the lock; [`StorageError::Io`] otherwise.
+    pub fn lock(path: &Path) -> Result<Self, StorageError> {
+        match DirLock::acquire(path) {
+            Ok(lock) => Ok(Self { lock, path: path.to_owned() }),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                Err(StorageError::Locked { path: path.join(".lock") })
+            }
+            Err(source) => {
+                Err(StorageError::Io { path: path.to_owned(), action: "lock".into(), source })
+            }
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The lock file.
+    pub fn lock_path(&self) -> &Path {
+        self.lock.path()
+    }
+}
+
+/// The shared, read side of a partition log; clone it freely.
+#[derive(Debug, Clone)]
+pub struct Log {
+    shared: std::sync::Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    core: crate::sync::Arc<RingCore>,
+    index: OffsetIndex,
+    path: PathBuf,
+    batch_size_max: u32,
+    head_position: AtomicU64,
+    head_offset: AtomicU64,
+    next_offset: AtomicU64,
+    synced_position: AtomicU64,
+    durable_offset: AtomicU64,
+    poison: OnceLock<String>,
+    /// Serialises syncs and superblock writes.
+    sync_lock: Mutex<SuperblockState>,
+}
+
+/// The superblock fields that change while the log runs.
+#[derive(Debug, Clone, Copy)]
+struct SuperblockState {
+    sequence: u64,
+    term: u32,
+    /// The durable offset stored on disk.
+    stored_durable_offset: u64,
+}
+
+/// How to open a ring file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create a new file; fail if it exists.
+    Create,
+    /// Open an existing file and recover it.
+    Existing,
+}
+
+/// Opens or creates the ring file at `path`, recovering it if it exists.
+///
+/// # Errors
+///
+/// A [`StorageError`] naming the file and the problem. Creating a file that cannot be
+/// preallocated removes it again, so no half-made file is left behind.
+pub fn open(
+    dir: &DataDir,
+    path: &Path,
+    config: &LogConfig,
+    mode: OpenMode,
+) -> Result<(Log, LogWriter, RecoveryReport), StorageError> {
+    let layout = config.layout()?;
+    let io_error = |action: &str| {
+        let path = path.to_owned();
+        let action = action.to_owned();
+        move |source| StorageError::Io { path, action, source }
+    };
+    let created = mode == OpenMode::Create;
+    let file = if created {
+        create_file(path, &layout)?
+    } else {
+        let file =
+            OpenOptions::new().read(true).write(true).open(path).map_err(io_error("open"))?;
+        check_existing(&file, path, &layout)?;
+        file
+    };
+    let prepared = Exclusive::map(&file, layout, &dir.lock, config.prefault)
+        .map_err(io_error("map"))
+        .and_then(|mut exclusive| {
+            if created {
+                if config.prefault {
+                    exclusive.advise_populate_write().map_err(io_error("pre-fault the mapping"))?;
+                }
+                format(&mut exclusive);
+                exclusive
+                    .flush_all()
+                    .and_then(|()| file.sync_all())
+                    .map_err(io_error("sync the new file"))?;
+            }
+            Ok(exclusive)
+        });
+    let exclusive = match prepared {
+        Ok(exclusive) => exclusive,
+        Err(error) => {
+            if created {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(error);
+        }
+    };
+    start(exclusive, path, config)
+}
+
+/// Recovers a ring file image held in memory, as [`open`] would recover the file. For tests that
+/// build crash images; nothing is written anywhere but the heap copy.
+///
+/// # Errors
+///
+/// As [`open`].
+#[doc(hidden)]
+pub fn open_image(
+    image: &[u8],
+    config: &LogConfig,
+) -> Result<(Log, LogWriter, RecoveryReport), StorageError> {
+    let layout = config.layout()?;
+    let mut exclusive = Exclusive::heap(layout);
+    let size = exclusive.file().len();
+    if image.len() != size {
+        return Err(StorageError::Mismatch {
+            path: "<image>".into(),
+            field: "file size",
+            found: image.len() as u64,
+            expected: size as u64,
+        });
+    }
+    exclusive.file_mut().copy_from_slice(image);
+    start(exclusive, Path::new("<image>"), config)
+}
+
+/// A new, empty log in heap memory (for tests and benchmarks of the log alone).
+///
+/// # Errors
+///
+/// [`StorageError::InvalidConfig`] for a bad geometry.
+#[doc(hidden)]
+pub fn open_in_memory(
+    config: &LogConfig,
+) -> Result<(Log, LogWriter, RecoveryReport), StorageError> {
+    let mut exclusive = Exclusive::heap(config.layout()?);
+    format(&mut exclusive);
+    start(exclusive, Path::new("<memory>"), config)
+}
+
+/// Writes both superblock copies of an empty ring.
+fn format(exclusive: &mut Exclusive) {
+    let layout = *exclusive.layout();
+    let page = Superblock {
+        capacity: layout.capacity,
+        chunk_size: layout.chunk_size,
+        sequence: 1,
+        term: 0,
+        clean: Some(Checkpoint::default()),
+        durable_offset: 0,
+    }
+    .encode();
+    write_both_copies(exclusive, &page);
+}
+
+fn write_both_copies(exclusive: &mut Exclusive, page: &[u8; SUPERBLOCK_SIZE]) {
+    for copy in 0..SUPERBLOCK_COPIES {
+        exclusive.file_mut()[copy * SUPERBLOCK_SIZE..(copy + 1) * SUPERBLOCK_SIZE]
+            .copy_from_slice(page);
+    }
+}
+
+/// Reads the superblock, recovers the log, cleans up after a scan, and shares the ring.
+fn start(
+    mut exclusive: Exclusive,
+    path: &Path,
+    config: &LogConfig,
+) -> Result<(Log, LogWriter, RecoveryReport), StorageError> {
+    let layout = *exclusive.layout();
+    let io_error = |action: &str| {
+        let path = path.to_owned();
+        let action = action.to_owned();
+        move |source| StorageError::Io { path, action, source }
+    };
+    let (superblock, skipped) = Superblock::choose(exclusive.file()).map_err(|problem| {
+        StorageError::Superblock { path: path.to_owned(), problem: problem.to_string() }
+    })?;
+    for (field, found, expected) in [
+        ("capacity", superblock.capacity, layout.capacity),
+        ("chunk size", superblock.chunk_size, layout.chunk_size),
+    ] {
+        if found != expected {
+            return Err(StorageError::Mismatch { path: path.to_owned(), field, found, expected });
+        }
+    }
+    let recovered = recovery::recover(
+        &exclusive.file()[DATA_START as usize..],
+        &layout,
+        &superblock,
+        config.batch_size_max,
+    );
+    if recovered.mode == RecoveryMode::Scanned {
+        clean_after_scan(&mut exclusive, &layout, &recovered);
+    }
+    // Everything recovered is made durable before anything new is accepted.
+    exclusive.flush_all().map_err(io_error("sync after recovery"))?;
+    let state = SuperblockState {
+        sequence: superblock.sequence + 1,
+        term: superblock.term,
+        stored_durable_offset: recovered.next_offset,
+    };
+    // From here the file says "not cleanly stopped": a crash from now on gets a full scan.
+    let page = Superblock {
+        capacity: layout.capacity,
+        chunk_size: layout.chunk_size,
+        sequence: state.sequence,
+        term: state.term,
+        clean: None,
+        durable_offset: recovered.next_offset,
+    }
+    .encode();
+    write_both_copies(&mut exclusive, &page);
+    exclusive.flush_all().map_err(io_error("write the superblock"))?;
+
+    let index = OffsetIndex::new(layout.capacity, layout.chunk_size);
+    let head_position = layout.generation_start(recovered.head_generation);
+    let mut index_fill = index.fill_cursor(head_position);
+    let mut chunk_first_offset = vec![0u64; layout.chunk_count() as usize].into_boxed_slice();
+    recovery::walk(
+        &exclusive.file()[DATA_START as usize..],
+        &layout,
+        head_position,
+        recovered.head_offset,
+        recovered.tail_position,
+        config.batch_size_max,
+        |batch| {
+            index.note(&mut index_fill, batch.position, batch.base_offset);
+            if batch.position % layout.chunk_size == 0 {
+                chunk_first_offset
+                    [(layout.generation(batch.position) % layout.chunk_count()) as usize] =
+                    batch.base_offset;
+            }
+        },
+    )
+    .map_err(|error| StorageError::Superblock {
+        path: path.to_owned(),
+        problem: format!("recovered log does not walk: {error}"),
+    })?;
+
+    let next_generation = recovered.next_generation();
+    let published = match recovered.tail_generation {
+        Some(_) => recovered.tail_position,
+        None => layout.generation_start(next_generation),
+    };
+    let (core, cursor) =
+        exclusive.share(published, recovered.tail_generation, next_generation, |slot| {
+            recovered.slot_generation(&layout, slot)
+        });
+    let shared = std::sync::Arc::new(Shared {
+        core,
+        index,
+        path: path.to_owned(),
+        batch_size_max: config.batch_size_max,
+        head_position: AtomicU64::new(head_position),
+        head_offset: AtomicU64::new(recovered.head_offset),
+        next_offset: AtomicU64::new(recovered.next_offset),
+        synced_position: AtomicU64::new(published),
+        durable_offset: AtomicU64::new(recovered.next_offset),
+        poison: OnceLock::new(),
+        sync_lock: Mutex::new(state),
+    });
+    let report = RecoveryReport {
+        path: path.to_owned(),
+        mode: recovered.mode,
+        earliest_offset: recovered.head_offset,
+        next_offset: recovered.next_offset,
+        truncated: recovered.truncated.clone(),
+        discarded_chunks: recovered.discarded_chunks,
+        checkpoint_rejected: recovered.checkpoint_rejected.clone(),
+        superblock_repaired: skipped.map(|problem| problem.to_string()),
+    };
+    let writer = LogWriter::new(
+        cursor,
+        std::sync::Arc::clone(&shared),
+        recovered.tail_position,
+        recovered.next_offset,
+        index_fill,
+        chunk_first_offset,
+        state.term,
+    );
+    Ok((Log { shared }, writer, report))
+}
+
+/// Checks an existing ring file's superblock and size against the topic's layout before mapping
+/// it, so a mismatch is reported as what it is rather than as a failed map.
+fn check_existing(file: &File, path: &Path, layout: &Layout) -> Result<(), StorageError> {
+    use std::os::unix::fs::FileExt;
+    let size = file
+        .metadata()
+        .map_err(|source| StorageError::Io {
+            path: path.to_owned(),
+            action: "stat".into(),
+            source,
+        })?
+        .len();
+    let mut head = vec![0u8; DATA_START as usize];
+    let available = (size.min(DATA_START)) as usize;
+    file.read_exact_at(&mut head[..available], 0).map_err(|source| StorageError::Io {
+        path: path.to_owned(),
+        action: "read the superblock".into(),
+        source,
+    })?;
+    let (superblock, _) = Superblock::choose(&head).map_err(|problem| {
+        StorageError::Superblock { path: path.to_owned(), problem: problem.to_string() }
+    })?;
+    for (field, found, expected) in [
+        ("capacity", superblock.capacity, layout.capacity),
+        ("chunk size", superblock.chunk_size, layout.chunk_size),
+    ] {
+        if found != expected {
+            return Err(StorageError::Mismatch { path: path.to_owned(), field, found, expected });
+        }
+    }
+    if size != layout.file_size() {
+        return Err(StorageError::Superblock {
+            path: path.to_owned(),
+            problem: format!(
+                "file is {size} bytes but its superblock describes {} bytes (truncated or extended?)",
+                layout.file_size()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Creates a ring file of the layout's size, allocated on disk, with mode 0600.
+fn create_file(path: &Path, layout: &Layout) -> Result<File, StorageError> {
+    let file =
+        OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(
+            |source| StorageError::Io { path: path.to_owned(), action: "create".into(), source },
+        )?;
+    let size = layout.file_size();
+    if let Err(error) = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size) {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(StorageError::Io {
+            path: path.to_owned(),
+            action: format!("allocate {size} bytes"),
+            source: io::Error::from(error),
+        });
+    }
+    Ok(file)
+}
+
+/// Zeroes the rest of the tail chunk and blanks the first header of every chunk outside the log,
+/// so nothing from before the crash can follow the new tail.
+fn clean_after_scan(exclusive: &mut Exclusive, layout: &Layout, recovered: &recovery::Recovered) {
+    let count = layout.chunk_count();
+    let data = &mut exclusive.file_mut()[DATA_START as usize..];
+    if let Some(tail) = recovered.tail_generation {
+        let place = (recovered.tail_position % layout.capacity) as usize;
+        let chunk_end = ((tail % count + 1) * layout.chunk_size) as usize;
+        // The tail may sit exactly at its chunk's end.
+        if place < chunk_end && recovered.tail_position < layout.generation_start(tail + 1) {
+            data[place..chunk_end].fill(0);
+        }
+    }
+    for slot in 0..count {
+        let generation = recovered.slot_generation(layout, slot as usize);
+        let retained = match (generation, recovered.tail_generation) {
+            (Some(generation), Some(tail)) => {
+                generation >= recovered.head_generation && generation <= tail
+            }
+            _ => false,
+        };
+        if !retained {
+            let start = (slot * layout.chunk_size) as usize;
+            data[start..start + BATCH_HEADER_SIZE].fill(0);
+        }
+    }
+}
+
+impl Log {
+    /// Earliest offset held.
+    pub fn earliest_offset(&self) -> u64 {
+        self.shared.head_offset.load(Ordering::Acquire)
+    }
+
+    /// Offset the next record will get.
+    pub fn next_offset(&self) -> u64 {
+        self.shared.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Every record below this offset is on disk (synced).
+    pub fn durable_offset(&self) -> u64 {
+        self.shared.durable_offset.load(Ordering::Acquire)
+    }
+
+    /// Bytes of the data area.
+    pub fn capacity(&self) -> u64 {
+        self.shared.core.layout().capacity
+    }
+
+    /// Bytes per chunk.
+    pub fn chunk_size(&self) -> u64 {
+        self.shared.core.layout().chunk_size
+    }
+
+    /// Largest batch this log accepts.
+    pub fn batch_size_max(&self) -> u32 {
+        self.shared.batch_size_max
+    }
+
+    /// Bytes between the head and the published end (retained data, padding included).
+    pub fn used_bytes(&self) -> u64 {
+        let end = self.shared.core.published_end();
+        end.saturating_sub(self.shared.head_position.load(Ordering::Acquire))
+    }
+
+    /// The ring file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Why the log stopped accepting writes, if it did.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.shared.poison.get().map(String::as_str)
+    }
+
+    /// Syncs everything published so far (`msync(MS_SYNC)`) and returns the durable offset:
+    /// every record below it survives an OS crash. One call covers every batch published before
+    /// it started, so concurrent producers share it. Blocks for the duration of the sync.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Poisoned`] if this or an earlier sync failed: the page cache can no
+    /// longer be trusted, so the log refuses writes until restart.
+    pub fn sync(&self) -> Result<u64, StorageError> {
+        let shared = &self.shared;
+        let mut state = shared.sync_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        shared.check_poison()?;
+        // The offset first, then the end: the end is at or past that offset's batches.
+        let target_offset = shared.next_offset.load(Ordering::Acquire);
+        let target_end = shared.core.published_end();
+        let from = shared.synced_position.load(Ordering::Acquire);
+        if let Err(source) = shared.core.flush_data(from, target_end) {
+            return Err(shared.poison_with(format!("msync of {}: {source}", shared.path.display())));
+        }
+        shared.synced_position.store(target_end, Ordering::Release);
+        shared.durable_offset.fetch_max(target_offset, Ordering::AcqRel);
+        // Keep the on-disk durable offset inside the retained log, so recovery can tell which
+        // chain of chunks holds the synced data (see `recovery`).
+        if state.stored_durable_offset < shared.head_offset.load(Ordering::Acquire) {
+            shared.store_durable(&mut state, target_offset)?;
+        }
+        Ok(shared.durable_offset.load(Ordering::Acquire))
+    }
+
+    /// Makes every later sync fail, as a failing disk would (tests of poisoning).
+    #[doc(hidden)]
+    pub fn inject_sync_failure(&self) {
+        self.shared.core.inject_flush_failure(true);
+    }
+}
+
+impl Shared {
+    fn check_poison(&self) -> Result<(), StorageError> {
+        match self.poison.get() {
+            Some(reason) => Err(StorageError::Poisoned { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn poison_with(&self, reason: String) -> StorageError {
+        let _ = self.poison.set(reason);
+        StorageError::Poisoned { reason: self.poison.get().cloned().unwrap_or_default() }
+    }
+
+    /// Writes both superblock copies with a new durable offset (and optionally a clean
+    /// checkpoint); each copy is synced before the next is written.
+    fn write_superblock(
+        &self,
+        state: &mut SuperblockState,
+        durable_offset: u64,
+        clean: Option<Checkpoint>,
+    ) -> Result<(), StorageError> {
+        let layout = self.core.layout();
+        state.sequence += 1;
+        let page = Superblock {
+            capacity: layout.capacity,
+            chunk_size: layout.chunk_size,
+            sequence: state.sequence,
+            term: state.term,
+            clean,
+            durable_offset,
+        }
+        .encode();
+        for copy in 0..SUPERBLOCK_COPIES {
+            if let Err(source) = self.core.write_superblock(copy * SUPERBLOCK_SIZE, &page) {
+                return Err(self.poison_with(format!(
+                    "superblock write of {}: {source}",
+                    self.path.display()
+                )));
+            }
+        }
+        state.stored_durable_offset = durable_offset;
+        Ok(())
+    }
+
+    fn store_durable(
+        &self,
+        state: &mut SuperblockState,
+        durable_offset: u64,
+    ) -> Result<(), StorageError> {
+        self.write_superblock(state, durable_offset, None)
+    }
+}
+
+#[cfg(test)]
+#[cfg(not(broker_loom))]
+mod tests;

@@ -1,0 +1,222 @@
+//! Reads: find the batch holding an offset and answer with a view of the mapped file.
+//!
+//! A read never copies and never allocates: it leases the chunk holding the batch and returns a
+//! [`LogBytes`], a view of the mapped file that owns the lease. The broker writes it to the socket
+//! straight from the mapping; [`LogBytes::into_bytes`] turns it into `Bytes` (one allocation, for
+//! the `Bytes` owner) for callers that need one. The lease keeps the writer from reclaiming the
+//! chunk until the view is dropped, so callers hold it only while writing a response, under a
+//! write timeout.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use ringmq_protocol::batch::BatchHeader;
+use ringmq_protocol::limits::BATCH_HEADER_SIZE;
+
+use super::index::Hint;
+use super::raw::{Lease, LeaseError, RingCore};
+use super::Log;
+
+/// How many times a read restarts when the writer laps it mid-search.
+const READ_ATTEMPTS: usize = 4;
+
+/// A view of published bytes of the mapped file, holding a read lease on their chunk.
+#[derive(Debug, Default)]
+pub struct LogBytes {
+    lease: Option<Lease>,
+    start: usize,
+    end: usize,
+}
+
+impl LogBytes {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.lease {
+            Some(lease) => &lease.bytes()[self.start..self.end],
+            None => &[],
+        }
+    }
+
+    /// Converts the view into `Bytes` that keep the lease until the last clone drops
+    /// (`Bytes::from_owner`: one allocation).
+    pub fn into_bytes(self) -> Bytes {
+        match self.lease {
+            Some(lease) => Bytes::from_owner(lease).slice(self.start..self.end),
+            None => Bytes::new(),
+        }
+    }
+}
+
+impl std::ops::Deref for LogBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// Whole batches read from a log.
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    /// Earliest offset held when the read was made.
+    pub earliest_offset: u64,
+    /// Offset the next record will get, when the read was made.
+    pub next_offset: u64,
+    /// Zero or more whole batches, back to back: a view of the mapped file.
+    pub batches: LogBytes,
+    /// Number of batches in `batches`.
+    pub batch_count: u32,
+    /// Number of records in `batches` (including any before the offset asked for).
+    pub record_count: u64,
+}
+
+/// Why a read returned no batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The offset is below the earliest offset held (reclaimed) or past the next offset.
+    #[error("offset {offset} is out of range: the partition holds {earliest} to {next}")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// Earliest offset held.
+        earliest: u64,
+        /// Offset the next record will get.
+        next: u64,
+    },
+    /// The chunk has too many concurrent readers; retry.
+    #[error("too many concurrent readers on one chunk")]
+    Busy,
+}
+
+/// Why one attempt at a read must start over.
+enum Restart {
+    /// The writer overtook the read (reclaim, stale or torn index entry).
+    Lapped,
+    Busy,
+}
+
+impl Log {
+    /// Reads whole batches starting with the one holding `offset`, up to about `max_bytes` (at
+    /// least one batch, however large), from one chunk. An empty result means `offset` is the
+    /// next offset: nothing to read yet.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::OffsetOutOfRange`] with the earliest and next offsets, or [`ReadError::Busy`].
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadOutcome, ReadError> {
+        let shared = &self.shared;
+        for _ in 0..READ_ATTEMPTS {
+            // The offset first, then the end: bytes for every offset below `next` are published
+            // below `end` (the writer stores them in the opposite order, with release).
+            let next = shared.next_offset.load(Ordering::Acquire);
+            let end = shared.core.published_end();
+            let earliest = shared.head_offset.load(Ordering::Acquire);
+            let head = shared.head_position.load(Ordering::Acquire);
+            if offset < earliest || offset > next {
+                return Err(ReadError::OffsetOutOfRange { offset, earliest, next });
+            }
+            if offset == next {
+                return Ok(ReadOutcome {
+                    earliest_offset: earliest,
+                    next_offset: next,
+                    ..ReadOutcome::default()
+                });
+            }
+            let Some(hint) = shared.index.lookup(offset, head, end) else { continue };
+            match self.read_from(hint, offset, max_bytes) {
+                Ok(mut outcome) => {
+                    outcome.earliest_offset = earliest;
+                    outcome.next_offset = next;
+                    return Ok(outcome);
+                }
+                Err(Restart::Lapped) => continue,
+                Err(Restart::Busy) => return Err(ReadError::Busy),
+            }
+        }
+        // Lapped on every attempt: the offset is almost certainly reclaimed by now.
+        let earliest = self.earliest_offset();
+        let next = self.next_offset();
+        if offset < earliest || offset > next {
+            Err(ReadError::OffsetOutOfRange { offset, earliest, next })
+        } else {
+            Err(ReadError::Busy)
+        }
+    }
+
+    /// Walks batch headers from `hint` to the batch holding `target`, then collects batches.
+    fn read_from(&self, hint: Hint, target: u64, max_bytes: usize) -> Result<ReadOutcome, Restart> {
+        let core = &self.shared.core;
+        let chunk_size = core.layout().chunk_size;
+        let mut position = hint.position;
+        let mut expected = hint.offset;
+        loop {
+            let lease = RingCore::lease(core, position).map_err(|error| match error {
+                LeaseError::TooManyReaders => Restart::Busy,
+                LeaseError::Reclaimed | LeaseError::NotPublished => Restart::Lapped,
+            })?;
+            let bytes = lease.bytes();
+            let chunk_end = (position / chunk_size + 1) * chunk_size;
+            let mut at = 0usize;
+            let found = loop {
+                let rest = &bytes[at..];
+                let left_in_chunk = chunk_end - (position + at as u64);
+                if left_in_chunk < BATCH_HEADER_SIZE as u64 {
+                    break None;
+                }
+                if rest.len() < BATCH_HEADER_SIZE {
+                    // The target is below `next`, so its batch is published: the hint was bad.
+                    return Err(Restart::Lapped);
+                }
+                let header = BatchHeader::peek(rest).map_err(|_| Restart::Lapped)?;
+                if header.base_offset() != expected {
+                    return Err(Restart::Lapped);
+                }
+                if header.is_padding() {
+                    break None;
+                }
+                let size = header.batch_len();
+                if size > rest.len() || size < BATCH_HEADER_SIZE {
+                    return Err(Restart::Lapped);
+                }
+                if header.next_offset() > target {
+                    break Some(at);
+                }
+                at += size;
+                expected = header.next_offset();
+            };
+            let Some(start) = found else {
+                // Padding or the chunk's end: the log continues at the next chunk.
+                position = chunk_end;
+                continue;
+            };
+            let mut end = start;
+            let mut batch_count = 0u32;
+            let mut record_count = 0u64;
+            while end < bytes.len() {
+                let rest = &bytes[end..];
+                let Ok(header) = BatchHeader::peek(rest) else { break };
+                let size = header.batch_len();
+                if header.is_padding() || size > rest.len() || size < BATCH_HEADER_SIZE {
+                    break;
+                }
+                if batch_count > 0 && end - start + size > max_bytes {
+                    break;
+                }
+                end += size;
+                batch_count += 1;
+                record_count += u64::from(header.record_count());
+            }
+            let batches = LogBytes { lease: Some(lease), start, end };
+            return Ok(ReadOutcome {
+                earliest_offset: 0,
+                next_offset: 0,
+                batches,
+                batch_count,
+                record_count,
+            });
+        }
+    }
+}

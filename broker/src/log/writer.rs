@@ -1,0 +1,200 @@
+//! The single writer of a partition log: append, pad at chunk ends, reclaim the oldest chunk.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ringmq_protocol::batch::{stamp, write_padding};
+use ringmq_protocol::limits::BATCH_HEADER_SIZE;
+use ringmq_protocol::BatchView;
+
+use super::raw::{Claim, WriteCursor};
+use super::superblock::Checkpoint;
+use super::{Shared, StorageError};
+
+/// The one writer of a partition log (DESIGN.md invariant 2): not `Clone`, and every append goes
+/// through `&mut self`.
+#[derive(Debug)]
+pub struct LogWriter {
+    cursor: WriteCursor,
+    shared: Arc<Shared>,
+    /// Position where the next batch goes.
+    tail: u64,
+    next_offset: u64,
+    /// End of the claimed chunk (equal to `tail` when no chunk is claimed).
+    chunk_end: u64,
+    /// The held chunk is full and padded; the next append must claim another first.
+    needs_chunk: bool,
+    index_fill: u64,
+    /// Base offset of the first batch of each chunk slot's current generation.
+    chunk_first_offset: Box<[u64]>,
+    term: u32,
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// Offset after its last record.
+    pub next_offset: u64,
+    /// Position after the batch (what a sync must reach to make it durable).
+    pub end_position: u64,
+}
+
+impl LogWriter {
+    pub(super) fn new(
+        cursor: WriteCursor,
+        shared: Arc<Shared>,
+        tail: u64,
+        next_offset: u64,
+        index_fill: u64,
+        chunk_first_offset: Box<[u64]>,
+        term: u32,
+    ) -> Self {
+        let layout = *cursor.core().layout();
+        let (chunk_end, needs_chunk) = match cursor.claimed() {
+            Some(generation) => {
+                let end = layout.generation_start(generation + 1);
+                (end, tail == end)
+            }
+            None => (tail, true),
+        };
+        Self {
+            cursor,
+            shared,
+            tail,
+            next_offset,
+            chunk_end,
+            needs_chunk,
+            index_fill,
+            chunk_first_offset,
+            term,
+        }
+    }
+
+    /// Offset the next record gets.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Appends a validated batch: one copy into the mapping, base offset and term stamped in
+    /// place, then published to readers. When this returns the batch survives a broker crash
+    /// (`kill -9`); call [`super::Log::sync`] for an OS crash.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::ChunkBusy`] when the oldest chunk must be reclaimed but readers still lease
+    /// it: nothing was written, retry shortly (leases are short). [`StorageError::BatchTooLarge`],
+    /// or [`StorageError::Poisoned`] after an I/O failure.
+    pub fn append(&mut self, batch: &BatchView<'_>) -> Result<Appended, StorageError> {
+        self.shared.check_poison()?;
+        let bytes = batch.as_bytes();
+        let size = bytes.len() as u64;
+        if size > u64::from(self.shared.batch_size_max) {
+            return Err(StorageError::BatchTooLarge { size, max: self.shared.batch_size_max });
+        }
+        if !self.needs_chunk && self.tail + size > self.chunk_end {
+            self.close_chunk();
+        }
+        if self.needs_chunk {
+            self.claim_next()?;
+        }
+        let layout = *self.cursor.core().layout();
+        let position = self.tail;
+        let base_offset = self.next_offset;
+        self.cursor.write(position, bytes);
+        stamp(self.cursor.bytes_mut(position, BATCH_HEADER_SIZE as u64), base_offset, self.term)
+            .expect("a validated batch holds a header");
+        if position.is_multiple_of(layout.chunk_size) {
+            let slot = (layout.generation(position) % layout.chunk_count()) as usize;
+            self.chunk_first_offset[slot] = base_offset;
+        }
+        self.shared.index.note(&mut self.index_fill, position, base_offset);
+        self.tail += size;
+        self.next_offset = base_offset + u64::from(batch.record_count());
+        self.cursor.publish(self.tail);
+        // After the publish: a reader that sees this offset also sees the bytes (see `Log::read`).
+        self.shared.next_offset.store(self.next_offset, Ordering::Release);
+        if self.tail == self.chunk_end {
+            self.needs_chunk = true;
+        }
+        Ok(Appended { base_offset, next_offset: self.next_offset, end_position: self.tail })
+    }
+
+    /// Pads the rest of the held chunk and publishes up to its end.
+    fn close_chunk(&mut self) {
+        let rest = self.chunk_end - self.tail;
+        if rest >= BATCH_HEADER_SIZE as u64 {
+            let tail = self.cursor.bytes_mut(self.tail, rest);
+            write_padding(tail, self.next_offset, self.term)
+                .expect("padding fits the rest of the chunk");
+        }
+        // A remainder shorter than a header needs no marker: readers and recovery skip it.
+        self.tail = self.chunk_end;
+        self.cursor.publish(self.tail);
+        self.needs_chunk = true;
+    }
+
+    /// Claims the next chunk, reclaiming the oldest one when the ring is full.
+    fn claim_next(&mut self) -> Result<(), StorageError> {
+        let layout = *self.cursor.core().layout();
+        let count = layout.chunk_count();
+        let generation =
+            self.cursor.claimed().map_or(layout.generation(self.tail), |held| held + 1);
+        if generation >= count {
+            // The chunk replaced is generation - count; the head moves to the one after it.
+            let head_generation = generation - count + 1;
+            let head_position = layout.generation_start(head_generation);
+            if self.shared.head_position.load(Ordering::Relaxed) < head_position {
+                let slot = (head_generation % count) as usize;
+                let head_offset = self.chunk_first_offset[slot];
+                // Offset first: a reader comparing against the earliest offset must not be
+                // told an offset is held after its chunk is gone.
+                self.shared.head_offset.store(head_offset, Ordering::Release);
+                self.shared.head_position.store(head_position, Ordering::Release);
+                self.keep_durable_offset_retained(head_offset)?;
+            }
+        }
+        match self.cursor.try_claim() {
+            Claim::Claimed => {
+                self.tail = layout.generation_start(generation);
+                self.chunk_end = layout.generation_start(generation + 1);
+                self.needs_chunk = false;
+                Ok(())
+            }
+            Claim::Busy { readers } => Err(StorageError::ChunkBusy { readers }),
+        }
+    }
+
+    /// If the durable offset stored on disk is about to fall out of the log, store the current
+    /// one (when it is inside), so recovery can still find the chain holding synced data.
+    fn keep_durable_offset_retained(&mut self, head_offset: u64) -> Result<(), StorageError> {
+        let mut state =
+            self.shared.sync_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let durable = self.shared.durable_offset.load(Ordering::Acquire);
+        if state.stored_durable_offset < head_offset && durable >= head_offset {
+            self.shared.store_durable(&mut state, durable)?;
+        }
+        Ok(())
+    }
+
+    /// Stops the log cleanly: syncs everything and writes a clean-shutdown checkpoint, so the
+    /// next open walks headers instead of scanning every chunk.
+    ///
+    /// # Errors
+    ///
+    /// The sync's or the superblock write's error; the file then recovers by a full scan.
+    pub fn close(self) -> Result<(), StorageError> {
+        let log = super::Log { shared: Arc::clone(&self.shared) };
+        let durable = log.sync()?;
+        let mut state =
+            self.shared.sync_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let checkpoint = Checkpoint {
+            head_position: self.shared.head_position.load(Ordering::Acquire),
+            head_offset: self.shared.head_offset.load(Ordering::Acquire),
+            tail_position: self.tail,
+            next_offset: self.next_offset,
+        };
+        self.shared.write_superblock(&mut state, durable, Some(checkpoint))
+    }
+}

@@ -1,0 +1,53 @@
+//! Every size the protocol accepts has a named maximum here.
+//!
+//! These are the protocol's absolute ceilings: a broker may configure lower limits (and announces
+//! them in the handshake), never higher ones. Decoders check each length against the bytes present
+//! *and* against these limits before using it.
+
+/// Size of the fixed frame header that precedes every frame body.
+pub const FRAME_HEADER_SIZE: usize = 20;
+
+/// Largest frame body the protocol allows. Brokers default to a lower limit.
+pub const FRAME_BODY_SIZE_MAX: u32 = 64 << 20;
+
+/// Size of the fixed record batch header.
+pub const BATCH_HEADER_SIZE: usize = 64;
+
+/// Largest record batch the protocol allows (header included).
+pub const BATCH_SIZE_MAX: u32 = 16 << 20;
+
+/// Size of the fixed header in front of every record.
+pub const RECORD_HEADER_SIZE: usize = 20;
+
+/// Most records one batch may hold.
+pub const RECORD_COUNT_MAX: u32 = 1 << 20;
+
+/// Most headers one record may carry.
+pub const RECORD_HEADER_COUNT_MAX: u16 = 64;
+
+/// Longest record header name, in bytes of UTF-8.
+pub const HEADER_NAME_SIZE_MAX: u16 = 255;
+
+/// Size of the fixed part of one record header entry (name size and value size).
+pub const HEADER_ENTRY_FIXED_SIZE: usize = 6;
+
+/// Longest topic name, in bytes.
+pub const TOPIC_NAME_SIZE_MAX: usize = 200;
+
+/// Most partitions one topic may have.
+pub const PARTITION_COUNT_MAX: u32 = 1024;
+
+/// Most topics one broker may hold (and one `ListTopics` response may carry).
+pub const TOPIC_COUNT_MAX: u32 = 10_000;
+
+/// Longest client or broker name exchanged in the handshake.
+pub const PEER_NAME_SIZE_MAX: usize = 256;
+
+/// Longest human-readable error message carried in an error response.
+pub const ERROR_MESSAGE_SIZE_MAX: usize = 1024;
+
+/// Longest consumer group or member id, in bytes.
+pub const GROUP_NAME_SIZE_MAX: usize = 200;
+
+const _: () = assert!(BATCH_SIZE_MAX <= FRAME_BODY_SIZE_MAX);
+const _: () = assert!(BATCH_HEADER_SIZE + RECORD_HEADER_SIZE <= 4096);

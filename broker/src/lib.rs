@@ -2,11 +2,19 @@
 //!
 //! - [`log`]: the partition log, a preallocated memory-mapped ring per partition.
 //! - [`pool`]: the fixed-size buffer pool network reads land in.
+//! - [`partition`] and [`topics`]: partitions with their single writer and group commit, and the
+//!   registry of topics in a data directory.
+//! - [`server`]: the TCP server; [`config`]: every setting and limit.
 //!
 //! All `unsafe` code lives in `log::raw`; everything else is safe.
 
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod log;
+pub mod metrics;
+pub mod partition;
 pub mod pool;
+pub mod server;
 mod sync;
+pub mod topics;

@@ -82,7 +82,8 @@ error_codes! {
     UnknownPartition = 6, false, "unknown partition";
     /// A topic with this name already exists.
     TopicExists = 7, false, "topic already exists";
-    /// The topic name is empty, too long or has characters outside `[A-Za-z0-9._-]`.
+    /// The topic name is empty, too long, starts with `.` or has characters outside
+    /// `[A-Za-z0-9._-]`.
     InvalidTopicName = 8, false, "invalid topic name";
     /// A request field holds a value that is out of range or inconsistent.
     InvalidRequest = 9, false, "invalid request";

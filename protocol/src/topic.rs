@@ -1,7 +1,8 @@
 //! Topic and group names: the characters and lengths both ends accept.
 //!
 //! A topic name becomes a directory name on the broker, so it is restricted to a portable set:
-//! 1 to [`TOPIC_NAME_SIZE_MAX`] bytes of `[A-Za-z0-9._-]`, and not `.` or `..`.
+//! 1 to [`TOPIC_NAME_SIZE_MAX`] bytes of `[A-Za-z0-9._-]`, not starting with `.` (the broker keeps
+//! its own files there).
 
 use crate::limits::{GROUP_NAME_SIZE_MAX, TOPIC_NAME_SIZE_MAX};
 
@@ -30,8 +31,8 @@ fn validate_name(name: &str, max: usize) -> Result<(), &'static str> {
     if name.len() > max {
         return Err("name is longer than 200 bytes");
     }
-    if name == "." || name == ".." {
-        return Err("name may not be \".\" or \"..\"");
+    if name.starts_with('.') {
+        return Err("name may not start with '.'");
     }
     if !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
     {
@@ -51,7 +52,7 @@ mod tests {
         for good in ["orders", "a", "Orders.v2_eu-west", &"x".repeat(200)] {
             assert_eq!(validate_topic_name(good), Ok(()), "{good}");
         }
-        for bad in ["", ".", "..", "a/b", "a b", "ümlaut", &"x".repeat(201), "a\0b"] {
+        for bad in ["", ".", "..", ".lock", "a/b", "a b", "ümlaut", &"x".repeat(201), "a\0b"] {
             assert!(validate_topic_name(bad).is_err(), "{bad:?}");
         }
     }

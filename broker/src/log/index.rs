@@ -5,9 +5,10 @@
 //! the slot's first position: its position and base offset. Only the writer stores entries, before
 //! it publishes the batch they name; readers load them with no lock and treat them as hints:
 //!
-//! - an entry whose position lies before its slot is from an earlier lap (stale): the reader was
-//!   overtaken by the writer and retries;
-//! - an entry at or past the published end the reader loaded is treated as "after the target";
+//! - the head's slot must name the head batch, or the writer has lapped the reader, who retries;
+//! - an entry whose position lies before its slot is from an earlier lap: no batch has started in
+//!   or after that slot yet, so it counts as "after the target", as does an entry at or past the
+//!   published end the reader loaded (written since);
 //! - the chosen entry is confirmed by reading the batch header at its position under a lease, so a
 //!   torn pair (offset and position from different writes) can never be served.
 //!
@@ -84,39 +85,37 @@ impl OffsetIndex {
         }
         let first = head / self.interval;
         let last = (end - 1) / self.interval;
-        // Entry for `slot`, classified: Some(Ok(hint)) usable, Some(Err(())) at/after end,
-        // None stale (lapped).
-        let load = |slot: u64| -> Option<Result<Hint, ()>> {
-            let (entry_offset, entry_position) = self.entry(slot);
-            let position = entry_position.load(Ordering::Relaxed);
-            let offset = entry_offset.load(Ordering::Relaxed);
-            if position < slot * self.interval || position < head {
-                return None;
-            }
-            if position >= end {
-                return Some(Err(()));
-            }
-            Some(Ok(Hint { position, offset }))
-        };
-        // Binary search for the last slot whose entry has offset <= target.
-        let mut low = first;
+        // The head's slot always holds the head batch (the head is a chunk start); if it does
+        // not, the writer has lapped this reader.
+        let (offset, position) = self.load(first);
+        if position != head || offset > target {
+            return None;
+        }
+        let mut best = Hint { position, offset };
+        // Binary search for the last slot whose entry has offset <= target. An entry older than
+        // its slot means no batch has started in or after the slot yet (the writer fills slots
+        // in order, before it publishes); one at or past `end` was written after the reader
+        // loaded `end`. Both count as "after the target".
+        let mut low = first + 1;
         let mut high = last + 1;
-        let mut best = match load(first)? {
-            Ok(hint) if hint.offset <= target => hint,
-            _ => return None,
-        };
-        low += 1;
         while low < high {
             let middle = low + (high - low) / 2;
-            match load(middle)? {
-                Ok(hint) if hint.offset <= target => {
-                    best = hint;
-                    low = middle + 1;
-                }
-                _ => high = middle,
+            let (offset, position) = self.load(middle);
+            let usable = position >= middle * self.interval && position < end;
+            if usable && offset <= target {
+                best = Hint { position, offset };
+                low = middle + 1;
+            } else {
+                high = middle;
             }
         }
         Some(best)
+    }
+
+    fn load(&self, slot: u64) -> (u64, u64) {
+        let (entry_offset, entry_position) = self.entry(slot);
+        let position = entry_position.load(Ordering::Relaxed);
+        (entry_offset.load(Ordering::Relaxed), position)
     }
 }
 
@@ -180,6 +179,20 @@ mod tests {
             Some(Hint { position: 16384, offset: 400 })
         );
         assert_eq!(index.lookup(450, 16384 + 4096, 16384 + 8192), None);
+    }
+
+    /// A batch larger than a slot leaves the slots it covers unfilled until the next batch
+    /// starts; a lookup must not mistake them for a lapped index (it did, and every read of a
+    /// partition with such a batch at its end failed as "busy").
+    #[test]
+    fn slots_covered_by_one_batch_are_not_mistaken_for_a_lap() {
+        let index = OffsetIndex::new(1 << 20, 1 << 16);
+        let mut fill = 0;
+        index.note(&mut fill, 0, 0);
+        index.note(&mut fill, 60_000, 10);
+        // The second batch runs to 131_021, across all of slot 1, which no batch starts in.
+        assert_eq!(index.lookup(0, 0, 131_021), Some(Hint { position: 0, offset: 0 }));
+        assert_eq!(index.lookup(15, 0, 131_021), Some(Hint { position: 0, offset: 0 }));
     }
 
     #[test]

@@ -228,6 +228,15 @@ pub enum StorageError {
     },
 }
 
+/// What a sync made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// Every record below this offset is on disk.
+    pub offset: u64,
+    /// Every byte below this position is on disk.
+    pub position: u64,
+}
+
 /// What opening a log found.
 #[derive(Debug, Clone)]
 pub struct RecoveryReport {
@@ -698,15 +707,26 @@ impl Log {
         self.shared.poison.get().map(String::as_str)
     }
 
-    /// Syncs everything published so far (`msync(MS_SYNC)`) and returns the durable offset:
-    /// every record below it survives an OS crash. One call covers every batch published before
-    /// it started, so concurrent producers share it. Blocks for the duration of the sync.
+    /// Position after the last published batch (bytes of the unrolled ring).
+    pub fn published_end(&self) -> u64 {
+        self.shared.core.published_end()
+    }
+
+    /// Position below which everything is synced.
+    pub fn synced_position(&self) -> u64 {
+        self.shared.synced_position.load(Ordering::Acquire)
+    }
+
+    /// Syncs everything published so far (`msync(MS_SYNC)`): every record below the returned
+    /// offset, and every byte below the returned position, survives an OS crash. One call covers
+    /// every batch published before it started, so concurrent producers share it. Blocks for the
+    /// duration of the sync.
     ///
     /// # Errors
     ///
     /// [`StorageError::Poisoned`] if this or an earlier sync failed: the page cache can no
     /// longer be trusted, so the log refuses writes until restart.
-    pub fn sync(&self) -> Result<u64, StorageError> {
+    pub fn sync(&self) -> Result<Synced, StorageError> {
         let shared = &self.shared;
         let mut state = shared.sync_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         shared.check_poison()?;
@@ -724,7 +744,7 @@ impl Log {
         if state.stored_durable_offset < shared.head_offset.load(Ordering::Acquire) {
             shared.store_durable(&mut state, target_offset)?;
         }
-        Ok(shared.durable_offset.load(Ordering::Acquire))
+        Ok(Synced { offset: shared.durable_offset.load(Ordering::Acquire), position: target_end })
     }
 
     /// Makes every later sync fail, as a failing disk would (tests of poisoning).

@@ -87,7 +87,7 @@ pub enum ReadError {
         next: u64,
     },
     /// The chunk has too many concurrent readers; retry.
-    #[error("too many concurrent readers on one chunk")]
+    #[error("the partition is busy (too many concurrent readers, or rewritten faster than it could be read); retry")]
     Busy,
 }
 

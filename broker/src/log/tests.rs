@@ -342,7 +342,7 @@ fn one_damaged_superblock_copy_is_repaired_from_the_other() {
 fn failed_sync_poisons_the_log() {
     let (log, mut writer, _) = open_in_memory(&config(4)).unwrap();
     append_values(&mut writer, &[vec![1; 10], vec![2; 10]]).unwrap();
-    assert_eq!(log.sync().unwrap(), 2);
+    assert_eq!(log.sync().unwrap().offset, 2);
     assert_eq!(log.durable_offset(), 2);
     append_values(&mut writer, &[vec![3; 10]]).unwrap();
     log.inject_sync_failure();

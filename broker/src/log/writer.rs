@@ -186,7 +186,7 @@ impl LogWriter {
     /// The sync's or the superblock write's error; the file then recovers by a full scan.
     pub fn close(self) -> Result<(), StorageError> {
         let log = super::Log { shared: Arc::clone(&self.shared) };
-        let durable = log.sync()?;
+        let durable = log.sync()?.offset;
         let mut state =
             self.shared.sync_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let checkpoint = Checkpoint {

@@ -1,0 +1,88 @@
+//! The `ringmq` broker daemon: parse the configuration, start logging and the runtime, serve until
+//! SIGINT or SIGTERM. Everything else lives in the library.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use ringmq_broker::config::{self, Loaded, LogFormat};
+use ringmq_broker::server::Broker;
+
+fn main() -> ExitCode {
+    let config = match config::load(std::env::args_os()) {
+        Ok(Loaded::Run(config)) => config,
+        Ok(Loaded::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match config.log_format {
+        LogFormat::Text => subscriber.init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ringmq")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let data_dir = config.data_dir.clone();
+    runtime.block_on(async move {
+        let broker = match Broker::start(config).await {
+            Ok(broker) => broker,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match broker.local_addr() {
+            Ok(address) => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(
+                    stdout,
+                    "ringmq listening on {address}, data in {}",
+                    data_dir.display()
+                );
+                let _ = stdout.flush();
+            }
+            Err(error) => {
+                eprintln!("error: cannot read the listening address: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+        broker.serve(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; stop with SIGINT");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}

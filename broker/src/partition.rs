@@ -1,0 +1,211 @@
+//! A partition: its log, its single writer behind an async lock, group commit, and the wake-ups
+//! long-polling fetches wait on.
+//!
+//! Appends are made by the connection that received the batch, straight from its read buffer:
+//! the writer lives behind a `tokio::sync::Mutex`, so exactly one task holds `&mut LogWriter` at a
+//! time (DESIGN.md invariant 2) and batches are appended in the order they get the lock. Doing
+//! the copy in the receiving task, rather than handing the batch to a writer task, saves a task
+//! switch and a buffer hand-off per batch and keeps the read buffer's lifetime trivial.
+//!
+//! Syncs are grouped: a produce that needs `synced` registers the position it must reach and one
+//! sync runs at a time on the blocking pool; each sync covers everything published when it
+//! starts, so every batch appended meanwhile shares the next one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::futures::Notified;
+use tokio::sync::{Mutex, Notify};
+use tokio::time::Instant;
+
+use ringmq_protocol::BatchView;
+
+use crate::log::{Appended, Log, LogWriter, StorageError};
+
+/// How long an append waits between attempts to reclaim a chunk readers still lease.
+const CHUNK_BUSY_RETRY: Duration = Duration::from_millis(1);
+
+/// One partition of a topic.
+#[derive(Debug)]
+pub struct Partition {
+    topic: Arc<str>,
+    index: u32,
+    log: Log,
+    writer: Mutex<Option<LogWriter>>,
+    appended: Notify,
+    sync: GroupSync,
+}
+
+#[derive(Debug)]
+struct GroupSync {
+    /// Highest position a waiter needs synced.
+    requested: AtomicU64,
+    /// Position below which everything is synced.
+    synced: AtomicU64,
+    /// Whether a sync task is running.
+    running: AtomicBool,
+    done: Notify,
+    failure: OnceLock<String>,
+}
+
+/// Why an append failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The log refused or failed the write.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The oldest chunk stayed leased past the deadline.
+    #[error("the oldest chunk is still being read by {readers} reader(s); try again")]
+    Busy {
+        /// Leases still held.
+        readers: u64,
+    },
+    /// The partition is closed (its topic was deleted, or the broker is stopping).
+    #[error("partition is closed")]
+    Closed,
+}
+
+impl Partition {
+    /// A partition serving `log`, appended to through `writer`.
+    pub fn new(topic: Arc<str>, index: u32, log: Log, writer: LogWriter) -> Arc<Self> {
+        let synced = log.synced_position();
+        Arc::new(Self {
+            topic,
+            index,
+            log,
+            writer: Mutex::new(Some(writer)),
+            appended: Notify::new(),
+            sync: GroupSync {
+                requested: AtomicU64::new(synced),
+                synced: AtomicU64::new(synced),
+                running: AtomicBool::new(false),
+                done: Notify::new(),
+                failure: OnceLock::new(),
+            },
+        })
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition's index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The log, for reads and offsets.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Appends a validated batch. Waits for the writer lock, and while readers still lease the
+    /// chunk that must be reclaimed, retries until `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// [`AppendError`]: storage failure, a chunk leased past the deadline, or a closed partition.
+    pub async fn append(
+        &self,
+        batch: &BatchView<'_>,
+        deadline: Instant,
+    ) -> Result<Appended, AppendError> {
+        let mut guard = self.writer.lock().await;
+        let writer = guard.as_mut().ok_or(AppendError::Closed)?;
+        loop {
+            match writer.append(batch) {
+                Ok(appended) => {
+                    drop(guard);
+                    self.appended.notify_waiters();
+                    return Ok(appended);
+                }
+                Err(StorageError::ChunkBusy { readers }) => {
+                    if Instant::now() >= deadline {
+                        return Err(AppendError::Busy { readers });
+                    }
+                    tokio::time::sleep(CHUNK_BUSY_RETRY).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// A future that completes after the next append (register it before checking the offset).
+    pub fn appended(&self) -> Notified<'_> {
+        self.appended.notified()
+    }
+
+    /// Asks for everything below `position` to be synced; [`Partition::synced_position`] reaches
+    /// it when done, and [`Partition::sync_done`] fires after every sync.
+    pub fn request_sync(self: &Arc<Self>, position: u64) {
+        self.sync.requested.fetch_max(position, Ordering::AcqRel);
+        if self.synced_position() >= position || self.sync.failure.get().is_some() {
+            return;
+        }
+        if self.sync.running.swap(true, Ordering::AcqRel) {
+            return; // The running sync task will see the new request.
+        }
+        let partition = Arc::clone(self);
+        tokio::task::spawn_blocking(move || partition.sync_loop());
+    }
+
+    /// Runs syncs while anyone waits for one. Only one runs at a time (`running`).
+    fn sync_loop(&self) {
+        loop {
+            match self.log.sync() {
+                Ok(synced) => {
+                    self.sync.synced.fetch_max(synced.position, Ordering::AcqRel);
+                }
+                Err(error) => {
+                    let _ = self.sync.failure.set(error.to_string());
+                    tracing::error!(topic = %self.topic, partition = self.index, %error, "sync failed; partition stopped");
+                }
+            }
+            self.sync.done.notify_waiters();
+            self.sync.running.store(false, Ordering::Release);
+            let wanted = self.sync.requested.load(Ordering::Acquire);
+            let more = wanted > self.synced_position() && self.sync.failure.get().is_none();
+            if !more || self.sync.running.swap(true, Ordering::AcqRel) {
+                return;
+            }
+        }
+    }
+
+    /// Position below which everything is synced.
+    pub fn synced_position(&self) -> u64 {
+        self.sync.synced.load(Ordering::Acquire)
+    }
+
+    /// Why syncing failed, if it did (the partition then refuses writes).
+    pub fn sync_failure(&self) -> Option<&str> {
+        self.sync.failure.get().map(String::as_str)
+    }
+
+    /// A future that completes after the next sync (register it before checking the position).
+    pub fn sync_done(&self) -> Notified<'_> {
+        self.sync.done.notified()
+    }
+
+    /// Stops accepting appends, syncs, and writes the clean-shutdown checkpoint. Blocks.
+    ///
+    /// # Errors
+    ///
+    /// The sync's or checkpoint's error.
+    pub fn close_blocking(&self) -> Result<(), StorageError> {
+        let writer = self.writer.blocking_lock().take();
+        match writer {
+            Some(writer) => writer.close(),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting appends without a checkpoint (the topic is being deleted).
+    pub async fn retire(&self) {
+        self.writer.lock().await.take();
+        self.appended.notify_waiters();
+    }
+}

@@ -1,0 +1,230 @@
+//! The network side: accept loop, per-connection tasks, request handling.
+//!
+//! One task per connection reads frames into a pooled buffer, handles requests in order and
+//! writes responses (see [`connection`]). The accept loop enforces the connection limit and, on
+//! shutdown, stops accepting, lets connections finish their in-flight requests (up to the
+//! shutdown timeout), then syncs every partition and writes clean-shutdown checkpoints.
+
+mod connection;
+mod request;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use ringmq_protocol::message::ErrorBody;
+use ringmq_protocol::ErrorCode;
+
+use crate::config::{Config, SyncPolicy};
+use crate::log::{DataDir, StorageError};
+use crate::metrics::Metrics;
+use crate::pool::BufferPool;
+use crate::topics::{TopicDefaults, TopicError, Topics};
+
+/// Read-ahead a connection's buffer holds beyond one whole frame.
+pub(crate) const READ_AHEAD: usize = 64 << 10;
+
+/// Why the broker could not start or stopped with an error.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The data directory could not be locked or opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A topic could not be opened or recovered.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The read buffer pool could not be built.
+    #[error(transparent)]
+    Pool(#[from] crate::pool::InvalidPool),
+    /// A startup task failed.
+    #[error("startup failed: {0}")]
+    Startup(String),
+}
+
+/// Shared by every connection.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) config: Config,
+    pub(crate) topics: Arc<Topics>,
+    pub(crate) pool: BufferPool,
+    pub(crate) pool_available: Arc<Notify>,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// A broker that has opened its data directory and bound its address, ready to serve.
+#[derive(Debug)]
+pub struct Broker {
+    context: Arc<Context>,
+    listener: TcpListener,
+}
+
+impl Broker {
+    /// Locks and opens the data directory (recovering every partition), builds the buffer pool,
+    /// and binds the listen address.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError`] naming what failed.
+    pub async fn start(config: Config) -> Result<Self, ServerError> {
+        let data_dir = config.data_dir.clone();
+        let defaults = TopicDefaults {
+            partitions: config.default_partitions,
+            capacity: config.default_capacity,
+            batch_size_max: config.batch_size_max,
+            prefault: config.prefault,
+        };
+        let topics = tokio::task::spawn_blocking(move || -> Result<Topics, ServerError> {
+            let dir = DataDir::lock(&data_dir)?;
+            Ok(Topics::open(dir, defaults)?)
+        })
+        .await
+        .map_err(|error| ServerError::Startup(error.to_string()))??;
+        let pool_available = Arc::new(Notify::new());
+        let wake = Arc::clone(&pool_available);
+        let buffer_size = ringmq_protocol::limits::FRAME_HEADER_SIZE
+            + config.frame_size_max as usize
+            + READ_AHEAD;
+        let pool =
+            BufferPool::with_release_hook(buffer_size, config.read_buffers as usize, move || {
+                wake.notify_one()
+            })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind { address: config.listen, source })?;
+        let context = Arc::new(Context {
+            config,
+            topics: Arc::new(topics),
+            pool,
+            pool_available,
+            metrics: Arc::new(Metrics::default()),
+        });
+        Ok(Self { context, listener })
+    }
+
+    /// The address the broker listens on (the real port when configured with port 0).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The broker's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.context.metrics)
+    }
+
+    /// Serves until `shutdown` completes, then stops gracefully.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let Self { context, listener } = self;
+        let config = &context.config;
+        let limit = Arc::new(Semaphore::new(config.connections_max as usize));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        let mut background = JoinSet::new();
+        if let SyncPolicy::Interval(interval) = config.sync {
+            background.spawn(sync_every(Arc::clone(&context.topics), interval, stop_rx.clone()));
+        }
+        tokio::pin!(shutdown);
+        loop {
+            while connections.try_join_next().is_some() {}
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            match Arc::clone(&limit).try_acquire_owned() {
+                Ok(permit) => {
+                    let context = Arc::clone(&context);
+                    let stop = stop_rx.clone();
+                    connections.spawn(async move {
+                        connection::serve(stream, peer, context, stop).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    Metrics::add(&context.metrics.connections_refused, 1);
+                    tracing::warn!(%peer, limit = config.connections_max, "connection refused: at the connection limit");
+                    connections.spawn(refuse(stream, config.connections_max));
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(config.shutdown_timeout, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown timeout: closing the remaining connections");
+            connections.shutdown().await;
+        }
+        background.shutdown().await;
+        let topics = Arc::clone(&context.topics);
+        let closed = tokio::task::spawn_blocking(move || topics.close_blocking()).await;
+        if let Err(error) = closed {
+            tracing::error!(%error, "closing partitions failed");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Answers a connection over the limit with `TooManyConnections` and closes it.
+async fn refuse(stream: TcpStream, limit: u32) {
+    let mut frame = Vec::with_capacity(128);
+    let message = format!("the broker is at its limit of {limit} connections; try again later");
+    ErrorBody { message: &message, earliest_offset: 0, next_offset: 0 }.encode_frame(
+        0,
+        ErrorCode::TooManyConnections,
+        0,
+        &mut frame,
+    );
+    let _ =
+        tokio::time::timeout(Duration::from_secs(1), connection::write_all(&stream, &frame)).await;
+}
+
+/// The `interval` sync policy: sync every partition with unsynced data, every interval.
+async fn sync_every(topics: Arc<Topics>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for topic in topics.all() {
+            for partition in topic.partitions() {
+                let end = partition.log().published_end();
+                if end > partition.synced_position() {
+                    partition.request_sync(end);
+                }
+            }
+        }
+    }
+}

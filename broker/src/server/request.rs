@@ -1,0 +1,441 @@
+//! Request handlers: decode a request body, act on it, queue the response.
+//!
+//! Every failure a client can cause is answered with an error code and a message naming the bad
+//! value; only a body that cannot be decoded closes the connection (the stream is then not to be
+//! trusted). Nothing here panics on input.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use ringmq_protocol::message::{
+    CreateTopic, Fetch, Handshake, HandshakeReply, PartitionState, Produce, ProduceReply,
+    TopicDescription, TopicList, TopicName,
+};
+use ringmq_protocol::{
+    Acks, BatchView, DecodeError, ErrorCode, FrameHead, Opcode, Request, PROTOCOL_VERSION,
+};
+
+use super::connection::{encode_ok, Output, Pending};
+use super::Context;
+use crate::config::SyncPolicy;
+use crate::log::StorageError;
+use crate::metrics::Metrics;
+use crate::partition::{AppendError, Partition};
+use crate::topics::{Topic, TopicError};
+
+/// Per-connection request state.
+pub(crate) struct Session<'c> {
+    context: &'c Context,
+    peer: SocketAddr,
+    /// The topic of the last request, so a steady stream of requests skips the registry lookup.
+    cached: Option<Arc<Topic>>,
+}
+
+impl<'c> Session<'c> {
+    pub(crate) fn new(context: &'c Context, peer: SocketAddr) -> Self {
+        Self { context, peer, cached: None }
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Handles one request. `Err` closes the connection after the response is written.
+    pub(crate) async fn handle(
+        &mut self,
+        head: FrameHead,
+        body: &[u8],
+        output: &mut Output,
+    ) -> Result<(), &'static str> {
+        let correlation_id = head.correlation_id;
+        let Some(opcode) = Opcode::from_u8(head.opcode) else {
+            let message = format!("opcode {} is not a request this broker serves", head.opcode);
+            self.error(
+                output,
+                head.opcode,
+                ErrorCode::UnsupportedRequest,
+                correlation_id,
+                &message,
+            );
+            return Ok(());
+        };
+        let request = match Request::decode(opcode, body) {
+            Ok(Some(request)) => request,
+            Ok(None) => {
+                let message = format!("{} is not served by this broker version", opcode.name());
+                self.error(
+                    output,
+                    head.opcode,
+                    ErrorCode::UnsupportedRequest,
+                    correlation_id,
+                    &message,
+                );
+                return Ok(());
+            }
+            Err(error) => {
+                self.malformed(output, opcode, correlation_id, &error);
+                return Err("malformed request body");
+            }
+        };
+        match request {
+            Request::Handshake(handshake) => self.handshake(output, correlation_id, &handshake),
+            Request::Ping => {
+                output.respond(|out| encode_ok(out, Opcode::Ping, correlation_id, |_| {}))
+            }
+            Request::CreateTopic(create) => {
+                self.create_topic(output, correlation_id, &create).await
+            }
+            Request::DeleteTopic(name) => self.delete_topic(output, correlation_id, &name).await,
+            Request::ListTopics => self.list_topics(output, correlation_id),
+            Request::DescribeTopic(name) => self.describe_topic(output, correlation_id, &name),
+            Request::Produce(produce) => self.produce(output, correlation_id, &produce).await,
+            Request::Fetch(fetch) => self.fetch(output, correlation_id, &fetch),
+            Request::Stats => {
+                let stats = self.context.metrics.snapshot();
+                output.respond(|out| {
+                    encode_ok(out, Opcode::Stats, correlation_id, |body| stats.encode(body))
+                });
+            }
+            _ => {
+                let message = format!("{} is not served by this broker version", opcode.name());
+                self.error(
+                    output,
+                    head.opcode,
+                    ErrorCode::UnsupportedRequest,
+                    correlation_id,
+                    &message,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn error(
+        &self,
+        output: &mut Output,
+        opcode: u8,
+        code: ErrorCode,
+        correlation_id: u32,
+        message: &str,
+    ) {
+        self.error_with_offsets(output, opcode, code, correlation_id, message, 0, 0);
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "an error response has this many fields")]
+    fn error_with_offsets(
+        &self,
+        output: &mut Output,
+        opcode: u8,
+        code: ErrorCode,
+        correlation_id: u32,
+        message: &str,
+        earliest: u64,
+        next: u64,
+    ) {
+        Metrics::add(&self.context.metrics.errors, 1);
+        tracing::debug!(peer = %self.peer, code = code.name(), message, "request failed");
+        output.error(opcode, code, correlation_id, message, earliest, next);
+    }
+
+    fn malformed(
+        &self,
+        output: &mut Output,
+        opcode: Opcode,
+        correlation_id: u32,
+        error: &DecodeError,
+    ) {
+        tracing::warn!(peer = %self.peer, request = opcode.name(), %error, "malformed request; closing the connection");
+        self.error(
+            output,
+            opcode.as_u8(),
+            ErrorCode::MalformedFrame,
+            correlation_id,
+            &error.to_string(),
+        );
+    }
+
+    fn handshake(&self, output: &mut Output, correlation_id: u32, handshake: &Handshake<'_>) {
+        if !(handshake.version_min..=handshake.version_max).contains(&PROTOCOL_VERSION) {
+            let message = format!(
+                "client speaks versions {} to {}, this broker speaks {PROTOCOL_VERSION}",
+                handshake.version_min, handshake.version_max
+            );
+            self.error(
+                output,
+                Opcode::Handshake.as_u8(),
+                ErrorCode::UnsupportedVersion,
+                correlation_id,
+                &message,
+            );
+            return;
+        }
+        tracing::debug!(peer = %self.peer, client = handshake.client_name, "handshake");
+        let config = &self.context.config;
+        let reply = HandshakeReply {
+            version: PROTOCOL_VERSION,
+            broker_name: concat!("ringmq ", env!("CARGO_PKG_VERSION")),
+            frame_size_max: config.frame_size_max,
+            batch_size_max: config.batch_size_max,
+        };
+        output.respond(|out| {
+            encode_ok(out, Opcode::Handshake, correlation_id, |body| {
+                let _ = reply.encode(body);
+            });
+        });
+    }
+
+    async fn create_topic(
+        &self,
+        output: &mut Output,
+        correlation_id: u32,
+        create: &CreateTopic<'_>,
+    ) {
+        let topics = Arc::clone(&self.context.topics);
+        let name = create.name.to_owned();
+        let (partitions, capacity, chunk_size) =
+            (create.partition_count, create.capacity, u64::from(create.chunk_size));
+        let created = tokio::task::spawn_blocking(move || {
+            topics.create(&name, partitions, capacity, chunk_size)
+        })
+        .await;
+        match created {
+            Ok(Ok(_)) => {
+                output.respond(|out| encode_ok(out, Opcode::CreateTopic, correlation_id, |_| {}))
+            }
+            Ok(Err(error)) => self.topic_error(output, Opcode::CreateTopic, correlation_id, &error),
+            Err(join) => {
+                let message = format!("create topic task failed: {join}");
+                self.error(
+                    output,
+                    Opcode::CreateTopic.as_u8(),
+                    ErrorCode::Internal,
+                    correlation_id,
+                    &message,
+                );
+            }
+        }
+    }
+
+    async fn delete_topic(
+        &mut self,
+        output: &mut Output,
+        correlation_id: u32,
+        name: &TopicName<'_>,
+    ) {
+        self.cached = None;
+        match self.context.topics.delete(name.name).await {
+            Ok(()) => {
+                output.respond(|out| encode_ok(out, Opcode::DeleteTopic, correlation_id, |_| {}))
+            }
+            Err(error) => self.topic_error(output, Opcode::DeleteTopic, correlation_id, &error),
+        }
+    }
+
+    fn topic_error(
+        &self,
+        output: &mut Output,
+        opcode: Opcode,
+        correlation_id: u32,
+        error: &TopicError,
+    ) {
+        let code = match error {
+            TopicError::Unknown(_) => ErrorCode::UnknownTopic,
+            TopicError::Exists(_) => ErrorCode::TopicExists,
+            TopicError::InvalidName { .. } => ErrorCode::InvalidTopicName,
+            TopicError::InvalidSetting(_) => ErrorCode::InvalidRequest,
+            TopicError::TooMany => ErrorCode::Busy,
+            _ => ErrorCode::StorageError,
+        };
+        if code == ErrorCode::StorageError {
+            tracing::error!(peer = %self.peer, request = opcode.name(), %error, "topic operation failed");
+        }
+        self.error(output, opcode.as_u8(), code, correlation_id, &error.to_string());
+    }
+
+    fn list_topics(&self, output: &mut Output, correlation_id: u32) {
+        let list = self.context.topics.list();
+        output.respond(|out| {
+            encode_ok(out, Opcode::ListTopics, correlation_id, |body| {
+                let _ = TopicList::encode(list.iter().map(|(name, count)| (&**name, *count)), body);
+            });
+        });
+    }
+
+    fn describe_topic(&self, output: &mut Output, correlation_id: u32, name: &TopicName<'_>) {
+        let Some(topic) = self.context.topics.get(name.name) else {
+            let message = format!("topic {:?} does not exist", name.name);
+            self.error(
+                output,
+                Opcode::DescribeTopic.as_u8(),
+                ErrorCode::UnknownTopic,
+                correlation_id,
+                &message,
+            );
+            return;
+        };
+        let settings = topic.settings();
+        let states = topic.partitions().iter().map(|partition| PartitionState {
+            partition: partition.index(),
+            earliest_offset: partition.log().earliest_offset(),
+            next_offset: partition.log().next_offset(),
+        });
+        output.respond(|out| {
+            encode_ok(out, Opcode::DescribeTopic, correlation_id, |body| {
+                let _ = TopicDescription::encode(
+                    topic.name(),
+                    settings.capacity,
+                    u32::try_from(settings.chunk_size).unwrap_or(u32::MAX),
+                    settings.batch_size_max,
+                    states,
+                    body,
+                );
+            });
+        });
+    }
+
+    /// The partition a request names, or the error to answer.
+    fn partition(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Arc<Partition>, (ErrorCode, String)> {
+        let cached =
+            self.cached.as_ref().filter(|cached| cached.name() == topic && !cached.is_deleted());
+        let topic_arc = match cached {
+            Some(topic) => Arc::clone(topic),
+            None => {
+                let found = self.context.topics.get(topic).ok_or_else(|| {
+                    (ErrorCode::UnknownTopic, format!("topic {topic:?} does not exist"))
+                })?;
+                self.cached = Some(Arc::clone(&found));
+                found
+            }
+        };
+        topic_arc.partitions().get(partition as usize).cloned().ok_or_else(|| {
+            (
+                ErrorCode::UnknownPartition,
+                format!(
+                    "topic {topic:?} has no partition {partition} (it has {})",
+                    topic_arc.partitions().len()
+                ),
+            )
+        })
+    }
+
+    async fn produce(&mut self, output: &mut Output, correlation_id: u32, produce: &Produce<'_>) {
+        let opcode = Opcode::Produce.as_u8();
+        let partition = match self.partition(produce.topic, produce.partition) {
+            Ok(partition) => partition,
+            Err((code, message)) => {
+                return self.error(output, opcode, code, correlation_id, &message)
+            }
+        };
+        let batch_size_max = partition.log().batch_size_max();
+        let batch = match BatchView::validate(produce.batch, batch_size_max) {
+            Ok(batch) => batch,
+            Err(DecodeError::TooLarge { field: "batch_size", size, max, .. }) => {
+                let message = format!(
+                    "batch of {size} bytes is larger than {}/{} accepts ({max} bytes)",
+                    produce.topic, produce.partition
+                );
+                return self.error(
+                    output,
+                    opcode,
+                    ErrorCode::BatchTooLarge,
+                    correlation_id,
+                    &message,
+                );
+            }
+            Err(error) => {
+                let message = format!("record batch rejected: {error}");
+                return self.error(
+                    output,
+                    opcode,
+                    ErrorCode::CorruptBatch,
+                    correlation_id,
+                    &message,
+                );
+            }
+        };
+        let config = &self.context.config;
+        let timeout = match produce.timeout_ms {
+            0 => config.request_timeout,
+            ms => Duration::from_millis(u64::from(ms)).min(config.request_timeout),
+        };
+        let deadline = Instant::now() + timeout;
+        let appended = match partition.append(&batch, deadline).await {
+            Ok(appended) => appended,
+            Err(error) => {
+                let code = match &error {
+                    AppendError::Busy { .. } => ErrorCode::Busy,
+                    AppendError::Closed => ErrorCode::UnknownTopic,
+                    AppendError::Storage(StorageError::Poisoned { .. }) => {
+                        ErrorCode::PartitionPoisoned
+                    }
+                    AppendError::Storage(StorageError::BatchTooLarge { .. }) => {
+                        ErrorCode::BatchTooLarge
+                    }
+                    AppendError::Storage(_) => ErrorCode::StorageError,
+                };
+                let message = match code {
+                    ErrorCode::UnknownTopic => format!("topic {:?} was deleted", produce.topic),
+                    _ => error.to_string(),
+                };
+                return self.error(output, opcode, code, correlation_id, &message);
+            }
+        };
+        let metrics = &self.context.metrics;
+        let size = produce.batch.len() as u64;
+        Metrics::add(&metrics.produce_requests, 1);
+        Metrics::add(&metrics.records_in, u64::from(batch.record_count()));
+        Metrics::add(&metrics.bytes_in, size);
+        Metrics::add(&metrics.produce_copy_bytes, size);
+        let acks = match (produce.acks, config.sync) {
+            (Acks::None, _) => Acks::None,
+            (_, SyncPolicy::Always) => Acks::Synced,
+            (acks, _) => acks,
+        };
+        match acks {
+            Acks::None => {}
+            Acks::Written => {
+                let reply = ProduceReply { base_offset: appended.base_offset };
+                output.respond(|out| {
+                    encode_ok(out, Opcode::Produce, correlation_id, |body| reply.encode(body))
+                });
+            }
+            Acks::Synced => {
+                partition.request_sync(appended.end_position);
+                output.push(Pending::Synced {
+                    correlation_id,
+                    partition,
+                    position: appended.end_position,
+                    base_offset: appended.base_offset,
+                    deadline,
+                });
+            }
+        }
+    }
+
+    fn fetch(&mut self, output: &mut Output, correlation_id: u32, fetch: &Fetch<'_>) {
+        let partition = match self.partition(fetch.topic, fetch.partition) {
+            Ok(partition) => partition,
+            Err((code, message)) => {
+                return self.error(output, Opcode::Fetch.as_u8(), code, correlation_id, &message)
+            }
+        };
+        let config = &self.context.config;
+        // Leave room in the frame for the reply header; one batch always fits.
+        let max_bytes = (fetch.max_bytes as usize).min(config.frame_size_max as usize - 64).max(1);
+        let wait = Duration::from_millis(u64::from(fetch.max_wait_ms)).min(config.fetch_wait_max);
+        output.push(Pending::Fetch {
+            correlation_id,
+            partition,
+            offset: fetch.offset,
+            max_bytes,
+            deadline: Instant::now() + wait,
+        });
+    }
+}

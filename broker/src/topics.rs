@@ -1,0 +1,425 @@
+//! The topic registry: which topics exist, their partitions, and their files.
+//!
+//! ```text
+//! DATA_DIR/.lock                 flock held while the broker runs
+//! DATA_DIR/<topic>/topic.toml    the topic's settings; written last on create, removed first on
+//!                                delete: a directory without it is a leftover and is removed
+//! DATA_DIR/<topic>/<n>.ring      partition n's ring file
+//! ```
+//!
+//! Creating a topic allocates every ring in full before the topic becomes visible; if any step
+//! fails (disk full, permissions) the directory is removed and nothing half-made remains.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use ringmq_protocol::limits::{PARTITION_COUNT_MAX, TOPIC_COUNT_MAX};
+use ringmq_protocol::topic::validate_topic_name;
+
+use crate::log::recovery::RecoveryMode;
+use crate::log::{self, DataDir, LogConfig, OpenMode, RecoveryReport, StorageError};
+use crate::partition::Partition;
+
+const SETTINGS_FILE: &str = "topic.toml";
+
+/// A topic's settings, as stored in its `topic.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Ring capacity per partition, bytes.
+    pub capacity: u64,
+    /// Chunk size, bytes.
+    pub chunk_size: u64,
+    /// Largest batch accepted, bytes.
+    pub batch_size_max: u32,
+}
+
+/// A topic and its partitions.
+#[derive(Debug)]
+pub struct Topic {
+    name: Arc<str>,
+    settings: TopicSettings,
+    partitions: Vec<Arc<Partition>>,
+    deleted: AtomicBool,
+}
+
+impl Topic {
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &TopicSettings {
+        &self.settings
+    }
+
+    /// The partitions, by index.
+    pub fn partitions(&self) -> &[Arc<Partition>] {
+        &self.partitions
+    }
+
+    /// Whether the topic was deleted (holders of an old `Arc` check this).
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+}
+
+/// Why a topic operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// No such topic.
+    #[error("topic {0:?} does not exist")]
+    Unknown(String),
+    /// The topic exists already.
+    #[error("topic {0:?} already exists")]
+    Exists(String),
+    /// The name is not allowed.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A setting is out of range.
+    #[error("invalid topic setting: {0}")]
+    InvalidSetting(String),
+    /// The broker holds the maximum number of topics.
+    #[error("the broker already holds {TOPIC_COUNT_MAX} topics")]
+    TooMany,
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A file of the topic could not be read or written.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+/// Settings new topics get unless the request says otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicDefaults {
+    /// Partitions.
+    pub partitions: u32,
+    /// Ring capacity per partition.
+    pub capacity: u64,
+    /// Largest batch.
+    pub batch_size_max: u32,
+    /// Pre-fault mappings.
+    pub prefault: bool,
+}
+
+/// Every topic of a data directory.
+#[derive(Debug)]
+pub struct Topics {
+    dir: DataDir,
+    defaults: TopicDefaults,
+    topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    /// Serialises create and delete.
+    admin: Mutex<()>,
+}
+
+impl Topics {
+    /// Opens every topic in `dir`, recovering each partition; removes leftovers of interrupted
+    /// creates and deletes. Blocks (recovery reads the files).
+    ///
+    /// # Errors
+    ///
+    /// A [`TopicError`] naming the file that could not be opened or recovered.
+    pub fn open(dir: DataDir, defaults: TopicDefaults) -> Result<Self, TopicError> {
+        let mut topics = HashMap::new();
+        let entries =
+            fs::read_dir(dir.path()).map_err(io_error(dir.path(), "list the data directory"))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error(dir.path(), "list the data directory"))?;
+            let path = entry.path();
+            if !entry.file_type().map_err(io_error(&path, "stat"))?.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if validate_topic_name(&name).is_err() || !path.join(SETTINGS_FILE).exists() {
+                tracing::warn!(path = %path.display(), "removing leftover of an interrupted create or delete");
+                fs::remove_dir_all(&path)
+                    .map_err(io_error(&path, "remove a leftover directory"))?;
+                continue;
+            }
+            names.push(name);
+        }
+        names.sort();
+        for name in names {
+            let topic_dir = dir.path().join(&name);
+            let settings_path = topic_dir.join(SETTINGS_FILE);
+            let text =
+                fs::read_to_string(&settings_path).map_err(io_error(&settings_path, "read"))?;
+            let settings: TopicSettings = toml::from_str(&text).map_err(|error| {
+                TopicError::InvalidSetting(format!(
+                    "{}: {}",
+                    settings_path.display(),
+                    error.message()
+                ))
+            })?;
+            let config = log_config(&settings, defaults.prefault)?;
+            let name: Arc<str> = Arc::from(name);
+            let mut partitions = Vec::with_capacity(settings.partitions as usize);
+            for index in 0..settings.partitions {
+                let path = topic_dir.join(format!("{index}.ring"));
+                let (log, writer, report) = log::open(&dir, &path, &config, OpenMode::Existing)?;
+                log_recovery(&name, index, &report);
+                partitions.push(Partition::new(Arc::clone(&name), index, log, writer));
+            }
+            let topic = Topic {
+                name: Arc::clone(&name),
+                settings,
+                partitions,
+                deleted: AtomicBool::new(false),
+            };
+            topics.insert(name, Arc::new(topic));
+        }
+        Ok(Self { dir, defaults, topics: RwLock::new(topics), admin: Mutex::new(()) })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Looks a topic up.
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read().get(name).cloned()
+    }
+
+    /// Every topic's name and partition count, sorted by name.
+    pub fn list(&self) -> Vec<(Arc<str>, u32)> {
+        let mut list: Vec<_> = self
+            .read()
+            .values()
+            .map(|topic| (Arc::clone(&topic.name), topic.settings.partitions))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// Every topic.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        self.read().values().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Creates a topic; 0 for `partitions`, `capacity` or `chunk_size` takes the default.
+    /// Blocks: every ring is allocated (and pre-faulted) before the topic becomes visible.
+    ///
+    /// # Errors
+    ///
+    /// [`TopicError`]: bad name or settings, an existing topic, or storage failure (nothing is
+    /// left behind).
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: u32,
+        capacity: u64,
+        chunk_size: u64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        validate_topic_name(name)
+            .map_err(|reason| TopicError::InvalidName { name: name.to_owned(), reason })?;
+        let partitions = if partitions == 0 { self.defaults.partitions } else { partitions };
+        if partitions > PARTITION_COUNT_MAX {
+            return Err(TopicError::InvalidSetting(format!(
+                "{partitions} partitions (at most {PARTITION_COUNT_MAX})"
+            )));
+        }
+        let capacity = if capacity == 0 { self.defaults.capacity } else { capacity };
+        let config = LogConfig::new(
+            capacity,
+            (chunk_size != 0).then_some(chunk_size),
+            self.defaults.batch_size_max,
+        )
+        .map_err(|error| TopicError::InvalidSetting(error.to_string()))?;
+        let config = LogConfig { prefault: self.defaults.prefault, ..config };
+        let _admin = self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.read().contains_key(name) {
+            return Err(TopicError::Exists(name.to_owned()));
+        }
+        if self.read().len() >= TOPIC_COUNT_MAX as usize {
+            return Err(TopicError::TooMany);
+        }
+        let settings = TopicSettings {
+            partitions,
+            capacity: config.capacity,
+            chunk_size: config.chunk_size,
+            batch_size_max: config.batch_size_max,
+        };
+        let topic_dir = self.dir.path().join(name);
+        let created = self.create_files(name, &topic_dir, &settings, &config);
+        let partitions = match created {
+            Ok(partitions) => partitions,
+            Err(error) => {
+                let _ = fs::remove_dir_all(&topic_dir);
+                return Err(error);
+            }
+        };
+        let name: Arc<str> = Arc::from(name);
+        let topic = Arc::new(Topic {
+            name: Arc::clone(&name),
+            settings,
+            partitions,
+            deleted: AtomicBool::new(false),
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name, Arc::clone(&topic));
+        tracing::info!(topic = %topic.name, partitions = settings.partitions, capacity = settings.capacity, chunk_size = settings.chunk_size, "topic created");
+        Ok(topic)
+    }
+
+    fn create_files(
+        &self,
+        name: &str,
+        topic_dir: &Path,
+        settings: &TopicSettings,
+        config: &LogConfig,
+    ) -> Result<Vec<Arc<Partition>>, TopicError> {
+        if topic_dir.exists() {
+            // A leftover of an interrupted create (no settings file, or it would be registered).
+            fs::remove_dir_all(topic_dir)
+                .map_err(io_error(topic_dir, "remove a leftover directory"))?;
+        }
+        fs::create_dir(topic_dir).map_err(io_error(topic_dir, "create the topic directory"))?;
+        let name: Arc<str> = Arc::from(name);
+        let mut partitions = Vec::with_capacity(settings.partitions as usize);
+        for index in 0..settings.partitions {
+            let path = topic_dir.join(format!("{index}.ring"));
+            let (log, writer, _) = log::open(&self.dir, &path, config, OpenMode::Create)?;
+            partitions.push(Partition::new(Arc::clone(&name), index, log, writer));
+        }
+        let text = toml::to_string(settings)
+            .map_err(|error| TopicError::InvalidSetting(error.to_string()))?;
+        let settings_path = topic_dir.join(SETTINGS_FILE);
+        let temporary = topic_dir.join(".topic.toml.new");
+        fs::write(&temporary, text).map_err(io_error(&temporary, "write"))?;
+        fs::File::open(&temporary)
+            .and_then(|file| file.sync_all())
+            .map_err(io_error(&temporary, "sync"))?;
+        fs::rename(&temporary, &settings_path)
+            .map_err(io_error(&settings_path, "rename into place"))?;
+        sync_dir(topic_dir)?;
+        sync_dir(self.dir.path())?;
+        Ok(partitions)
+    }
+
+    /// Deletes a topic and its files. In-flight requests on it finish or fail; new ones get
+    /// "unknown topic".
+    ///
+    /// # Errors
+    ///
+    /// [`TopicError::Unknown`], or an I/O failure removing the files.
+    pub async fn delete(&self, name: &str) -> Result<(), TopicError> {
+        let topic = {
+            let _admin = self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let removed =
+                self.topics.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+            removed.ok_or_else(|| TopicError::Unknown(name.to_owned()))?
+        };
+        topic.deleted.store(true, Ordering::Release);
+        for partition in &topic.partitions {
+            partition.retire().await;
+        }
+        let topic_dir = self.dir.path().join(name);
+        let settings_path = topic_dir.join(SETTINGS_FILE);
+        let result = tokio::task::spawn_blocking(move || -> Result<(), TopicError> {
+            fs::remove_file(&settings_path).map_err(io_error(&settings_path, "remove"))?;
+            fs::remove_dir_all(&topic_dir)
+                .map_err(io_error(&topic_dir, "remove the topic directory"))?;
+            Ok(())
+        })
+        .await;
+        tracing::info!(topic = name, "topic deleted");
+        result.unwrap_or_else(|join| {
+            Err(TopicError::InvalidSetting(format!("delete task failed: {join}")))
+        })
+    }
+
+    /// Syncs every partition and writes clean-shutdown checkpoints. Blocks.
+    pub fn close_blocking(&self) {
+        for topic in self.all() {
+            for partition in topic.partitions() {
+                if let Err(error) = partition.close_blocking() {
+                    tracing::error!(topic = %topic.name, partition = partition.index(), %error, "closing partition failed; it will recover by a full scan");
+                }
+            }
+        }
+    }
+}
+
+fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> TopicError {
+    let path = path.to_owned();
+    move |source| TopicError::Io { path, action, source }
+}
+
+fn log_config(settings: &TopicSettings, prefault: bool) -> Result<LogConfig, TopicError> {
+    let config =
+        LogConfig::new(settings.capacity, Some(settings.chunk_size), settings.batch_size_max)
+            .map_err(|error| TopicError::InvalidSetting(error.to_string()))?;
+    Ok(LogConfig { prefault, ..config })
+}
+
+fn sync_dir(path: &Path) -> Result<(), TopicError> {
+    fs::File::open(path).and_then(|dir| dir.sync_all()).map_err(|source| TopicError::Io {
+        path: path.to_owned(),
+        action: "sync the directory",
+        source,
+    })
+}
+
+fn log_recovery(topic: &str, partition: u32, report: &RecoveryReport) {
+    let mode = match report.mode {
+        RecoveryMode::Fresh => "fresh",
+        RecoveryMode::Clean => "clean",
+        RecoveryMode::Scanned => "scanned",
+    };
+    tracing::info!(
+        topic,
+        partition,
+        mode,
+        earliest = report.earliest_offset,
+        next = report.next_offset,
+        "partition opened"
+    );
+    if let Some(truncation) = &report.truncated {
+        tracing::warn!(topic, partition, position = truncation.position, offset = truncation.offset, reason = %truncation.reason, "torn tail truncated");
+    }
+    if report.discarded_chunks > 0 {
+        tracing::warn!(
+            topic,
+            partition,
+            chunks = report.discarded_chunks,
+            "chunks outside the log set aside"
+        );
+    }
+    if let Some(reason) = &report.checkpoint_rejected {
+        tracing::warn!(topic, partition, %reason, "clean-shutdown checkpoint not trusted; scanned instead");
+    }
+    if let Some(problem) = &report.superblock_repaired {
+        tracing::warn!(topic, partition, %problem, "one superblock copy was damaged; used the other");
+    }
+}

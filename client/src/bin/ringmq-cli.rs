@@ -1,0 +1,367 @@
+//! `ringmq-cli`: create topics, produce and consume from the command line.
+//!
+//! Errors are one readable line on stderr (`error: topic "orders" does not exist`) and exit code 1.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+
+use ringmq_client::{
+    Acks, Client, ClientError, ConsumerRecord, ProducerRecord, StartOffset, TopicConfig,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "ringmq-cli", version, about = "Command-line client for the ringmq broker")]
+struct Cli {
+    /// Broker address.
+    #[arg(long, global = true, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    broker: String,
+    /// Timeout of each call to the broker, ms.
+    #[arg(long, global = true, default_value_t = 30_000, value_name = "MS")]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Send one message per line of stdin (or of --file); prints how many were acknowledged.
+    Produce(ProduceArgs),
+    /// Print messages, one value per line.
+    Consume(ConsumeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic (its rings are allocated on disk before this returns).
+    Create {
+        /// Topic name: 1-200 characters of A-Z a-z 0-9 . _ - (not starting with '.').
+        name: String,
+        /// Number of partitions [default: the broker's].
+        #[arg(long, value_name = "N")]
+        partitions: Option<u32>,
+        /// Ring capacity per partition, e.g. 256MiB or 1GiB: how much each partition retains
+        /// [default: the broker's].
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        capacity: Option<u64>,
+    },
+    /// List topics and their partition counts.
+    List,
+    /// Show a topic's settings and each partition's earliest and next offset.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and all its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    /// Topic to send to.
+    topic: String,
+    /// Key for every message (picks the partition by hash unless --partition is given).
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// Send every message to this partition.
+    #[arg(long, value_name = "P")]
+    partition: Option<u32>,
+    /// Durability to wait for: none (no acknowledgement), written (survives a broker crash),
+    /// synced (survives an OS crash).
+    #[arg(long, value_enum, default_value_t = AcksArg::Written)]
+    acks: AcksArg,
+    /// Read messages from this file instead of stdin.
+    #[arg(long, value_name = "FILE")]
+    file: Option<std::path::PathBuf>,
+    /// How long a batch waits for more messages, ms.
+    #[arg(long, default_value_t = 5, value_name = "MS")]
+    linger_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AcksArg {
+    None,
+    Written,
+    Synced,
+}
+
+#[derive(Debug, Args)]
+struct ConsumeArgs {
+    /// Topic to read.
+    topic: String,
+    /// Read only this partition [default: every partition].
+    #[arg(long, value_name = "P")]
+    partition: Option<u32>,
+    /// Where to start: earliest, latest, or an offset.
+    #[arg(long, default_value = "earliest", value_name = "WHERE", value_parser = parse_start)]
+    from: StartOffset,
+    /// Stop after this many messages (across partitions).
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Keep waiting for new messages instead of stopping at the end of the log.
+    #[arg(long)]
+    follow: bool,
+    /// Output: value (the value alone), offset (partition, offset, value), full (partition,
+    /// offset, timestamp, key, value), tab-separated.
+    #[arg(long, value_enum, default_value_t = Format::Value)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Value,
+    Offset,
+    Full,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| format!("expected a size like 64MiB or 1GiB, got {text:?}"))
+}
+
+fn parse_start(text: &str) -> Result<StartOffset, String> {
+    match text {
+        "earliest" => Ok(StartOffset::Earliest),
+        "latest" => Ok(StartOffset::Latest),
+        _ => text
+            .parse()
+            .map(StartOffset::Offset)
+            .map_err(|_| format!("expected earliest, latest or an offset, got {text:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("error: cannot start the async runtime: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let timeout = Duration::from_millis(cli.timeout_ms);
+    let mut client = Client::connect_with_timeout(&cli.broker, timeout).await?;
+    match cli.command {
+        Command::Topic(command) => topic(&mut client, command).await,
+        Command::Produce(args) => produce(&client, args, timeout).await,
+        Command::Consume(args) => consume(&mut client, args, timeout).await,
+    }
+}
+
+async fn topic(client: &mut Client, command: TopicCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        TopicCommand::Create { name, partitions, capacity } => {
+            client
+                .create_topic(&name, TopicConfig { partitions, capacity, chunk_size: None })
+                .await?;
+            let info = client.describe_topic(&name).await?;
+            writeln!(
+                out,
+                "created topic {name} with {} partition(s) of {} each",
+                info.partitions.len(),
+                bytesize::ByteSize::b(info.capacity).display().iec()
+            )?;
+        }
+        TopicCommand::List => {
+            for topic in client.list_topics().await? {
+                writeln!(out, "{}\t{} partition(s)", topic.name, topic.partitions)?;
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let info = client.describe_topic(&name).await?;
+            writeln!(out, "topic {}", info.name)?;
+            writeln!(
+                out,
+                "capacity per partition {}",
+                bytesize::ByteSize::b(info.capacity).display().iec()
+            )?;
+            writeln!(
+                out,
+                "chunk size {}",
+                bytesize::ByteSize::b(u64::from(info.chunk_size)).display().iec()
+            )?;
+            writeln!(
+                out,
+                "largest batch {}",
+                bytesize::ByteSize::b(u64::from(info.batch_size_max)).display().iec()
+            )?;
+            writeln!(out, "partition\tearliest\tnext\tmessages")?;
+            for partition in info.partitions {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    partition.partition,
+                    partition.earliest_offset,
+                    partition.next_offset,
+                    partition.next_offset - partition.earliest_offset
+                )?;
+            }
+        }
+        TopicCommand::Delete { name } => {
+            client.delete_topic(&name).await?;
+            writeln!(out, "deleted topic {name}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn produce(client: &Client, args: ProduceArgs, timeout: Duration) -> anyhow::Result<()> {
+    let acks = match args.acks {
+        AcksArg::None => Acks::None,
+        AcksArg::Written => Acks::Written,
+        AcksArg::Synced => Acks::Synced,
+    };
+    let producer = client
+        .producer()
+        .acks(acks)
+        .linger(Duration::from_millis(args.linger_ms))
+        .timeout(timeout)
+        .build()
+        .await?;
+    let input: Box<dyn BufRead + Send> = match &args.file {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path)
+                .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    let progress = ProgressBar::new_spinner();
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    progress.enable_steady_tick(Duration::from_millis(200));
+    // Deliveries are awaited by a second task so sending never waits for acknowledgements.
+    let (deliveries, mut acknowledged) = mpsc::channel::<ringmq_client::Delivery>(4096);
+    let counter = tokio::spawn(async move {
+        let (mut ok, mut first_error) = (0u64, None::<ClientError>);
+        while let Some(delivery) = acknowledged.recv().await {
+            match delivery.await {
+                Ok(_) => ok += 1,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        (ok, first_error)
+    });
+    let mut sent = 0u64;
+    let mut lines = input.lines();
+    loop {
+        let line = tokio::task::block_in_place(|| lines.next());
+        let Some(line) = line else { break };
+        let line = line.map_err(|error| anyhow::anyhow!("cannot read input: {error}"))?;
+        let mut record = ProducerRecord::new(&args.topic, line.as_bytes());
+        if let Some(key) = &args.key {
+            record = record.key(key.as_bytes());
+        }
+        if let Some(partition) = args.partition {
+            record = record.partition(partition);
+        }
+        let delivery = producer.send(record).await?;
+        sent += 1;
+        if sent.is_multiple_of(1000) {
+            progress.set_message(format!("sent {sent} message(s)"));
+        }
+        if deliveries.send(delivery).await.is_err() {
+            break;
+        }
+    }
+    drop(deliveries);
+    producer.close().await;
+    let (ok, first_error) = counter.await?;
+    progress.finish_and_clear();
+    let noun = if acks == Acks::None { "sent without acknowledgement" } else { "acknowledged" };
+    println!("{ok} of {sent} message(s) {noun}");
+    match first_error {
+        Some(error) => Err(anyhow::anyhow!("{} message(s) failed: {error}", sent - ok)),
+        None => Ok(()),
+    }
+}
+
+async fn consume(client: &mut Client, args: ConsumeArgs, timeout: Duration) -> anyhow::Result<()> {
+    let info = client.describe_topic(&args.topic).await?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(partition) => vec![partition],
+        None => info.partitions.iter().map(|state| state.partition).collect(),
+    };
+    let (records, mut received) = mpsc::channel::<Result<(u32, ConsumerRecord), ClientError>>(1024);
+    for partition in partitions {
+        let builder = client.consumer(&args.topic, partition).start(args.from).timeout(timeout);
+        let records = records.clone();
+        let follow = args.follow;
+        tokio::spawn(async move {
+            let mut consumer = match builder.build().await {
+                Ok(consumer) => consumer,
+                Err(error) => {
+                    let _ = records.send(Err(error)).await;
+                    return;
+                }
+            };
+            // Without --follow, stop at the end of the log as it was when we started.
+            let end = consumer.high_watermark();
+            while follow || consumer.position() < end {
+                match consumer.next().await {
+                    Ok(record) => {
+                        if records.send(Ok((partition, record))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        let _ = records.send(Err(error)).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    drop(records);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut printed = 0u64;
+    while let Some(next) = received.recv().await {
+        let (partition, record) = next?;
+        match args.format {
+            Format::Value => {}
+            Format::Offset => write!(out, "{partition}\t{}\t", record.offset)?,
+            Format::Full => {
+                write!(out, "{partition}\t{}\t{}\t", record.offset, record.timestamp)?;
+                out.write_all(record.key.as_deref().unwrap_or_default())?;
+                out.write_all(b"\t")?;
+            }
+        }
+        out.write_all(&record.value)?;
+        out.write_all(b"\n")?;
+        if args.follow {
+            out.flush()?;
+        }
+        printed += 1;
+        if args.count.is_some_and(|count| printed >= count) {
+            break;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

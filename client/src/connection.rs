@@ -1,0 +1,226 @@
+//! One TCP connection to the broker: frames out, frames in, with a timeout on every call.
+
+use std::io::IoSlice;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use ringmq_protocol::limits::{FRAME_BODY_SIZE_MAX, FRAME_HEADER_SIZE};
+use ringmq_protocol::message::{ErrorBody, Handshake, HandshakeReply};
+use ringmq_protocol::{ErrorCode, FrameHead, FrameKind, Opcode, Request, PROTOCOL_VERSION};
+
+use crate::ClientError;
+
+/// What every connection knows about the broker after the handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct BrokerInfo {
+    pub(crate) batch_size_max: u32,
+}
+
+/// A connection: requests are written in order and answered in order.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    stream: TcpStream,
+    address: String,
+    input: BytesMut,
+    next_correlation_id: u32,
+    pub(crate) broker: BrokerInfo,
+    pub(crate) timeout: Duration,
+    scratch: Vec<u8>,
+}
+
+impl Connection {
+    /// Connects and performs the handshake.
+    pub(crate) async fn open(
+        address: &str,
+        timeout: Duration,
+        client_name: &str,
+    ) -> Result<Self, ClientError> {
+        let connect_error = |source: std::io::Error| ClientError::Connect {
+            address: address.to_owned(),
+            source: source.into(),
+        };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                operation: "connecting to the broker",
+                after: timeout,
+            })?
+            .map_err(connect_error)?;
+        let _ = stream.set_nodelay(true);
+        let mut connection = Self {
+            stream,
+            address: address.to_owned(),
+            input: BytesMut::with_capacity(64 << 10),
+            next_correlation_id: 1,
+            broker: BrokerInfo { batch_size_max: FRAME_BODY_SIZE_MAX },
+            timeout,
+            scratch: Vec::with_capacity(4096),
+        };
+        let handshake = Request::Handshake(Handshake {
+            version_min: PROTOCOL_VERSION,
+            version_max: PROTOCOL_VERSION,
+            client_name,
+        });
+        let (_, body) = connection.call(&handshake, timeout).await?;
+        let reply = HandshakeReply::decode(&body)?;
+        connection.broker = BrokerInfo { batch_size_max: reply.batch_size_max };
+        Ok(connection)
+    }
+
+    /// A new correlation id.
+    pub(crate) fn correlation_id(&mut self) -> u32 {
+        let id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn io_error(&self, source: std::io::Error) -> ClientError {
+        ClientError::Io { address: self.address.clone(), source: source.into() }
+    }
+
+    /// Sends a request and waits for its response, within `timeout`. A broker error becomes
+    /// [`ClientError::Broker`] (or [`ClientError::OffsetOutOfRange`]).
+    pub(crate) async fn call(
+        &mut self,
+        request: &Request<'_>,
+        timeout: Duration,
+    ) -> Result<(FrameHead, Bytes), ClientError> {
+        let correlation_id = self.correlation_id();
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        request.encode_frame(correlation_id, &mut frame)?;
+        let result = tokio::time::timeout(timeout, async {
+            self.write_all(&frame).await?;
+            self.read_response(correlation_id).await
+        })
+        .await;
+        self.scratch = frame;
+        let operation = request_name(request.opcode());
+        result.map_err(|_| ClientError::Timeout { operation, after: timeout })?
+    }
+
+    /// Writes bytes.
+    pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes).await.map_err(|error| self.io_error(error))
+    }
+
+    /// Writes two buffers with vectored writes (a frame head, then a batch), copying neither.
+    pub(crate) async fn write_two(&mut self, head: &[u8], body: &[u8]) -> Result<(), ClientError> {
+        let mut slices = [IoSlice::new(head), IoSlice::new(body)];
+        let mut remaining: &mut [IoSlice<'_>] = &mut slices;
+        while !remaining.is_empty() {
+            let written = self
+                .stream
+                .write_vectored(remaining)
+                .await
+                .map_err(|error| self.io_error(error))?;
+            if written == 0 {
+                return Err(self.io_error(std::io::ErrorKind::WriteZero.into()));
+            }
+            IoSlice::advance_slices(&mut remaining, written);
+        }
+        Ok(())
+    }
+
+    /// Reads the next response frame, which must answer `correlation_id`.
+    pub(crate) async fn read_response(
+        &mut self,
+        correlation_id: u32,
+    ) -> Result<(FrameHead, Bytes), ClientError> {
+        let (head, body) = self.read_frame().await?;
+        if head.correlation_id != correlation_id {
+            // A broker error about the connection itself (limit, malformed frame) comes with id 0.
+            if head.correlation_id == 0 {
+                check_status(&head, &body)?;
+            }
+            return Err(ClientError::Protocol(ringmq_protocol::DecodeError::InvalidValue {
+                context: "response",
+                field: "correlation_id",
+                position: 8,
+                value: u64::from(head.correlation_id),
+                reason: "does not answer the request sent",
+            }));
+        }
+        check_status(&head, &body)?;
+        Ok((head, body))
+    }
+
+    /// Reads the next frame, whatever it answers.
+    pub(crate) async fn read_frame(&mut self) -> Result<(FrameHead, Bytes), ClientError> {
+        self.fill(FRAME_HEADER_SIZE).await?;
+        let head = FrameHead::decode(&self.input[..FRAME_HEADER_SIZE], FRAME_BODY_SIZE_MAX)?;
+        if head.kind != FrameKind::Response {
+            return Err(ClientError::Protocol(ringmq_protocol::DecodeError::InvalidValue {
+                context: "response",
+                field: "flags",
+                position: 4,
+                value: 0,
+                reason: "the broker sent a request frame",
+            }));
+        }
+        let total = FRAME_HEADER_SIZE + head.body_len();
+        self.fill(total).await?;
+        let mut frame = self.input.split_to(total);
+        let body = frame.split_off(FRAME_HEADER_SIZE).freeze();
+        Ok((head, body))
+    }
+
+    /// Reads until at least `size` bytes are buffered.
+    async fn fill(&mut self, size: usize) -> Result<(), ClientError> {
+        if self.input.capacity() < size {
+            self.input.reserve(size - self.input.len());
+        }
+        while self.input.len() < size {
+            let read = self
+                .stream
+                .read_buf(&mut self.input)
+                .await
+                .map_err(|error| self.io_error(error))?;
+            if read == 0 {
+                return Err(ClientError::Closed { address: self.address.clone() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns a response with a non-zero status into the matching error.
+pub(crate) fn check_status(head: &FrameHead, body: &[u8]) -> Result<(), ClientError> {
+    if head.status == 0 {
+        return Ok(());
+    }
+    let error = ErrorBody::decode(body)?;
+    let code = ErrorCode::from_u16(head.status).unwrap_or(ErrorCode::Internal);
+    if code == ErrorCode::OffsetOutOfRange {
+        let offset = parse_offset(error.message).unwrap_or(0);
+        return Err(ClientError::OffsetOutOfRange {
+            offset,
+            earliest: error.earliest_offset,
+            next: error.next_offset,
+        });
+    }
+    Err(ClientError::Broker { code, message: error.message.to_owned() })
+}
+
+/// The offset an out-of-range message names ("offset N is out of range ...").
+fn parse_offset(message: &str) -> Option<u64> {
+    message.strip_prefix("offset ")?.split(' ').next()?.parse().ok()
+}
+
+fn request_name(opcode: Opcode) -> &'static str {
+    match opcode {
+        Opcode::Handshake => "handshake",
+        Opcode::Ping => "ping",
+        Opcode::CreateTopic => "create topic",
+        Opcode::DeleteTopic => "delete topic",
+        Opcode::ListTopics => "list topics",
+        Opcode::DescribeTopic => "describe topic",
+        Opcode::Produce => "produce",
+        Opcode::Fetch => "fetch",
+        Opcode::Stats => "stats",
+        _ => "request",
+    }
+}

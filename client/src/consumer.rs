@@ -1,0 +1,241 @@
+//! The consumer: reads one partition in order, long-polling for new records.
+//!
+//! A fetch answer is read into one buffer; each batch in it is validated (both CRCs, every
+//! record) and its records are handed out as `Bytes` slices of that buffer, without copying.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use ringmq_protocol::message::{Fetch, FetchReply};
+use ringmq_protocol::{Batches, Request};
+
+use crate::connection::Connection;
+use crate::{ClientError, DEFAULT_TIMEOUT};
+
+/// Where a consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    /// The earliest offset the partition still holds.
+    Earliest,
+    /// The next offset to be written: only new records.
+    Latest,
+    /// This offset.
+    Offset(u64),
+}
+
+/// A record read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// The record's offset.
+    pub offset: u64,
+    /// Timestamp, ms since the Unix epoch.
+    pub timestamp: i64,
+    /// The key, if any.
+    pub key: Option<Bytes>,
+    /// The value.
+    pub value: Bytes,
+    /// Headers, in order.
+    pub headers: Vec<(String, Bytes)>,
+}
+
+/// Settings of a [`Consumer`].
+#[derive(Debug, Clone)]
+pub struct ConsumerBuilder {
+    address: String,
+    topic: String,
+    partition: u32,
+    start: StartOffset,
+    max_wait: Duration,
+    max_bytes: u32,
+    timeout: Duration,
+}
+
+impl ConsumerBuilder {
+    pub(crate) fn new(address: &str, topic: &str, partition: u32) -> Self {
+        Self {
+            address: address.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            start: StartOffset::Earliest,
+            max_wait: Duration::from_millis(500),
+            max_bytes: 1 << 20,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Where to start [default: earliest].
+    #[must_use]
+    pub fn start(mut self, start: StartOffset) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// How long one fetch waits at the broker for new records [default: 500 ms].
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Soft limit on the bytes of one fetch [default: 1 MiB].
+    #[must_use]
+    pub fn max_bytes(mut self, max_bytes: u32) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Timeout of connecting and of each request (added to the long-poll wait) [default: 30 s].
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects and resolves the start offset.
+    ///
+    /// # Errors
+    ///
+    /// A connection error, or [`ClientError::Broker`] with `UnknownTopic`, or
+    /// [`ClientError::InvalidArgument`] for a partition the topic does not have.
+    pub async fn build(self) -> Result<Consumer, ClientError> {
+        let mut connection =
+            Connection::open(&self.address, self.timeout, "ringmq-client consumer").await?;
+        let info = crate::describe(&mut connection, &self.topic).await?;
+        let Some(state) = info.partitions.iter().find(|state| state.partition == self.partition)
+        else {
+            return Err(ClientError::InvalidArgument(format!(
+                "topic {:?} has no partition {} (it has {})",
+                self.topic,
+                self.partition,
+                info.partitions.len()
+            )));
+        };
+        let position = match self.start {
+            StartOffset::Earliest => state.earliest_offset,
+            StartOffset::Latest => state.next_offset,
+            StartOffset::Offset(offset) => offset,
+        };
+        Ok(Consumer {
+            connection,
+            topic: self.topic,
+            partition: self.partition,
+            position,
+            max_wait: self.max_wait,
+            max_bytes: self.max_bytes,
+            timeout: self.timeout,
+            records: VecDeque::new(),
+            high_watermark: state.next_offset,
+        })
+    }
+}
+
+/// Reads one partition from a position, in offset order.
+#[derive(Debug)]
+pub struct Consumer {
+    connection: Connection,
+    topic: String,
+    partition: u32,
+    position: u64,
+    max_wait: Duration,
+    max_bytes: u32,
+    timeout: Duration,
+    records: VecDeque<ConsumerRecord>,
+    high_watermark: u64,
+}
+
+impl Consumer {
+    /// The offset of the next record [`Consumer::next`] returns.
+    pub fn position(&self) -> u64 {
+        self.records.front().map_or(self.position, |record| record.offset)
+    }
+
+    /// The partition's next offset as of the last fetch (the end of the log).
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark
+    }
+
+    /// Moves to `offset`; records already fetched are dropped.
+    pub fn seek(&mut self, offset: u64) {
+        self.records.clear();
+        self.position = offset;
+    }
+
+    /// The next record, waiting (long-polling) until one is written.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::OffsetOutOfRange`] if the position was reclaimed (seek to its `earliest`
+    /// to go on), a connection error or timeout, or [`ClientError::Protocol`] for a batch that
+    /// fails validation.
+    pub async fn next(&mut self) -> Result<ConsumerRecord, ClientError> {
+        loop {
+            if let Some(record) = self.records.pop_front() {
+                return Ok(record);
+            }
+            self.fetch().await?;
+        }
+    }
+
+    /// Fetches once (waiting up to the long-poll time) and returns the records received, which
+    /// may be none.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::next`].
+    pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
+        if self.records.is_empty() {
+            self.fetch().await?;
+        }
+        Ok(self.records.drain(..).collect())
+    }
+
+    /// The records as a stream that never ends on its own (it long-polls); it yields an error
+    /// and goes on polling after it.
+    pub fn into_stream(self) -> impl Stream<Item = Result<ConsumerRecord, ClientError>> {
+        futures_util::stream::unfold(self, |mut consumer| async move {
+            let next = consumer.next().await;
+            Some((next, consumer))
+        })
+    }
+
+    async fn fetch(&mut self) -> Result<(), ClientError> {
+        let request = Request::Fetch(Fetch {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.position,
+            max_bytes: self.max_bytes,
+            max_wait_ms: u32::try_from(self.max_wait.as_millis()).unwrap_or(u32::MAX),
+        });
+        let (_, body) = self.connection.call(&request, self.timeout + self.max_wait).await?;
+        let reply = FetchReply::decode(&body)?;
+        self.high_watermark = reply.next_offset;
+        for batch in Batches::new(reply.batches, u32::MAX) {
+            let batch = batch?;
+            let base = batch.base_offset();
+            for record in batch.records() {
+                let offset = base + u64::from(record.offset_delta);
+                if offset < self.position {
+                    continue;
+                }
+                let headers = record
+                    .headers
+                    .map(|header| {
+                        header.map(|header| (header.name.to_owned(), body.slice_ref(header.value)))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.records.push_back(ConsumerRecord {
+                    offset,
+                    timestamp: record.timestamp,
+                    key: record.key.map(|key| body.slice_ref(key)),
+                    value: body.slice_ref(record.value),
+                    headers,
+                });
+            }
+            self.position = self.position.max(batch.next_offset());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,777 @@
+//! The producer: per-partition batching, partitioning, pipelined sends and retries.
+//!
+//! `send` encodes the record straight into the open batch of its partition (one copy, into a
+//! buffer reused from batch to batch) and returns a [`Delivery`]: a future that resolves to the
+//! record's offset once the broker acknowledges its batch. A background task seals a batch when it
+//! is full or its linger time has passed, sends it (frame head and batch in one vectored write,
+//! up to `max_in_flight` requests pipelined on one connection) and matches the acknowledgements.
+//!
+//! Partitions: a record with a key goes to `crc32c(key) % partitions` (stable across clients and
+//! restarts); a record without one goes to the topic's current "sticky" partition, which moves to
+//! the next partition each time a keyless batch is sealed (round robin by batch, so batches stay
+//! large). An explicit partition overrides both.
+//!
+//! On a lost connection or a retriable broker error the batches in flight are sent again, in
+//! order, after a backoff, until the delivery timeout. Delivery is at-least-once: a batch the
+//! broker wrote but whose acknowledgement was lost is written again.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use ringmq_protocol::message::{Produce, ProduceReply};
+use ringmq_protocol::{Acks, BatchEncoder, EncodeError, Header, Push, Record};
+
+use crate::connection::{check_status, Connection};
+use crate::{ClientError, DEFAULT_TIMEOUT};
+
+/// A record to send.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerRecord<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// A partition, or `None` to let the producer choose (by key, else round robin).
+    pub partition: Option<u32>,
+    /// The key.
+    pub key: Option<&'a [u8]>,
+    /// The value.
+    pub value: &'a [u8],
+    /// Headers.
+    pub headers: &'a [Header<'a>],
+    /// Timestamp, ms since the Unix epoch; `None` for now.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> ProducerRecord<'a> {
+    /// A record with a value, no key.
+    pub fn new(topic: &'a str, value: &'a [u8]) -> Self {
+        Self { topic, partition: None, key: None, value, headers: &[], timestamp: None }
+    }
+
+    /// Sets the key (which picks the partition unless one is set).
+    #[must_use]
+    pub fn key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Sends to this partition.
+    #[must_use]
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the headers.
+    #[must_use]
+    pub fn headers(mut self, headers: &'a [Header<'a>]) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the timestamp.
+    #[must_use]
+    pub fn timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+}
+
+/// Settings of a [`Producer`].
+#[derive(Debug, Clone)]
+pub struct ProducerBuilder {
+    address: String,
+    linger: Duration,
+    batch_bytes: usize,
+    acks: Acks,
+    timeout: Duration,
+    max_in_flight: usize,
+    buffer_memory: usize,
+}
+
+impl ProducerBuilder {
+    pub(crate) fn new(address: &str) -> Self {
+        Self {
+            address: address.to_owned(),
+            linger: Duration::from_millis(5),
+            batch_bytes: 64 << 10,
+            acks: Acks::Written,
+            timeout: DEFAULT_TIMEOUT,
+            max_in_flight: 16,
+            buffer_memory: 32 << 20,
+        }
+    }
+
+    /// How long a batch waits for more records before it is sent [default: 5 ms].
+    #[must_use]
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Largest batch, bytes [default: 64 KiB; capped at the broker's batch limit].
+    #[must_use]
+    pub fn batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes;
+        self
+    }
+
+    /// Durability required before a record is acknowledged [default: written].
+    #[must_use]
+    pub fn acks(mut self, acks: Acks) -> Self {
+        self.acks = acks;
+        self
+    }
+
+    /// How long a record may take to be acknowledged, retries included [default: 30 s]; also the
+    /// timeout of connecting and of the broker's own handling of one request.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Requests sent and not yet acknowledged, at most [default: 16].
+    #[must_use]
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = requests.max(1);
+        self
+    }
+
+    /// Memory for batches not yet acknowledged; `send` waits when it is used up [default: 32 MiB].
+    #[must_use]
+    pub fn buffer_memory(mut self, bytes: usize) -> Self {
+        self.buffer_memory = bytes;
+        self
+    }
+
+    /// Connects and starts the producer's background task.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connect`] or [`ClientError::Timeout`]; [`ClientError::InvalidArgument`] for
+    /// a batch size the protocol cannot carry.
+    pub async fn build(self) -> Result<Producer, ClientError> {
+        let connection =
+            Connection::open(&self.address, self.timeout, "ringmq-client producer").await?;
+        let broker_limit = connection.broker.batch_size_max as usize;
+        let batch_bytes = self.batch_bytes.min(broker_limit);
+        // Header plus one empty record: the smallest batch that can hold anything.
+        if batch_bytes < 128 {
+            return Err(ClientError::InvalidArgument(format!(
+                "batch size {} is too small: at least 128 bytes",
+                self.batch_bytes
+            )));
+        }
+        let max_batches = (self.buffer_memory / batch_bytes).max(self.max_in_flight + 2);
+        let inner = Arc::new(Inner {
+            settings: Settings {
+                linger: self.linger,
+                batch_bytes,
+                acks: self.acks,
+                timeout: self.timeout,
+                max_in_flight: self.max_in_flight,
+                max_batches,
+            },
+            address: self.address,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            space: Notify::new(),
+            metadata: tokio::sync::Mutex::new(None),
+        });
+        let task = tokio::spawn(sender(Arc::clone(&inner), connection));
+        Ok(Producer { inner, task: Some(task) })
+    }
+}
+
+#[derive(Debug)]
+struct Settings {
+    linger: Duration,
+    batch_bytes: usize,
+    acks: Acks,
+    timeout: Duration,
+    max_in_flight: usize,
+    max_batches: usize,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: Settings,
+    address: String,
+    state: Mutex<State>,
+    /// Wakes the sender task (a batch was sealed or opened, or the producer is closing).
+    wake: Notify,
+    /// Wakes `send` and `flush` callers (a batch completed).
+    space: Notify,
+    /// A connection for metadata (partition counts), opened on first use.
+    metadata: tokio::sync::Mutex<Option<Connection>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    topics: HashMap<Arc<str>, TopicState>,
+    open: HashMap<(Arc<str>, u32), OpenBatch>,
+    ready: VecDeque<Sealed>,
+    /// Batches open, ready or in flight.
+    outstanding: usize,
+    free_buffers: Vec<Vec<u8>>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct TopicState {
+    partitions: u32,
+    sticky: u32,
+}
+
+#[derive(Debug)]
+struct OpenBatch {
+    buffer: Vec<u8>,
+    encoder: BatchEncoder,
+    delivery: Arc<DeliveryState>,
+    opened: Instant,
+}
+
+#[derive(Debug)]
+struct Sealed {
+    topic: Arc<str>,
+    partition: u32,
+    buffer: Vec<u8>,
+    size: usize,
+    delivery: Arc<DeliveryState>,
+    first_sent: Option<Instant>,
+    sealed: Instant,
+}
+
+/// A producer. Cheap to share behind an `Arc`; `send` takes `&self`.
+#[derive(Debug)]
+pub struct Producer {
+    inner: Arc<Inner>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Producer {
+    /// Queues a record and returns its [`Delivery`]. Waits only while the producer's batch memory
+    /// is used up (backpressure).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Broker`] with `UnknownTopic` for a topic that does not exist,
+    /// [`ClientError::InvalidArgument`] for a partition out of range, [`ClientError::Encode`] for a
+    /// record larger than a batch, [`ClientError::ProducerClosed`] after [`Producer::close`].
+    pub async fn send(&self, record: ProducerRecord<'_>) -> Result<Delivery, ClientError> {
+        let partitions = self.partition_count(record.topic).await?;
+        if let Some(partition) = record.partition {
+            if partition >= partitions {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic {:?} has no partition {partition} (it has {partitions})",
+                    record.topic
+                )));
+            }
+        }
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let encoded =
+            Record { key: record.key, value: record.value, timestamp, headers: record.headers };
+        loop {
+            let space = self.inner.space.notified();
+            {
+                let mut state = self.lock();
+                if state.closed {
+                    return Err(ClientError::ProducerClosed);
+                }
+                if let Some(delivery) = state.append(&self.inner, &record, &encoded)? {
+                    return Ok(delivery);
+                }
+            }
+            // No room for a new batch: wait for one to complete.
+            self.inner.wake.notify_one();
+            space.await;
+        }
+    }
+
+    /// Sends a record and waits for its acknowledgement: its offset (`None` with `acks = none`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::send`], and the delivery's error.
+    pub async fn send_and_wait(
+        &self,
+        record: ProducerRecord<'_>,
+    ) -> Result<Option<u64>, ClientError> {
+        self.send(record).await?.await
+    }
+
+    /// Sends every queued record now and waits until all are acknowledged (or failed).
+    pub async fn flush(&self) {
+        loop {
+            let space = self.inner.space.notified();
+            {
+                let mut state = self.lock();
+                state.seal_all();
+                if state.outstanding == 0 {
+                    return;
+                }
+            }
+            self.inner.wake.notify_one();
+            space.await;
+        }
+    }
+
+    /// Flushes, then stops the background task. Later sends fail with
+    /// [`ClientError::ProducerClosed`].
+    pub async fn close(mut self) {
+        self.flush().await;
+        self.lock().closed = true;
+        self.inner.wake.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(known) = self.lock().topics.get(topic) {
+            return Ok(known.partitions);
+        }
+        let mut metadata = self.inner.metadata.lock().await;
+        if metadata.is_none() {
+            let timeout = self.inner.settings.timeout;
+            *metadata = Some(
+                Connection::open(&self.inner.address, timeout, "ringmq-client producer metadata")
+                    .await?,
+            );
+        }
+        let connection = metadata.as_mut().expect("opened above");
+        let info = match crate::describe(connection, topic).await {
+            Ok(info) => info,
+            Err(error) => {
+                if error.is_retriable() {
+                    *metadata = None;
+                }
+                return Err(error);
+            }
+        };
+        let partitions = u32::try_from(info.partitions.len()).unwrap_or(u32::MAX);
+        self.lock().topics.entry(Arc::from(topic)).or_insert(TopicState { partitions, sticky: 0 });
+        Ok(partitions)
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // Unsent records are not silently lost while the task still runs: it keeps sending until
+        // everything queued is acknowledged, then exits because the producer is closed.
+        self.lock().closed = true;
+        self.inner.wake.notify_one();
+    }
+}
+
+impl State {
+    /// Appends `record` to its partition's open batch, sealing and opening batches as needed.
+    /// `Ok(None)` means a new batch is needed but the batch memory is used up.
+    fn append(
+        &mut self,
+        inner: &Inner,
+        record: &ProducerRecord<'_>,
+        encoded: &Record<'_>,
+    ) -> Result<Option<Delivery>, ClientError> {
+        let topic_key: Arc<str> = match self.topics.get_key_value(record.topic) {
+            Some((key, _)) => Arc::clone(key),
+            None => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic {:?} is not known",
+                    record.topic
+                )))
+            }
+        };
+        let topic = self.topics.get(record.topic).expect("looked up above");
+        let partition = match (record.partition, record.key) {
+            (Some(partition), _) => partition,
+            (None, Some(key)) => crc32c::crc32c(key) % topic.partitions,
+            (None, None) => topic.sticky,
+        };
+        for _ in 0..2 {
+            let key = (Arc::clone(&topic_key), partition);
+            if !self.open.contains_key(&key) {
+                if self.outstanding >= inner.settings.max_batches {
+                    return Ok(None);
+                }
+                let mut buffer = self.free_buffers.pop().unwrap_or_default();
+                buffer.resize(inner.settings.batch_bytes, 0);
+                let encoder = BatchEncoder::new(inner.settings.batch_bytes, encoded.timestamp)?;
+                let batch = OpenBatch {
+                    buffer,
+                    encoder,
+                    delivery: Arc::new(DeliveryState::default()),
+                    opened: Instant::now(),
+                };
+                self.open.insert(key.clone(), batch);
+                self.outstanding += 1;
+                inner.wake.notify_one();
+            }
+            let batch = self.open.get_mut(&key).expect("opened above");
+            match batch.encoder.push(&mut batch.buffer, encoded) {
+                Ok(Push::Appended) => {
+                    let index = batch.encoder.record_count() - 1;
+                    let delivery = Delivery { state: Arc::clone(&batch.delivery), index };
+                    if batch.encoder.size() + 32 > inner.settings.batch_bytes {
+                        self.seal(&key, inner);
+                    }
+                    return Ok(Some(delivery));
+                }
+                Ok(Push::Full) | Err(EncodeError::TimestampOutOfRange { .. })
+                    if !batch.encoder.is_empty() =>
+                {
+                    self.seal(&key, inner);
+                }
+                Ok(Push::Full) => unreachable!("an empty batch takes any record that fits a batch"),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ClientError::InvalidArgument("record does not fit in a new batch".to_owned()))
+    }
+
+    /// Moves an open batch to the ready queue.
+    fn seal(&mut self, key: &(Arc<str>, u32), inner: &Inner) {
+        if let Some(batch) = self.open.remove(key) {
+            self.push_sealed(key.clone(), batch);
+            inner.wake.notify_one();
+        }
+    }
+
+    fn seal_all(&mut self) {
+        let keys: Vec<_> = self.open.keys().cloned().collect();
+        for key in keys {
+            if let Some(batch) = self.open.remove(&key) {
+                self.push_sealed(key, batch);
+            }
+        }
+    }
+
+    /// Seals batches whose linger time has passed; returns when the next one will.
+    fn seal_lingered(&mut self, linger: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        let due: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, batch)| batch.opened + linger <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            if let Some(batch) = self.open.remove(&key) {
+                self.push_sealed(key, batch);
+            }
+        }
+        self.open.values().map(|batch| batch.opened + linger).min()
+    }
+
+    /// Finishes a batch's header and queues it; moves the topic's sticky partition on.
+    fn push_sealed(&mut self, key: (Arc<str>, u32), batch: OpenBatch) {
+        if let Some(topic) = self.topics.get_mut(&key.0) {
+            if topic.sticky == key.1 {
+                topic.sticky = (key.1 + 1) % topic.partitions.max(1);
+            }
+        }
+        let mut buffer = batch.buffer;
+        let Ok(size) = batch.encoder.finish(&mut buffer) else {
+            // An empty batch (its only record was refused): nothing to send.
+            buffer.clear();
+            self.free_buffers.push(buffer);
+            self.outstanding -= 1;
+            batch.delivery.complete(Ok(None));
+            return;
+        };
+        self.ready.push_back(Sealed {
+            topic: key.0,
+            partition: key.1,
+            buffer,
+            size,
+            delivery: batch.delivery,
+            first_sent: None,
+            sealed: Instant::now(),
+        });
+    }
+
+    fn finish(&mut self, batch: Sealed, result: Result<Option<u64>, ClientError>) {
+        batch.delivery.complete(result);
+        let mut buffer = batch.buffer;
+        buffer.clear();
+        self.free_buffers.push(buffer);
+        self.outstanding -= 1;
+    }
+}
+
+/// A batch sent and not yet acknowledged.
+#[derive(Debug)]
+struct InFlight {
+    correlation_id: u32,
+    batch: Sealed,
+}
+
+/// The background task: seals lingered batches, sends ready ones, matches acknowledgements,
+/// reconnects and retries.
+async fn sender(inner: Arc<Inner>, connection: Connection) {
+    let settings = &inner.settings;
+    let mut connection = Some(connection);
+    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(settings.max_in_flight);
+    let mut head = Vec::with_capacity(512);
+    let mut backoff = Duration::from_millis(20);
+    let mut last_error: Option<ClientError> = None;
+    loop {
+        let wake = inner.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        let (next_linger, has_ready, done) = {
+            let mut state = inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let next = state.seal_lingered(settings.linger);
+            fail_expired(&mut state, &mut in_flight, settings.timeout, last_error.as_ref());
+            (next, !state.ready.is_empty(), state.closed && state.outstanding == 0)
+        };
+        inner.space.notify_waiters();
+        if done {
+            return;
+        }
+        if connection.is_none() && (has_ready || !in_flight.is_empty()) {
+            match Connection::open(&inner.address, settings.timeout, "ringmq-client producer").await
+            {
+                Ok(opened) => {
+                    connection = Some(opened);
+                    backoff = Duration::from_millis(20);
+                }
+                Err(error) => {
+                    last_error = Some(error);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
+        // Send ready batches while the pipeline has room.
+        if let Some(open) = connection.as_mut() {
+            let mut broken = None;
+            while in_flight.len() < settings.max_in_flight {
+                let Some(mut batch) = inner
+                    .state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .ready
+                    .pop_front()
+                else {
+                    break;
+                };
+                let correlation_id = open.correlation_id();
+                head.clear();
+                let produce = Produce {
+                    topic: &batch.topic,
+                    partition: batch.partition,
+                    acks: settings.acks,
+                    timeout_ms: u32::try_from(settings.timeout.as_millis()).unwrap_or(u32::MAX),
+                    batch: &batch.buffer[..batch.size],
+                };
+                if let Err(error) = produce.encode_frame_head(correlation_id, &mut head) {
+                    let mut state =
+                        inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    state.finish(batch, Err(error.into()));
+                    continue;
+                }
+                batch.first_sent.get_or_insert_with(Instant::now);
+                match tokio::time::timeout(
+                    settings.timeout,
+                    open.write_two(&head, &batch.buffer[..batch.size]),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {
+                        if settings.acks == Acks::None {
+                            let mut state = inner
+                                .state
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            state.finish(batch, Ok(None));
+                        } else {
+                            in_flight.push_back(InFlight { correlation_id, batch });
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        in_flight.push_back(InFlight { correlation_id, batch });
+                        broken = Some(error);
+                        break;
+                    }
+                    Err(_) => {
+                        in_flight.push_back(InFlight { correlation_id, batch });
+                        broken = Some(ClientError::Timeout {
+                            operation: "sending a batch",
+                            after: settings.timeout,
+                        });
+                        break;
+                    }
+                }
+            }
+            if let Some(error) = broken {
+                requeue(&inner, &mut in_flight);
+                connection = None;
+                last_error = Some(error);
+                continue;
+            }
+        }
+        inner.space.notify_waiters();
+        // Wait for an acknowledgement, new work, or the next linger deadline.
+        let linger_deadline =
+            next_linger.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let reading = !in_flight.is_empty() && connection.is_some();
+        tokio::select! {
+            () = &mut wake => {}
+            () = tokio::time::sleep_until(linger_deadline) => {}
+            response = read_ack(connection.as_mut(), settings.timeout), if reading => {
+                match response {
+                    Ok((correlation_id, result)) => {
+                        let Some(front) = in_flight.front() else { continue };
+                        if front.correlation_id != correlation_id {
+                            // Not the answer we wait for (an error about an acks=none batch):
+                            // the stream is out of step, so start over on a new connection.
+                            last_error = result.err();
+                            requeue(&inner, &mut in_flight);
+                            connection = None;
+                            continue;
+                        }
+                        let entry = in_flight.pop_front().expect("front exists");
+                        match result {
+                            Err(error) if error.is_retriable() => {
+                                last_error = Some(error);
+                                in_flight.push_front(entry);
+                                requeue(&inner, &mut in_flight);
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(Duration::from_secs(1));
+                            }
+                            result => {
+                                backoff = Duration::from_millis(20);
+                                let mut state = inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                                state.finish(entry.batch, result.map(Some));
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        last_error = Some(error);
+                        requeue(&inner, &mut in_flight);
+                        connection = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads one acknowledgement: the correlation id and the base offset or the broker's error.
+async fn read_ack(
+    connection: Option<&mut Connection>,
+    timeout: Duration,
+) -> Result<(u32, Result<u64, ClientError>), ClientError> {
+    let Some(connection) = connection else {
+        return Err(ClientError::InvalidArgument("no connection".to_owned()));
+    };
+    let (head, body) =
+        tokio::time::timeout(timeout, connection.read_frame()).await.map_err(|_| {
+            ClientError::Timeout { operation: "waiting for an acknowledgement", after: timeout }
+        })??;
+    let result =
+        check_status(&head, &body).and_then(|()| Ok(ProduceReply::decode(&body)?.base_offset));
+    Ok((head.correlation_id, result))
+}
+
+/// Puts every in-flight batch back at the front of the ready queue, in order, to resend.
+fn requeue(inner: &Inner, in_flight: &mut VecDeque<InFlight>) {
+    let mut state = inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    while let Some(entry) = in_flight.pop_back() {
+        state.ready.push_front(entry.batch);
+    }
+}
+
+/// Fails batches that have waited longer than the delivery timeout.
+fn fail_expired(
+    state: &mut State,
+    in_flight: &mut VecDeque<InFlight>,
+    timeout: Duration,
+    last_error: Option<&ClientError>,
+) {
+    let now = Instant::now();
+    let expired =
+        |batch: &Sealed| now.duration_since(batch.first_sent.unwrap_or(batch.sealed)) > timeout;
+    let error = || {
+        last_error
+            .cloned()
+            .unwrap_or(ClientError::Timeout { operation: "delivering a batch", after: timeout })
+    };
+    while state.ready.front().is_some_and(expired) && in_flight.is_empty() {
+        let batch = state.ready.pop_front().expect("front exists");
+        state.finish(batch, Err(error()));
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The shared outcome of one batch.
+#[derive(Debug, Default)]
+struct DeliveryState {
+    result: OnceLock<Result<Option<u64>, ClientError>>,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl DeliveryState {
+    fn complete(&self, result: Result<Option<u64>, ClientError>) {
+        let _ = self.result.set(result);
+        let wakers = std::mem::take(
+            &mut *self.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// The acknowledgement of one record: resolves to its offset (`None` with `acks = none`) or the
+/// error that made its batch fail.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    state: Arc<DeliveryState>,
+    index: u32,
+}
+
+impl Future for Delivery {
+    type Output = Result<Option<u64>, ClientError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let resolved = |state: &DeliveryState, index: u32| {
+            state
+                .result
+                .get()
+                .map(|result| result.clone().map(|base| base.map(|base| base + u64::from(index))))
+        };
+        if let Some(result) = resolved(&self.state, self.index) {
+            return Poll::Ready(result);
+        }
+        {
+            let mut wakers =
+                self.state.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+        }
+        match resolved(&self.state, self.index) {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        }
+    }
+}

@@ -7,7 +7,13 @@ use std::process::ExitCode;
 use ringmq_broker::config::{self, Loaded, LogFormat};
 use ringmq_broker::server::Broker;
 
+/// Counts every heap allocation, so `Stats` (and `ringmq-bench`) can report allocations per
+/// message. One atomic increment per allocation, and the hot path makes none.
+#[global_allocator]
+static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
 fn main() -> ExitCode {
+    ringmq_broker::metrics::set_allocation_counter(|| ALLOCATOR.stats().allocations as u64);
     let config = match config::load(std::env::args_os()) {
         Ok(Loaded::Run(config)) => config,
         Ok(Loaded::Print(text)) => {

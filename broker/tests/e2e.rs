@@ -363,6 +363,7 @@ async fn hostile_frames_get_an_error_or_a_close_and_harm_no_one_else() {
                 offset: u64::MAX,
                 max_bytes: 1024,
                 max_wait_ms: 0,
+                min_bytes: 1,
             })
             .encode_frame(13, &mut frame)
             .unwrap();

@@ -50,6 +50,7 @@ pub struct ConsumerBuilder {
     start: StartOffset,
     max_wait: Duration,
     max_bytes: u32,
+    min_bytes: u32,
     timeout: Duration,
 }
 
@@ -62,6 +63,7 @@ impl ConsumerBuilder {
             start: StartOffset::Earliest,
             max_wait: Duration::from_millis(500),
             max_bytes: 1 << 20,
+            min_bytes: 1,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -84,6 +86,15 @@ impl ConsumerBuilder {
     #[must_use]
     pub fn max_bytes(mut self, max_bytes: u32) -> Self {
         self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Answer a fetch only once this many bytes are available (or the long-poll wait ends)
+    /// [default: 1, as soon as anything is]. Larger values mean fewer, fuller fetches: more
+    /// throughput, more latency.
+    #[must_use]
+    pub fn min_bytes(mut self, min_bytes: u32) -> Self {
+        self.min_bytes = min_bytes.max(1);
         self
     }
 
@@ -125,6 +136,7 @@ impl ConsumerBuilder {
             position,
             max_wait: self.max_wait,
             max_bytes: self.max_bytes,
+            min_bytes: self.min_bytes,
             timeout: self.timeout,
             records: VecDeque::new(),
             high_watermark: state.next_offset,
@@ -141,6 +153,7 @@ pub struct Consumer {
     position: u64,
     max_wait: Duration,
     max_bytes: u32,
+    min_bytes: u32,
     timeout: Duration,
     records: VecDeque<ConsumerRecord>,
     high_watermark: u64,
@@ -208,6 +221,7 @@ impl Consumer {
             offset: self.position,
             max_bytes: self.max_bytes,
             max_wait_ms: u32::try_from(self.max_wait.as_millis()).unwrap_or(u32::MAX),
+            min_bytes: self.min_bytes,
         });
         let (_, body) = self.connection.call(&request, self.timeout + self.max_wait).await?;
         let reply = FetchReply::decode(&body)?;

@@ -215,8 +215,8 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Topics by name: one hash lookup per record.
     topics: HashMap<Arc<str>, TopicState>,
-    open: HashMap<(Arc<str>, u32), OpenBatch>,
     ready: VecDeque<Sealed>,
     /// Batches open, ready or in flight.
     outstanding: usize,
@@ -226,8 +226,11 @@ struct State {
 
 #[derive(Debug)]
 struct TopicState {
+    name: Arc<str>,
     partitions: u32,
     sticky: u32,
+    /// The open batch of each partition.
+    open: Vec<Option<OpenBatch>>,
 }
 
 #[derive(Debug)]
@@ -266,32 +269,27 @@ impl Producer {
     /// [`ClientError::InvalidArgument`] for a partition out of range, [`ClientError::Encode`] for a
     /// record larger than a batch, [`ClientError::ProducerClosed`] after [`Producer::close`].
     pub async fn send(&self, record: ProducerRecord<'_>) -> Result<Delivery, ClientError> {
-        let partitions = self.partition_count(record.topic).await?;
-        if let Some(partition) = record.partition {
-            if partition >= partitions {
-                return Err(ClientError::InvalidArgument(format!(
-                    "topic {:?} has no partition {partition} (it has {partitions})",
-                    record.topic
-                )));
-            }
-        }
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let encoded =
             Record { key: record.key, value: record.value, timestamp, headers: record.headers };
         loop {
             let space = self.inner.space.notified();
-            {
+            let appended = {
                 let mut state = self.lock();
                 if state.closed {
                     return Err(ClientError::ProducerClosed);
                 }
-                if let Some(delivery) = state.append(&self.inner, &record, &encoded)? {
-                    return Ok(delivery);
+                state.append(&self.inner, &record, &encoded)?
+            };
+            match appended {
+                Appended::Done(delivery) => return Ok(delivery),
+                Appended::UnknownTopic => self.load_topic(record.topic).await?,
+                Appended::NoRoom => {
+                    // No room for a new batch: wait for one to complete.
+                    self.inner.wake.notify_one();
+                    space.await;
                 }
             }
-            // No room for a new batch: wait for one to complete.
-            self.inner.wake.notify_one();
-            space.await;
         }
     }
 
@@ -338,10 +336,8 @@ impl Producer {
         self.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
-        if let Some(known) = self.lock().topics.get(topic) {
-            return Ok(known.partitions);
-        }
+    /// Learns a topic's partition count from the broker.
+    async fn load_topic(&self, topic: &str) -> Result<(), ClientError> {
         let mut metadata = self.inner.metadata.lock().await;
         if metadata.is_none() {
             let timeout = self.inner.settings.timeout;
@@ -361,8 +357,14 @@ impl Producer {
             }
         };
         let partitions = u32::try_from(info.partitions.len()).unwrap_or(u32::MAX);
-        self.lock().topics.entry(Arc::from(topic)).or_insert(TopicState { partitions, sticky: 0 });
-        Ok(partitions)
+        let name: Arc<str> = Arc::from(topic);
+        self.lock().topics.entry(Arc::clone(&name)).or_insert_with(|| TopicState {
+            name,
+            partitions,
+            sticky: 0,
+            open: (0..partitions).map(|_| None).collect(),
+        });
+        Ok(())
     }
 }
 
@@ -375,63 +377,74 @@ impl Drop for Producer {
     }
 }
 
+/// What [`State::append`] did.
+enum Appended {
+    Done(Delivery),
+    /// The topic's partition count is not known yet.
+    UnknownTopic,
+    /// A new batch is needed but the batch memory is used up.
+    NoRoom,
+}
+
 impl State {
     /// Appends `record` to its partition's open batch, sealing and opening batches as needed.
-    /// `Ok(None)` means a new batch is needed but the batch memory is used up.
     fn append(
         &mut self,
         inner: &Inner,
         record: &ProducerRecord<'_>,
         encoded: &Record<'_>,
-    ) -> Result<Option<Delivery>, ClientError> {
-        let topic_key: Arc<str> = match self.topics.get_key_value(record.topic) {
-            Some((key, _)) => Arc::clone(key),
-            None => {
-                return Err(ClientError::InvalidArgument(format!(
-                    "topic {:?} is not known",
-                    record.topic
-                )))
-            }
-        };
-        let topic = self.topics.get(record.topic).expect("looked up above");
+    ) -> Result<Appended, ClientError> {
+        let State { topics, ready, outstanding, free_buffers, .. } = self;
+        let Some(topic) = topics.get_mut(record.topic) else { return Ok(Appended::UnknownTopic) };
         let partition = match (record.partition, record.key) {
+            (Some(partition), _) if partition >= topic.partitions => {
+                return Err(ClientError::InvalidArgument(format!(
+                    "topic {:?} has no partition {partition} (it has {})",
+                    record.topic, topic.partitions
+                )));
+            }
             (Some(partition), _) => partition,
             (None, Some(key)) => crc32c::crc32c(key) % topic.partitions,
             (None, None) => topic.sticky,
         };
+        let slot = partition as usize;
         for _ in 0..2 {
-            let key = (Arc::clone(&topic_key), partition);
-            if !self.open.contains_key(&key) {
-                if self.outstanding >= inner.settings.max_batches {
-                    return Ok(None);
+            if topic.open[slot].is_none() {
+                if *outstanding >= inner.settings.max_batches {
+                    return Ok(Appended::NoRoom);
                 }
-                let mut buffer = self.free_buffers.pop().unwrap_or_default();
-                buffer.resize(inner.settings.batch_bytes, 0);
+                // Recycled buffers keep their length: the encoder overwrites what it uses, so a
+                // batch costs no memset.
+                let buffer =
+                    free_buffers.pop().unwrap_or_else(|| vec![0; inner.settings.batch_bytes]);
                 let encoder = BatchEncoder::new(inner.settings.batch_bytes, encoded.timestamp)?;
-                let batch = OpenBatch {
+                topic.open[slot] = Some(OpenBatch {
                     buffer,
                     encoder,
                     delivery: Arc::new(DeliveryState::default()),
                     opened: Instant::now(),
-                };
-                self.open.insert(key.clone(), batch);
-                self.outstanding += 1;
+                });
+                *outstanding += 1;
                 inner.wake.notify_one();
             }
-            let batch = self.open.get_mut(&key).expect("opened above");
+            let batch = topic.open[slot].as_mut().expect("opened above");
             match batch.encoder.push(&mut batch.buffer, encoded) {
                 Ok(Push::Appended) => {
-                    let index = batch.encoder.record_count() - 1;
-                    let delivery = Delivery { state: Arc::clone(&batch.delivery), index };
+                    let delivery = Delivery {
+                        state: Arc::clone(&batch.delivery),
+                        index: batch.encoder.record_count() - 1,
+                    };
                     if batch.encoder.size() + 32 > inner.settings.batch_bytes {
-                        self.seal(&key, inner);
+                        seal(topic, slot, ready, free_buffers, outstanding);
+                        inner.wake.notify_one();
                     }
-                    return Ok(Some(delivery));
+                    return Ok(Appended::Done(delivery));
                 }
                 Ok(Push::Full) | Err(EncodeError::TimestampOutOfRange { .. })
                     if !batch.encoder.is_empty() =>
                 {
-                    self.seal(&key, inner);
+                    seal(topic, slot, ready, free_buffers, outstanding);
+                    inner.wake.notify_one();
                 }
                 Ok(Push::Full) => unreachable!("an empty batch takes any record that fits a batch"),
                 Err(error) => return Err(error.into()),
@@ -440,19 +453,11 @@ impl State {
         Err(ClientError::InvalidArgument("record does not fit in a new batch".to_owned()))
     }
 
-    /// Moves an open batch to the ready queue.
-    fn seal(&mut self, key: &(Arc<str>, u32), inner: &Inner) {
-        if let Some(batch) = self.open.remove(key) {
-            self.push_sealed(key.clone(), batch);
-            inner.wake.notify_one();
-        }
-    }
-
     fn seal_all(&mut self) {
-        let keys: Vec<_> = self.open.keys().cloned().collect();
-        for key in keys {
-            if let Some(batch) = self.open.remove(&key) {
-                self.push_sealed(key, batch);
+        let State { topics, ready, outstanding, free_buffers, .. } = self;
+        for topic in topics.values_mut() {
+            for slot in 0..topic.open.len() {
+                seal(topic, slot, ready, free_buffers, outstanding);
             }
         }
     }
@@ -460,54 +465,60 @@ impl State {
     /// Seals batches whose linger time has passed; returns when the next one will.
     fn seal_lingered(&mut self, linger: Duration) -> Option<Instant> {
         let now = Instant::now();
-        let due: Vec<_> = self
-            .open
-            .iter()
-            .filter(|(_, batch)| batch.opened + linger <= now)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in due {
-            if let Some(batch) = self.open.remove(&key) {
-                self.push_sealed(key, batch);
+        let State { topics, ready, outstanding, free_buffers, .. } = self;
+        let mut next: Option<Instant> = None;
+        for topic in topics.values_mut() {
+            for slot in 0..topic.open.len() {
+                let Some(batch) = &topic.open[slot] else { continue };
+                let due = batch.opened + linger;
+                if due <= now {
+                    seal(topic, slot, ready, free_buffers, outstanding);
+                } else {
+                    next = Some(next.map_or(due, |next| next.min(due)));
+                }
             }
         }
-        self.open.values().map(|batch| batch.opened + linger).min()
-    }
-
-    /// Finishes a batch's header and queues it; moves the topic's sticky partition on.
-    fn push_sealed(&mut self, key: (Arc<str>, u32), batch: OpenBatch) {
-        if let Some(topic) = self.topics.get_mut(&key.0) {
-            if topic.sticky == key.1 {
-                topic.sticky = (key.1 + 1) % topic.partitions.max(1);
-            }
-        }
-        let mut buffer = batch.buffer;
-        let Ok(size) = batch.encoder.finish(&mut buffer) else {
-            // An empty batch (its only record was refused): nothing to send.
-            buffer.clear();
-            self.free_buffers.push(buffer);
-            self.outstanding -= 1;
-            batch.delivery.complete(Ok(None));
-            return;
-        };
-        self.ready.push_back(Sealed {
-            topic: key.0,
-            partition: key.1,
-            buffer,
-            size,
-            delivery: batch.delivery,
-            first_sent: None,
-            sealed: Instant::now(),
-        });
+        next
     }
 
     fn finish(&mut self, batch: Sealed, result: Result<Option<u64>, ClientError>) {
         batch.delivery.complete(result);
-        let mut buffer = batch.buffer;
-        buffer.clear();
-        self.free_buffers.push(buffer);
+        self.free_buffers.push(batch.buffer);
         self.outstanding -= 1;
     }
+}
+
+/// Finishes the open batch of `topic`'s partition `slot` and queues it; moves the topic's sticky
+/// partition on.
+fn seal(
+    topic: &mut TopicState,
+    slot: usize,
+    ready: &mut VecDeque<Sealed>,
+    free_buffers: &mut Vec<Vec<u8>>,
+    outstanding: &mut usize,
+) {
+    let Some(batch) = topic.open[slot].take() else { return };
+    let partition = slot as u32;
+    if topic.sticky == partition {
+        topic.sticky = (partition + 1) % topic.partitions.max(1);
+    }
+    let mut buffer = batch.buffer;
+    let Ok(size) = batch.encoder.finish(&mut buffer) else {
+        // An empty batch (its only record was refused): nothing to send.
+        free_buffers.push(buffer);
+        *outstanding -= 1;
+        batch.delivery.complete(Ok(None));
+        return;
+    };
+    ready.push_back(Sealed {
+        topic: Arc::clone(&topic.name),
+        partition,
+        buffer,
+        size,
+        delivery: batch.delivery,
+        first_sent: None,
+        sealed: Instant::now(),
+    });
 }
 
 /// A batch sent and not yet acknowledged.

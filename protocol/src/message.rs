@@ -698,6 +698,10 @@ pub struct Fetch<'a> {
     pub max_bytes: u32,
     /// How long to wait for data when none is available at `offset`, ms (long polling).
     pub max_wait_ms: u32,
+    /// Answer as soon as at least this many bytes of batches are available (or `max_wait_ms`
+    /// has passed); 1 answers as soon as anything is. Larger values trade latency for fewer
+    /// round trips.
+    pub min_bytes: u32,
 }
 
 impl<'a> Fetch<'a> {
@@ -708,8 +712,9 @@ impl<'a> Fetch<'a> {
         let offset = reader.u64("offset")?;
         let max_bytes = reader.u32("max_bytes")?;
         let max_wait_ms = reader.u32("max_wait_ms")?;
+        let min_bytes = reader.u32("min_bytes")?;
         reader.finish()?;
-        Ok(Self { topic, partition, offset, max_bytes, max_wait_ms })
+        Ok(Self { topic, partition, offset, max_bytes, max_wait_ms, min_bytes })
     }
 
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -718,6 +723,7 @@ impl<'a> Fetch<'a> {
         put_u64(out, self.offset);
         put_u32(out, self.max_bytes);
         put_u32(out, self.max_wait_ms);
+        put_u32(out, self.min_bytes);
         Ok(())
     }
 }
@@ -928,6 +934,7 @@ mod tests {
             offset: u64::MAX,
             max_bytes: 1 << 20,
             max_wait_ms: 500,
+            min_bytes: 1,
         }));
     }
 

@@ -361,7 +361,9 @@ pub fn open(
         check_existing(&file, path, &layout)?;
         file
     };
-    let prepared = Exclusive::map(&file, layout, &dir.lock, config.prefault)
+    // A new file is pre-faulted for writing below; populating it for reading first would zero
+    // every page twice.
+    let prepared = Exclusive::map(path, &file, layout, &dir.lock, config.prefault && !created)
         .map_err(io_error("map"))
         .and_then(|mut exclusive| {
             if created {
@@ -532,10 +534,7 @@ fn start(
         Some(_) => recovered.tail_position,
         None => layout.generation_start(next_generation),
     };
-    let (core, cursor) =
-        exclusive.share(published, recovered.tail_generation, next_generation, |slot| {
-            recovered.slot_generation(&layout, slot)
-        });
+    let (core, cursor) = exclusive.share(published, recovered.tail_generation, next_generation);
     let shared = std::sync::Arc::new(Shared {
         core,
         index,
@@ -646,7 +645,7 @@ fn clean_after_scan(exclusive: &mut Exclusive, layout: &Layout, recovered: &reco
         }
     }
     for slot in 0..count {
-        let generation = recovered.slot_generation(layout, slot as usize);
+        let generation = raw::slot_generation(layout, recovered.next_generation(), slot as usize);
         let retained = match (generation, recovered.tail_generation) {
             (Some(generation), Some(tail)) => {
                 generation >= recovered.head_generation && generation <= tail

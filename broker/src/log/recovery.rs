@@ -25,7 +25,7 @@ use std::fmt;
 use ringmq_protocol::batch::{validate_padding, BatchHeader, BatchView};
 use ringmq_protocol::limits::BATCH_HEADER_SIZE;
 
-use super::raw::Layout;
+use super::raw::{Layout, GENERATION_MAX};
 use super::superblock::{Checkpoint, Superblock};
 
 /// How recovery found the log.
@@ -74,15 +74,6 @@ impl Recovered {
     /// The generation the writer claims next.
     pub(crate) fn next_generation(&self) -> u64 {
         self.tail_generation.map_or(self.head_generation, |tail| tail + 1)
-    }
-
-    /// The generation each slot holds for the lease table: the one the writer will replace when
-    /// it next claims the slot (a retained chunk's own generation, for retained slots).
-    pub(crate) fn slot_generation(&self, layout: &Layout, slot: usize) -> Option<u64> {
-        let count = layout.chunk_count();
-        let next = self.next_generation();
-        let upcoming = next + (slot as u64 + count - next % count) % count;
-        upcoming.checked_sub(count)
     }
 }
 
@@ -329,6 +320,9 @@ fn confirm_checkpoint(
     }
     if tail_position - head_position > layout.capacity {
         return Err(reject("head and tail are more than one ring apart"));
+    }
+    if layout.generation(tail_position) + 2 * layout.chunk_count() > GENERATION_MAX {
+        return Err(reject("positions beyond the lease table's range"));
     }
     let walked =
         walk(data, layout, head_position, head_offset, tail_position, batch_size_max, |_| ())?;

@@ -338,6 +338,7 @@ pub(crate) enum Pending {
         partition: Arc<Partition>,
         offset: u64,
         max_bytes: usize,
+        min_bytes: usize,
         deadline: Instant,
     },
 }
@@ -465,7 +466,14 @@ impl Output {
                         break;
                     }
                 }
-                Pending::Fetch { correlation_id, partition, offset, max_bytes, deadline } => {
+                Pending::Fetch {
+                    correlation_id,
+                    partition,
+                    offset,
+                    max_bytes,
+                    min_bytes,
+                    deadline,
+                } => {
                     let opcode = Opcode::Fetch.as_u8();
                     match partition.log().read(*offset, *max_bytes) {
                         Err(ReadError::OffsetOutOfRange { offset, earliest, next }) => {
@@ -498,7 +506,7 @@ impl Output {
                             );
                         }
                         Ok(outcome)
-                            if outcome.batches.is_empty()
+                            if outcome.batches.len() < *min_bytes
                                 && Instant::now() < *deadline
                                 && !closing =>
                         {
@@ -553,14 +561,16 @@ async fn wait_front(pending: &VecDeque<Pending>, closing: bool) {
             }
             let _ = tokio::time::timeout_at(*deadline, done).await;
         }
-        Some(Pending::Fetch { partition, offset, deadline, .. }) => {
+        Some(Pending::Fetch { partition, offset, min_bytes, deadline, .. }) => {
             if closing {
                 return;
             }
             let appended = partition.appended();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            if partition.log().next_offset() > *offset {
+            // With min_bytes 1, any new record is enough; otherwise every append is a reason to
+            // look again (the read then decides whether enough has arrived).
+            if *min_bytes <= 1 && partition.log().next_offset() > *offset {
                 return;
             }
             let _ = tokio::time::timeout_at(*deadline, appended).await;

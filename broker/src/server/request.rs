@@ -435,6 +435,7 @@ impl<'c> Session<'c> {
             partition,
             offset: fetch.offset,
             max_bytes,
+            min_bytes: (fetch.min_bytes as usize).clamp(1, max_bytes),
             deadline: Instant::now() + wait,
         });
     }

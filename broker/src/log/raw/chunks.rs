@@ -122,8 +122,8 @@ impl ChunkTable {
         // INVARIANT 2: release ordering publishes every read made under the lease to the writer's
         // acquire CAS in `try_claim`.
         let previous = self.state(generation).fetch_sub(1, Ordering::Release);
-        debug_assert!(previous & READERS_MASK > 0, "lease released twice");
-        debug_assert_eq!(previous >> TAG_SHIFT, generation + 1, "lease outlived its generation");
+        assert!(previous & READERS_MASK > 0, "lease released twice");
+        assert_eq!(previous >> TAG_SHIFT, generation + 1, "lease outlived its generation");
     }
 
     /// The writer's claim of `generation` for writing, reclaiming whatever the slot held.

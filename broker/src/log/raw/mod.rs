@@ -29,6 +29,7 @@
 mod chunks;
 mod region;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -38,7 +39,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use chunks::ChunkTable;
-pub(crate) use chunks::{Claim, LeaseRefused};
+pub(crate) use chunks::{Claim, LeaseRefused, GENERATION_MAX};
 use region::Region;
 
 use crate::sync::{Arc, AtomicU64, Ordering};
@@ -114,10 +115,18 @@ impl Layout {
 }
 
 /// Exclusive lock on a data directory (`flock` on `DATA_DIR/.lock`), held while any of its ring
-/// files is mapped. It is the proof required by [`Exclusive::map`].
+/// files is mapped, with the set of files this process has mapped. It is the proof required by
+/// [`Exclusive::map`].
+///
+/// `flock` is advisory: it keeps a second ringmq broker off the directory, not a process that
+/// ignores it. Ring files are created with mode 0600 so only the broker's user can write them;
+/// anything with that user's rights that writes or truncates a mapped file breaks the broker
+/// (a truncation is a SIGBUS), as it would any database.
 pub(crate) struct DirLock {
     _file: File,
     path: PathBuf,
+    dir: PathBuf,
+    mapped: std::sync::Arc<Mutex<HashSet<(u64, u64)>>>,
 }
 
 impl fmt::Debug for DirLock {
@@ -132,6 +141,7 @@ impl DirLock {
     /// Fails with [`io::ErrorKind::WouldBlock`] if another process holds the lock.
     pub(crate) fn acquire(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
         let path = dir.join(".lock");
         let file = OpenOptions::new()
             .read(true)
@@ -141,7 +151,7 @@ impl DirLock {
             .mode(0o600)
             .open(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file, path }),
+            Ok(()) => Ok(Self { _file: file, path, dir, mapped: std::sync::Arc::default() }),
             Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!("{} is locked by another running broker", path.display()),
@@ -154,6 +164,46 @@ impl DirLock {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Records that the file at `path` (opened as `file`) is about to be mapped: it must lie in
+    /// the locked directory and must not be mapped already by this process.
+    fn register(&self, path: &Path, file: &File) -> io::Result<MappedFile> {
+        use std::os::unix::fs::MetadataExt;
+        let parent = path.parent().unwrap_or(Path::new(".")).canonicalize()?;
+        if !parent.starts_with(&self.dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is outside the locked data directory {}",
+                    path.display(),
+                    self.dir.display()
+                ),
+            ));
+        }
+        let metadata = file.metadata()?;
+        let key = (metadata.dev(), metadata.ino());
+        let mut mapped = self.mapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !mapped.insert(key) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} is already open", path.display()),
+            ));
+        }
+        Ok(MappedFile { registry: std::sync::Arc::clone(&self.mapped), key })
+    }
+}
+
+/// A file's entry in its [`DirLock`]'s set of mapped files, removed when the mapping goes.
+#[derive(Debug)]
+struct MappedFile {
+    registry: std::sync::Arc<Mutex<HashSet<(u64, u64)>>>,
+    key: (u64, u64),
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.key);
+    }
 }
 
 /// A ring's memory before it is shared: creation and recovery have it to themselves.
@@ -161,17 +211,19 @@ impl DirLock {
 pub(crate) struct Exclusive {
     region: Region,
     layout: Layout,
+    /// Declared after `region`, so the entry goes only once the mapping has.
+    mapped: Option<MappedFile>,
 }
 
 impl Exclusive {
-    /// Maps a ring file. The file must already be `layout.file_size()` bytes, allocated on disk.
-    ///
-    /// `_lock` proves this process holds the lock of the file's data directory: no other broker
-    /// maps it, and this broker never resizes a mapped file.
+    /// Maps the ring file at `path`, opened as `file`. The file must already be
+    /// `layout.file_size()` bytes, allocated on disk, inside `lock`'s directory, and not mapped
+    /// already by this process.
     pub(crate) fn map(
+        path: &Path,
         file: &File,
         layout: Layout,
-        _lock: &DirLock,
+        lock: &DirLock,
         populate: bool,
     ) -> io::Result<Self> {
         let file_size = file.metadata()?.len();
@@ -181,17 +233,20 @@ impl Exclusive {
                 format!("file is {file_size} bytes, expected {}", layout.file_size()),
             ));
         }
+        let mapped = lock.register(path, file)?;
         let len = layout.file_size() as usize;
-        // SAFETY: the caller holds the data directory lock (`_lock`), so no other broker maps or
-        // writes this file; ring files are created with mode 0600 and this crate never calls
-        // `set_len` on a file after mapping it. The length matches the file (checked above).
+        // SAFETY: `lock` holds the data directory's lock, so no other ringmq broker maps this
+        // file, and `register` proved the file lies in that directory and is not mapped twice by
+        // this process (so no second writer or lease table exists for it). Ring files are created
+        // with mode 0600 and this crate never calls `set_len` on a file after mapping it. The
+        // length matches the file (checked above).
         let region = unsafe { Region::map(file, 0, len, populate) }?;
-        Ok(Self { region, layout })
+        Ok(Self { region, layout, mapped: Some(mapped) })
     }
 
     /// Heap memory laid out like a ring file, for tests and Miri.
     pub(crate) fn heap(layout: Layout) -> Self {
-        Self { region: Region::heap(layout.file_size() as usize), layout }
+        Self { region: Region::heap(layout.file_size() as usize), layout, mapped: None }
     }
 
     /// The layout.
@@ -224,32 +279,39 @@ impl Exclusive {
 
     /// Shares the ring: readers may now lease published bytes below `published_end`.
     ///
-    /// `slot_generation(slot)` is the generation each slot holds (`None` if never written);
-    /// `next_generation` is the next one the writer will claim, and `claimed` the one it holds.
+    /// `next_generation` is the next chunk generation the writer will claim and `claimed` the one
+    /// it holds. Every slot's lease state follows from `next_generation` alone: a slot holds the
+    /// generation the writer will replace when it next claims that slot (see
+    /// [`slot_generation`]), so a reader can never lease a generation whose bytes the writer may
+    /// still write.
     pub(crate) fn share(
         self,
         published_end: u64,
         claimed: Option<u64>,
         next_generation: u64,
-        slot_generation: impl Fn(usize) -> Option<u64>,
     ) -> (Arc<RingCore>, WriteCursor) {
         let layout = self.layout;
-        if claimed.is_none() {
-            assert_eq!(
+        assert!(
+            next_generation + layout.chunk_count() <= GENERATION_MAX,
+            "chunk generation {next_generation} is beyond the lease table's range"
+        );
+        match claimed {
+            None => assert_eq!(
                 published_end,
                 layout.generation_start(next_generation),
                 "an idle writer's published end is the start of the next chunk"
-            );
+            ),
+            Some(generation) => {
+                assert_eq!(generation + 1, next_generation, "claimed generation precedes the next");
+                assert!(
+                    layout.generation_start(generation) <= published_end
+                        && published_end <= layout.generation_start(next_generation),
+                    "published end {published_end} outside the claimed chunk {generation}"
+                );
+            }
         }
-        if let Some(generation) = claimed {
-            assert_eq!(generation + 1, next_generation, "claimed generation precedes the next");
-            assert!(
-                layout.generation_start(generation) <= published_end
-                    && published_end <= layout.generation_start(next_generation),
-                "published end {published_end} outside the claimed chunk {generation}"
-            );
-        }
-        let chunks = ChunkTable::new(layout.chunk_count() as usize, slot_generation);
+        let count = layout.chunk_count() as usize;
+        let chunks = ChunkTable::new(count, |slot| slot_generation(&layout, next_generation, slot));
         let core = Arc::new(RingCore {
             region: self.region,
             layout,
@@ -257,6 +319,7 @@ impl Exclusive {
             chunks,
             superblock_lock: Mutex::new(()),
             fail_flush: AtomicBool::new(false),
+            _mapped: self.mapped,
         });
         let cursor = WriteCursor {
             core: Arc::clone(&core),
@@ -268,6 +331,16 @@ impl Exclusive {
     }
 }
 
+/// The generation chunk slot `slot` holds when the writer's next claim is `next_generation`: the
+/// one the writer replaces when it next claims the slot, `None` if that is on the first lap. The
+/// claimed chunk's slot therefore holds the claimed generation itself, and every retained chunk's
+/// slot its own generation.
+pub(crate) fn slot_generation(layout: &Layout, next_generation: u64, slot: usize) -> Option<u64> {
+    let count = layout.chunk_count();
+    let upcoming = next_generation + (slot as u64 + count - next_generation % count) % count;
+    upcoming.checked_sub(count)
+}
+
 /// The shared ring: its memory, the published end and the lease table.
 #[derive(Debug)]
 pub(crate) struct RingCore {
@@ -277,6 +350,8 @@ pub(crate) struct RingCore {
     chunks: ChunkTable,
     superblock_lock: Mutex<()>,
     fail_flush: AtomicBool,
+    /// Declared after `region`, so the entry goes only once the mapping has.
+    _mapped: Option<MappedFile>,
 }
 
 /// Why [`RingCore::lease`] gave no lease.
@@ -350,8 +425,9 @@ impl RingCore {
 
     /// Writes `bytes` at `at` in the superblock area (before the data area) and syncs them.
     pub(crate) fn write_superblock(&self, at: usize, bytes: &[u8]) -> io::Result<()> {
+        let end = at.checked_add(bytes.len()).expect("superblock range fits usize");
         assert!(
-            at + bytes.len() <= self.layout.data_start as usize,
+            end <= self.layout.data_start as usize,
             "superblock write past the superblock area"
         );
         if self.fail_flush.load(Ordering::Relaxed) {
@@ -509,7 +585,7 @@ mod tests {
 
     fn small() -> (Arc<RingCore>, WriteCursor) {
         let layout = Layout::new(64, 256, 64).unwrap();
-        Exclusive::heap(layout).share(0, None, 0, |_| None)
+        Exclusive::heap(layout).share(0, None, 0)
     }
 
     #[test]
@@ -584,6 +660,24 @@ mod tests {
         assert_eq!(RingCore::lease(&core, 0).unwrap_err(), LeaseError::Reclaimed);
     }
 
+    /// A ring shared after recovery, with the writer inside chunk 5 of a 4-chunk ring: the slot
+    /// of chunk 5 must not lease the lap-old chunk 1 whose bytes the writer is overwriting.
+    #[test]
+    fn a_recovered_ring_never_leases_the_chunk_its_writer_holds_the_slot_of() {
+        let layout = Layout::new(64, 256, 64).unwrap();
+        let (core, mut writer) = Exclusive::heap(layout).share(5 * 64 + 10, Some(5), 6);
+        assert_eq!(RingCore::lease(&core, 64).unwrap_err(), LeaseError::Reclaimed);
+        assert_eq!(RingCore::lease(&core, 5 * 64).unwrap().bytes().len(), 10);
+        for generation in 2..=4 {
+            assert!(RingCore::lease(&core, generation * 64).is_ok(), "retained chunk {generation}");
+        }
+        writer.write(5 * 64 + 10, &[1; 4]);
+        writer.publish(5 * 64 + 14);
+        assert_eq!(slot_generation(&layout, 6, 1), Some(5));
+        assert_eq!(slot_generation(&layout, 6, 2), Some(2));
+        assert_eq!(slot_generation(&layout, 2, 3), None, "first lap");
+    }
+
     #[test]
     fn flush_ranges_wrap_and_can_be_made_to_fail() {
         let (core, _writer) = small();
@@ -631,6 +725,43 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "file mmap")]
+    fn a_file_is_mapped_once_and_only_inside_the_locked_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let layout = Layout::new(4096, 4 * 4096, 4096).unwrap();
+        let path = dir.path().join("0.ring");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(layout.file_size()).unwrap();
+        let first = Exclusive::map(&path, &file, layout, &lock, false).unwrap();
+        let again = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let error = Exclusive::map(&path, &again, layout, &lock, false).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        drop(first);
+        let (core, _writer) =
+            Exclusive::map(&path, &again, layout, &lock, false).unwrap().share(0, None, 0);
+        drop(core);
+        let elsewhere = tempfile::tempdir().unwrap();
+        let outside = elsewhere.path().join("0.ring");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&outside)
+            .unwrap();
+        file.set_len(layout.file_size()).unwrap();
+        let error = Exclusive::map(&outside, &file, layout, &lock, false).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
     #[cfg_attr(miri, ignore = "file locking")]
     fn directory_lock_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();
@@ -650,7 +781,7 @@ mod loom_tests {
 
     fn ring() -> (Arc<RingCore>, WriteCursor) {
         let layout = Layout::new(0, 32, 16).unwrap();
-        Exclusive::heap(layout).share(0, None, 0, |_| None)
+        Exclusive::heap(layout).share(0, None, 0)
     }
 
     /// A reader never sees a half-written entry, and the writer never reclaims a leased chunk:

@@ -8,7 +8,7 @@
 //!    only to ranges a caller has proven stable (reads) or exclusive (writes); see the `# Safety`
 //!    section of each method.
 //!
-//! Under `cfg(broker_loom)` every granule of `LOOM_GRANULE` bytes has a zero-sized shadow
+//! Under `cfg(broker_loom)` every byte (`LOOM_GRANULE`) has a zero-sized shadow
 //! `UnsafeCell`; writes touch it with `with_mut` and reads with `with`, so loom reports a read that
 //! is not ordered after the write it observes (a wrong `Ordering` on the publish cursor) as a
 //! causality violation, which it cannot see on raw memory.
@@ -21,7 +21,7 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 
 /// Bytes per loom shadow cell.
 #[cfg(broker_loom)]
-pub(crate) const LOOM_GRANULE: usize = 8;
+pub(crate) const LOOM_GRANULE: usize = 1;
 
 #[derive(Debug)]
 enum Backing {

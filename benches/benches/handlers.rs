@@ -1,0 +1,113 @@
+//! Criterion benchmarks of the produce and fetch request handlers in isolation: a request frame
+//! body in, a response out, through the same functions the broker's connection task calls
+//! (decode, validate in place, append under the writer lock; read a view of the log, encode the
+//! response head), without sockets.
+//!
+//! Run: `cargo bench -p ringmq-benches --bench handlers`.
+
+#![allow(clippy::unwrap_used, reason = "a benchmark that cannot set up should stop loudly")]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ringmq_benches::fill_batch;
+use ringmq_broker::log::DataDir;
+use ringmq_broker::topics::{TopicDefaults, Topics};
+use ringmq_protocol::message::{Fetch, FetchReply, Produce, ProduceReply};
+use ringmq_protocol::{Acks, BatchView, Opcode, Request};
+
+fn handlers(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = TopicDefaults {
+        partitions: 1,
+        capacity: 256 << 20,
+        batch_size_max: 1 << 20,
+        prefault: true,
+    };
+    let topics = Topics::open(DataDir::lock(dir.path()).unwrap(), defaults).unwrap();
+    let topic = topics.create("bench", 1, 256 << 20, 0).unwrap();
+    let partition = std::sync::Arc::clone(&topic.partitions()[0]);
+
+    let mut batch = vec![0u8; 64 << 10];
+    let size = fill_batch(&mut batch, 1024, 0).unwrap();
+    let mut body = Vec::new();
+    Request::Produce(Produce {
+        topic: "bench",
+        partition: 0,
+        acks: Acks::Written,
+        timeout_ms: 0,
+        batch: &batch[..size],
+    })
+    .encode(&mut body)
+    .unwrap();
+    let mut out = Vec::with_capacity(4096);
+    let deadline = || tokio::time::Instant::now() + Duration::from_secs(10);
+
+    let mut group = c.benchmark_group("handler");
+    group.throughput(Throughput::Bytes(size as u64));
+    group.bench_function("produce/1KiB", |b| {
+        b.iter(|| {
+            let Some(Request::Produce(produce)) =
+                Request::decode(Opcode::Produce, black_box(&body)).unwrap()
+            else {
+                unreachable!()
+            };
+            let view =
+                BatchView::validate(produce.batch, partition.log().batch_size_max()).unwrap();
+            let appended = runtime.block_on(partition.append(&view, deadline())).unwrap();
+            out.clear();
+            let reply = ProduceReply { base_offset: appended.base_offset };
+            ringmq_protocol::message::encode_response_frame(Opcode::Produce, 1, &mut out, |body| {
+                reply.encode(body);
+                Ok(())
+            })
+            .unwrap();
+            black_box(out.len())
+        })
+    });
+
+    let records_per_batch =
+        BatchView::validate(&batch[..size], 1 << 20).unwrap().record_count() as u64;
+    let mut offset = partition.log().earliest_offset();
+    group.bench_function("fetch/1KiB", |b| {
+        b.iter(|| {
+            let log = partition.log();
+            if offset + records_per_batch >= log.next_offset() {
+                offset = log.earliest_offset() + records_per_batch;
+            }
+            let mut request = Vec::new();
+            Request::Fetch(Fetch {
+                topic: "bench",
+                partition: 0,
+                offset,
+                max_bytes: 64 << 10,
+                max_wait_ms: 0,
+                min_bytes: 1,
+            })
+            .encode(&mut request)
+            .unwrap();
+            let Some(Request::Fetch(fetch)) = Request::decode(Opcode::Fetch, &request).unwrap()
+            else {
+                unreachable!()
+            };
+            let outcome = log.read(fetch.offset, fetch.max_bytes as usize).unwrap();
+            out.clear();
+            FetchReply::encode_frame_head(
+                1,
+                outcome.earliest_offset,
+                outcome.next_offset,
+                outcome.batches.len(),
+                &mut out,
+            )
+            .unwrap();
+            offset += outcome.record_count;
+            black_box((out.len(), outcome.batches.len()))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, handlers);
+criterion_main!(benches);

@@ -1,0 +1,414 @@
+//! `ringmq-bench`: end-to-end throughput and latency of a ringmq broker, with the broker's heap
+//! allocations and bytes copied per message, CPU time per message and peak memory.
+//!
+//! With no `--broker` it starts the real `ringmq` binary (built beside this one) on a temporary
+//! data directory and a free loopback port, so broker and bench are separate processes and each
+//! one's CPU time and memory are its own. Run it in release mode:
+//!
+//! ```text
+//! cargo run --release -p ringmq-benches --bin ringmq-bench -- --baseline
+//! ```
+
+mod broker;
+mod chart;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use ringmq_broker::metrics::process_usage;
+use ringmq_client::{Acks, Client};
+use ringmq_protocol::message::BrokerStats;
+
+use report::{Latency, Report};
+use workload::{Mode, Workload};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringmq-bench",
+    version,
+    about = "Measure a ringmq broker end to end: throughput, latency, allocations and copies per message"
+)]
+struct Args {
+    /// Benchmark a broker already running here instead of starting one.
+    #[arg(long, value_name = "ADDR")]
+    broker: Option<String>,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::EndToEnd)]
+    mode: Mode,
+    /// Producer tasks, each with its own connection.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    producers: usize,
+    /// Consumer tasks, each reading its share of the partitions.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    consumers: usize,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    partitions: u32,
+    /// Message size in bytes (at least 16: the send time and sequence number).
+    #[arg(long, default_value_t = 1024, value_name = "BYTES")]
+    size: usize,
+    /// Messages to send (after the warm-up).
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Run for about this long instead of a count: the count is estimated from a short probe.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Messages sent before measuring, to reach a steady state.
+    #[arg(long, default_value_t = 20_000, value_name = "N")]
+    warmup: u64,
+    /// Producer batch size, bytes.
+    #[arg(long, default_value_t = 65_536, value_name = "BYTES")]
+    batch_bytes: usize,
+    /// Producer linger time, ms.
+    #[arg(long, default_value_t = 1, value_name = "MS")]
+    linger_ms: u64,
+    /// Consumers' fetch.min_bytes: the broker answers once this much is available or 5 ms have
+    /// passed [default: 1, answer as soon as anything is].
+    #[arg(long, value_name = "BYTES")]
+    fetch_min_bytes: Option<u32>,
+    /// Requests each producer keeps in flight.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    max_in_flight: usize,
+    /// Durability each produce waits for: none, written or synced.
+    #[arg(long, default_value = "written", value_parser = parse_acks)]
+    acks: Acks,
+    /// The broker's own sync policy when this tool starts it: none, always or interval=<ms>.
+    #[arg(long, default_value = "none", value_name = "POLICY")]
+    sync: String,
+    /// Ring capacity per partition of the benchmark topic, e.g. 1GiB.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    capacity: u64,
+    /// Target send rate across all producers, messages per second (for latency runs); latency
+    /// is then measured from each message's scheduled send time.
+    #[arg(long, value_name = "MSGS_PER_S")]
+    rate: Option<u64>,
+    /// Also measure the raw-TCP yardstick: the same bytes through a plain loopback socket.
+    #[arg(long)]
+    baseline: bool,
+    /// Run a series, e.g. sizes=64,256,1024,16384 (one run per message size).
+    #[arg(long, value_name = "SERIES")]
+    sweep: Option<String>,
+    /// Write an SVG chart of throughput by message size and latency by percentile.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
+    /// Print JSON (one object per run; an array for a sweep) instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Print CSV instead of the table.
+    #[arg(long)]
+    csv: bool,
+}
+
+fn fetch_min_bytes(args: &Args) -> u32 {
+    args.fetch_min_bytes.unwrap_or(1)
+}
+
+fn parse_acks(text: &str) -> Result<Acks, String> {
+    match text {
+        "none" => Ok(Acks::None),
+        "written" => Ok(Acks::Written),
+        "synced" => Ok(Acks::Synced),
+        _ => Err(format!("expected none, written or synced, got {text:?}")),
+    }
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| format!("expected a size like 1GiB, got {text:?}"))
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let sizes = match &args.sweep {
+        Some(series) => {
+            let list =
+                series.strip_prefix("sizes=").context("--sweep takes sizes=<bytes>,<bytes>,...")?;
+            list.split(',')
+                .map(|size| {
+                    size.trim()
+                        .parse::<usize>()
+                        .with_context(|| format!("bad size {size:?} in --sweep"))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        None => vec![args.size],
+    };
+    let broker_args = vec![
+        "--sync".to_owned(),
+        args.sync.clone(),
+        "--default-capacity".to_owned(),
+        args.capacity.to_string(),
+        "--read-buffers".to_owned(),
+        "256".to_owned(),
+    ];
+    let started = match &args.broker {
+        Some(_) => None,
+        None => Some(
+            tokio::task::spawn_blocking(move || broker::BrokerProcess::start(&broker_args))
+                .await??,
+        ),
+    };
+    let address = args
+        .broker
+        .clone()
+        .or_else(|| started.as_ref().map(|broker| broker.address.clone()))
+        .context("broker address")?;
+    let broker_label = match &args.broker {
+        Some(address) => format!("external at {address}"),
+        None => format!("ringmq started by the bench at {address}"),
+    };
+    let host = broker::host_description();
+    let commit = broker::commit();
+    let mut reports = Vec::new();
+    let mut last_latency = None;
+    for (index, size) in sizes.iter().copied().enumerate() {
+        let count = match (args.count, args.duration) {
+            (Some(count), _) => count,
+            (None, Some(seconds)) => estimate_count(&address, &args, size, seconds, index).await?,
+            (None, None) => (512 << 20) / size.max(16) as u64,
+        };
+        let workload = Workload {
+            mode: args.mode,
+            topic: format!("bench-{}-{size}-{index}", std::process::id()),
+            producers: args.producers,
+            consumers: args.consumers,
+            partitions: args.partitions,
+            capacity: args.capacity,
+            size,
+            count,
+            warmup: args.warmup,
+            batch_bytes: args.batch_bytes,
+            linger: Duration::from_millis(args.linger_ms),
+            acks: args.acks,
+            rate: args.rate,
+            max_in_flight: args.max_in_flight,
+            fetch_min_bytes: fetch_min_bytes(&args),
+        };
+        let baseline = if args.baseline {
+            let bytes = count * size as u64;
+            Some(tokio::task::spawn_blocking(move || workload::baseline(bytes)).await??)
+        } else {
+            None
+        };
+        let (report, latency) =
+            measure(&address, &args, &workload, baseline, &broker_label, &host, &commit).await?;
+        if !args.json && !args.csv {
+            if index > 0 {
+                println!();
+            }
+            println!("{}", report.table());
+        }
+        reports.push(report);
+        last_latency = Some(latency);
+    }
+    if args.json {
+        let text = if reports.len() == 1 {
+            serde_json::to_string_pretty(&reports[0])?
+        } else {
+            serde_json::to_string_pretty(&reports)?
+        };
+        println!("{text}");
+    }
+    if args.csv {
+        println!("{}", Report::csv_header());
+        for report in &reports {
+            println!("{}", report.csv_row());
+        }
+    }
+    if let (Some(path), Some(latency)) = (&args.chart, &last_latency) {
+        chart::draw(path, &reports, latency)?;
+        eprintln!("chart written to {}", path.display());
+    }
+    drop(started);
+    Ok(())
+}
+
+/// Runs one workload and turns it, and the broker's counters, into a report.
+#[allow(clippy::too_many_arguments, reason = "everything a report names")]
+async fn measure(
+    address: &str,
+    args: &Args,
+    workload: &Workload,
+    baseline: Option<f64>,
+    broker_label: &str,
+    host: &str,
+    commit: &str,
+) -> anyhow::Result<(Report, hdrhistogram::Histogram<u64>)> {
+    let mut admin = Client::connect(address).await?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let bar = ProgressBar::new(workload.count);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} msgs ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("{:?} {} B", workload.mode, workload.size));
+    let ticker = {
+        let bar = bar.clone();
+        let progress = Arc::clone(&progress);
+        tokio::spawn(async move {
+            // Shown only on runs longer than a second or two.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            loop {
+                bar.set_position(progress.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    workload::prepare(address, workload).await?;
+    let before = admin.stats().await?;
+    let bench_before = process_usage();
+    let measured = workload::run(address, workload, &progress).await?;
+    let bench_after = process_usage();
+    let after = admin.stats().await?;
+    ticker.abort();
+    bar.finish_and_clear();
+
+    let delta = |pick: fn(&BrokerStats) -> u64| pick(&after).saturating_sub(pick(&before)) as f64;
+    let messages_in = delta(|stats| stats.records_in).max(1.0);
+    if workload.mode != Mode::Consume && (messages_in as u64) < workload.count {
+        // Every message sent must have been counted in by the broker.
+        anyhow::bail!("the broker counted {messages_in} records in, {} were sent", workload.count);
+    }
+    let moved = workload.count as f64;
+    let bytes = workload.size as f64;
+    let per_second = |phase: Option<workload::Phase>| {
+        phase.map(|phase| phase.messages as f64 / phase.seconds.max(1e-9))
+    };
+    let produce_msgs = per_second(measured.produce);
+    let consume_msgs = per_second(measured.consume);
+    let consume_mb = consume_msgs.map(|msgs| msgs * bytes / 1e6);
+    let latency = &measured.latency;
+    let quantile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let report = Report {
+        mode: workload.mode,
+        message_size: workload.size,
+        messages: workload.count,
+        producers: workload.producers,
+        consumers: workload.consumers,
+        partitions: workload.partitions,
+        acks: workload.acks.name().to_owned(),
+        broker_sync: if args.broker.is_some() {
+            "as configured".to_owned()
+        } else {
+            args.sync.clone()
+        },
+        batch_bytes: workload.batch_bytes,
+        linger_ms: args.linger_ms,
+        fetch_min_bytes: workload.fetch_min_bytes,
+        target_rate: workload.rate,
+        produce_msgs_per_s: produce_msgs,
+        produce_mb_per_s: produce_msgs.map(|msgs| msgs * bytes / 1e6),
+        consume_msgs_per_s: consume_msgs,
+        consume_mb_per_s: consume_mb,
+        baseline_mb_per_s: baseline,
+        consume_of_baseline: consume_mb.zip(baseline).map(|(consume, baseline)| consume / baseline),
+        latency_kind: if workload.mode == Mode::Produce {
+            "produce to ack, 1 in 16 sampled"
+        } else {
+            "send to receive"
+        },
+        latency_us: Latency {
+            p50: quantile(0.5),
+            p90: quantile(0.9),
+            p99: quantile(0.99),
+            p999: quantile(0.999),
+            max: latency.max() as f64 / 1000.0,
+            samples: latency.len(),
+        },
+        broker_allocs_per_msg: delta(|stats| stats.allocations) / messages_in,
+        produce_copy_ratio: ratio(
+            delta(|stats| stats.produce_copy_bytes),
+            delta(|stats| stats.bytes_in),
+        ),
+        fetch_copy_ratio: ratio(
+            delta(|stats| stats.fetch_copy_bytes),
+            delta(|stats| stats.bytes_out),
+        ),
+        broker_cpu_s_per_million_msgs: delta(|stats| stats.cpu_time_us) / 1e6 / moved * 1e6,
+        bench_cpu_s_per_million_msgs: bench_after
+            .cpu_time_us
+            .saturating_sub(bench_before.cpu_time_us) as f64
+            / 1e6
+            / moved
+            * 1e6,
+        broker_peak_rss_bytes: after.peak_rss_bytes,
+        broker_records_in: delta(|stats| stats.records_in) as u64,
+        broker_records_out: delta(|stats| stats.records_out) as u64,
+        broker_bytes_in: delta(|stats| stats.bytes_in) as u64,
+        broker_bytes_out: delta(|stats| stats.bytes_out) as u64,
+        broker: broker_label.to_owned(),
+        host: host.to_owned(),
+        commit: commit.to_owned(),
+    };
+    Ok((report, measured.latency))
+}
+
+/// `part / whole`, or 0 when nothing moved.
+fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 {
+        part / whole
+    } else {
+        0.0
+    }
+}
+
+/// For `--duration`: a short probe at this size, scaled to the requested time.
+async fn estimate_count(
+    address: &str,
+    args: &Args,
+    size: usize,
+    seconds: f64,
+    index: usize,
+) -> anyhow::Result<u64> {
+    let probe = Workload {
+        mode: Mode::Produce,
+        topic: format!("bench-probe-{}-{size}-{index}", std::process::id()),
+        producers: args.producers,
+        consumers: 1,
+        partitions: args.partitions,
+        capacity: args.capacity,
+        size,
+        count: 20_000,
+        warmup: 0,
+        batch_bytes: args.batch_bytes,
+        linger: Duration::from_millis(args.linger_ms),
+        acks: args.acks,
+        rate: args.rate,
+        max_in_flight: args.max_in_flight,
+        fetch_min_bytes: 1,
+    };
+    workload::prepare(address, &probe).await?;
+    let started = std::time::Instant::now();
+    workload::run(address, &probe, &Arc::new(AtomicU64::new(0))).await?;
+    let rate = probe.count as f64 / started.elapsed().as_secs_f64().max(1e-6);
+    Ok(((rate * seconds) as u64).max(1000))
+}

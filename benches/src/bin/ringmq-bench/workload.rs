@@ -1,0 +1,395 @@
+//! The workloads: produce, consume, end-to-end, and the raw-TCP yardstick.
+//!
+//! Every message carries, in its first 16 bytes, the time it was meant to be sent (ns since the
+//! run's epoch) and its sequence number. With a target rate, "meant to be sent" is the scheduled
+//! time, not the time the producer got round to it, so a stall shows up in the latency instead of
+//! being hidden by the producer falling behind (coordinated omission).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use tokio::sync::Mutex;
+
+use ringmq_client::{Acks, Client, ProducerRecord, StartOffset, TopicConfig};
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Mode {
+    /// Producers only; throughput until every record is acknowledged.
+    Produce,
+    /// Consumers only, reading a topic filled beforehand.
+    Consume,
+    /// Producers and consumers at once; latency from send to receive.
+    EndToEnd,
+}
+
+/// One run's parameters.
+#[derive(Debug, Clone)]
+pub(crate) struct Workload {
+    pub(crate) mode: Mode,
+    pub(crate) topic: String,
+    pub(crate) producers: usize,
+    pub(crate) consumers: usize,
+    pub(crate) partitions: u32,
+    pub(crate) capacity: u64,
+    pub(crate) size: usize,
+    pub(crate) count: u64,
+    pub(crate) warmup: u64,
+    pub(crate) batch_bytes: usize,
+    pub(crate) linger: Duration,
+    pub(crate) acks: Acks,
+    pub(crate) rate: Option<u64>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) fetch_min_bytes: u32,
+}
+
+/// Messages moved in one direction, and how long it took.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Phase {
+    pub(crate) messages: u64,
+    pub(crate) seconds: f64,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub(crate) struct Measured {
+    pub(crate) produce: Option<Phase>,
+    pub(crate) consume: Option<Phase>,
+    /// Latency in ns: end to end (send to receive), or produce to acknowledgement.
+    pub(crate) latency: Histogram<u64>,
+}
+
+/// Counts messages for the progress display.
+pub(crate) type Progress = Arc<AtomicU64>;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn nanos_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Creates the topic (allocating and pre-faulting its rings) and sends the warm-up messages:
+/// everything before the measured part.
+pub(crate) async fn prepare(address: &str, workload: &Workload) -> anyhow::Result<()> {
+    if workload.size < 16 {
+        bail!("--size must be at least 16 bytes (a message carries its send time and number)");
+    }
+    let mut admin = Client::connect(address).await?;
+    let config = TopicConfig::default().partitions(workload.partitions).capacity(workload.capacity);
+    admin
+        .create_topic(&workload.topic, config)
+        .await
+        .with_context(|| format!("creating topic {}", workload.topic))?;
+    if workload.warmup > 0 {
+        produce_all(
+            address,
+            workload,
+            workload.warmup,
+            None,
+            Instant::now(),
+            &Arc::new(AtomicU64::new(0)),
+        )
+        .await?;
+    }
+    if workload.mode == Mode::Consume {
+        // The messages to consume are written before the measured part.
+        let none = Arc::new(AtomicU64::new(0));
+        produce_all(address, workload, workload.count, None, Instant::now(), &none).await?;
+    }
+    Ok(())
+}
+
+/// Runs the workload on a prepared topic.
+pub(crate) async fn run(
+    address: &str,
+    workload: &Workload,
+    progress: &Progress,
+) -> anyhow::Result<Measured> {
+    let epoch = Instant::now();
+    match workload.mode {
+        Mode::Produce => {
+            let latency = Arc::new(Mutex::new(histogram()));
+            let started = Instant::now();
+            produce_all(address, workload, workload.count, Some(&latency), epoch, progress).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let latency = Arc::try_unwrap(latency)
+                .map_or_else(|shared| shared.blocking_lock().clone(), Mutex::into_inner);
+            Ok(Measured {
+                produce: Some(Phase { messages: workload.count, seconds }),
+                consume: None,
+                latency,
+            })
+        }
+        Mode::Consume => {
+            // Every partition from its start: the warm-up messages and the prepared ones.
+            let started = Instant::now();
+            let count = workload.count + workload.warmup;
+            consume_all(address, workload, count, StartOffset::Earliest, epoch, progress, true)
+                .await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let consume = Some(Phase { messages: count, seconds });
+            Ok(Measured { produce: None, consume, latency: histogram() })
+        }
+        Mode::EndToEnd => {
+            // Consumers start at the current end (after the warm-up) before producers begin.
+            let consumers = {
+                let address = address.to_owned();
+                let workload = workload.clone();
+                let progress = Arc::clone(progress);
+                tokio::spawn(async move {
+                    consume_all(
+                        &address,
+                        &workload,
+                        workload.count,
+                        StartOffset::Latest,
+                        epoch,
+                        &progress,
+                        true,
+                    )
+                    .await
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let started = Instant::now();
+            produce_all(
+                address,
+                workload,
+                workload.count,
+                None,
+                epoch,
+                &Arc::new(AtomicU64::new(0)),
+            )
+            .await?;
+            let produce_seconds = started.elapsed().as_secs_f64();
+            let (latency, finished) = consumers.await.context("consumer task")??;
+            let consume_seconds = finished.duration_since(started).as_secs_f64();
+            Ok(Measured {
+                produce: Some(Phase { messages: workload.count, seconds: produce_seconds }),
+                consume: Some(Phase { messages: workload.count, seconds: consume_seconds }),
+                latency,
+            })
+        }
+    }
+}
+
+/// Sends `count` messages from `workload.producers` producers and waits for every
+/// acknowledgement. With `latency`, one message in 16 has its acknowledgement time recorded.
+async fn produce_all(
+    address: &str,
+    workload: &Workload,
+    count: u64,
+    latency: Option<&Arc<Mutex<Histogram<u64>>>>,
+    epoch: Instant,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let producers = workload.producers.max(1) as u64;
+    let mut tasks = Vec::new();
+    for index in 0..producers {
+        let share = count / producers + u64::from(index < count % producers);
+        let address = address.to_owned();
+        let workload = workload.clone();
+        let latency = latency.cloned();
+        let progress = Arc::clone(progress);
+        tasks.push(tokio::spawn(async move {
+            produce_one(&address, &workload, share, index, producers, latency, epoch, &progress)
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.context("producer task")??;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments, reason = "one producer's whole job")]
+async fn produce_one(
+    address: &str,
+    workload: &Workload,
+    count: u64,
+    index: u64,
+    producers: u64,
+    latency: Option<Arc<Mutex<Histogram<u64>>>>,
+    epoch: Instant,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let client = Client::connect(address).await?;
+    let producer = client
+        .producer()
+        .batch_bytes(workload.batch_bytes)
+        .linger(workload.linger)
+        .acks(workload.acks)
+        .max_in_flight(workload.max_in_flight)
+        .build()
+        .await?;
+    let mut payload: Vec<u8> = (0..workload.size).map(|byte| (byte % 251) as u8).collect();
+    // Each producer paces itself to its share of the rate.
+    let interval =
+        workload.rate.map(|rate| Duration::from_secs_f64(producers as f64 / rate.max(1) as f64));
+    let started = Instant::now();
+    // Record timestamps from the same clock reading as the latency stamp: one clock read a message.
+    let wall_at_epoch_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| now.as_millis() as i64)
+        - epoch.elapsed().as_millis() as i64;
+    let (samples, mut sampled) = tokio::sync::mpsc::channel::<(u64, ringmq_client::Delivery)>(4096);
+    let recorder = latency.map(|latency| {
+        tokio::spawn(async move {
+            let mut local = histogram();
+            while let Some((sent, delivery)) = sampled.recv().await {
+                if delivery.await.is_ok() {
+                    let _ = local.record(nanos_since(epoch).saturating_sub(sent).max(1));
+                }
+            }
+            let _ = latency.lock().await.add(&local);
+        })
+    });
+    for sequence in 0..count {
+        let sent = match interval {
+            Some(interval) => {
+                let intended = started + interval.mul_f64(sequence as f64);
+                if intended > Instant::now() + Duration::from_millis(1) {
+                    tokio::time::sleep_until(intended.into()).await;
+                }
+                u64::try_from(intended.duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+            }
+            None => nanos_since(epoch),
+        };
+        payload[..8].copy_from_slice(&sent.to_le_bytes());
+        payload[8..16].copy_from_slice(&(index << 48 | sequence).to_le_bytes());
+        let timestamp = wall_at_epoch_ms + (sent / 1_000_000) as i64;
+        let delivery = producer
+            .send(ProducerRecord::new(&workload.topic, &payload).timestamp(timestamp))
+            .await?;
+        if recorder.is_some() && sequence % 16 == 0 {
+            let _ = samples.send((sent, delivery)).await;
+        }
+        if sequence % 256 == 255 {
+            progress.fetch_add(256, Ordering::Relaxed);
+        }
+    }
+    progress.fetch_add(count % 256, Ordering::Relaxed);
+    drop(samples);
+    producer.close().await;
+    if let Some(recorder) = recorder {
+        recorder.await.context("latency recorder")?;
+    }
+    Ok(())
+}
+
+/// Reads `count` messages across every partition with `workload.consumers` consumers; returns
+/// the latency of each (receive time minus send time) and when the last arrived.
+async fn consume_all(
+    address: &str,
+    workload: &Workload,
+    count: u64,
+    start: StartOffset,
+    epoch: Instant,
+    progress: &Progress,
+    count_progress: bool,
+) -> anyhow::Result<(Histogram<u64>, Instant)> {
+    let received = Arc::new(AtomicU64::new(0));
+    let consumers = workload.consumers.clamp(1, workload.partitions as usize);
+    let mut tasks = Vec::new();
+    for index in 0..consumers {
+        let partitions: Vec<u32> =
+            (0..workload.partitions).filter(|p| *p as usize % consumers == index).collect();
+        let address = address.to_owned();
+        let topic = workload.topic.clone();
+        let min_bytes = workload.fetch_min_bytes;
+        let received = Arc::clone(&received);
+        let progress = Arc::clone(progress);
+        tasks.push(tokio::spawn(async move {
+            let client = Client::connect(&address).await?;
+            let wait = match (partitions.len(), min_bytes) {
+                (1, 1) => Duration::from_millis(200),
+                _ => Duration::from_millis(5),
+            };
+            let mut readers = Vec::new();
+            for partition in partitions {
+                let builder = client
+                    .consumer(&topic, partition)
+                    .start(start)
+                    .max_wait(wait)
+                    .max_bytes(1 << 20);
+                readers.push(builder.min_bytes(min_bytes).build().await?);
+            }
+            let mut local = histogram();
+            let mut last = Instant::now();
+            while received.load(Ordering::Relaxed) < count {
+                for reader in &mut readers {
+                    let records = reader.poll().await?;
+                    if records.is_empty() {
+                        continue;
+                    }
+                    let now = nanos_since(epoch);
+                    for record in &records {
+                        let sent =
+                            u64::from_le_bytes(record.value[..8].try_into().unwrap_or_default());
+                        let _ = local.record(now.saturating_sub(sent).max(1));
+                    }
+                    last = Instant::now();
+                    let batch = records.len() as u64;
+                    received.fetch_add(batch, Ordering::Relaxed);
+                    if count_progress {
+                        progress.fetch_add(batch, Ordering::Relaxed);
+                    }
+                }
+            }
+            anyhow::Ok((local, last))
+        }));
+    }
+    let mut latency = histogram();
+    let mut finished = Instant::now();
+    let mut first = true;
+    for task in tasks {
+        let (local, last) = task.await.context("consumer task")??;
+        latency.add(&local).context("merging histograms")?;
+        finished = if first { last } else { finished.max(last) };
+        first = false;
+    }
+    if received.load(Ordering::Relaxed) < count {
+        bail!("consumers stopped early");
+    }
+    Ok((latency, finished))
+}
+
+/// The raw-TCP yardstick: `bytes` pushed through a plain loopback socket, in 64 KiB writes, one
+/// thread writing and one reading, no broker. Returns MB/s (10^6 bytes per second).
+pub(crate) fn baseline(bytes: u64) -> anyhow::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<Instant> {
+        let (mut stream, _) = listener.accept()?;
+        let mut buffer = vec![0u8; 64 << 10];
+        let mut left = bytes;
+        while left > 0 {
+            let read = stream.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            left = left.saturating_sub(read as u64);
+        }
+        Ok(Instant::now())
+    });
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_nodelay(true)?;
+    let chunk = vec![0xA5u8; 64 << 10];
+    let started = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let size = left.min(chunk.len() as u64) as usize;
+        stream.write_all(&chunk[..size])?;
+        left -= size as u64;
+    }
+    drop(stream);
+    let finished = reader.join().map_err(|_| anyhow::anyhow!("baseline reader panicked"))??;
+    Ok(bytes as f64 / finished.duration_since(started).as_secs_f64() / 1e6)
+}

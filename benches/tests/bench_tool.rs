@@ -1,0 +1,95 @@
+//! `ringmq-bench` runs against the real broker and its counters are right: every message it sends
+//! is counted in by the broker, consumed back out, copied exactly once on the way in and never on
+//! the way out. Figures (speed) are not asserted here: they belong in the benchmark report.
+
+#![allow(clippy::unwrap_used, reason = "tests fail on error")]
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+        .args(["--json", "--warmup", "500", "--capacity", "16MiB"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn end_to_end_counters_add_up() {
+    let report =
+        bench(&["--mode", "end-to-end", "--count", "20000", "--size", "512", "--baseline"]);
+    for key in [
+        "produce_msgs_per_s",
+        "produce_mb_per_s",
+        "consume_msgs_per_s",
+        "consume_mb_per_s",
+        "baseline_mb_per_s",
+        "broker_allocs_per_msg",
+        "produce_copy_ratio",
+        "fetch_copy_ratio",
+    ] {
+        assert!(report[key].as_f64().is_some_and(|value| value >= 0.0), "{key}: {}", report[key]);
+    }
+    for key in ["p50", "p99", "p999", "max"] {
+        assert!(
+            report["latency_us"][key].as_f64().is_some_and(|value| value > 0.0),
+            "latency {key}"
+        );
+    }
+    assert_eq!(report["latency_us"]["samples"], 20000, "one latency sample per message");
+    assert_eq!(report["broker_records_in"], 20000);
+    assert!(report["broker_records_out"].as_u64().unwrap() >= 20000);
+    assert_eq!(report["produce_copy_ratio"].as_f64().unwrap(), 1.0, "one copy into the log");
+    assert_eq!(
+        report["fetch_copy_ratio"].as_f64().unwrap(),
+        0.0,
+        "fetches written from the mapping"
+    );
+    let bytes_in = report["broker_bytes_in"].as_u64().unwrap();
+    assert!(bytes_in > 20000 * 512 && bytes_in < 20000 * 600, "batch bytes in: {bytes_in}");
+}
+
+#[test]
+fn sweep_writes_a_chart_and_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("chart.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+        .args([
+            "--mode",
+            "produce",
+            "--count",
+            "5000",
+            "--warmup",
+            "0",
+            "--capacity",
+            "16MiB",
+            "--csv",
+            "--sweep",
+            "sizes=64,1024",
+            "--chart",
+        ])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let csv = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("mode,message_size"));
+    assert!(lines[1].starts_with("produce,64,5000"), "{}", lines[1]);
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("throughput by message size"));
+}
+
+#[test]
+fn bad_arguments_are_one_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+        .args(["--size", "8", "--count", "10"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("--size must be at least 16 bytes"), "{stderr}");
+}

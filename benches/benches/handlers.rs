@@ -25,6 +25,8 @@ fn handlers(c: &mut Criterion) {
         capacity: 256 << 20,
         batch_size_max: 1 << 20,
         prefault: true,
+        capacity_max: 1 << 30,
+        partitions_max: 16,
     };
     let topics = Topics::open(DataDir::lock(dir.path()).unwrap(), defaults).unwrap();
     let topic = topics.create("bench", 1, 256 << 20, 0).unwrap();

@@ -79,6 +79,10 @@ pub struct Config {
     pub default_partitions: u32,
     /// Ring capacity per partition, bytes, for a topic created without one.
     pub default_capacity: u64,
+    /// Largest ring capacity per partition a client may ask for, bytes.
+    pub topic_capacity_max: u64,
+    /// Most partitions a client may ask for in one topic.
+    pub topic_partitions_max: u32,
     /// When the broker syncs on its own.
     pub sync: SyncPolicy,
     /// Largest frame body accepted, bytes.
@@ -117,6 +121,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./ringmq-data"),
             default_partitions: 1,
             default_capacity: 256 << 20,
+            topic_capacity_max: CAPACITY_MAX,
+            topic_partitions_max: PARTITION_COUNT_MAX,
             sync: SyncPolicy::None,
             frame_size_max: (1 << 20) + (4 << 10),
             batch_size_max: 1 << 20,
@@ -140,6 +146,7 @@ impl Default for Config {
 #[command(
     name = "ringmq",
     version,
+    args_override_self = true,
     about = "ringmq: a persistent, zero-copy message queue broker",
     long_about = "ringmq serves topics of memory-mapped ring logs over TCP.\n\nWith no flags it listens on 127.0.0.1:7878 and keeps data in ./ringmq-data. Every flag can also be set in a TOML file given by --config (key = flag name with underscores); flags win over the file."
 )]
@@ -162,6 +169,12 @@ struct Args {
     /// Ring capacity per partition for topics created without one, e.g. 1GiB [default: 256MiB].
     #[arg(long, value_name = "SIZE")]
     default_capacity: Option<String>,
+    /// Largest ring capacity per partition a client may ask for [default: 1TiB].
+    #[arg(long, value_name = "SIZE")]
+    topic_capacity_max: Option<String>,
+    /// Most partitions a client may ask for in one topic, 1-1024 [default: 1024].
+    #[arg(long, value_name = "N")]
+    topic_partitions_max: Option<String>,
     /// Broker-side syncing: none, always, or interval=<ms> [default: none].
     #[arg(long, value_name = "POLICY")]
     sync: Option<String>,
@@ -214,6 +227,8 @@ struct FileConfig {
     data_dir: Option<toml::Value>,
     default_partitions: Option<toml::Value>,
     default_capacity: Option<toml::Value>,
+    topic_capacity_max: Option<toml::Value>,
+    topic_partitions_max: Option<toml::Value>,
     sync: Option<toml::Value>,
     frame_size_max: Option<toml::Value>,
     batch_size_max: Option<toml::Value>,
@@ -404,6 +419,28 @@ fn merge(args: &Args, file: &FileConfig) -> Result<Config, ConfigError> {
         CHUNK_SIZE_MIN * CHUNK_COUNT_MIN..=CAPACITY_MAX,
         defaults.default_capacity,
     )?;
+    let topic_capacity_max = size(
+        "topic_capacity_max",
+        raw(&args.topic_capacity_max, &file.topic_capacity_max),
+        CHUNK_SIZE_MIN * CHUNK_COUNT_MIN..=CAPACITY_MAX,
+        defaults.topic_capacity_max,
+    )?;
+    let topic_partitions_max = u32_of(number(
+        "topic_partitions_max",
+        raw(&args.topic_partitions_max, &file.topic_partitions_max),
+        1..=u64::from(PARTITION_COUNT_MAX),
+        u64::from(defaults.topic_partitions_max),
+    )?);
+    if default_capacity > topic_capacity_max {
+        return Err(ConfigError(format!(
+            "invalid value \"{default_capacity}\" for default_capacity: larger than topic_capacity_max ({topic_capacity_max})"
+        )));
+    }
+    if default_partitions > topic_partitions_max {
+        return Err(ConfigError(format!(
+            "invalid value \"{default_partitions}\" for default_partitions: more than topic_partitions_max ({topic_partitions_max})"
+        )));
+    }
     let sync = match raw(&args.sync, &file.sync) {
         None => defaults.sync,
         Some(raw) => {
@@ -501,6 +538,8 @@ fn merge(args: &Args, file: &FileConfig) -> Result<Config, ConfigError> {
         data_dir,
         default_partitions,
         default_capacity,
+        topic_capacity_max,
+        topic_partitions_max,
         sync,
         frame_size_max,
         batch_size_max,
@@ -522,11 +561,13 @@ fn merge(args: &Args, file: &FileConfig) -> Result<Config, ConfigError> {
 pub fn to_toml(config: &Config) -> String {
     let ms = |duration: Duration| duration.as_millis();
     format!(
-        "listen = \"{}\"\ndata_dir = {:?}\ndefault_partitions = {}\ndefault_capacity = {}\nsync = \"{}\"\nframe_size_max = {}\nbatch_size_max = {}\nconnections_max = {}\nin_flight_max = {}\nread_buffers = {}\nidle_timeout_ms = {}\nframe_timeout_ms = {}\nwrite_timeout_ms = {}\nfetch_wait_max_ms = {}\nrequest_timeout_ms = {}\nshutdown_timeout_ms = {}\nprefault = {}\nlog_format = \"{}\"\n",
+        "listen = \"{}\"\ndata_dir = {:?}\ndefault_partitions = {}\ndefault_capacity = {}\ntopic_capacity_max = {}\ntopic_partitions_max = {}\nsync = \"{}\"\nframe_size_max = {}\nbatch_size_max = {}\nconnections_max = {}\nin_flight_max = {}\nread_buffers = {}\nidle_timeout_ms = {}\nframe_timeout_ms = {}\nwrite_timeout_ms = {}\nfetch_wait_max_ms = {}\nrequest_timeout_ms = {}\nshutdown_timeout_ms = {}\nprefault = {}\nlog_format = \"{}\"\n",
         config.listen,
         config.data_dir.display().to_string(),
         config.default_partitions,
         config.default_capacity,
+        config.topic_capacity_max,
+        config.topic_partitions_max,
         config.sync,
         config.frame_size_max,
         config.batch_size_max,

@@ -116,15 +116,23 @@ impl Partition {
     ) -> Result<Appended, AppendError> {
         let mut guard = self.writer.lock().await;
         let writer = guard.as_mut().ok_or(AppendError::Closed)?;
+        let mut waiting_since = None;
         loop {
             match writer.append(batch) {
                 Ok(appended) => {
                     drop(guard);
                     self.appended.notify_waiters();
+                    if let Some(since) = waiting_since {
+                        let waited = Instant::now().duration_since(since).as_millis();
+                        tracing::warn!(topic = %self.topic, partition = self.index, waited_ms = waited as u64, "append waited for readers to release the oldest chunk");
+                    }
                     return Ok(appended);
                 }
                 Err(StorageError::ChunkBusy { readers }) => {
-                    if Instant::now() >= deadline {
+                    let now = Instant::now();
+                    waiting_since.get_or_insert(now);
+                    if now >= deadline {
+                        tracing::warn!(topic = %self.topic, partition = self.index, readers, "append gave up: the oldest chunk stayed leased");
                         return Err(AppendError::Busy { readers });
                     }
                     tokio::time::sleep(CHUNK_BUSY_RETRY).await;

@@ -123,6 +123,10 @@ pub struct TopicDefaults {
     pub batch_size_max: u32,
     /// Pre-fault mappings.
     pub prefault: bool,
+    /// Largest capacity a request may ask for.
+    pub capacity_max: u64,
+    /// Most partitions a request may ask for.
+    pub partitions_max: u32,
 }
 
 /// Every topic of a data directory.

@@ -740,7 +740,8 @@ impl Log {
         shared.durable_offset.fetch_max(target_offset, Ordering::AcqRel);
         // Keep the on-disk durable offset inside the retained log, so recovery can tell which
         // chain of chunks holds the synced data (see `recovery`).
-        if state.stored_durable_offset < shared.head_offset.load(Ordering::Acquire) {
+        // "Retained" means the record just below the stored offset is still held.
+        if state.stored_durable_offset <= shared.head_offset.load(Ordering::Acquire) {
             shared.store_durable(&mut state, target_offset)?;
         }
         Ok(Synced { offset: shared.durable_offset.load(Ordering::Acquire), position: target_end })

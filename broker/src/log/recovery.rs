@@ -381,9 +381,15 @@ fn scan(data: &[u8], layout: &Layout, durable_offset: u64, batch_size_max: u32) 
     let first_of =
         |&(start, _, _): &(u64, u64, u64)| scans[start as usize].first_offset.unwrap_or(0);
     let end_of = |&(_, last, _): &(u64, u64, u64)| scans[last as usize].end_offset;
+    // The chain holding the last durable record (offset `durable_offset - 1`). A chain that only
+    // starts at `durable_offset` is a continuation written after the sync, which may not have
+    // reached the disk whole.
+    let durable_last = durable_offset.checked_sub(1);
     let chosen = chains
         .iter()
-        .find(|chain| first_of(chain) <= durable_offset && durable_offset <= end_of(chain))
+        .find(|chain| {
+            durable_last.is_some_and(|last| first_of(chain) <= last && last < end_of(chain))
+        })
         .or_else(|| chains.iter().max_by_key(|chain| end_of(chain)))
         .copied();
     let discarded: u64 =

@@ -172,7 +172,9 @@ impl LogWriter {
         let mut state =
             self.shared.sync_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let durable = self.shared.durable_offset.load(Ordering::Acquire);
-        if state.stored_durable_offset < head_offset && durable >= head_offset {
+        // The stored offset names its last durable record (`offset - 1`): it is retained while
+        // that record is at or past the head.
+        if state.stored_durable_offset <= head_offset && durable > head_offset {
             self.shared.store_durable(&mut state, durable)?;
         }
         Ok(())

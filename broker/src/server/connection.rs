@@ -358,8 +358,10 @@ pub(crate) struct Output {
 impl Output {
     fn new(in_flight_max: usize) -> Self {
         Self {
-            out: Vec::with_capacity(64 << 10),
-            deferred: Vec::with_capacity(16 << 10),
+            // Small to start: idle connections cost little; busy ones grow these once and keep
+            // the capacity.
+            out: Vec::with_capacity(4096),
+            deferred: Vec::new(),
             deferred_start: 0,
             pending: VecDeque::with_capacity(in_flight_max),
             wrote: false,

@@ -87,6 +87,8 @@ impl Broker {
             capacity: config.default_capacity,
             batch_size_max: config.batch_size_max,
             prefault: config.prefault,
+            capacity_max: config.topic_capacity_max,
+            partitions_max: config.topic_partitions_max,
         };
         let topics = tokio::task::spawn_blocking(move || -> Result<Topics, ServerError> {
             let dir = DataDir::lock(&data_dir)?;
@@ -123,6 +125,12 @@ impl Broker {
     /// The operating system's error.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The broker's topics (for in-process tests and tools).
+    #[doc(hidden)]
+    pub fn topics(&self) -> Arc<Topics> {
+        Arc::clone(&self.context.topics)
     }
 
     /// The broker's counters.

@@ -821,6 +821,46 @@ mod loom_tests {
         });
     }
 
+    /// Every publishing and reclaiming path of the writer: a batch stamped in place after its
+    /// copy, padding written through `bytes_mut` to the chunk's end, a claim that finds readers
+    /// (`Busy`, which must stop new leases) and the one that then succeeds. The reader must see
+    /// either nothing or the stamped batch and its padding, never bytes of a later lap.
+    #[test]
+    fn stamping_padding_and_reclaim_under_a_reader() {
+        loom::model(|| {
+            let (core, mut writer) = ring();
+            let reader_core = Arc::clone(&core);
+            let reader = loom::thread::spawn(move || {
+                for _ in 0..2 {
+                    if let Ok(lease) = RingCore::lease(&reader_core, 0) {
+                        let bytes = lease.bytes();
+                        assert_eq!(bytes[0], 0xAA, "a published batch is already stamped");
+                        assert!(bytes[1..bytes.len().min(4)].iter().all(|&b| b == 1));
+                        assert!(
+                            bytes.iter().skip(4).all(|&b| b == 0xEE),
+                            "padding, never a later lap"
+                        );
+                    }
+                }
+            });
+            assert_eq!(writer.try_claim(), Claim::Claimed);
+            writer.write(0, &[0, 1, 1, 1]);
+            writer.bytes_mut(0, 1)[0] = 0xAA;
+            writer.publish(4);
+            writer.bytes_mut(4, 12).fill(0xEE);
+            writer.publish(16);
+            assert_eq!(writer.try_claim(), Claim::Claimed);
+            writer.write(16, &[2; 16]);
+            writer.publish(32);
+            while writer.try_claim() != Claim::Claimed {
+                loom::thread::yield_now();
+            }
+            writer.write(32, &[3; 4]);
+            writer.publish(36);
+            reader.join().unwrap();
+        });
+    }
+
     /// Two readers leasing and releasing concurrently with a reclaim never strand a count.
     #[test]
     fn concurrent_leases_drain_before_reclaim() {

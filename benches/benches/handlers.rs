@@ -28,7 +28,8 @@ fn handlers(c: &mut Criterion) {
         capacity_max: 1 << 30,
         partitions_max: 16,
     };
-    let topics = Topics::open(DataDir::lock(dir.path()).unwrap(), defaults).unwrap();
+    let metrics = std::sync::Arc::new(ringmq_broker::metrics::Metrics::new());
+    let topics = Topics::open(DataDir::lock(dir.path()).unwrap(), defaults, metrics).unwrap();
     let topic = topics.create("bench", 1, 256 << 20, 0).unwrap();
     let partition = std::sync::Arc::clone(&topic.partitions()[0]);
 

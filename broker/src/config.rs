@@ -112,6 +112,8 @@ pub struct Config {
     pub prefault: bool,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Where `/metrics` is served (Prometheus text format); `None` turns metrics off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -137,6 +139,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             prefault: true,
             log_format: LogFormat::Text,
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9878))),
         }
     }
 }
@@ -217,6 +220,12 @@ struct Args {
     /// Log format: text or json (levels from RUST_LOG) [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Address of the Prometheus metrics endpoint, /metrics [default: 127.0.0.1:9878].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Serve no metrics endpoint (TOML: metrics = false).
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 /// The TOML file's shape: every key optional, unknown keys refused.
@@ -243,13 +252,15 @@ struct FileConfig {
     shutdown_timeout_ms: Option<toml::Value>,
     prefault: Option<toml::Value>,
     log_format: Option<toml::Value>,
+    metrics_listen: Option<toml::Value>,
+    metrics: Option<toml::Value>,
 }
 
 /// What loading the configuration produced.
 #[derive(Debug)]
 pub enum Loaded {
     /// Run the broker with this configuration.
-    Run(Config),
+    Run(Box<Config>),
     /// Print this text (help, version, `--print-config`) and exit successfully.
     Print(String),
 }
@@ -296,7 +307,7 @@ where
     if args.print_config {
         return Ok(Loaded::Print(to_toml(&config)));
     }
-    Ok(Loaded::Run(config))
+    Ok(Loaded::Run(Box::new(config)))
 }
 
 fn first_line(text: &str) -> String {
@@ -533,6 +544,21 @@ fn merge(args: &Args, file: &FileConfig) -> Result<Config, ConfigError> {
             _ => return Err(invalid("log_format", &raw, "expected text or json")),
         },
     };
+    let metrics_enabled = match (args.no_metrics, &file.metrics) {
+        (true, _) => false,
+        (false, None) => true,
+        (false, Some(toml::Value::Boolean(enabled))) => *enabled,
+        (false, Some(value)) => {
+            return Err(invalid("metrics", &Raw::File(value), "expected true or false"))
+        }
+    };
+    let metrics_listen = match raw(&args.metrics_listen, &file.metrics_listen) {
+        None => defaults.metrics_listen,
+        Some(raw) => Some(raw.text().parse::<SocketAddr>().map_err(|_| {
+            invalid("metrics_listen", &raw, "expected an address like 127.0.0.1:9878")
+        })?),
+    }
+    .filter(|_| metrics_enabled);
     Ok(Config {
         listen,
         data_dir,
@@ -554,6 +580,7 @@ fn merge(args: &Args, file: &FileConfig) -> Result<Config, ConfigError> {
         shutdown_timeout,
         prefault,
         log_format,
+        metrics_listen,
     })
 }
 
@@ -561,7 +588,7 @@ fn merge(args: &Args, file: &FileConfig) -> Result<Config, ConfigError> {
 pub fn to_toml(config: &Config) -> String {
     let ms = |duration: Duration| duration.as_millis();
     format!(
-        "listen = \"{}\"\ndata_dir = {:?}\ndefault_partitions = {}\ndefault_capacity = {}\ntopic_capacity_max = {}\ntopic_partitions_max = {}\nsync = \"{}\"\nframe_size_max = {}\nbatch_size_max = {}\nconnections_max = {}\nin_flight_max = {}\nread_buffers = {}\nidle_timeout_ms = {}\nframe_timeout_ms = {}\nwrite_timeout_ms = {}\nfetch_wait_max_ms = {}\nrequest_timeout_ms = {}\nshutdown_timeout_ms = {}\nprefault = {}\nlog_format = \"{}\"\n",
+        "listen = \"{}\"\ndata_dir = {:?}\ndefault_partitions = {}\ndefault_capacity = {}\ntopic_capacity_max = {}\ntopic_partitions_max = {}\nsync = \"{}\"\nframe_size_max = {}\nbatch_size_max = {}\nconnections_max = {}\nin_flight_max = {}\nread_buffers = {}\nidle_timeout_ms = {}\nframe_timeout_ms = {}\nwrite_timeout_ms = {}\nfetch_wait_max_ms = {}\nrequest_timeout_ms = {}\nshutdown_timeout_ms = {}\nprefault = {}\nlog_format = \"{}\"\n{}",
         config.listen,
         config.data_dir.display().to_string(),
         config.default_partitions,
@@ -585,6 +612,10 @@ pub fn to_toml(config: &Config) -> String {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
         },
+        match config.metrics_listen {
+            Some(address) => format!("metrics_listen = \"{address}\"\n"),
+            None => "metrics = false\n".to_owned(),
+        },
     )
 }
 
@@ -594,7 +625,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, ConfigError> {
         match load(std::iter::once("ringmq").chain(args.iter().copied()))? {
-            Loaded::Run(config) => Ok(config),
+            Loaded::Run(config) => Ok(*config),
             Loaded::Print(text) => panic!("unexpected print: {text}"),
         }
     }
@@ -670,7 +701,26 @@ mod tests {
     }
 
     #[test]
+    fn metrics_can_move_or_be_turned_off() {
+        assert_eq!(run(&[]).unwrap().metrics_listen.unwrap().to_string(), "127.0.0.1:9878");
+        assert_eq!(
+            run(&["--metrics-listen", "127.0.0.1:0"]).unwrap().metrics_listen.unwrap().port(),
+            0
+        );
+        assert_eq!(run(&["--no-metrics"]).unwrap().metrics_listen, None);
+        let error = run(&["--metrics-listen", "nine"]).unwrap_err().to_string();
+        assert!(error.contains("--metrics-listen"), "{error}");
+    }
+
+    #[test]
     fn printed_config_loads_back_to_the_same() {
+        for args in [&["--no-metrics"][..], &["--metrics-listen", "127.0.0.1:9999"]] {
+            let config = run(args).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("printed.toml");
+            std::fs::write(&path, to_toml(&config)).unwrap();
+            assert_eq!(run(&["--config", path.to_str().unwrap()]).unwrap(), config);
+        }
         let config = run(&["--sync", "interval=100", "--default-capacity", "48MiB"]).unwrap();
         let text = to_toml(&config);
         let dir = tempfile::tempdir().unwrap();

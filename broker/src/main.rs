@@ -15,7 +15,7 @@ static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::I
 fn main() -> ExitCode {
     ringmq_broker::metrics::set_allocation_counter(|| ALLOCATOR.stats().allocations as u64);
     let config = match config::load(std::env::args_os()) {
-        Ok(Loaded::Run(config)) => config,
+        Ok(Loaded::Run(config)) => *config,
         Ok(Loaded::Print(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -56,21 +56,25 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match broker.local_addr() {
-            Ok(address) => {
-                let mut stdout = std::io::stdout().lock();
-                let _ = writeln!(
-                    stdout,
-                    "ringmq listening on {address}, data in {}",
-                    data_dir.display()
-                );
-                let _ = stdout.flush();
-            }
-            Err(error) => {
+        let (address, metrics) = match (broker.local_addr(), broker.metrics_addr()) {
+            (Ok(address), Ok(metrics)) => (address, metrics),
+            (Err(error), _) | (_, Err(error)) => {
                 eprintln!("error: cannot read the listening address: {error}");
                 return ExitCode::FAILURE;
             }
-        }
+        };
+        let metrics = match metrics {
+            Some(metrics) => format!("metrics at http://{metrics}/metrics"),
+            None => "metrics off".to_owned(),
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(
+            stdout,
+            "ringmq listening on {address}, data in {}, {metrics}",
+            data_dir.display()
+        );
+        let _ = stdout.flush();
+        drop(stdout);
         broker.serve(shutdown_signal()).await;
         ExitCode::SUCCESS
     })

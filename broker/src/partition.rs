@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use ringmq_protocol::BatchView;
 
 use crate::log::{Appended, Log, LogWriter, StorageError};
+use crate::metrics::TopicCounters;
 
 /// How long an append waits between attempts to reclaim a chunk readers still lease.
 const CHUNK_BUSY_RETRY: Duration = Duration::from_millis(1);
@@ -36,6 +37,8 @@ pub struct Partition {
     writer: Mutex<Option<LogWriter>>,
     appended: Notify,
     sync: GroupSync,
+    counters: TopicCounters,
+    sync_duration: prometheus::Histogram,
 }
 
 #[derive(Debug)]
@@ -69,8 +72,16 @@ pub enum AppendError {
 }
 
 impl Partition {
-    /// A partition serving `log`, appended to through `writer`.
-    pub fn new(topic: Arc<str>, index: u32, log: Log, writer: LogWriter) -> Arc<Self> {
+    /// A partition serving `log`, appended to through `writer`; counts into its topic's
+    /// `counters` and records syncs in `sync_duration`.
+    pub fn new(
+        topic: Arc<str>,
+        index: u32,
+        log: Log,
+        writer: LogWriter,
+        counters: TopicCounters,
+        sync_duration: prometheus::Histogram,
+    ) -> Arc<Self> {
         let synced = log.synced_position();
         Arc::new(Self {
             topic,
@@ -85,7 +96,14 @@ impl Partition {
                 done: Notify::new(),
                 failure: OnceLock::new(),
             },
+            counters,
+            sync_duration,
         })
+    }
+
+    /// The topic's counters.
+    pub fn counters(&self) -> &TopicCounters {
+        &self.counters
     }
 
     /// The topic's name.
@@ -150,11 +168,14 @@ impl Partition {
     /// Asks for everything below `position` to be synced; [`Partition::synced_position`] reaches
     /// it when done, and [`Partition::sync_done`] fires after every sync.
     pub fn request_sync(self: &Arc<Self>, position: u64) {
-        self.sync.requested.fetch_max(position, Ordering::AcqRel);
+        // SeqCst on `requested` and `running` (here and in `sync_loop`): the requester's "publish the
+        // request, then try to become the runner" and the runner's "stop running, then look for
+        // requests" must not both miss each other, which weaker orderings allow.
+        self.sync.requested.fetch_max(position, Ordering::SeqCst);
         if self.synced_position() >= position || self.sync.failure.get().is_some() {
             return;
         }
-        if self.sync.running.swap(true, Ordering::AcqRel) {
+        if self.sync.running.swap(true, Ordering::SeqCst) {
             return; // The running sync task will see the new request.
         }
         let partition = Arc::clone(self);
@@ -164,7 +185,10 @@ impl Partition {
     /// Runs syncs while anyone waits for one. Only one runs at a time (`running`).
     fn sync_loop(&self) {
         loop {
-            match self.log.sync() {
+            let started = std::time::Instant::now();
+            let synced = self.log.sync();
+            self.sync_duration.observe(started.elapsed().as_secs_f64());
+            match synced {
                 Ok(synced) => {
                     self.sync.synced.fetch_max(synced.position, Ordering::AcqRel);
                 }
@@ -174,10 +198,10 @@ impl Partition {
                 }
             }
             self.sync.done.notify_waiters();
-            self.sync.running.store(false, Ordering::Release);
-            let wanted = self.sync.requested.load(Ordering::Acquire);
+            self.sync.running.store(false, Ordering::SeqCst);
+            let wanted = self.sync.requested.load(Ordering::SeqCst);
             let more = wanted > self.synced_position() && self.sync.failure.get().is_none();
-            if !more || self.sync.running.swap(true, Ordering::AcqRel) {
+            if !more || self.sync.running.swap(true, Ordering::SeqCst) {
                 return;
             }
         }

@@ -5,6 +5,7 @@
 //! DATA_DIR/<topic>/topic.toml    the topic's settings; written last on create, removed first on
 //!                                delete: a directory without it is a leftover and is removed
 //! DATA_DIR/<topic>/<n>.ring      partition n's ring file
+//! DATA_DIR/.deleted-<topic>-*    a deleted topic, renamed under the admin lock, then removed
 //! ```
 //!
 //! Creating a topic allocates every ring in full before the topic becomes visible; if any step
@@ -13,7 +14,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -24,9 +25,12 @@ use ringmq_protocol::topic::validate_topic_name;
 
 use crate::log::recovery::RecoveryMode;
 use crate::log::{self, DataDir, LogConfig, OpenMode, RecoveryReport, StorageError};
+use crate::metrics::Metrics;
 use crate::partition::Partition;
 
 const SETTINGS_FILE: &str = "topic.toml";
+/// Prefix of a deleted topic's directory until its files are removed (not a valid topic name).
+const TOMBSTONE_PREFIX: &str = ".deleted-";
 
 /// A topic's settings, as stored in its `topic.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +141,7 @@ pub struct Topics {
     topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
     /// Serialises create and delete.
     admin: Mutex<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl Topics {
@@ -146,7 +151,11 @@ impl Topics {
     /// # Errors
     ///
     /// A [`TopicError`] naming the file that could not be opened or recovered.
-    pub fn open(dir: DataDir, defaults: TopicDefaults) -> Result<Self, TopicError> {
+    pub fn open(
+        dir: DataDir,
+        defaults: TopicDefaults,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, TopicError> {
         let mut topics = HashMap::new();
         let entries =
             fs::read_dir(dir.path()).map_err(io_error(dir.path(), "list the data directory"))?;
@@ -158,8 +167,18 @@ impl Topics {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
-            if validate_topic_name(&name).is_err() || !path.join(SETTINGS_FILE).exists() {
-                tracing::warn!(path = %path.display(), "removing leftover of an interrupted create or delete");
+            if name.starts_with(TOMBSTONE_PREFIX) {
+                tracing::info!(path = %path.display(), "removing a deleted topic's files");
+                fs::remove_dir_all(&path).map_err(io_error(&path, "remove a deleted topic"))?;
+                continue;
+            }
+            if validate_topic_name(&name).is_err() {
+                // Not ours (lost+found on a mount root, say): leave it alone.
+                tracing::warn!(path = %path.display(), "ignoring a directory that is not a topic");
+                continue;
+            }
+            if !path.join(SETTINGS_FILE).exists() {
+                tracing::warn!(path = %path.display(), "removing the leftover of an interrupted topic create");
                 fs::remove_dir_all(&path)
                     .map_err(io_error(&path, "remove a leftover directory"))?;
                 continue;
@@ -186,7 +205,15 @@ impl Topics {
                 let path = topic_dir.join(format!("{index}.ring"));
                 let (log, writer, report) = log::open(&dir, &path, &config, OpenMode::Existing)?;
                 log_recovery(&name, index, &report);
-                partitions.push(Partition::new(Arc::clone(&name), index, log, writer));
+                let counters = metrics.topic(&name);
+                partitions.push(Partition::new(
+                    Arc::clone(&name),
+                    index,
+                    log,
+                    writer,
+                    counters,
+                    metrics.sync_histogram(),
+                ));
             }
             let topic = Topic {
                 name: Arc::clone(&name),
@@ -196,7 +223,7 @@ impl Topics {
             };
             topics.insert(name, Arc::new(topic));
         }
-        Ok(Self { dir, defaults, topics: RwLock::new(topics), admin: Mutex::new(()) })
+        Ok(Self { dir, defaults, topics: RwLock::new(topics), admin: Mutex::new(()), metrics })
     }
 
     /// The data directory.
@@ -314,7 +341,15 @@ impl Topics {
         for index in 0..settings.partitions {
             let path = topic_dir.join(format!("{index}.ring"));
             let (log, writer, _) = log::open(&self.dir, &path, config, OpenMode::Create)?;
-            partitions.push(Partition::new(Arc::clone(&name), index, log, writer));
+            let counters = self.metrics.topic(&name);
+            partitions.push(Partition::new(
+                Arc::clone(&name),
+                index,
+                log,
+                writer,
+                counters,
+                self.metrics.sync_histogram(),
+            ));
         }
         let text = toml::to_string(settings)
             .map_err(|error| TopicError::InvalidSetting(error.to_string()))?;
@@ -338,27 +373,40 @@ impl Topics {
     ///
     /// [`TopicError::Unknown`], or an I/O failure removing the files.
     pub async fn delete(&self, name: &str) -> Result<(), TopicError> {
-        let topic = {
+        let (topic, tombstone) = {
             let _admin = self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let removed =
-                self.topics.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
-            removed.ok_or_else(|| TopicError::Unknown(name.to_owned()))?
+            let topic = self
+                .read()
+                .get(name)
+                .cloned()
+                .ok_or_else(|| TopicError::Unknown(name.to_owned()))?;
+            // Under the admin lock, move the files out of the topic's name, so a create of the
+            // same name right after starts clean and the removal below cannot touch it.
+            let topic_dir = self.dir.path().join(name);
+            static DELETES: AtomicU64 = AtomicU64::new(0);
+            let serial = DELETES.fetch_add(1, Ordering::Relaxed);
+            let tombstone = self
+                .dir
+                .path()
+                .join(format!("{TOMBSTONE_PREFIX}{name}-{}-{serial}", std::process::id()));
+            fs::rename(&topic_dir, &tombstone)
+                .map_err(io_error(&topic_dir, "move the topic aside"))?;
+            sync_dir(self.dir.path())?;
+            self.topics.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+            (topic, tombstone)
         };
         topic.deleted.store(true, Ordering::Release);
+        self.metrics.forget_topic(name);
         for partition in &topic.partitions {
             partition.retire().await;
         }
-        let topic_dir = self.dir.path().join(name);
-        let settings_path = topic_dir.join(SETTINGS_FILE);
-        let result = tokio::task::spawn_blocking(move || -> Result<(), TopicError> {
-            fs::remove_file(&settings_path).map_err(io_error(&settings_path, "remove"))?;
-            fs::remove_dir_all(&topic_dir)
-                .map_err(io_error(&topic_dir, "remove the topic directory"))?;
-            Ok(())
+        let removed = tokio::task::spawn_blocking(move || {
+            fs::remove_dir_all(&tombstone)
+                .map_err(io_error(&tombstone, "remove the deleted topic's files"))
         })
         .await;
         tracing::info!(topic = name, "topic deleted");
-        result.unwrap_or_else(|join| {
+        removed.unwrap_or_else(|join| {
             Err(TopicError::InvalidSetting(format!("delete task failed: {join}")))
         })
     }

@@ -18,6 +18,7 @@ async fn a_failed_sync_poisons_the_partition_instead_of_acknowledging() {
         data_dir: dir.path().join("data"),
         prefault: false,
         default_capacity: 4 << 20,
+        metrics_listen: None,
         ..Config::default()
     };
     let broker = Broker::start(config).await.unwrap();

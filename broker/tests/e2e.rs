@@ -63,7 +63,7 @@ async fn keyed_messages_come_back_byte_identical_and_in_order() {
             let offset = delivery.await.unwrap().expect("acks=written gives an offset");
             sent.entry(key).or_default().push((offset, payload));
         }
-        producer.close().await;
+        producer.close().await.unwrap();
         let mut received: HashMap<String, Vec<(u64, Vec<u8>)>> = HashMap::new();
         let mut total = 0;
         for partition in 0..3 {
@@ -110,7 +110,7 @@ async fn concurrent_producers_lose_and_duplicate_nothing() {
                 for delivery in deliveries {
                     delivery.await.unwrap();
                 }
-                producer.close().await;
+                producer.close().await.unwrap();
             }));
         }
         for task in tasks {
@@ -164,6 +164,57 @@ async fn long_polling_consumer_receives_messages_produced_after_it_started() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_recover_from_a_timed_out_call_and_a_broker_restart() {
+    let mut broker = Broker::start(&[]);
+    within(120, async {
+        let short = Duration::from_millis(500);
+        let mut client = Client::connect_with_timeout(&broker.address, short).await.unwrap();
+        client.create_topic("steady", TopicConfig::default().partitions(1)).await.unwrap();
+        produce_numbered(&broker.address, "steady", 0..10).await;
+        let mut consumer = client
+            .consumer("steady", 0)
+            .max_wait(Duration::from_millis(100))
+            .timeout(short)
+            .build()
+            .await
+            .unwrap();
+        let mut received = Vec::new();
+        while received.len() < 5 {
+            received.push(consumer.next().await.unwrap().offset);
+        }
+
+        // A frozen broker makes the call time out; its answer then arrives late. The next call
+        // must not take that stale answer for its own.
+        broker.signal("STOP");
+        let frozen = client.describe_topic("steady").await;
+        broker.signal("CONT");
+        assert!(
+            matches!(frozen, Err(ringmq_client::ClientError::Timeout { .. })),
+            "a frozen broker times the call out: {frozen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let info = client.describe_topic("steady").await.unwrap();
+        assert_eq!((info.name.as_str(), info.partitions[0].next_offset), ("steady", 10));
+
+        // After a crash and a restart on the same port, the same consumer goes on from where it
+        // was (it sees errors while the broker is down).
+        broker.restart_same_port();
+        produce_numbered(&broker.address, "steady", 10..15).await;
+        let mut errors = 0;
+        while received.len() < 15 {
+            match consumer.next().await {
+                Ok(record) => received.push(record.offset),
+                Err(_) => errors += 1,
+            }
+            assert!(errors < 100, "the consumer does not reconnect");
+        }
+        assert_eq!(received, (0..15).collect::<Vec<u64>>());
+        client.ping().await.unwrap();
+    })
+    .await;
+}
+
 async fn produce_numbered(address: &str, topic: &str, range: std::ops::Range<usize>) -> Vec<u64> {
     let client = Client::connect(address).await.unwrap();
     let producer = client.producer().acks(Acks::Written).build().await.unwrap();
@@ -176,7 +227,7 @@ async fn produce_numbered(address: &str, topic: &str, range: std::ops::Range<usi
     for delivery in deliveries {
         offsets.push(delivery.await.unwrap().unwrap());
     }
-    producer.close().await;
+    producer.close().await.unwrap();
     offsets
 }
 
@@ -245,7 +296,7 @@ async fn producer_retries_through_a_broker_restart() {
     for delivery in deliveries {
         within(60, delivery).await.expect("every record is delivered despite the restart");
     }
-    within(60, producer.close()).await;
+    within(60, producer.close()).await.unwrap();
     let records = read_partition(&broker.address, "retry", 0).await;
     // At least once: every message is there; a batch written just before the kill may be there
     // twice (its acknowledgement was lost and it was sent again).
@@ -498,7 +549,7 @@ fn bad_flags_exit_2_with_one_line() {
 fn a_second_broker_on_the_same_data_directory_is_refused() {
     let broker = Broker::start(&[]);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["--listen", "127.0.0.1:0", "--no-metrics", "--data-dir"])
         .arg(broker.data_dir())
         .output()
         .unwrap();

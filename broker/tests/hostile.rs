@@ -30,7 +30,7 @@ async fn produce_values(address: &str, topic: &str, count: usize, size: usize) {
     for delivery in deliveries {
         delivery.await.unwrap();
     }
-    producer.close().await;
+    producer.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,7 +107,7 @@ async fn many_producers_and_consumers_keep_order_density_and_content() {
                 for (key, sequence, delivery) in deliveries {
                     acked.push((key, sequence, delivery.await.unwrap().unwrap()));
                 }
-                sender.close().await;
+                sender.close().await.unwrap();
                 acked
             }));
         }

@@ -1,7 +1,7 @@
 //! One TCP connection to the broker: frames out, frames in, with a timeout on every call.
 
 use std::io::IoSlice;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,16 +19,42 @@ pub(crate) struct BrokerInfo {
     pub(crate) batch_size_max: u32,
 }
 
+/// First wait before reconnecting after a failed reconnect; doubles up to [`RECONNECT_BACKOFF_MAX`].
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// A connection: requests are written in order and answered in order.
+///
+/// A call that fails part-way (timeout, I/O error, a frame that does not decode) leaves the
+/// stream out of step with the requests: a late response could answer the next call. Such a
+/// connection is marked broken and [`Connection::call`] replaces it with a fresh one (with
+/// backoff between failed attempts) before the next request.
 #[derive(Debug)]
 pub(crate) struct Connection {
     stream: TcpStream,
     address: String,
+    client_name: &'static str,
     input: BytesMut,
     next_correlation_id: u32,
     pub(crate) broker: BrokerInfo,
     pub(crate) timeout: Duration,
     scratch: Vec<u8>,
+    broken: bool,
+    reconnect: Backoff,
+}
+
+/// When the next reconnect may be tried.
+#[derive(Debug, Default)]
+struct Backoff {
+    not_before: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn failed(&mut self) {
+        self.delay = (self.delay * 2).clamp(RECONNECT_BACKOFF_MIN, RECONNECT_BACKOFF_MAX);
+        self.not_before = Some(Instant::now() + self.delay);
+    }
 }
 
 impl Connection {
@@ -36,7 +62,7 @@ impl Connection {
     pub(crate) async fn open(
         address: &str,
         timeout: Duration,
-        client_name: &str,
+        client_name: &'static str,
     ) -> Result<Self, ClientError> {
         let connect_error = |source: std::io::Error| ClientError::Connect {
             address: address.to_owned(),
@@ -53,18 +79,21 @@ impl Connection {
         let mut connection = Self {
             stream,
             address: address.to_owned(),
+            client_name,
             input: BytesMut::with_capacity(64 << 10),
             next_correlation_id: 1,
             broker: BrokerInfo { batch_size_max: FRAME_BODY_SIZE_MAX },
             timeout,
             scratch: Vec::with_capacity(4096),
+            broken: false,
+            reconnect: Backoff::default(),
         };
         let handshake = Request::Handshake(Handshake {
             version_min: PROTOCOL_VERSION,
             version_max: PROTOCOL_VERSION,
             client_name,
         });
-        let (_, body) = connection.call(&handshake, timeout).await?;
+        let (_, body) = connection.exchange(&handshake, timeout).await?;
         let reply = HandshakeReply::decode(&body)?;
         connection.broker = BrokerInfo { batch_size_max: reply.batch_size_max };
         Ok(connection)
@@ -82,8 +111,58 @@ impl Connection {
     }
 
     /// Sends a request and waits for its response, within `timeout`. A broker error becomes
-    /// [`ClientError::Broker`] (or [`ClientError::OffsetOutOfRange`]).
+    /// [`ClientError::Broker`] (or [`ClientError::OffsetOutOfRange`]); the connection stays
+    /// usable after one. After any other error it is replaced before the next call.
     pub(crate) async fn call(
+        &mut self,
+        request: &Request<'_>,
+        timeout: Duration,
+    ) -> Result<(FrameHead, Bytes), ClientError> {
+        if self.broken {
+            self.reopen().await?;
+        }
+        let result = self.exchange(request, timeout).await;
+        if let Err(error) = &result {
+            self.broken =
+                !matches!(error, ClientError::Broker { .. } | ClientError::OffsetOutOfRange { .. });
+        }
+        result
+    }
+
+    /// As [`Connection::call`] for a request that is safe to send twice (a read): if the
+    /// connection turns out to be dead (the broker restarted since the last call), it is
+    /// replaced and the request sent once more.
+    pub(crate) async fn call_idempotent(
+        &mut self,
+        request: &Request<'_>,
+        timeout: Duration,
+    ) -> Result<(FrameHead, Bytes), ClientError> {
+        match self.call(request, timeout).await {
+            Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
+                self.call(request, timeout).await
+            }
+            result => result,
+        }
+    }
+
+    /// Replaces a broken connection, waiting out the backoff of earlier failed attempts.
+    async fn reopen(&mut self) -> Result<(), ClientError> {
+        if let Some(not_before) = self.reconnect.not_before {
+            tokio::time::sleep_until(not_before.into()).await;
+        }
+        match Self::open(&self.address, self.timeout, self.client_name).await {
+            Ok(fresh) => {
+                *self = fresh;
+                Ok(())
+            }
+            Err(error) => {
+                self.reconnect.failed();
+                Err(error)
+            }
+        }
+    }
+
+    async fn exchange(
         &mut self,
         request: &Request<'_>,
         timeout: Duration,

@@ -223,7 +223,8 @@ impl Consumer {
             max_wait_ms: u32::try_from(self.max_wait.as_millis()).unwrap_or(u32::MAX),
             min_bytes: self.min_bytes,
         });
-        let (_, body) = self.connection.call(&request, self.timeout + self.max_wait).await?;
+        let (_, body) =
+            self.connection.call_idempotent(&request, self.timeout + self.max_wait).await?;
         let reply = FetchReply::decode(&body)?;
         self.high_watermark = reply.next_offset;
         for batch in Batches::new(reply.batches, u32::MAX) {

@@ -157,13 +157,19 @@ impl Client {
         Ok(self.connection.call(request, timeout).await?.1)
     }
 
+    /// As `call`, for reads, which are retried once on a connection found dead.
+    async fn read(&mut self, request: &Request<'_>) -> Result<bytes::Bytes, ClientError> {
+        let timeout = self.connection.timeout;
+        Ok(self.connection.call_idempotent(request, timeout).await?.1)
+    }
+
     /// Checks the broker answers.
     ///
     /// # Errors
     ///
     /// A connection error or timeout.
     pub async fn ping(&mut self) -> Result<(), ClientError> {
-        self.call(&Request::Ping).await.map(drop)
+        self.read(&Request::Ping).await.map(drop)
     }
 
     /// Creates a topic. The broker allocates every partition's ring before answering, so this can
@@ -201,7 +207,7 @@ impl Client {
     ///
     /// A connection error or timeout.
     pub async fn list_topics(&mut self) -> Result<Vec<TopicSummary>, ClientError> {
-        let body = self.call(&Request::ListTopics).await?;
+        let body = self.read(&Request::ListTopics).await?;
         let list = TopicList::decode(&body)?;
         Ok(list
             .iter()
@@ -224,7 +230,7 @@ impl Client {
     ///
     /// A connection error or timeout.
     pub async fn stats(&mut self) -> Result<BrokerStats, ClientError> {
-        let body = self.call(&Request::Stats).await?;
+        let body = self.read(&Request::Stats).await?;
         Ok(BrokerStats::decode(&body)?)
     }
 
@@ -244,7 +250,8 @@ pub(crate) async fn describe(
     name: &str,
 ) -> Result<TopicInfo, ClientError> {
     let timeout = connection.timeout;
-    let (_, body) = connection.call(&Request::DescribeTopic(TopicName { name }), timeout).await?;
+    let (_, body) =
+        connection.call_idempotent(&Request::DescribeTopic(TopicName { name }), timeout).await?;
     let description = TopicDescription::decode(&body)?;
     Ok(TopicInfo {
         name: description.name.to_owned(),

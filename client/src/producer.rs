@@ -222,6 +222,8 @@ struct State {
     outstanding: usize,
     free_buffers: Vec<Vec<u8>>,
     closed: bool,
+    /// The first error the broker reported about a batch sent with `acks=none`.
+    unreported: Option<ClientError>,
 }
 
 #[derive(Debug)]
@@ -306,14 +308,20 @@ impl Producer {
     }
 
     /// Sends every queued record now and waits until all are acknowledged (or failed).
-    pub async fn flush(&self) {
+    ///
+    /// # Errors
+    ///
+    /// With `acks = none`, the first error the broker reported about a batch since the last
+    /// flush (those batches have no [`Delivery`] to carry it). Acknowledged batches report their
+    /// errors through their deliveries.
+    pub async fn flush(&self) -> Result<(), ClientError> {
         loop {
             let space = self.inner.space.notified();
             {
                 let mut state = self.lock();
                 state.seal_all();
                 if state.outstanding == 0 {
-                    return;
+                    return state.unreported.take().map_or(Ok(()), Err);
                 }
             }
             self.inner.wake.notify_one();
@@ -323,13 +331,18 @@ impl Producer {
 
     /// Flushes, then stops the background task. Later sends fail with
     /// [`ClientError::ProducerClosed`].
-    pub async fn close(mut self) {
-        self.flush().await;
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::flush`].
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        let flushed = self.flush().await;
         self.lock().closed = true;
         self.inner.wake.notify_one();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        flushed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -535,50 +548,49 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
     let mut connection = Some(connection);
     let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(settings.max_in_flight);
     let mut head = Vec::with_capacity(512);
-    let mut backoff = Duration::from_millis(20);
+    let mut backoff = BACKOFF_MIN;
+    let mut retry_at: Option<Instant> = None;
     let mut last_error: Option<ClientError> = None;
+    let far = || Instant::now() + Duration::from_secs(3600);
     loop {
         let wake = inner.wake.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
-        let (next_linger, has_ready, done) = {
-            let mut state = inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (next_linger, has_ready, done, failed) = {
+            let mut state = lock(&inner);
             let next = state.seal_lingered(settings.linger);
-            fail_expired(&mut state, &mut in_flight, settings.timeout, last_error.as_ref());
-            (next, !state.ready.is_empty(), state.closed && state.outstanding == 0)
+            let failed =
+                fail_expired(&mut state, &in_flight, settings.timeout, last_error.as_ref());
+            (next, !state.ready.is_empty(), state.closed && state.outstanding == 0, failed)
         };
-        inner.space.notify_waiters();
+        if failed {
+            inner.space.notify_waiters();
+        }
         if done {
             return;
         }
-        if connection.is_none() && (has_ready || !in_flight.is_empty()) {
+        let backing_off = retry_at.is_some_and(|at| Instant::now() < at);
+        if connection.is_none() && has_ready && !backing_off {
             match Connection::open(&inner.address, settings.timeout, "ringmq-client producer").await
             {
                 Ok(opened) => {
                     connection = Some(opened);
-                    backoff = Duration::from_millis(20);
+                    retry_at = None;
                 }
                 Err(error) => {
                     last_error = Some(error);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    retry_at = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             }
         }
         // Send ready batches while the pipeline has room.
-        if let Some(open) = connection.as_mut() {
+        if let (Some(open), false) = (connection.as_mut(), backing_off) {
+            let mut finished_any = false;
             let mut broken = None;
             while in_flight.len() < settings.max_in_flight {
-                let Some(mut batch) = inner
-                    .state
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .ready
-                    .pop_front()
-                else {
-                    break;
-                };
+                let Some(mut batch) = lock(&inner).ready.pop_front() else { break };
                 let correlation_id = open.correlation_id();
                 head.clear();
                 let produce = Produce {
@@ -589,43 +601,35 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
                     batch: &batch.buffer[..batch.size],
                 };
                 if let Err(error) = produce.encode_frame_head(correlation_id, &mut head) {
-                    let mut state =
-                        inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    state.finish(batch, Err(error.into()));
+                    lock(&inner).finish(batch, Err(error.into()));
+                    finished_any = true;
                     continue;
                 }
                 batch.first_sent.get_or_insert_with(Instant::now);
-                match tokio::time::timeout(
+                let written = tokio::time::timeout(
                     settings.timeout,
                     open.write_two(&head, &batch.buffer[..batch.size]),
                 )
-                .await
-                {
-                    Ok(Ok(())) => {
-                        if settings.acks == Acks::None {
-                            let mut state = inner
-                                .state
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner);
-                            state.finish(batch, Ok(None));
-                        } else {
-                            in_flight.push_back(InFlight { correlation_id, batch });
-                        }
+                .await;
+                let written = written.unwrap_or(Err(ClientError::Timeout {
+                    operation: "sending a batch",
+                    after: settings.timeout,
+                }));
+                match written {
+                    Ok(()) if settings.acks == Acks::None => {
+                        lock(&inner).finish(batch, Ok(None));
+                        finished_any = true;
                     }
-                    Ok(Err(error)) => {
+                    Ok(()) => in_flight.push_back(InFlight { correlation_id, batch }),
+                    Err(error) => {
                         in_flight.push_back(InFlight { correlation_id, batch });
                         broken = Some(error);
                         break;
                     }
-                    Err(_) => {
-                        in_flight.push_back(InFlight { correlation_id, batch });
-                        broken = Some(ClientError::Timeout {
-                            operation: "sending a batch",
-                            after: settings.timeout,
-                        });
-                        break;
-                    }
                 }
+            }
+            if finished_any {
+                inner.space.notify_waiters();
             }
             if let Some(error) = broken {
                 requeue(&inner, &mut in_flight);
@@ -634,42 +638,59 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
                 continue;
             }
         }
-        inner.space.notify_waiters();
-        // Wait for an acknowledgement, new work, or the next linger deadline.
-        let linger_deadline =
-            next_linger.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        let reading = !in_flight.is_empty() && connection.is_some();
+        // Wait for an acknowledgement (or an error about an unacknowledged batch), new work, the
+        // next linger deadline, the end of a backoff, or the oldest acknowledgement's deadline.
+        let linger_deadline = next_linger.unwrap_or_else(far);
+        let ack_deadline = in_flight
+            .front()
+            .and_then(|front| front.batch.first_sent)
+            .map_or_else(far, |sent| sent + settings.timeout);
+        let retry_deadline = retry_at.unwrap_or_else(far);
+        let connected = connection.is_some();
         tokio::select! {
             () = &mut wake => {}
-            () = tokio::time::sleep_until(linger_deadline) => {}
-            response = read_ack(connection.as_mut(), settings.timeout), if reading => {
-                match response {
-                    Ok((correlation_id, result)) => {
-                        let Some(front) = in_flight.front() else { continue };
-                        if front.correlation_id != correlation_id {
-                            // Not the answer we wait for (an error about an acks=none batch):
-                            // the stream is out of step, so start over on a new connection.
-                            last_error = result.err();
-                            requeue(&inner, &mut in_flight);
-                            connection = None;
-                            continue;
+            () = tokio::time::sleep_until(linger_deadline.min(retry_deadline)) => {}
+            () = tokio::time::sleep_until(ack_deadline), if !in_flight.is_empty() => {
+                last_error = Some(ClientError::Timeout { operation: "waiting for an acknowledgement", after: settings.timeout });
+                requeue(&inner, &mut in_flight);
+                connection = None;
+            }
+            frame = read_ack(connection.as_mut()), if connected => {
+                match frame {
+                    Ok((correlation_id, result)) => match in_flight.front() {
+                        Some(front) if front.correlation_id == correlation_id => {
+                            let entry = in_flight.pop_front().expect("front exists");
+                            match result {
+                                Err(error) if error.is_retriable() => {
+                                    // Start over on a fresh connection after a backoff, so no
+                                    // late answer to the old requests can be mistaken for a new one.
+                                    last_error = Some(error);
+                                    in_flight.push_front(entry);
+                                    requeue(&inner, &mut in_flight);
+                                    connection = None;
+                                    retry_at = Some(Instant::now() + backoff);
+                                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                                }
+                                result => {
+                                    backoff = BACKOFF_MIN;
+                                    lock(&inner).finish(entry.batch, result.map(Some));
+                                    inner.space.notify_waiters();
+                                }
+                            }
                         }
-                        let entry = in_flight.pop_front().expect("front exists");
-                        match result {
-                            Err(error) if error.is_retriable() => {
-                                last_error = Some(error);
-                                in_flight.push_front(entry);
+                        _ => {
+                            // An answer to no request in flight: an error about a batch sent with
+                            // acks=none. Keep it for `flush` to report.
+                            if let Err(error) = result {
+                                lock(&inner).unreported.get_or_insert(error);
+                            }
+                            if !in_flight.is_empty() {
+                                // Out of step with the requests in flight: start over.
                                 requeue(&inner, &mut in_flight);
-                                tokio::time::sleep(backoff).await;
-                                backoff = (backoff * 2).min(Duration::from_secs(1));
-                            }
-                            result => {
-                                backoff = Duration::from_millis(20);
-                                let mut state = inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                                state.finish(entry.batch, result.map(Some));
+                                connection = None;
                             }
                         }
-                    }
+                    },
                     Err(error) => {
                         last_error = Some(error);
                         requeue(&inner, &mut in_flight);
@@ -681,18 +702,22 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
     }
 }
 
-/// Reads one acknowledgement: the correlation id and the base offset or the broker's error.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+fn lock(inner: &Inner) -> std::sync::MutexGuard<'_, State> {
+    inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads one answer: its correlation id and the base offset or the broker's error. Waits as long
+/// as it takes; the caller bounds the wait by the oldest request's deadline.
 async fn read_ack(
     connection: Option<&mut Connection>,
-    timeout: Duration,
 ) -> Result<(u32, Result<u64, ClientError>), ClientError> {
     let Some(connection) = connection else {
-        return Err(ClientError::InvalidArgument("no connection".to_owned()));
+        return std::future::pending().await;
     };
-    let (head, body) =
-        tokio::time::timeout(timeout, connection.read_frame()).await.map_err(|_| {
-            ClientError::Timeout { operation: "waiting for an acknowledgement", after: timeout }
-        })??;
+    let (head, body) = connection.read_frame().await?;
     let result =
         check_status(&head, &body).and_then(|()| Ok(ProduceReply::decode(&body)?.base_offset));
     Ok((head.correlation_id, result))
@@ -700,19 +725,21 @@ async fn read_ack(
 
 /// Puts every in-flight batch back at the front of the ready queue, in order, to resend.
 fn requeue(inner: &Inner, in_flight: &mut VecDeque<InFlight>) {
-    let mut state = inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut state = lock(inner);
     while let Some(entry) = in_flight.pop_back() {
         state.ready.push_front(entry.batch);
     }
 }
 
-/// Fails batches that have waited longer than the delivery timeout.
+/// Fails ready batches that have waited longer than the delivery timeout (only when none are in
+/// flight, so a later batch never fails while an earlier one may still succeed). Returns whether
+/// any failed.
 fn fail_expired(
     state: &mut State,
-    in_flight: &mut VecDeque<InFlight>,
+    in_flight: &VecDeque<InFlight>,
     timeout: Duration,
     last_error: Option<&ClientError>,
-) {
+) -> bool {
     let now = Instant::now();
     let expired =
         |batch: &Sealed| now.duration_since(batch.first_sent.unwrap_or(batch.sealed)) > timeout;
@@ -721,10 +748,13 @@ fn fail_expired(
             .cloned()
             .unwrap_or(ClientError::Timeout { operation: "delivering a batch", after: timeout })
     };
-    while state.ready.front().is_some_and(expired) && in_flight.is_empty() {
+    let mut failed = false;
+    while in_flight.is_empty() && state.ready.front().is_some_and(expired) {
         let batch = state.ready.pop_front().expect("front exists");
         state.finish(batch, Err(error()));
+        failed = true;
     }
+    failed
 }
 
 fn now_ms() -> i64 {

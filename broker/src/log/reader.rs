@@ -70,6 +70,8 @@ pub struct ReadOutcome {
     pub batch_count: u32,
     /// Number of records in `batches` (including any before the offset asked for).
     pub record_count: u64,
+    /// Offset after the last record in `batches` (the offset asked for when there are none).
+    pub end_offset: u64,
 }
 
 /// Why a read returned no batches.
@@ -122,6 +124,7 @@ impl Log {
                 return Ok(ReadOutcome {
                     earliest_offset: earliest,
                     next_offset: next,
+                    end_offset: next,
                     ..ReadOutcome::default()
                 });
             }
@@ -195,6 +198,7 @@ impl Log {
             let mut end = start;
             let mut batch_count = 0u32;
             let mut record_count = 0u64;
+            let mut end_offset = target;
             while end < bytes.len() {
                 let rest = &bytes[end..];
                 let Ok(header) = BatchHeader::peek(rest) else { break };
@@ -208,6 +212,7 @@ impl Log {
                 end += size;
                 batch_count += 1;
                 record_count += u64::from(header.record_count());
+                end_offset = header.next_offset();
             }
             let batches = LogBytes { lease: Some(lease), start, end };
             return Ok(ReadOutcome {
@@ -216,6 +221,7 @@ impl Log {
                 batches,
                 batch_count,
                 record_count,
+                end_offset,
             });
         }
     }

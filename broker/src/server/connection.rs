@@ -51,7 +51,7 @@ pub(crate) async fn serve(
     context: Arc<Context>,
     stop: watch::Receiver<bool>,
 ) {
-    Metrics::add(&context.metrics.connections_opened, 1);
+    context.metrics.connection_opened();
     tracing::info!(%peer, "connection opened");
     let mut input = ReadBuffer::new(context.pool.clone());
     let mut output = Output::new(context.config.in_flight_max as usize);
@@ -87,7 +87,7 @@ async fn run(
                 }
                 Ok(None) => break,
                 Err(rejected) => {
-                    Metrics::add(&context.metrics.errors, 1);
+                    context.metrics.error(rejected.code);
                     tracing::warn!(peer = %session.peer(), code = rejected.code.name(), error = %rejected.message, "rejected frame; closing the connection");
                     output.error(
                         rejected.opcode,
@@ -101,7 +101,7 @@ async fn run(
                 }
             }
         }
-        output.flush(stream, context, closing.is_some()).await?;
+        output.flush(stream, context, session.peer(), closing.is_some()).await?;
         if output.written_any() {
             last_activity = Instant::now();
         }
@@ -109,6 +109,10 @@ async fn run(
             if output.is_idle() {
                 return Ok(reason);
             }
+        }
+        if closing.is_none() && output.has_room(in_flight_max) && input.has_whole_frame() {
+            // Frames were left unhandled for want of room, and the flush made room.
+            continue;
         }
         let can_read = closing.is_none() && output.has_room(in_flight_max);
         let deadline = match input.partial_since() {
@@ -203,6 +207,14 @@ impl ReadBuffer {
         Ok(Some((head, body)))
     }
 
+    /// Whether a whole frame (by its header's declared size) is buffered.
+    fn has_whole_frame(&self) -> bool {
+        let buffered = self.buffered();
+        buffered.get(12..16).and_then(|size| size.try_into().ok()).is_some_and(|size: [u8; 4]| {
+            buffered.len() >= FRAME_HEADER_SIZE + u32::from_le_bytes(size) as usize
+        })
+    }
+
     fn mark_partial(&mut self) {
         if self.start < self.end && self.partial_since.is_none() {
             self.partial_since = Some(Instant::now());
@@ -247,6 +259,10 @@ impl ReadBuffer {
             let size = u32::from_le_bytes(self.buffered()[12..16].try_into().expect("4 bytes"));
             self.start + FRAME_HEADER_SIZE + size as usize
         };
+        if wanted_end <= self.end {
+            // Nothing to read: the frame in progress is already whole.
+            return Ok(self.end - self.start);
+        }
         if wanted_end > capacity {
             self.compact();
             return Box::pin(self.fill(stream, pool_available, wait_max)).await;
@@ -331,6 +347,7 @@ pub(crate) enum Pending {
         position: u64,
         base_offset: u64,
         deadline: Instant,
+        started: Instant,
     },
     /// A fetch, read when it reaches the front; waits for data until `deadline`.
     Fetch {
@@ -340,6 +357,9 @@ pub(crate) enum Pending {
         max_bytes: usize,
         min_bytes: usize,
         deadline: Instant,
+        /// The partition's next offset when it was last read: any append since is a reason to
+        /// read again.
+        seen_next: u64,
     },
 }
 
@@ -363,7 +383,7 @@ impl Output {
             out: Vec::with_capacity(4096),
             deferred: Vec::new(),
             deferred_start: 0,
-            pending: VecDeque::with_capacity(in_flight_max),
+            pending: VecDeque::with_capacity(in_flight_max.min(64)),
             wrote: false,
         }
     }
@@ -422,50 +442,56 @@ impl Output {
         &mut self,
         stream: &TcpStream,
         context: &Context,
+        peer: SocketAddr,
         closing: bool,
     ) -> io::Result<()> {
         let write_timeout = context.config.write_timeout;
         let metrics = &context.metrics;
-        while let Some(front) = self.pending.pop_front() {
-            match &front {
+        while let Some(mut front) = self.pending.pop_front() {
+            match &mut front {
                 Pending::Deferred { end } => {
                     self.out.extend_from_slice(&self.deferred[self.deferred_start..*end]);
                     self.deferred_start = *end;
                 }
-                Pending::Synced { correlation_id, partition, position, base_offset, deadline } => {
-                    let opcode = Opcode::Produce.as_u8();
-                    if partition.synced_position() >= *position {
+                Pending::Synced {
+                    correlation_id,
+                    partition,
+                    position,
+                    base_offset,
+                    deadline,
+                    started,
+                } => {
+                    let failure = if partition.synced_position() >= *position {
                         let reply = ProduceReply { base_offset: *base_offset };
                         encode_ok(&mut self.out, Opcode::Produce, *correlation_id, |body| {
                             reply.encode(body)
                         });
+                        metrics.produce_took(started.elapsed());
+                        None
                     } else if let Some(failure) = partition.sync_failure() {
-                        Metrics::add(&metrics.errors, 1);
-                        let message = format!("partition stopped: {failure}");
+                        Some((
+                            ErrorCode::PartitionPoisoned,
+                            format!("partition stopped: {failure}"),
+                        ))
+                    } else if Instant::now() >= *deadline {
+                        let message = "the batch was written but its sync did not finish within the request timeout";
+                        Some((ErrorCode::Timeout, message.to_owned()))
+                    } else {
+                        self.pending.push_front(front);
+                        break;
+                    };
+                    if let Some((code, message)) = failure {
+                        metrics.error(code);
+                        tracing::info!(%peer, code = code.name(), message, "request failed");
                         encode_error(
                             &mut self.out,
-                            opcode,
-                            ErrorCode::PartitionPoisoned,
+                            Opcode::Produce.as_u8(),
+                            code,
                             *correlation_id,
                             &message,
                             0,
                             0,
                         );
-                    } else if Instant::now() >= *deadline {
-                        Metrics::add(&metrics.errors, 1);
-                        let message = "the batch was written but its sync did not finish within the request timeout";
-                        encode_error(
-                            &mut self.out,
-                            opcode,
-                            ErrorCode::Timeout,
-                            *correlation_id,
-                            message,
-                            0,
-                            0,
-                        );
-                    } else {
-                        self.pending.push_front(front);
-                        break;
                     }
                 }
                 Pending::Fetch {
@@ -475,50 +501,41 @@ impl Output {
                     max_bytes,
                     min_bytes,
                     deadline,
+                    seen_next,
                 } => {
-                    let opcode = Opcode::Fetch.as_u8();
-                    match partition.log().read(*offset, *max_bytes) {
+                    let started = Instant::now();
+                    let (code, message, earliest, next) = match partition
+                        .log()
+                        .read(*offset, *max_bytes)
+                    {
                         Err(ReadError::OffsetOutOfRange { offset, earliest, next }) => {
-                            Metrics::add(&metrics.errors, 1);
                             let message = format!(
                                 "offset {offset} is out of range for {}/{}: it holds {earliest} to {next}",
                                 partition.topic(),
                                 partition.index()
                             );
-                            encode_error(
-                                &mut self.out,
-                                opcode,
-                                ErrorCode::OffsetOutOfRange,
-                                *correlation_id,
-                                &message,
-                                earliest,
-                                next,
-                            );
+                            (ErrorCode::OffsetOutOfRange, message, earliest, next)
                         }
-                        Err(error) => {
-                            Metrics::add(&metrics.errors, 1);
-                            encode_error(
-                                &mut self.out,
-                                opcode,
-                                ErrorCode::Busy,
-                                *correlation_id,
-                                &error.to_string(),
-                                0,
-                                0,
-                            );
-                        }
+                        Err(error) => (ErrorCode::Busy, error.to_string(), 0, 0),
+                        // Wait for more only while the read reached the end of the log (a read
+                        // stops at a chunk's end, and what lies beyond is there already).
                         Ok(outcome)
                             if outcome.batches.len() < *min_bytes
+                                && outcome.end_offset >= outcome.next_offset
                                 && Instant::now() < *deadline
                                 && !closing =>
                         {
+                            *seen_next = outcome.next_offset;
+                            drop(outcome);
                             self.pending.push_front(front);
                             break;
                         }
                         Ok(outcome) => {
+                            let size = outcome.batches.len() as u64;
                             Metrics::add(&metrics.fetch_requests, 1);
-                            Metrics::add(&metrics.bytes_out, outcome.batches.len() as u64);
+                            Metrics::add(&metrics.bytes_out, size);
                             Metrics::add(&metrics.records_out, outcome.record_count);
+                            partition.counters().fetched(outcome.record_count, size);
                             // Cannot fail: a read is bounded by the frame size limit.
                             let _ = FetchReply::encode_frame_head(
                                 *correlation_id,
@@ -531,15 +548,38 @@ impl Output {
                             with_timeout(write_timeout, write_all_vectored(stream, slices)).await?;
                             self.out.clear();
                             self.wrote = true;
+                            metrics.fetch_took(started.elapsed());
                             // `outcome` drops here: the lease on the log ends with the write.
+                            continue;
                         }
-                    }
+                    };
+                    metrics.error(code);
+                    tracing::info!(%peer, code = code.name(), message, "request failed");
+                    encode_error(
+                        &mut self.out,
+                        Opcode::Fetch.as_u8(),
+                        code,
+                        *correlation_id,
+                        &message,
+                        earliest,
+                        next,
+                    );
                 }
             }
         }
         if self.pending.is_empty() {
             self.deferred.clear();
             self.deferred_start = 0;
+        } else if self.deferred_start >= 64 << 10 {
+            // Drop the consumed prefix so the side buffer does not grow without bound.
+            let consumed = self.deferred_start;
+            self.deferred.drain(..consumed);
+            self.deferred_start = 0;
+            for pending in &mut self.pending {
+                if let Pending::Deferred { end } = pending {
+                    *end -= consumed;
+                }
+            }
         }
         if !self.out.is_empty() {
             with_timeout(write_timeout, write_all(stream, &self.out)).await?;
@@ -563,16 +603,16 @@ async fn wait_front(pending: &VecDeque<Pending>, closing: bool) {
             }
             let _ = tokio::time::timeout_at(*deadline, done).await;
         }
-        Some(Pending::Fetch { partition, offset, min_bytes, deadline, .. }) => {
+        Some(Pending::Fetch { partition, deadline, seen_next, .. }) => {
             if closing {
                 return;
             }
             let appended = partition.appended();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            // With min_bytes 1, any new record is enough; otherwise every append is a reason to
-            // look again (the read then decides whether enough has arrived).
-            if *min_bytes <= 1 && partition.log().next_offset() > *offset {
+            // Anything appended since the last read is a reason to read again (which then decides
+            // whether enough has arrived).
+            if partition.log().next_offset() != *seen_next {
                 return;
             }
             let _ = tokio::time::timeout_at(*deadline, appended).await;

@@ -71,6 +71,7 @@ pub(crate) struct Context {
 pub struct Broker {
     context: Arc<Context>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Broker {
@@ -90,9 +91,11 @@ impl Broker {
             capacity_max: config.topic_capacity_max,
             partitions_max: config.topic_partitions_max,
         };
+        let metrics = Arc::new(Metrics::new());
+        let topic_metrics = Arc::clone(&metrics);
         let topics = tokio::task::spawn_blocking(move || -> Result<Topics, ServerError> {
             let dir = DataDir::lock(&data_dir)?;
-            Ok(Topics::open(dir, defaults)?)
+            Ok(Topics::open(dir, defaults, topic_metrics)?)
         })
         .await
         .map_err(|error| ServerError::Startup(error.to_string()))??;
@@ -108,14 +111,26 @@ impl Broker {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { address: config.listen, source })?;
-        let context = Arc::new(Context {
-            config,
-            topics: Arc::new(topics),
-            pool,
-            pool_available,
-            metrics: Arc::new(Metrics::default()),
-        });
-        Ok(Self { context, listener })
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(
+                crate::metrics::bind(address)
+                    .await
+                    .map_err(|source| ServerError::Bind { address, source })?,
+            ),
+            None => None,
+        };
+        let context =
+            Arc::new(Context { config, topics: Arc::new(topics), pool, pool_available, metrics });
+        Ok(Self { context, listener, metrics_listener })
+    }
+
+    /// The address of the metrics endpoint, if it is on.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    pub fn metrics_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.metrics_listener.as_ref().map(TcpListener::local_addr).transpose()
     }
 
     /// The address the broker listens on (the real port when configured with port 0).
@@ -140,7 +155,7 @@ impl Broker {
 
     /// Serves until `shutdown` completes, then stops gracefully.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let Self { context, listener } = self;
+        let Self { context, listener, metrics_listener } = self;
         let config = &context.config;
         let limit = Arc::new(Semaphore::new(config.connections_max as usize));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -148,6 +163,12 @@ impl Broker {
         let mut background = JoinSet::new();
         if let SyncPolicy::Interval(interval) = config.sync {
             background.spawn(sync_every(Arc::clone(&context.topics), interval, stop_rx.clone()));
+        }
+        if let Some(metrics_listener) = metrics_listener {
+            let scraped = Arc::clone(&context);
+            let render =
+                Arc::new(move || scraped.metrics.render(&scraped.topics, &scraped.pool, &[]));
+            background.spawn(crate::metrics::serve_http(metrics_listener, render));
         }
         tokio::pin!(shutdown);
         loop {
@@ -176,7 +197,7 @@ impl Broker {
                     });
                 }
                 Err(_) => {
-                    Metrics::add(&context.metrics.connections_refused, 1);
+                    context.metrics.connection_refused();
                     tracing::warn!(%peer, limit = config.connections_max, "connection refused: at the connection limit");
                     connections.spawn(refuse(stream, config.connections_max));
                 }

@@ -135,8 +135,8 @@ impl<'c> Session<'c> {
         earliest: u64,
         next: u64,
     ) {
-        Metrics::add(&self.context.metrics.errors, 1);
-        tracing::debug!(peer = %self.peer, code = code.name(), message, "request failed");
+        self.context.metrics.error(code);
+        tracing::info!(peer = %self.peer, code = code.name(), message, "request failed");
         output.error(opcode, code, correlation_id, message, earliest, next);
     }
 
@@ -326,6 +326,7 @@ impl<'c> Session<'c> {
     }
 
     async fn produce(&mut self, output: &mut Output, correlation_id: u32, produce: &Produce<'_>) {
+        let started = Instant::now();
         let opcode = Opcode::Produce.as_u8();
         let partition = match self.partition(produce.topic, produce.partition) {
             Ok(partition) => partition,
@@ -393,18 +394,25 @@ impl<'c> Session<'c> {
         Metrics::add(&metrics.records_in, u64::from(batch.record_count()));
         Metrics::add(&metrics.bytes_in, size);
         Metrics::add(&metrics.produce_copy_bytes, size);
+        partition.counters().produced(u64::from(batch.record_count()), size);
         let acks = match (produce.acks, config.sync) {
             (Acks::None, _) => Acks::None,
             (_, SyncPolicy::Always) => Acks::Synced,
             (acks, _) => acks,
         };
         match acks {
-            Acks::None => {}
+            Acks::None => {
+                if config.sync == SyncPolicy::Always {
+                    partition.request_sync(appended.end_position);
+                }
+                metrics.produce_took(started.elapsed());
+            }
             Acks::Written => {
                 let reply = ProduceReply { base_offset: appended.base_offset };
                 output.respond(|out| {
                     encode_ok(out, Opcode::Produce, correlation_id, |body| reply.encode(body))
                 });
+                metrics.produce_took(started.elapsed());
             }
             Acks::Synced => {
                 partition.request_sync(appended.end_position);
@@ -414,6 +422,7 @@ impl<'c> Session<'c> {
                     position: appended.end_position,
                     base_offset: appended.base_offset,
                     deadline,
+                    started,
                 });
             }
         }
@@ -430,6 +439,8 @@ impl<'c> Session<'c> {
         // Leave room in the frame for the reply header; one batch always fits.
         let max_bytes = (fetch.max_bytes as usize).min(config.frame_size_max as usize - 64).max(1);
         let wait = Duration::from_millis(u64::from(fetch.max_wait_ms)).min(config.fetch_wait_max);
+        // Not read yet: any next offset differs from this, so the first wait reads first.
+        let partition_next = u64::MAX;
         output.push(Pending::Fetch {
             correlation_id,
             partition,
@@ -437,6 +448,7 @@ impl<'c> Session<'c> {
             max_bytes,
             min_bytes: (fetch.min_bytes as usize).clamp(1, max_bytes),
             deadline: Instant::now() + wait,
+            seen_next: partition_next,
         });
     }
 }

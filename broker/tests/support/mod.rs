@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Broker {
     child: Option<Child>,
     pub(crate) address: String,
+    /// `host:port` of the metrics endpoint.
+    pub(crate) metrics: String,
     pub(crate) data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     args: Vec<String>,
@@ -30,6 +32,7 @@ impl Broker {
         let mut broker = Self {
             child: None,
             address: String::new(),
+            metrics: String::new(),
             data_dir,
             _temp: Some(temp),
             args,
@@ -60,7 +63,14 @@ impl Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
             .args(["--listen", &self.listen, "--data-dir"])
             .arg(&self.data_dir)
-            .args(["--prefault", "false", "--default-capacity", "8MiB"])
+            .args([
+                "--prefault",
+                "false",
+                "--default-capacity",
+                "8MiB",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -86,6 +96,12 @@ impl Broker {
             ));
         };
         self.address = address.to_owned();
+        self.metrics = line
+            .split("metrics at http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
         self.child = Some(child);
         Ok(())
     }
@@ -115,6 +131,13 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends a signal (`"STOP"`, `"CONT"`, ...) to the running broker with `kill(1)`.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the broker is running").id();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
+        assert!(status.unwrap().success(), "kill -{signal} {pid} failed");
     }
 
     /// Starts the broker again on the same data directory (after `kill` or `terminate`).

@@ -291,14 +291,16 @@ async fn produce(client: &Client, args: ProduceArgs, timeout: Duration) -> anyho
         }
     }
     drop(deliveries);
-    producer.close().await;
+    // With acks=none a failed batch has no delivery to report it; `close` does.
+    let closed = producer.close().await;
     let (ok, first_error) = counter.await?;
     progress.finish_and_clear();
     let noun = if acks == Acks::None { "sent without acknowledgement" } else { "acknowledged" };
     println!("{ok} of {sent} message(s) {noun}");
-    match first_error {
-        Some(error) => Err(anyhow::anyhow!("{} message(s) failed: {error}", sent - ok)),
-        None => Ok(()),
+    match (first_error, closed) {
+        (Some(error), _) => Err(anyhow::anyhow!("{} message(s) failed: {error}", sent - ok)),
+        (None, Err(error)) => Err(anyhow::anyhow!("the broker rejected a batch: {error}")),
+        (None, Ok(())) => Ok(()),
     }
 }
 

@@ -44,6 +44,7 @@ fn harness() -> &'static Harness {
             write_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
             prefault: false,
+            metrics_listen: None,
             ..Config::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

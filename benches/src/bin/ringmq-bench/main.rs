@@ -83,6 +83,10 @@ struct Args {
     /// The broker's own sync policy when this tool starts it: none, always or interval=<ms>.
     #[arg(long, default_value = "none", value_name = "POLICY")]
     sync: String,
+    /// An extra flag for the broker this tool starts, e.g. --broker-arg=--no-metrics; repeat it
+    /// for more.
+    #[arg(long, value_name = "FLAG", allow_hyphen_values = true)]
+    broker_arg: Vec<String>,
     /// Ring capacity per partition of the benchmark topic, e.g. 1GiB.
     #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
     capacity: u64,
@@ -166,7 +170,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.capacity.to_string(),
         "--read-buffers".to_owned(),
         "256".to_owned(),
-    ];
+    ]
+    .into_iter()
+    .chain(args.broker_arg.iter().cloned())
+    .collect::<Vec<_>>();
     let started = match &args.broker {
         Some(_) => None,
         None => Some(
@@ -181,7 +188,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("broker address")?;
     let broker_label = match &args.broker {
         Some(address) => format!("external at {address}"),
-        None => format!("ringmq started by the bench at {address}"),
+        None if args.broker_arg.is_empty() => format!("ringmq started by the bench at {address}"),
+        None => {
+            format!("ringmq started by the bench at {address} with {}", args.broker_arg.join(" "))
+        }
     };
     let host = broker::host_description();
     let commit = broker::commit();

@@ -277,7 +277,7 @@ async fn produce_one(
     }
     progress.fetch_add(count % 256, Ordering::Relaxed);
     drop(samples);
-    producer.close().await;
+    producer.close().await.context("closing the producer")?;
     if let Some(recorder) = recorder {
         recorder.await.context("latency recorder")?;
     }

@@ -61,7 +61,7 @@ fn handlers(c: &mut Criterion) {
                 BatchView::validate(produce.batch, partition.log().batch_size_max()).unwrap();
             let appended = runtime.block_on(partition.append(&view, deadline())).unwrap();
             out.clear();
-            let reply = ProduceReply { base_offset: appended.base_offset };
+            let reply = ProduceReply { base_offset: appended.appended.base_offset };
             ringmq_protocol::message::encode_response_frame(Opcode::Produce, 1, &mut out, |body| {
                 reply.encode(body);
                 Ok(())

@@ -114,6 +114,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where `/metrics` is served (Prometheus text format); `None` turns metrics off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Capacity of the log holding committed offsets and producer ids, bytes.
+    pub group_log_capacity: u64,
+    /// Shortest session timeout a group member may ask for.
+    pub group_session_timeout_min: Duration,
+    /// Longest session timeout a group member may ask for.
+    pub group_session_timeout_max: Duration,
 }
 
 impl Default for Config {
@@ -140,6 +146,9 @@ impl Default for Config {
             prefault: true,
             log_format: LogFormat::Text,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9878))),
+            group_log_capacity: 64 << 20,
+            group_session_timeout_min: Duration::from_millis(500),
+            group_session_timeout_max: Duration::from_secs(300),
         }
     }
 }
@@ -226,6 +235,15 @@ struct Args {
     /// Serve no metrics endpoint (TOML: metrics = false).
     #[arg(long)]
     no_metrics: bool,
+    /// Capacity of the log of committed offsets and producer ids, at least 16MiB [default: 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    group_log_capacity: Option<String>,
+    /// Shortest session timeout a group member may ask for, ms [default: 500].
+    #[arg(long, value_name = "MS")]
+    group_session_timeout_min_ms: Option<String>,
+    /// Longest session timeout a group member may ask for, ms [default: 300000].
+    #[arg(long, value_name = "MS")]
+    group_session_timeout_max_ms: Option<String>,
 }
 
 /// The TOML file's shape: every key optional, unknown keys refused.
@@ -254,6 +272,9 @@ struct FileConfig {
     log_format: Option<toml::Value>,
     metrics_listen: Option<toml::Value>,
     metrics: Option<toml::Value>,
+    group_log_capacity: Option<toml::Value>,
+    group_session_timeout_min_ms: Option<toml::Value>,
+    group_session_timeout_max_ms: Option<toml::Value>,
 }
 
 /// What loading the configuration produced.
@@ -559,6 +580,31 @@ fn merge(args: &Args, file: &FileConfig) -> Result<Config, ConfigError> {
         })?),
     }
     .filter(|_| metrics_enabled);
+    let group_log_capacity = size(
+        "group_log_capacity",
+        raw(&args.group_log_capacity, &file.group_log_capacity),
+        crate::groups::store::STATE_CAPACITY_MIN..=CAPACITY_MAX,
+        defaults.group_log_capacity,
+    )?;
+    let group_session_timeout_min = millis(
+        "group_session_timeout_min_ms",
+        raw(&args.group_session_timeout_min_ms, &file.group_session_timeout_min_ms),
+        10..=hour,
+        defaults.group_session_timeout_min,
+    )?;
+    let group_session_timeout_max = millis(
+        "group_session_timeout_max_ms",
+        raw(&args.group_session_timeout_max_ms, &file.group_session_timeout_max_ms),
+        10..=24 * hour,
+        defaults.group_session_timeout_max,
+    )?;
+    if group_session_timeout_min > group_session_timeout_max {
+        return Err(ConfigError(format!(
+            "invalid value \"{}\" for group_session_timeout_min_ms: larger than group_session_timeout_max_ms ({})",
+            group_session_timeout_min.as_millis(),
+            group_session_timeout_max.as_millis()
+        )));
+    }
     Ok(Config {
         listen,
         data_dir,
@@ -581,6 +627,9 @@ fn merge(args: &Args, file: &FileConfig) -> Result<Config, ConfigError> {
         prefault,
         log_format,
         metrics_listen,
+        group_log_capacity,
+        group_session_timeout_min,
+        group_session_timeout_max,
     })
 }
 
@@ -588,7 +637,7 @@ fn merge(args: &Args, file: &FileConfig) -> Result<Config, ConfigError> {
 pub fn to_toml(config: &Config) -> String {
     let ms = |duration: Duration| duration.as_millis();
     format!(
-        "listen = \"{}\"\ndata_dir = {:?}\ndefault_partitions = {}\ndefault_capacity = {}\ntopic_capacity_max = {}\ntopic_partitions_max = {}\nsync = \"{}\"\nframe_size_max = {}\nbatch_size_max = {}\nconnections_max = {}\nin_flight_max = {}\nread_buffers = {}\nidle_timeout_ms = {}\nframe_timeout_ms = {}\nwrite_timeout_ms = {}\nfetch_wait_max_ms = {}\nrequest_timeout_ms = {}\nshutdown_timeout_ms = {}\nprefault = {}\nlog_format = \"{}\"\n{}",
+        "listen = \"{}\"\ndata_dir = {:?}\ndefault_partitions = {}\ndefault_capacity = {}\ntopic_capacity_max = {}\ntopic_partitions_max = {}\nsync = \"{}\"\nframe_size_max = {}\nbatch_size_max = {}\nconnections_max = {}\nin_flight_max = {}\nread_buffers = {}\nidle_timeout_ms = {}\nframe_timeout_ms = {}\nwrite_timeout_ms = {}\nfetch_wait_max_ms = {}\nrequest_timeout_ms = {}\nshutdown_timeout_ms = {}\nprefault = {}\nlog_format = \"{}\"\ngroup_log_capacity = {}\ngroup_session_timeout_min_ms = {}\ngroup_session_timeout_max_ms = {}\n{}",
         config.listen,
         config.data_dir.display().to_string(),
         config.default_partitions,
@@ -612,6 +661,9 @@ pub fn to_toml(config: &Config) -> String {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
         },
+        config.group_log_capacity,
+        ms(config.group_session_timeout_min),
+        ms(config.group_session_timeout_max),
         match config.metrics_listen {
             Some(address) => format!("metrics_listen = \"{address}\"\n"),
             None => "metrics = false\n".to_owned(),
@@ -674,6 +726,26 @@ mod tests {
         }
         let error = run(&["--no-such-flag"]).unwrap_err().to_string();
         assert!(error.contains("--no-such-flag") && !error.contains('\n'), "{error}");
+    }
+
+    #[test]
+    fn group_settings_are_checked() {
+        let config =
+            run(&["--group-log-capacity", "32MiB", "--group-session-timeout-min-ms", "100"])
+                .unwrap();
+        assert_eq!(config.group_log_capacity, 32 << 20);
+        assert_eq!(config.group_session_timeout_min, Duration::from_millis(100));
+        let error = run(&["--group-log-capacity", "1MiB"]).unwrap_err().to_string();
+        assert!(error.contains("for --group-log-capacity"), "{error}");
+        let error = run(&[
+            "--group-session-timeout-min-ms",
+            "5000",
+            "--group-session-timeout-max-ms",
+            "1000",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("larger than group_session_timeout_max_ms"), "{error}");
     }
 
     #[test]

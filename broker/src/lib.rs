@@ -3,7 +3,8 @@
 //! - [`log`]: the partition log, a preallocated memory-mapped ring per partition.
 //! - [`pool`]: the fixed-size buffer pool network reads land in.
 //! - [`partition`] and [`topics`]: partitions with their single writer and group commit, and the
-//!   registry of topics in a data directory.
+//!   registry of topics in a data directory; [`producers`]: idempotent produce.
+//! - [`groups`]: consumer groups, committed offsets and producer ids, kept in an internal log.
 //! - [`server`]: the TCP server; [`config`]: every setting and limit.
 //!
 //! All `unsafe` code lives in `log::raw`; everything else is safe.
@@ -11,10 +12,12 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod groups;
 pub mod log;
 pub mod metrics;
 pub mod partition;
 pub mod pool;
+pub mod producers;
 pub mod server;
 mod sync;
 pub mod topics;

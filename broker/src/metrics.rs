@@ -117,6 +117,8 @@ struct Prometheus {
     connections_open: IntGauge,
     connections_opened: IntCounter,
     connections_refused: IntCounter,
+    duplicate_batches: IntCounter,
+    group_rebalances: IntCounter,
     pool_buffers: IntGauge,
     pool_in_use: IntGauge,
     pool_exhausted: IntCounter,
@@ -139,6 +141,17 @@ pub struct TopicCounters {
 }
 
 impl TopicCounters {
+    /// Counters registered nowhere, for the broker's internal logs (not exported).
+    pub fn detached() -> Self {
+        let counter = || IntCounter::new("internal", "internal").expect("valid metric");
+        Self {
+            messages_in: counter(),
+            bytes_in: counter(),
+            messages_out: counter(),
+            bytes_out: counter(),
+        }
+    }
+
     /// Counts a batch appended.
     pub fn produced(&self, messages: u64, bytes: u64) {
         self.messages_in.inc_by(messages);
@@ -213,6 +226,8 @@ impl Metrics {
             connections_open: gauge("ringmq_connections_open", "Client connections open."),
             connections_opened: counter("ringmq_connections_opened_total", "Client connections accepted."),
             connections_refused: counter("ringmq_connections_refused_total", "Client connections refused at the connection limit."),
+            duplicate_batches: counter("ringmq_duplicate_batches_total", "Idempotent producers' retried batches acknowledged without being written again."),
+            group_rebalances: counter("ringmq_group_rebalances_total", "Consumer group generations started (a member joined, left or expired)."),
             pool_buffers: gauge("ringmq_buffer_pool_buffers", "Read buffers in the pool."),
             pool_in_use: gauge("ringmq_buffer_pool_in_use", "Read buffers in use."),
             pool_exhausted: counter("ringmq_buffer_pool_exhausted_total", "Times a connection found the read buffer pool empty."),
@@ -297,6 +312,16 @@ impl Metrics {
     pub fn connection_opened(&self) {
         Self::add(&self.connections_opened, 1);
         self.prometheus.connections_opened.inc();
+    }
+
+    /// Counts a retried batch acknowledged without being written again.
+    pub fn duplicate_batch(&self) {
+        self.prometheus.duplicate_batches.inc();
+    }
+
+    /// Counts a consumer group generation started.
+    pub fn group_rebalance(&self) {
+        self.prometheus.group_rebalances.inc();
     }
 
     /// Counts a connection refused at the limit.
@@ -384,9 +409,14 @@ impl Metrics {
     }
 }
 
+/// Renders the metrics page (async: group lags are read under the coordinator's lock).
+pub type Render = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
+>;
+
 /// Serves `GET /metrics` on `listener` until the task is dropped. A deliberately small HTTP/1.1
 /// responder: one request per connection, request head at most 8 KiB, 5 s to send it.
-pub async fn serve_http(listener: TcpListener, render: Arc<dyn Fn() -> String + Send + Sync>) {
+pub async fn serve_http(listener: TcpListener, render: Render) {
     loop {
         let Ok((mut stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -412,7 +442,7 @@ pub async fn serve_http(listener: TcpListener, render: Arc<dyn Fn() -> String + 
             }
             let request_line = head.split(|&byte| byte == b'\r').next().unwrap_or_default();
             let response = if request_line.starts_with(b"GET /metrics ") {
-                let body = render();
+                let body = render().await;
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()

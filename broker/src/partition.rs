@@ -24,6 +24,7 @@ use ringmq_protocol::BatchView;
 
 use crate::log::{Appended, Log, LogWriter, StorageError};
 use crate::metrics::TopicCounters;
+use crate::producers::{Check, ProducerTable, SequenceError};
 
 /// How long an append waits between attempts to reclaim a chunk readers still lease.
 const CHUNK_BUSY_RETRY: Duration = Duration::from_millis(1);
@@ -34,11 +35,28 @@ pub struct Partition {
     topic: Arc<str>,
     index: u32,
     log: Log,
-    writer: Mutex<Option<LogWriter>>,
+    writer: Mutex<Option<Writer>>,
     appended: Notify,
     sync: GroupSync,
     counters: TopicCounters,
     sync_duration: prometheus::Histogram,
+}
+
+/// What the writer lock guards: the log's writer and the idempotence state that must change with
+/// it.
+#[derive(Debug)]
+struct Writer {
+    log: LogWriter,
+    producers: ProducerTable,
+}
+
+/// A batch stored by [`Partition::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Where it is.
+    pub appended: Appended,
+    /// Whether it was a producer's retry of a batch already written (nothing was written now).
+    pub duplicate: bool,
 }
 
 #[derive(Debug)]
@@ -69,16 +87,21 @@ pub enum AppendError {
     /// The partition is closed (its topic was deleted, or the broker is stopping).
     #[error("partition is closed")]
     Closed,
+    /// An idempotent producer's batch is out of sequence or from a fenced epoch.
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
 }
 
 impl Partition {
-    /// A partition serving `log`, appended to through `writer`; counts into its topic's
-    /// `counters` and records syncs in `sync_duration`.
+    /// A partition serving `log`, appended to through `writer`, with the idempotence state
+    /// `producers` (see [`ProducerTable::rebuild`]); counts into its topic's `counters` and
+    /// records syncs in `sync_duration`.
     pub fn new(
         topic: Arc<str>,
         index: u32,
         log: Log,
         writer: LogWriter,
+        producers: ProducerTable,
         counters: TopicCounters,
         sync_duration: prometheus::Histogram,
     ) -> Arc<Self> {
@@ -87,7 +110,7 @@ impl Partition {
             topic,
             index,
             log,
-            writer: Mutex::new(Some(writer)),
+            writer: Mutex::new(Some(Writer { log: writer, producers })),
             appended: Notify::new(),
             sync: GroupSync {
                 requested: AtomicU64::new(synced),
@@ -121,30 +144,39 @@ impl Partition {
         &self.log
     }
 
-    /// Appends a validated batch. Waits for the writer lock, and while readers still lease the
-    /// chunk that must be reclaimed, retries until `deadline`.
+    /// Appends a validated batch, unless it is an idempotent producer's retry of a batch already
+    /// written (see [`crate::producers`]). Waits for the writer lock, and while readers still
+    /// lease the chunk that must be reclaimed, retries until `deadline`.
     ///
     /// # Errors
     ///
-    /// [`AppendError`]: storage failure, a chunk leased past the deadline, or a closed partition.
+    /// [`AppendError`]: storage failure, a chunk leased past the deadline, a closed partition, or
+    /// a batch out of its producer's sequence.
     pub async fn append(
         &self,
         batch: &BatchView<'_>,
         deadline: Instant,
-    ) -> Result<Appended, AppendError> {
+    ) -> Result<Stored, AppendError> {
         let mut guard = self.writer.lock().await;
         let writer = guard.as_mut().ok_or(AppendError::Closed)?;
+        let header = batch.header();
+        if let Check::Duplicate { base_offset, end_position } = writer.producers.check(header)? {
+            let next_offset = base_offset + u64::from(batch.record_count());
+            let appended = Appended { base_offset, next_offset, end_position };
+            return Ok(Stored { appended, duplicate: true });
+        }
         let mut waiting_since = None;
         loop {
-            match writer.append(batch) {
+            match writer.log.append(batch) {
                 Ok(appended) => {
+                    writer.producers.record(header, appended.base_offset, appended.end_position);
                     drop(guard);
                     self.appended.notify_waiters();
                     if let Some(since) = waiting_since {
                         let waited = Instant::now().duration_since(since).as_millis();
                         tracing::warn!(topic = %self.topic, partition = self.index, waited_ms = waited as u64, "append waited for readers to release the oldest chunk");
                     }
-                    return Ok(appended);
+                    return Ok(Stored { appended, duplicate: false });
                 }
                 Err(StorageError::ChunkBusy { readers }) => {
                     let now = Instant::now();
@@ -230,7 +262,7 @@ impl Partition {
     pub fn close_blocking(&self) -> Result<(), StorageError> {
         let writer = self.writer.blocking_lock().take();
         match writer {
-            Some(writer) => writer.close(),
+            Some(writer) => writer.log.close(),
             None => Ok(()),
         }
     }

@@ -27,6 +27,7 @@ use crate::log::recovery::RecoveryMode;
 use crate::log::{self, DataDir, LogConfig, OpenMode, RecoveryReport, StorageError};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
+use crate::producers::ProducerTable;
 
 const SETTINGS_FILE: &str = "topic.toml";
 /// Prefix of a deleted topic's directory until its files are removed (not a valid topic name).
@@ -172,6 +173,9 @@ impl Topics {
                 fs::remove_dir_all(&path).map_err(io_error(&path, "remove a deleted topic"))?;
                 continue;
             }
+            if name == crate::groups::store::STATE_DIR {
+                continue; // The group state log, opened by the coordinator.
+            }
             if validate_topic_name(&name).is_err() {
                 // Not ours (lost+found on a mount root, say): leave it alone.
                 tracing::warn!(path = %path.display(), "ignoring a directory that is not a topic");
@@ -205,12 +209,17 @@ impl Topics {
                 let path = topic_dir.join(format!("{index}.ring"));
                 let (log, writer, report) = log::open(&dir, &path, &config, OpenMode::Existing)?;
                 log_recovery(&name, index, &report);
+                let (producers, rebuilt) = ProducerTable::rebuild(&log);
+                if rebuilt.producers > 0 {
+                    tracing::info!(topic = %name, partition = index, producers = rebuilt.producers, batches = rebuilt.batches, "idempotent producer state rebuilt");
+                }
                 let counters = metrics.topic(&name);
                 partitions.push(Partition::new(
                     Arc::clone(&name),
                     index,
                     log,
                     writer,
+                    producers,
                     counters,
                     metrics.sync_histogram(),
                 ));
@@ -347,6 +356,7 @@ impl Topics {
                 index,
                 log,
                 writer,
+                ProducerTable::default(),
                 counters,
                 self.metrics.sync_histogram(),
             ));

@@ -80,6 +80,8 @@ async fn metrics_count_exactly_what_was_produced_and_consumed() {
         }
         assert_eq!(consumed, 500);
         let _ = client.describe_topic("missing").await.unwrap_err();
+        // A group that has read nothing lags by everything.
+        client.reset_group_offsets("lagging", "obs", StartOffset::Earliest).await.unwrap();
 
         let metrics = scrape(&broker.metrics);
         let topic = [("topic", "obs")];
@@ -102,6 +104,16 @@ async fn metrics_count_exactly_what_was_produced_and_consumed() {
             })
             .sum();
         assert_eq!(next, 500.0);
+        let lag: f64 = (0..2)
+            .map(|p| {
+                value(
+                    &metrics,
+                    "ringmq_consumer_group_lag",
+                    &[("group", "lagging"), ("topic", "obs"), ("partition", &p.to_string())],
+                )
+            })
+            .sum();
+        assert_eq!(lag, 500.0);
         assert_eq!(value(&metrics, "ringmq_errors_total", &[("code", "UnknownTopic")]), 1.0);
         assert_eq!(value(&metrics, "ringmq_errors_total", &[("code", "CorruptBatch")]), 0.0);
         assert!(
@@ -152,9 +164,7 @@ async fn metrics_count_exactly_what_was_produced_and_consumed() {
             }
         }
         assert!(used.len() > 10);
-        // TODO(#6): the group lag series appears once a consumer group commits; drop this filter
-        // when the test commits one.
-        for name in used.into_iter().filter(|name| name != "ringmq_consumer_group_lag") {
+        for name in used {
             assert!(
                 metrics.docs.contains_key(name.as_str()),
                 "the dashboard uses {name}, which the broker does not serve"

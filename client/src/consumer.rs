@@ -29,6 +29,8 @@ pub enum StartOffset {
 /// A record read from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
+    /// The partition it was read from.
+    pub partition: u32,
     /// The record's offset.
     pub offset: u64,
     /// Timestamp, ms since the Unix epoch.
@@ -242,6 +244,7 @@ impl Consumer {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 self.records.push_back(ConsumerRecord {
+                    partition: self.partition,
                     offset,
                     timestamp: record.timestamp,
                     key: record.key.map(|key| body.slice_ref(key)),

@@ -6,6 +6,8 @@
 //!   record that resolves to its offset.
 //! - [`Consumer`]: reads one partition from the earliest, latest or a given offset, long-polling
 //!   for new records.
+//! - [`GroupConsumer`]: a member of a consumer group: reads the partitions the broker assigns it
+//!   and commits its progress (at-least-once).
 //!
 //! Every call has a timeout. Errors are [`ClientError`].
 //!
@@ -33,15 +35,21 @@
 mod connection;
 mod consumer;
 mod error;
+mod group;
 mod producer;
 
 use std::time::Duration;
 
+use ringmq_protocol::group::{
+    CommitOffsets, CommittedOffsets, Entries, GroupDescription, GroupList, GroupName, GroupTopic,
+    PartitionOffset,
+};
 use ringmq_protocol::message::{BrokerStats, CreateTopic, TopicDescription, TopicList, TopicName};
 use ringmq_protocol::Request;
 
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, StartOffset};
 pub use error::ClientError;
+pub use group::{GroupConsumer, GroupConsumerBuilder};
 pub use producer::{Delivery, Producer, ProducerBuilder, ProducerRecord};
 pub use ringmq_protocol::{Acks, ErrorCode, Header};
 
@@ -243,6 +251,176 @@ impl Client {
     pub fn consumer(&self, topic: &str, partition: u32) -> ConsumerBuilder {
         ConsumerBuilder::new(&self.address, topic, partition)
     }
+
+    /// A builder for a member of consumer group `group` reading `topic`.
+    pub fn group_consumer(&self, group: &str, topic: &str) -> GroupConsumerBuilder {
+        GroupConsumerBuilder::new(&self.address, group, topic)
+    }
+
+    /// Every consumer group with members or committed offsets, sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// A connection error or timeout.
+    pub async fn list_groups(&mut self) -> Result<Vec<GroupListing>, ClientError> {
+        let body = self.read(&Request::ListGroups).await?;
+        let list = GroupList::decode(&body)?;
+        Ok(list
+            .groups
+            .iter()
+            .map(|summary| GroupListing {
+                group: summary.group.to_owned(),
+                topic: summary.topic.to_owned(),
+                members: summary.members,
+                generation: summary.generation,
+            })
+            .collect())
+    }
+
+    /// A group's members, their partitions, and its committed offsets with each partition's end.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Broker`] with `InvalidRequest` for a bad group name.
+    pub async fn describe_group(&mut self, group: &str) -> Result<GroupInfo, ClientError> {
+        let body = self.read(&Request::DescribeGroup(GroupName { group })).await?;
+        let description = GroupDescription::decode(&body)?;
+        Ok(GroupInfo {
+            group: description.group.to_owned(),
+            topic: description.topic.to_owned(),
+            generation: description.generation,
+            members: description
+                .members
+                .iter()
+                .map(|member| GroupMember {
+                    member_id: member.member_id.to_owned(),
+                    client: member.client.to_owned(),
+                    generation: member.generation,
+                    partitions: member.partitions.iter().collect(),
+                })
+                .collect(),
+            offsets: description
+                .offsets
+                .iter()
+                .map(|entry| GroupOffset {
+                    topic: entry.topic.to_owned(),
+                    partition: entry.partition,
+                    committed: entry.committed,
+                    end: entry.end,
+                    lag: entry.lag(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The committed offsets of `group` on `topic`: `(partition, offset)`.
+    ///
+    /// # Errors
+    ///
+    /// A connection error or timeout.
+    pub async fn committed_offsets(
+        &mut self,
+        group: &str,
+        topic: &str,
+    ) -> Result<Vec<(u32, u64)>, ClientError> {
+        let body = self.read(&Request::FetchCommitted(GroupTopic { group, topic })).await?;
+        let offsets = CommittedOffsets::decode(&body)?;
+        Ok(offsets.offsets.iter().map(|entry| (entry.partition, entry.offset)).collect())
+    }
+
+    /// Sets `group`'s committed offset on every partition of `topic` to its earliest or latest
+    /// offset, or to `StartOffset::Offset(n)` (at most each partition's end). The group must
+    /// have no live members. Returns the offsets committed.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Broker`] with `GroupNotEmpty` while members are connected, `UnknownTopic`,
+    /// or `InvalidRequest` for an offset past a partition's end.
+    pub async fn reset_group_offsets(
+        &mut self,
+        group: &str,
+        topic: &str,
+        to: StartOffset,
+    ) -> Result<Vec<(u32, u64)>, ClientError> {
+        let info = self.describe_topic(topic).await?;
+        let offsets: Vec<PartitionOffset> = info
+            .partitions
+            .iter()
+            .map(|state| PartitionOffset {
+                partition: state.partition,
+                offset: match to {
+                    StartOffset::Earliest => state.earliest_offset,
+                    StartOffset::Latest => state.next_offset,
+                    StartOffset::Offset(offset) => offset,
+                },
+            })
+            .collect();
+        let request = Request::CommitOffsets(CommitOffsets {
+            group,
+            topic,
+            member_id: "",
+            generation: 0,
+            offsets: Entries::from_slice(&offsets),
+        });
+        self.call(&request).await?;
+        Ok(offsets.iter().map(|entry| (entry.partition, entry.offset)).collect())
+    }
+}
+
+/// A consumer group, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// The group.
+    pub group: String,
+    /// The topic its members consume (empty without members).
+    pub topic: String,
+    /// Live members.
+    pub members: u32,
+    /// Current generation.
+    pub generation: u32,
+}
+
+/// A consumer group, described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group.
+    pub group: String,
+    /// The topic its members consume (empty without members).
+    pub topic: String,
+    /// Current generation.
+    pub generation: u32,
+    /// Live members.
+    pub members: Vec<GroupMember>,
+    /// Committed offsets.
+    pub offsets: Vec<GroupOffset>,
+}
+
+/// A member of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// Its id.
+    pub member_id: String,
+    /// The address it last heartbeated from.
+    pub client: String,
+    /// The generation it last learned.
+    pub generation: u32,
+    /// The partitions it holds.
+    pub partitions: Vec<u32>,
+}
+
+/// A group's committed offset on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOffset {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The committed offset: the next record the group will read.
+    pub committed: u64,
+    /// The partition's next offset.
+    pub end: u64,
+    /// Records between them.
+    pub lag: u64,
 }
 
 pub(crate) async fn describe(

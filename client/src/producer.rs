@@ -11,8 +11,18 @@
 //! the next partition each time a keyless batch is sealed (round robin by batch, so batches stay
 //! large). An explicit partition overrides both.
 //!
-//! On a lost connection or a retriable broker error the batches in flight are sent again, in
-//! order, after a backoff, until the delivery timeout. Delivery is at-least-once: a batch the
+//! On a lost connection, a timeout or a retriable broker error the batches in flight are sent
+//! again, in order, after a backoff, until the delivery timeout.
+//!
+//! Idempotence (on by default, with `acks` written or synced): the producer gets a producer id
+//! from the broker and stamps each batch with it, its epoch and a per-partition sequence number
+//! (assigned when the batch is sealed). A batch resent after its acknowledgement was lost is
+//! recognised by the broker and acknowledged with its original offset instead of being written
+//! twice, so retries never duplicate. At most [`PRODUCER_WINDOW`] requests are in flight, the
+//! number of batches the broker remembers per producer and partition. If a batch fails for good
+//! (or expires), later batches of its partition would leave a gap in the sequence: the producer
+//! then waits for its requests in flight, takes the next epoch and renumbers every batch not yet
+//! acknowledged before sending on. Without idempotence delivery is at-least-once: a batch the
 //! broker wrote but whose acknowledgement was lost is written again.
 
 use std::collections::{HashMap, VecDeque};
@@ -25,8 +35,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use ringmq_protocol::batch::restamp_producer;
+use ringmq_protocol::group::ProducerIdentity;
+use ringmq_protocol::limits::PRODUCER_WINDOW;
 use ringmq_protocol::message::{Produce, ProduceReply};
-use ringmq_protocol::{Acks, BatchEncoder, EncodeError, Header, Push, Record};
+use ringmq_protocol::{Acks, BatchEncoder, EncodeError, ErrorCode, Header, Push, Record, Request};
 
 use crate::connection::{check_status, Connection};
 use crate::{ClientError, DEFAULT_TIMEOUT};
@@ -93,6 +106,7 @@ pub struct ProducerBuilder {
     timeout: Duration,
     max_in_flight: usize,
     buffer_memory: usize,
+    idempotent: bool,
 }
 
 impl ProducerBuilder {
@@ -105,7 +119,16 @@ impl ProducerBuilder {
             timeout: DEFAULT_TIMEOUT,
             max_in_flight: 16,
             buffer_memory: 32 << 20,
+            idempotent: true,
         }
+    }
+
+    /// Whether retries may not duplicate records [default: true]; see the module docs. Has no
+    /// effect with `acks = none`, which never retries.
+    #[must_use]
+    pub fn idempotence(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
     }
 
     /// How long a batch waits for more records before it is sent [default: 5 ms].
@@ -137,7 +160,8 @@ impl ProducerBuilder {
         self
     }
 
-    /// Requests sent and not yet acknowledged, at most [default: 16].
+    /// Requests sent and not yet acknowledged, at most [default: 16; with idempotence at most
+    /// 16, the batches the broker remembers per producer].
     #[must_use]
     pub fn max_in_flight(mut self, requests: usize) -> Self {
         self.max_in_flight = requests.max(1);
@@ -158,8 +182,13 @@ impl ProducerBuilder {
     /// [`ClientError::Connect`] or [`ClientError::Timeout`]; [`ClientError::InvalidArgument`] for
     /// a batch size the protocol cannot carry.
     pub async fn build(self) -> Result<Producer, ClientError> {
-        let connection =
+        let mut connection =
             Connection::open(&self.address, self.timeout, "ringmq-client producer").await?;
+        let idempotent = self.idempotent && self.acks != Acks::None;
+        let producer =
+            if idempotent { Some(init_producer(&mut connection, None).await?) } else { None };
+        let max_in_flight =
+            if idempotent { self.max_in_flight.min(PRODUCER_WINDOW) } else { self.max_in_flight };
         let broker_limit = connection.broker.batch_size_max as usize;
         let batch_bytes = self.batch_bytes.min(broker_limit);
         // Header plus one empty record: the smallest batch that can hold anything.
@@ -169,18 +198,18 @@ impl ProducerBuilder {
                 self.batch_bytes
             )));
         }
-        let max_batches = (self.buffer_memory / batch_bytes).max(self.max_in_flight + 2);
+        let max_batches = (self.buffer_memory / batch_bytes).max(max_in_flight + 2);
         let inner = Arc::new(Inner {
             settings: Settings {
                 linger: self.linger,
                 batch_bytes,
                 acks: self.acks,
                 timeout: self.timeout,
-                max_in_flight: self.max_in_flight,
+                max_in_flight,
                 max_batches,
             },
             address: self.address,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State { producer, ..State::default() }),
             wake: Notify::new(),
             space: Notify::new(),
             metadata: tokio::sync::Mutex::new(None),
@@ -224,6 +253,8 @@ struct State {
     closed: bool,
     /// The first error the broker reported about a batch sent with `acks=none`.
     unreported: Option<ClientError>,
+    /// The producer id and epoch stamped on batches, when idempotent.
+    producer: Option<ProducerIdentity>,
 }
 
 #[derive(Debug)]
@@ -233,6 +264,8 @@ struct TopicState {
     sticky: u32,
     /// The open batch of each partition.
     open: Vec<Option<OpenBatch>>,
+    /// The sequence number the next sealed batch of each partition starts at (idempotence).
+    sequences: Vec<i32>,
 }
 
 #[derive(Debug)]
@@ -249,6 +282,7 @@ struct Sealed {
     partition: u32,
     buffer: Vec<u8>,
     size: usize,
+    record_count: u32,
     delivery: Arc<DeliveryState>,
     first_sent: Option<Instant>,
     sealed: Instant,
@@ -376,6 +410,7 @@ impl Producer {
             partitions,
             sticky: 0,
             open: (0..partitions).map(|_| None).collect(),
+            sequences: vec![0; partitions as usize],
         });
         Ok(())
     }
@@ -407,7 +442,8 @@ impl State {
         record: &ProducerRecord<'_>,
         encoded: &Record<'_>,
     ) -> Result<Appended, ClientError> {
-        let State { topics, ready, outstanding, free_buffers, .. } = self;
+        let State { topics, ready, outstanding, free_buffers, producer, .. } = self;
+        let producer = *producer;
         let Some(topic) = topics.get_mut(record.topic) else { return Ok(Appended::UnknownTopic) };
         let partition = match (record.partition, record.key) {
             (Some(partition), _) if partition >= topic.partitions => {
@@ -448,7 +484,7 @@ impl State {
                         index: batch.encoder.record_count() - 1,
                     };
                     if batch.encoder.size() + 32 > inner.settings.batch_bytes {
-                        seal(topic, slot, ready, free_buffers, outstanding);
+                        seal(topic, slot, ready, free_buffers, outstanding, producer);
                         inner.wake.notify_one();
                     }
                     return Ok(Appended::Done(delivery));
@@ -456,7 +492,7 @@ impl State {
                 Ok(Push::Full) | Err(EncodeError::TimestampOutOfRange { .. })
                     if !batch.encoder.is_empty() =>
                 {
-                    seal(topic, slot, ready, free_buffers, outstanding);
+                    seal(topic, slot, ready, free_buffers, outstanding, producer);
                     inner.wake.notify_one();
                 }
                 Ok(Push::Full) => unreachable!("an empty batch takes any record that fits a batch"),
@@ -467,10 +503,10 @@ impl State {
     }
 
     fn seal_all(&mut self) {
-        let State { topics, ready, outstanding, free_buffers, .. } = self;
+        let State { topics, ready, outstanding, free_buffers, producer, .. } = self;
         for topic in topics.values_mut() {
             for slot in 0..topic.open.len() {
-                seal(topic, slot, ready, free_buffers, outstanding);
+                seal(topic, slot, ready, free_buffers, outstanding, *producer);
             }
         }
     }
@@ -478,14 +514,14 @@ impl State {
     /// Seals batches whose linger time has passed; returns when the next one will.
     fn seal_lingered(&mut self, linger: Duration) -> Option<Instant> {
         let now = Instant::now();
-        let State { topics, ready, outstanding, free_buffers, .. } = self;
+        let State { topics, ready, outstanding, free_buffers, producer, .. } = self;
         let mut next: Option<Instant> = None;
         for topic in topics.values_mut() {
             for slot in 0..topic.open.len() {
                 let Some(batch) = &topic.open[slot] else { continue };
                 let due = batch.opened + linger;
                 if due <= now {
-                    seal(topic, slot, ready, free_buffers, outstanding);
+                    seal(topic, slot, ready, free_buffers, outstanding, *producer);
                 } else {
                     next = Some(next.map_or(due, |next| next.min(due)));
                 }
@@ -499,6 +535,51 @@ impl State {
         self.free_buffers.push(batch.buffer);
         self.outstanding -= 1;
     }
+
+    /// Takes the new epoch `producer` and renumbers every sealed batch not yet acknowledged
+    /// (`held` first, then the ready queue) from sequence 0 per partition.
+    fn renumber(&mut self, producer: ProducerIdentity, held: &mut VecDeque<Sealed>) {
+        while let Some(batch) = held.pop_back() {
+            self.ready.push_front(batch);
+        }
+        for topic in self.topics.values_mut() {
+            topic.sequences.iter_mut().for_each(|sequence| *sequence = 0);
+        }
+        let State { topics, ready, .. } = self;
+        for batch in ready.iter_mut() {
+            let Some(topic) = topics.get_mut(&batch.topic) else { continue };
+            let Some(sequence) = topic.sequences.get_mut(batch.partition as usize) else {
+                continue;
+            };
+            // A sealed batch is well formed: restamping it cannot fail.
+            let _ = restamp_producer(
+                &mut batch.buffer[..batch.size],
+                producer.producer_id,
+                producer.producer_epoch,
+                *sequence,
+            );
+            *sequence = next_sequence(*sequence, batch.record_count);
+        }
+        self.producer = Some(producer);
+    }
+}
+
+/// The sequence number after a batch of `count` records starting at `sequence` (wraps after
+/// `i32::MAX`, as the broker expects).
+fn next_sequence(sequence: i32, count: u32) -> i32 {
+    let next = (i64::from(sequence) + i64::from(count)).rem_euclid(i64::from(i32::MAX) + 1);
+    i32::try_from(next).unwrap_or(0)
+}
+
+/// Asks the broker for a producer id (`None`) or the next epoch of `current`.
+async fn init_producer(
+    connection: &mut Connection,
+    current: Option<ProducerIdentity>,
+) -> Result<ProducerIdentity, ClientError> {
+    let request = current.unwrap_or(ProducerIdentity { producer_id: -1, producer_epoch: 0 });
+    let timeout = connection.timeout;
+    let (_, body) = connection.call(&Request::InitProducer(request), timeout).await?;
+    Ok(ProducerIdentity::decode(&body, "init producer response")?)
 }
 
 /// Finishes the open batch of `topic`'s partition `slot` and queues it; moves the topic's sticky
@@ -509,14 +590,22 @@ fn seal(
     ready: &mut VecDeque<Sealed>,
     free_buffers: &mut Vec<Vec<u8>>,
     outstanding: &mut usize,
+    producer: Option<ProducerIdentity>,
 ) {
     let Some(batch) = topic.open[slot].take() else { return };
     let partition = slot as u32;
     if topic.sticky == partition {
         topic.sticky = (partition + 1) % topic.partitions.max(1);
     }
+    let mut encoder = batch.encoder;
+    let record_count = encoder.record_count();
+    if let (Some(producer), false) = (producer, encoder.is_empty()) {
+        let sequence = &mut topic.sequences[slot];
+        encoder.set_producer(producer.producer_id, producer.producer_epoch, *sequence);
+        *sequence = next_sequence(*sequence, record_count);
+    }
     let mut buffer = batch.buffer;
-    let Ok(size) = batch.encoder.finish(&mut buffer) else {
+    let Ok(size) = encoder.finish(&mut buffer) else {
         // An empty batch (its only record was refused): nothing to send.
         free_buffers.push(buffer);
         *outstanding -= 1;
@@ -528,6 +617,7 @@ fn seal(
         partition,
         buffer,
         size,
+        record_count,
         delivery: batch.delivery,
         first_sent: None,
         sealed: Instant::now(),
@@ -552,6 +642,11 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
     let mut retry_at: Option<Instant> = None;
     let mut last_error: Option<ClientError> = None;
     let far = || Instant::now() + Duration::from_secs(3600);
+    let idempotent = lock(&inner).producer.is_some();
+    // A batch failed for good (or expired) in this epoch: later ones of its partition come back
+    // out of sequence and wait in `held` until the next epoch renumbers them.
+    let mut reset_pending = false;
+    let mut held: VecDeque<Sealed> = VecDeque::new();
     loop {
         let wake = inner.wake.notified();
         tokio::pin!(wake);
@@ -559,18 +654,24 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
         let (next_linger, has_ready, done, failed) = {
             let mut state = lock(&inner);
             let next = state.seal_lingered(settings.linger);
-            let failed =
-                fail_expired(&mut state, &in_flight, settings.timeout, last_error.as_ref());
+            let failed = fail_expired(
+                &mut state,
+                &mut held,
+                &in_flight,
+                settings.timeout,
+                last_error.as_ref(),
+            );
             (next, !state.ready.is_empty(), state.closed && state.outstanding == 0, failed)
         };
         if failed {
+            reset_pending |= idempotent;
             inner.space.notify_waiters();
         }
         if done {
             return;
         }
         let backing_off = retry_at.is_some_and(|at| Instant::now() < at);
-        if connection.is_none() && has_ready && !backing_off {
+        if connection.is_none() && (has_ready || reset_pending) && !backing_off {
             match Connection::open(&inner.address, settings.timeout, "ringmq-client producer").await
             {
                 Ok(opened) => {
@@ -585,8 +686,26 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
                 }
             }
         }
-        // Send ready batches while the pipeline has room.
-        if let (Some(open), false) = (connection.as_mut(), backing_off) {
+        if let (true, true, Some(open), false) =
+            (reset_pending, in_flight.is_empty(), connection.as_mut(), backing_off)
+        {
+            let current = lock(&inner).producer;
+            match init_producer(open, current).await {
+                Ok(next) => {
+                    lock(&inner).renumber(next, &mut held);
+                    reset_pending = false;
+                }
+                Err(error) => {
+                    last_error = Some(error);
+                    connection = None;
+                    retry_at = Some(Instant::now() + backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
+        }
+        // Send ready batches while the pipeline has room (none while a renumbering waits).
+        if let (Some(open), false, false) = (connection.as_mut(), backing_off, reset_pending) {
             let mut finished_any = false;
             let mut broken = None;
             while in_flight.len() < settings.max_in_flight {
@@ -671,6 +790,18 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
                                     retry_at = Some(Instant::now() + backoff);
                                     backoff = (backoff * 2).min(BACKOFF_MAX);
                                 }
+                                Err(ClientError::Broker { code: ErrorCode::OutOfOrderSequence, .. })
+                                    if reset_pending =>
+                                {
+                                    // Not written: the gap before it is. Renumbered and sent
+                                    // again in the next epoch.
+                                    held.push_back(entry.batch);
+                                }
+                                Err(error) if idempotent => {
+                                    reset_pending = true;
+                                    lock(&inner).finish(entry.batch, Err(error));
+                                    inner.space.notify_waiters();
+                                }
                                 result => {
                                     backoff = BACKOFF_MIN;
                                     lock(&inner).finish(entry.batch, result.map(Some));
@@ -731,11 +862,12 @@ fn requeue(inner: &Inner, in_flight: &mut VecDeque<InFlight>) {
     }
 }
 
-/// Fails ready batches that have waited longer than the delivery timeout (only when none are in
-/// flight, so a later batch never fails while an earlier one may still succeed). Returns whether
-/// any failed.
+/// Fails held and ready batches that have waited longer than the delivery timeout (only when
+/// none are in flight, so a later batch never fails while an earlier one may still succeed).
+/// Returns whether any failed.
 fn fail_expired(
     state: &mut State,
+    held: &mut VecDeque<Sealed>,
     in_flight: &VecDeque<InFlight>,
     timeout: Duration,
     last_error: Option<&ClientError>,
@@ -749,7 +881,12 @@ fn fail_expired(
             .unwrap_or(ClientError::Timeout { operation: "delivering a batch", after: timeout })
     };
     let mut failed = false;
-    while in_flight.is_empty() && state.ready.front().is_some_and(expired) {
+    while in_flight.is_empty() && held.front().is_some_and(expired) {
+        let batch = held.pop_front().expect("front exists");
+        state.finish(batch, Err(error()));
+        failed = true;
+    }
+    while in_flight.is_empty() && held.is_empty() && state.ready.front().is_some_and(expired) {
         let batch = state.ready.pop_front().expect("front exists");
         state.finish(batch, Err(error()));
         failed = true;

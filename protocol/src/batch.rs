@@ -272,6 +272,42 @@ pub fn stamp(bytes: &mut [u8], base_offset: u64, term: u32) -> Result<(), Decode
     Ok(())
 }
 
+/// Rewrites the producer fields of a finished batch (an idempotent producer starting a new
+/// epoch renumbers the batches it has not had acknowledged) and recomputes its CRCs.
+///
+/// # Errors
+///
+/// [`DecodeError::Truncated`] if `bytes` is shorter than a batch header or than the size it
+/// declares.
+pub fn restamp_producer(
+    bytes: &mut [u8],
+    producer_id: i64,
+    producer_epoch: u16,
+    base_sequence: i32,
+) -> Result<(), DecodeError> {
+    let available = bytes.len();
+    let truncated = |needed| DecodeError::Truncated {
+        context: "batch header",
+        field: "header",
+        position: 0,
+        needed,
+        available,
+    };
+    let size = BatchHeader::peek(bytes)?.batch_len();
+    let batch = bytes.get_mut(..size).ok_or_else(|| truncated(size))?;
+    let (header, _) =
+        BatchHeader::mut_from_prefix(batch).map_err(|_| truncated(BATCH_HEADER_SIZE))?;
+    header.producer_id = I64::new(producer_id);
+    header.producer_epoch = U16::new(producer_epoch);
+    header.base_sequence = I32::new(base_sequence);
+    let crc = crc32c::crc32c(batch.get(CRC_START..).unwrap_or_default());
+    let (header, _) =
+        BatchHeader::mut_from_prefix(batch).map_err(|_| truncated(BATCH_HEADER_SIZE))?;
+    header.crc = U32::new(crc);
+    header.seal_stamp();
+    Ok(())
+}
+
 /// Writes a padding entry header at the start of `bytes`, declaring all of `bytes` as padding.
 /// The ring log uses it to fill the end of a chunk that the next batch does not fit in.
 ///
@@ -484,6 +520,31 @@ fn validate_body(
             28,
             u64::from(header.attributes.get()),
             "must be 0 in version 1",
+        ));
+    }
+    let (producer_id, sequence) = (header.producer_id.get(), header.base_sequence.get());
+    if producer_id == NO_PRODUCER_ID {
+        if sequence != NO_SEQUENCE || header.producer_epoch.get() != 0 {
+            return Err(invalid(
+                "base_sequence",
+                60,
+                u64::from(sequence.unsigned_abs()),
+                "a batch without a producer id has sequence -1 and epoch 0",
+            ));
+        }
+    } else if producer_id < 0 {
+        return Err(invalid(
+            "producer_id",
+            52,
+            producer_id.unsigned_abs(),
+            "a producer id is -1 (none) or at least 0",
+        ));
+    } else if sequence < 0 {
+        return Err(invalid(
+            "base_sequence",
+            60,
+            u64::from(sequence.unsigned_abs()),
+            "an idempotent batch's sequence is at least 0",
         ));
     }
     let computed = crc32c::crc32c(bytes.get(CRC_START..).unwrap_or_default());
@@ -1159,6 +1220,22 @@ impl<'a> Iterator for Batches<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restamping_the_producer_fields_keeps_the_batch_valid() {
+        let mut buffer = [0u8; 512];
+        let mut builder = BatchBuilder::new(&mut buffer, 5).unwrap().with_producer(3, 1, 40);
+        let _ = builder.push(&Record::value(b"x", 5)).unwrap();
+        let size = builder.finish().unwrap().len();
+        restamp_producer(&mut buffer[..size], 9, 2, 0).unwrap();
+        let view = BatchView::validate(&buffer[..size], 1 << 20).unwrap();
+        let header = view.header();
+        assert_eq!(
+            (header.producer_id(), header.producer_epoch(), header.base_sequence()),
+            (9, 2, 0)
+        );
+        assert!(restamp_producer(&mut buffer[..10], 1, 1, 1).is_err());
+    }
     use proptest::prelude::*;
 
     fn build(records: &[Record<'_>], buffer: &mut [u8]) -> usize {

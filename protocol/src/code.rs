@@ -121,6 +121,11 @@ error_codes! {
     UnknownProducer = 25, false, "unknown producer id";
     /// The broker hit an internal error; the request had no effect.
     Internal = 26, true, "internal broker error";
+    /// The member does not hold the partition (it moved in a rebalance); heartbeat to learn the
+    /// current assignment.
+    NotAssigned = 27, false, "partition not assigned to this member";
+    /// The request needs a group without live members (an offset reset, say).
+    GroupNotEmpty = 28, false, "group has live members";
 }
 
 impl fmt::Display for ErrorCode {

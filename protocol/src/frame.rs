@@ -301,9 +301,9 @@ opcodes! {
     Produce = 7;
     /// Read record batches from one partition, long-polling for new data.
     Fetch = 8;
-    /// Store a consumer group's offset for one partition.
-    CommitOffset = 9;
-    /// Read a consumer group's committed offset for one partition.
+    /// Store a consumer group's offsets for partitions of one topic.
+    CommitOffsets = 9;
+    /// Read a consumer group's committed offsets for one topic.
     FetchCommitted = 10;
     /// The broker's counters (bytes in and out, copies, allocations).
     Stats = 11;

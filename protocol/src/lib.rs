@@ -25,6 +25,7 @@ pub mod batch;
 pub mod code;
 pub mod error;
 pub mod frame;
+pub mod group;
 pub mod limits;
 pub mod message;
 pub mod topic;

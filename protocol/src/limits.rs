@@ -49,5 +49,18 @@ pub const ERROR_MESSAGE_SIZE_MAX: usize = 1024;
 /// Longest consumer group or member id, in bytes.
 pub const GROUP_NAME_SIZE_MAX: usize = 200;
 
+/// Most consumer groups a broker holds (members or committed offsets).
+pub const GROUP_COUNT_MAX: u32 = 10_000;
+
+/// Most members in one consumer group.
+pub const GROUP_MEMBER_COUNT_MAX: u32 = 1024;
+
+/// Most committed offsets one group holds (over all the topics it has consumed).
+pub const GROUP_OFFSET_COUNT_MAX: u32 = 65_536;
+
 const _: () = assert!(BATCH_SIZE_MAX <= FRAME_BODY_SIZE_MAX);
 const _: () = assert!(BATCH_HEADER_SIZE + RECORD_HEADER_SIZE <= 4096);
+
+/// Batches per producer and partition the broker remembers to recognise retries; an idempotent
+/// producer keeps at most this many requests in flight.
+pub const PRODUCER_WINDOW: usize = 16;

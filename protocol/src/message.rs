@@ -8,6 +8,10 @@
 use crate::code::ErrorCode;
 use crate::error::{DecodeError, EncodeError};
 use crate::frame::{write_frame, FrameHead, Opcode};
+use crate::group::{
+    CommitOffsets, CommittedOffsets, GroupAssignment, GroupDescription, GroupList, GroupName,
+    GroupTopic, Heartbeat, JoinGroup, LeaveGroup, ProducerIdentity,
+};
 use crate::limits::{
     ERROR_MESSAGE_SIZE_MAX, FRAME_HEADER_SIZE, PARTITION_COUNT_MAX, PEER_NAME_SIZE_MAX,
     TOPIC_COUNT_MAX, TOPIC_NAME_SIZE_MAX,
@@ -82,6 +86,22 @@ pub enum Request<'a> {
     Fetch(Fetch<'a>),
     /// Empty body.
     Stats,
+    /// See [`ProducerIdentity`].
+    InitProducer(ProducerIdentity),
+    /// See [`JoinGroup`].
+    JoinGroup(JoinGroup<'a>),
+    /// See [`Heartbeat`].
+    Heartbeat(Heartbeat<'a>),
+    /// See [`LeaveGroup`].
+    LeaveGroup(LeaveGroup<'a>),
+    /// See [`CommitOffsets`].
+    CommitOffsets(CommitOffsets<'a>),
+    /// The group and topic whose committed offsets are wanted.
+    FetchCommitted(GroupTopic<'a>),
+    /// Empty body.
+    ListGroups,
+    /// The group to describe.
+    DescribeGroup(GroupName<'a>),
 }
 
 impl<'a> Request<'a> {
@@ -115,7 +135,23 @@ impl<'a> Request<'a> {
                 Reader::new(body, "stats request").finish()?;
                 Request::Stats
             }
-            _ => return Ok(None),
+            Opcode::InitProducer => {
+                Request::InitProducer(ProducerIdentity::decode(body, "init producer request")?)
+            }
+            Opcode::JoinGroup => Request::JoinGroup(JoinGroup::decode(body)?),
+            Opcode::Heartbeat => Request::Heartbeat(Heartbeat::decode(body)?),
+            Opcode::LeaveGroup => Request::LeaveGroup(LeaveGroup::decode(body)?),
+            Opcode::CommitOffsets => Request::CommitOffsets(CommitOffsets::decode(body)?),
+            Opcode::FetchCommitted => {
+                Request::FetchCommitted(GroupTopic::decode(body, "fetch committed request")?)
+            }
+            Opcode::ListGroups => {
+                Reader::new(body, "list groups request").finish()?;
+                Request::ListGroups
+            }
+            Opcode::DescribeGroup => {
+                Request::DescribeGroup(GroupName::decode(body, "describe group request")?)
+            }
         };
         Ok(Some(request))
     }
@@ -133,6 +169,14 @@ impl<'a> Request<'a> {
             Request::Produce(_) => Opcode::Produce,
             Request::Fetch(_) => Opcode::Fetch,
             Request::Stats => Opcode::Stats,
+            Request::InitProducer(_) => Opcode::InitProducer,
+            Request::JoinGroup(_) => Opcode::JoinGroup,
+            Request::Heartbeat(_) => Opcode::Heartbeat,
+            Request::LeaveGroup(_) => Opcode::LeaveGroup,
+            Request::CommitOffsets(_) => Opcode::CommitOffsets,
+            Request::FetchCommitted(_) => Opcode::FetchCommitted,
+            Request::ListGroups => Opcode::ListGroups,
+            Request::DescribeGroup(_) => Opcode::DescribeGroup,
         }
     }
 
@@ -144,11 +188,21 @@ impl<'a> Request<'a> {
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match self {
             Request::Handshake(handshake) => handshake.encode(out),
-            Request::Ping | Request::ListTopics | Request::Stats => Ok(()),
+            Request::Ping | Request::ListTopics | Request::Stats | Request::ListGroups => Ok(()),
             Request::CreateTopic(create) => create.encode(out),
             Request::DeleteTopic(name) | Request::DescribeTopic(name) => name.encode(out),
             Request::Produce(produce) => produce.encode(out),
             Request::Fetch(fetch) => fetch.encode(out),
+            Request::InitProducer(identity) => {
+                identity.encode(out);
+                Ok(())
+            }
+            Request::JoinGroup(join) => join.encode(out),
+            Request::Heartbeat(heartbeat) => heartbeat.encode(out),
+            Request::LeaveGroup(leave) => leave.encode(out),
+            Request::CommitOffsets(commit) => commit.encode(out),
+            Request::FetchCommitted(names) => names.encode(out),
+            Request::DescribeGroup(name) => name.encode(out),
         }
     }
 
@@ -183,6 +237,18 @@ pub enum Response<'a> {
     Produce(ProduceReply),
     /// See [`FetchReply`].
     Fetch(FetchReply<'a>),
+    /// See [`BrokerStats`].
+    Stats(BrokerStats),
+    /// See [`ProducerIdentity`].
+    ProducerIdentity(ProducerIdentity),
+    /// See [`GroupAssignment`] (join and heartbeat).
+    GroupAssignment(GroupAssignment<'a>),
+    /// See [`CommittedOffsets`].
+    CommittedOffsets(CommittedOffsets<'a>),
+    /// See [`GroupList`].
+    GroupList(GroupList<'a>),
+    /// See [`GroupDescription`].
+    GroupDescription(GroupDescription<'a>),
 }
 
 impl<'a> Response<'a> {
@@ -214,7 +280,24 @@ impl<'a> Response<'a> {
             Some(Opcode::Ping) => empty("ping response"),
             Some(Opcode::CreateTopic) => empty("create topic response"),
             Some(Opcode::DeleteTopic) => empty("delete topic response"),
-            _ => Err(DecodeError::InvalidValue {
+            Some(Opcode::Stats) => Ok(Response::Stats(BrokerStats::decode(body)?)),
+            Some(Opcode::InitProducer) => Ok(Response::ProducerIdentity(ProducerIdentity::decode(
+                body,
+                "init producer response",
+            )?)),
+            Some(Opcode::JoinGroup | Opcode::Heartbeat) => {
+                Ok(Response::GroupAssignment(GroupAssignment::decode(body)?))
+            }
+            Some(Opcode::LeaveGroup) => empty("leave group response"),
+            Some(Opcode::CommitOffsets) => empty("commit offsets response"),
+            Some(Opcode::FetchCommitted) => {
+                Ok(Response::CommittedOffsets(CommittedOffsets::decode(body)?))
+            }
+            Some(Opcode::ListGroups) => Ok(Response::GroupList(GroupList::decode(body)?)),
+            Some(Opcode::DescribeGroup) => {
+                Ok(Response::GroupDescription(GroupDescription::decode(body)?))
+            }
+            None => Err(DecodeError::InvalidValue {
                 context: "response",
                 field: "opcode",
                 position: 3,

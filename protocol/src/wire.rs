@@ -7,8 +7,8 @@
 use crate::error::{DecodeError, EncodeError};
 
 /// A bounds-checked cursor over one message body.
-#[derive(Debug)]
-pub(crate) struct Reader<'a> {
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
     bytes: &'a [u8],
     position: usize,
     context: &'static str,

@@ -22,8 +22,11 @@ use ringmq_protocol::message::ErrorBody;
 use ringmq_protocol::ErrorCode;
 
 use crate::config::{Config, SyncPolicy};
+use crate::groups::store::{GroupStore, StoreError};
+use crate::groups::{Coordinator, GroupSettings};
 use crate::log::{DataDir, StorageError};
 use crate::metrics::Metrics;
+use crate::partition::Partition;
 use crate::pool::BufferPool;
 use crate::topics::{TopicDefaults, TopicError, Topics};
 
@@ -40,6 +43,9 @@ pub enum ServerError {
     /// A topic could not be opened or recovered.
     #[error(transparent)]
     Topic(#[from] TopicError),
+    /// The group state log could not be opened or replayed.
+    #[error(transparent)]
+    Groups(#[from] StoreError),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -61,6 +67,7 @@ pub enum ServerError {
 pub(crate) struct Context {
     pub(crate) config: Config,
     pub(crate) topics: Arc<Topics>,
+    pub(crate) groups: Arc<Coordinator>,
     pub(crate) pool: BufferPool,
     pub(crate) pool_available: Arc<Notify>,
     pub(crate) metrics: Arc<Metrics>,
@@ -93,12 +100,39 @@ impl Broker {
         };
         let metrics = Arc::new(Metrics::new());
         let topic_metrics = Arc::clone(&metrics);
-        let topics = tokio::task::spawn_blocking(move || -> Result<Topics, ServerError> {
-            let dir = DataDir::lock(&data_dir)?;
-            Ok(Topics::open(dir, defaults, topic_metrics)?)
-        })
-        .await
-        .map_err(|error| ServerError::Startup(error.to_string()))??;
+        let (group_capacity, sync, request_timeout) =
+            (config.group_log_capacity, config.sync, config.request_timeout);
+        let (topics, store) =
+            tokio::task::spawn_blocking(move || -> Result<(Topics, GroupStore), ServerError> {
+                let dir = DataDir::lock(&data_dir)?;
+                let (store, replayed) = GroupStore::open(
+                    &dir,
+                    group_capacity,
+                    defaults.prefault,
+                    sync,
+                    request_timeout,
+                    topic_metrics.sync_histogram(),
+                )?;
+                tracing::info!(
+                    records = replayed.records,
+                    snapshots = replayed.snapshots,
+                    committed_offsets = replayed.offsets,
+                    "group state log replayed"
+                );
+                Ok((Topics::open(dir, defaults, topic_metrics)?, store))
+            })
+            .await
+            .map_err(|error| ServerError::Startup(error.to_string()))??;
+        let topics = Arc::new(topics);
+        let groups = Arc::new(Coordinator::new(
+            store,
+            Arc::clone(&topics),
+            GroupSettings {
+                session_timeout_min: config.group_session_timeout_min,
+                session_timeout_max: config.group_session_timeout_max,
+            },
+            Arc::clone(&metrics),
+        ));
         let pool_available = Arc::new(Notify::new());
         let wake = Arc::clone(&pool_available);
         let buffer_size = ringmq_protocol::limits::FRAME_HEADER_SIZE
@@ -119,8 +153,7 @@ impl Broker {
             ),
             None => None,
         };
-        let context =
-            Arc::new(Context { config, topics: Arc::new(topics), pool, pool_available, metrics });
+        let context = Arc::new(Context { config, topics, groups, pool, pool_available, metrics });
         Ok(Self { context, listener, metrics_listener })
     }
 
@@ -162,12 +195,17 @@ impl Broker {
         let mut connections = JoinSet::new();
         let mut background = JoinSet::new();
         if let SyncPolicy::Interval(interval) = config.sync {
-            background.spawn(sync_every(Arc::clone(&context.topics), interval, stop_rx.clone()));
+            background.spawn(sync_every(Arc::clone(&context), interval, stop_rx.clone()));
         }
         if let Some(metrics_listener) = metrics_listener {
             let scraped = Arc::clone(&context);
-            let render =
-                Arc::new(move || scraped.metrics.render(&scraped.topics, &scraped.pool, &[]));
+            let render: crate::metrics::Render = Arc::new(move || {
+                let context = Arc::clone(&scraped);
+                Box::pin(async move {
+                    let lags = context.groups.lags().await;
+                    context.metrics.render(&context.topics, &context.pool, &lags)
+                })
+            });
             background.spawn(crate::metrics::serve_http(metrics_listener, render));
         }
         tokio::pin!(shutdown);
@@ -215,8 +253,14 @@ impl Broker {
             connections.shutdown().await;
         }
         background.shutdown().await;
-        let topics = Arc::clone(&context.topics);
-        let closed = tokio::task::spawn_blocking(move || topics.close_blocking()).await;
+        let closing = Arc::clone(&context);
+        let closed = tokio::task::spawn_blocking(move || {
+            closing.topics.close_blocking();
+            if let Err(error) = closing.groups.store().close_blocking() {
+                tracing::error!(%error, "closing the group state log failed; it will recover by a full scan");
+            }
+        })
+        .await;
         if let Err(error) = closed {
             tracing::error!(%error, "closing partitions failed");
         }
@@ -238,8 +282,9 @@ async fn refuse(stream: TcpStream, limit: u32) {
         tokio::time::timeout(Duration::from_secs(1), connection::write_all(&stream, &frame)).await;
 }
 
-/// The `interval` sync policy: sync every partition with unsynced data, every interval.
-async fn sync_every(topics: Arc<Topics>, interval: Duration, mut stop: watch::Receiver<bool>) {
+/// The `interval` sync policy: sync every partition with unsynced data (the group state log
+/// included), every interval.
+async fn sync_every(context: Arc<Context>, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -247,13 +292,15 @@ async fn sync_every(topics: Arc<Topics>, interval: Duration, mut stop: watch::Re
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        for topic in topics.all() {
-            for partition in topic.partitions() {
-                let end = partition.log().published_end();
-                if end > partition.synced_position() {
-                    partition.request_sync(end);
-                }
+        let sync = |partition: &Arc<Partition>| {
+            let end = partition.log().published_end();
+            if end > partition.synced_position() {
+                partition.request_sync(end);
             }
+        };
+        for topic in context.topics.all() {
+            topic.partitions().iter().for_each(sync);
         }
+        sync(context.groups.store().partition());
     }
 }

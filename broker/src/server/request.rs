@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use ringmq_protocol::group::{
+    CommitOffsets, CommittedOffsets, GroupAssignment, GroupDescription, GroupList, JoinGroup,
+    MemberToEncode, OffsetDescription, PartitionOffset, ProducerIdentity,
+};
 use ringmq_protocol::message::{
     CreateTopic, Fetch, Handshake, HandshakeReply, PartitionState, Produce, ProduceReply,
     TopicDescription, TopicList, TopicName,
@@ -21,10 +25,15 @@ use ringmq_protocol::{
 use super::connection::{encode_ok, Output, Pending};
 use super::Context;
 use crate::config::SyncPolicy;
+use crate::groups::{Assignment, GroupError};
 use crate::log::StorageError;
 use crate::metrics::Metrics;
 use crate::partition::{AppendError, Partition};
+use crate::producers::SequenceError;
 use crate::topics::{Topic, TopicError};
+
+/// Session timeout of a member that asks for none.
+const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Per-connection request state.
 pub(crate) struct Session<'c> {
@@ -98,6 +107,51 @@ impl<'c> Session<'c> {
                 output.respond(|out| {
                     encode_ok(out, Opcode::Stats, correlation_id, |body| stats.encode(body))
                 });
+            }
+            Request::InitProducer(identity) => {
+                self.init_producer(output, correlation_id, identity).await
+            }
+            Request::JoinGroup(join) => self.join_group(output, correlation_id, &join).await,
+            Request::Heartbeat(heartbeat) => {
+                let peer = self.peer.to_string();
+                let result = self
+                    .context
+                    .groups
+                    .heartbeat(heartbeat.group, heartbeat.member_id, &peer)
+                    .await;
+                self.assignment(output, Opcode::Heartbeat, correlation_id, result);
+            }
+            Request::LeaveGroup(leave) => {
+                match self.context.groups.leave(leave.group, leave.member_id).await {
+                    Ok(()) => output
+                        .respond(|out| encode_ok(out, Opcode::LeaveGroup, correlation_id, |_| {})),
+                    Err(error) => {
+                        self.group_error(output, Opcode::LeaveGroup, correlation_id, &error)
+                    }
+                }
+            }
+            Request::CommitOffsets(commit) => {
+                self.commit_offsets(output, correlation_id, &commit).await
+            }
+            Request::FetchCommitted(names) => {
+                let offsets = self.context.groups.committed(names.group, names.topic).await;
+                output.respond(|out| {
+                    encode_ok(out, Opcode::FetchCommitted, correlation_id, |body| {
+                        let _ = CommittedOffsets::encode(&offsets, body);
+                    })
+                });
+            }
+            Request::ListGroups => {
+                let groups = self.context.groups.list().await;
+                let summaries: Vec<_> = groups.iter().map(crate::groups::summary).collect();
+                output.respond(|out| {
+                    encode_ok(out, Opcode::ListGroups, correlation_id, |body| {
+                        let _ = GroupList::encode(&summaries, body);
+                    })
+                });
+            }
+            Request::DescribeGroup(name) => {
+                self.describe_group(output, correlation_id, name.group).await
             }
             _ => {
                 let message = format!("{} is not served by this broker version", opcode.name());
@@ -234,6 +288,141 @@ impl<'c> Session<'c> {
         }
     }
 
+    async fn init_producer(
+        &self,
+        output: &mut Output,
+        correlation_id: u32,
+        identity: ProducerIdentity,
+    ) {
+        let granted =
+            self.context.groups.init_producer(identity.producer_id, identity.producer_epoch).await;
+        match granted {
+            Ok((producer_id, producer_epoch)) => {
+                tracing::debug!(peer = %self.peer, producer_id, producer_epoch, "producer id granted");
+                let reply = ProducerIdentity { producer_id, producer_epoch };
+                output.respond(|out| {
+                    encode_ok(out, Opcode::InitProducer, correlation_id, |body| reply.encode(body))
+                });
+            }
+            Err(error) => self.group_error(output, Opcode::InitProducer, correlation_id, &error),
+        }
+    }
+
+    async fn join_group(&self, output: &mut Output, correlation_id: u32, join: &JoinGroup<'_>) {
+        let session = match join.session_timeout_ms {
+            0 => DEFAULT_SESSION_TIMEOUT,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let peer = self.peer.to_string();
+        let result =
+            self.context.groups.join(join.group, join.topic, join.member_id, session, &peer).await;
+        self.assignment(output, Opcode::JoinGroup, correlation_id, result);
+    }
+
+    fn assignment(
+        &self,
+        output: &mut Output,
+        opcode: Opcode,
+        correlation_id: u32,
+        result: Result<Assignment, GroupError>,
+    ) {
+        match result {
+            Ok(assignment) => {
+                let millis =
+                    |duration: Duration| u32::try_from(duration.as_millis()).unwrap_or(u32::MAX);
+                output.respond(|out| {
+                    encode_ok(out, opcode, correlation_id, |body| {
+                        let _ = GroupAssignment::encode(
+                            assignment.generation,
+                            &assignment.member_id,
+                            millis(assignment.session_timeout),
+                            millis(assignment.heartbeat_interval),
+                            assignment.settled,
+                            &assignment.partitions,
+                            body,
+                        );
+                    })
+                });
+            }
+            Err(error) => self.group_error(output, opcode, correlation_id, &error),
+        }
+    }
+
+    async fn commit_offsets(
+        &self,
+        output: &mut Output,
+        correlation_id: u32,
+        commit: &CommitOffsets<'_>,
+    ) {
+        let offsets: Vec<PartitionOffset> = commit.offsets.iter().collect();
+        let result = self
+            .context
+            .groups
+            .commit(commit.group, commit.topic, commit.member_id, commit.generation, &offsets)
+            .await;
+        match result {
+            Ok(()) => {
+                output.respond(|out| encode_ok(out, Opcode::CommitOffsets, correlation_id, |_| {}))
+            }
+            Err(error) => self.group_error(output, Opcode::CommitOffsets, correlation_id, &error),
+        }
+    }
+
+    async fn describe_group(&self, output: &mut Output, correlation_id: u32, group: &str) {
+        let info = match self.context.groups.describe(group).await {
+            Ok(info) => info,
+            Err(error) => {
+                return self.group_error(output, Opcode::DescribeGroup, correlation_id, &error)
+            }
+        };
+        let members: Vec<MemberToEncode<'_>> = info
+            .members
+            .iter()
+            .map(|member| MemberToEncode {
+                member_id: &member.member_id,
+                client: &member.client,
+                generation: member.generation,
+                partitions: &member.partitions,
+            })
+            .collect();
+        let offsets: Vec<OffsetDescription<'_>> = info
+            .offsets
+            .iter()
+            .map(|entry| OffsetDescription {
+                topic: &entry.topic,
+                partition: entry.partition,
+                committed: entry.committed,
+                end: entry.end,
+            })
+            .collect();
+        output.respond(|out| {
+            encode_ok(out, Opcode::DescribeGroup, correlation_id, |body| {
+                let _ = GroupDescription::encode(
+                    &info.group,
+                    &info.topic,
+                    info.generation,
+                    &members,
+                    &offsets,
+                    body,
+                );
+            })
+        });
+    }
+
+    fn group_error(
+        &self,
+        output: &mut Output,
+        opcode: Opcode,
+        correlation_id: u32,
+        error: &GroupError,
+    ) {
+        let code = error.code();
+        if code == ErrorCode::StorageError {
+            tracing::error!(peer = %self.peer, request = opcode.name(), %error, "group operation failed");
+        }
+        self.error(output, opcode.as_u8(), code, correlation_id, &error.to_string());
+    }
+
     fn topic_error(
         &self,
         output: &mut Output,
@@ -367,12 +556,16 @@ impl<'c> Session<'c> {
             ms => Duration::from_millis(u64::from(ms)).min(config.request_timeout),
         };
         let deadline = Instant::now() + timeout;
-        let appended = match partition.append(&batch, deadline).await {
-            Ok(appended) => appended,
+        let stored = match partition.append(&batch, deadline).await {
+            Ok(stored) => stored,
             Err(error) => {
                 let code = match &error {
                     AppendError::Busy { .. } => ErrorCode::Busy,
                     AppendError::Closed => ErrorCode::UnknownTopic,
+                    AppendError::Sequence(SequenceError::Fenced { .. }) => {
+                        ErrorCode::ProducerFenced
+                    }
+                    AppendError::Sequence(_) => ErrorCode::OutOfOrderSequence,
                     AppendError::Storage(StorageError::Poisoned { .. }) => {
                         ErrorCode::PartitionPoisoned
                     }
@@ -388,13 +581,19 @@ impl<'c> Session<'c> {
                 return self.error(output, opcode, code, correlation_id, &message);
             }
         };
+        let appended = stored.appended;
         let metrics = &self.context.metrics;
         let size = produce.batch.len() as u64;
         Metrics::add(&metrics.produce_requests, 1);
-        Metrics::add(&metrics.records_in, u64::from(batch.record_count()));
-        Metrics::add(&metrics.bytes_in, size);
-        Metrics::add(&metrics.produce_copy_bytes, size);
-        partition.counters().produced(u64::from(batch.record_count()), size);
+        if stored.duplicate {
+            metrics.duplicate_batch();
+            tracing::debug!(peer = %self.peer, topic = produce.topic, partition = produce.partition, base_offset = appended.base_offset, "retried batch already written; acknowledged with its offset");
+        } else {
+            Metrics::add(&metrics.records_in, u64::from(batch.record_count()));
+            Metrics::add(&metrics.bytes_in, size);
+            Metrics::add(&metrics.produce_copy_bytes, size);
+            partition.counters().produced(u64::from(batch.record_count()), size);
+        }
         let acks = match (produce.acks, config.sync) {
             (Acks::None, _) => Acks::None,
             (_, SyncPolicy::Always) => Acks::Synced,

@@ -4,6 +4,8 @@
 #![allow(dead_code, reason = "each test binary uses part of the support module")]
 #![allow(clippy::unwrap_used, reason = "test support fails the test on error")]
 
+pub(crate) mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,6 +70,8 @@ impl Broker {
                 "false",
                 "--default-capacity",
                 "8MiB",
+                "--group-log-capacity",
+                "16MiB",
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])

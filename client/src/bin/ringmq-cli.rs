@@ -34,8 +34,35 @@ enum Command {
     Topic(TopicCommand),
     /// Send one message per line of stdin (or of --file); prints how many were acknowledged.
     Produce(ProduceArgs),
-    /// Print messages, one value per line.
+    /// Print messages, one value per line (with --group, as a member of a consumer group).
     Consume(ConsumeArgs),
+    /// List, describe and reset consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// List consumer groups: topic, live members, generation.
+    List,
+    /// Show a group's members and partitions, and per partition its committed offset, the end
+    /// offset and the lag.
+    Describe {
+        /// Group name.
+        group: String,
+    },
+    /// Set a group's committed offsets on every partition of a topic (the group must have no
+    /// live members).
+    Reset {
+        /// Group name.
+        group: String,
+        /// Where to: earliest, latest, or an offset.
+        #[arg(long, value_name = "WHERE", value_parser = parse_start)]
+        to: StartOffset,
+        /// Topic [default: the one topic the group has offsets on].
+        #[arg(long, value_name = "TOPIC")]
+        topic: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,17 +127,31 @@ struct ConsumeArgs {
     /// Topic to read.
     topic: String,
     /// Read only this partition [default: every partition].
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", conflicts_with = "group")]
     partition: Option<u32>,
-    /// Where to start: earliest, latest, or an offset.
+    /// Where to start: earliest, latest, or an offset. With --group: where partitions without
+    /// a committed offset start (earliest or latest).
     #[arg(long, default_value = "earliest", value_name = "WHERE", value_parser = parse_start)]
     from: StartOffset,
     /// Stop after this many messages (across partitions).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
-    /// Keep waiting for new messages instead of stopping at the end of the log.
+    /// Keep waiting for new messages instead of stopping at the end of the log (with --group:
+    /// instead of stopping once none has arrived for --idle-ms). Ctrl-C stops.
     #[arg(long)]
     follow: bool,
+    /// Consume as a member of this consumer group: read the partitions the broker assigns,
+    /// resume from the group's committed offsets, commit what was printed (about every second
+    /// and on exit).
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
+    /// With --group and without --follow: stop once no message has arrived for this long, ms.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    idle_ms: u64,
+    /// With --group: the session timeout, ms (a member killed without leaving keeps its
+    /// partitions this long).
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    session_timeout_ms: u64,
     /// Output: value (the value alone), offset (partition, offset, value), full (partition,
     /// offset, timestamp, key, value), tab-separated.
     #[arg(long, value_enum, default_value_t = Format::Value)]
@@ -142,7 +183,21 @@ fn parse_start(text: &str) -> Result<StartOffset, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = error.print();
+                return ExitCode::SUCCESS;
+            }
+            // Clap's message is several lines (usage, a hint); its first line says what is wrong.
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(runtime) => runtime,
@@ -153,6 +208,13 @@ fn main() -> ExitCode {
         };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`| head`): stop quietly, as other tools do.
+        Err(error)
+            if error.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+                == Some(std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -166,8 +228,163 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Topic(command) => topic(&mut client, command).await,
         Command::Produce(args) => produce(&client, args, timeout).await,
+        Command::Consume(args) if args.group.is_some() => {
+            consume_group(&client, args, timeout).await
+        }
         Command::Consume(args) => consume(&mut client, args, timeout).await,
+        Command::Group(command) => group(&mut client, command).await,
     }
+}
+
+async fn group(client: &mut Client, command: GroupCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        GroupCommand::List => {
+            writeln!(out, "group\ttopic\tmembers\tgeneration")?;
+            for group in client.list_groups().await? {
+                let topic = if group.topic.is_empty() { "-" } else { &group.topic };
+                writeln!(out, "{}\t{topic}\t{}\t{}", group.group, group.members, group.generation)?;
+            }
+        }
+        GroupCommand::Describe { group } => {
+            let info = client.describe_group(&group).await?;
+            let topic = if info.topic.is_empty() { "-" } else { &info.topic };
+            writeln!(out, "group {}", info.group)?;
+            writeln!(out, "topic {topic}")?;
+            writeln!(out, "generation {}", info.generation)?;
+            writeln!(out, "members {}", info.members.len())?;
+            for member in &info.members {
+                let partitions: Vec<String> =
+                    member.partitions.iter().map(ToString::to_string).collect();
+                writeln!(
+                    out,
+                    "  {}\t{}\tpartitions {}",
+                    member.member_id,
+                    member.client,
+                    if partitions.is_empty() { "-".to_owned() } else { partitions.join(",") }
+                )?;
+            }
+            writeln!(out, "topic\tpartition\tcommitted\tend\tlag")?;
+            for offset in &info.offsets {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}",
+                    offset.topic, offset.partition, offset.committed, offset.end, offset.lag
+                )?;
+            }
+        }
+        GroupCommand::Reset { group, to, topic } => {
+            let topic = match topic {
+                Some(topic) => topic,
+                None => {
+                    let info = client.describe_group(&group).await?;
+                    let mut topics: Vec<&str> =
+                        info.offsets.iter().map(|offset| offset.topic.as_str()).collect();
+                    topics.dedup();
+                    match topics.as_slice() {
+                        [one] => (*one).to_owned(),
+                        [] => anyhow::bail!(
+                            "group {group:?} has no committed offsets; name the topic with --topic"
+                        ),
+                        several => anyhow::bail!(
+                            "group {group:?} has offsets on {} topics ({}); name one with --topic",
+                            several.len(),
+                            several.join(", ")
+                        ),
+                    }
+                }
+            };
+            let offsets = client.reset_group_offsets(&group, &topic, to).await?;
+            for (partition, offset) in &offsets {
+                writeln!(out, "{topic}\t{partition}\t{offset}")?;
+            }
+            writeln!(out, "reset group {group} on {topic}: {} partition(s)", offsets.len())?;
+        }
+    }
+    Ok(())
+}
+
+/// How often `consume --group` commits what it printed.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `consume --group`: prints records as a group member and commits what it printed (flushed
+/// first, so a crash never commits a record that did not reach the output).
+async fn consume_group(
+    client: &Client,
+    args: ConsumeArgs,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let group = args.group.as_deref().unwrap_or_default();
+    let mut consumer = client
+        .group_consumer(group, &args.topic)
+        .start(args.from)
+        .auto_commit(None)
+        .session_timeout(Duration::from_millis(args.session_timeout_ms))
+        .timeout(timeout)
+        .build()
+        .await?;
+    let idle = Duration::from_millis(args.idle_ms);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut printed = 0u64;
+    // Printed but not yet committed.
+    let mut pending = false;
+    let mut next_commit = tokio::time::Instant::now() + COMMIT_INTERVAL;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        // Without --follow, a long idle wait ends the run.
+        let wait = if args.follow { Duration::MAX } else { idle };
+        let next = tokio::select! {
+            _ = &mut interrupted => break,
+            () = tokio::time::sleep_until(next_commit), if pending => {
+                out.flush()?;
+                // A refused commit (a partition just moved) is retried at the next one.
+                let _ = consumer.commit().await;
+                pending = false;
+                next_commit = tokio::time::Instant::now() + COMMIT_INTERVAL;
+                continue;
+            }
+            next = tokio::time::timeout(wait, consumer.next()) => match next {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let record = next?;
+        print_record(&mut out, args.format, record.partition, &record)?;
+        if args.follow {
+            out.flush()?;
+        }
+        printed += 1;
+        pending = true;
+        if args.count.is_some_and(|count| printed >= count) {
+            break;
+        }
+    }
+    out.flush()?;
+    let committed = consumer.commit().await;
+    let closed = consumer.close().await;
+    committed?;
+    closed?;
+    Ok(())
+}
+
+fn print_record(
+    out: &mut impl Write,
+    format: Format,
+    partition: u32,
+    record: &ConsumerRecord,
+) -> std::io::Result<()> {
+    match format {
+        Format::Value => {}
+        Format::Offset => write!(out, "{partition}\t{}\t", record.offset)?,
+        Format::Full => {
+            write!(out, "{partition}\t{}\t{}\t", record.offset, record.timestamp)?;
+            out.write_all(record.key.as_deref().unwrap_or_default())?;
+            out.write_all(b"\t")?;
+        }
+    }
+    out.write_all(&record.value)?;
+    out.write_all(b"\n")
 }
 
 async fn topic(client: &mut Client, command: TopicCommand) -> anyhow::Result<()> {
@@ -345,17 +562,7 @@ async fn consume(client: &mut Client, args: ConsumeArgs, timeout: Duration) -> a
     let mut printed = 0u64;
     while let Some(next) = received.recv().await {
         let (partition, record) = next?;
-        match args.format {
-            Format::Value => {}
-            Format::Offset => write!(out, "{partition}\t{}\t", record.offset)?,
-            Format::Full => {
-                write!(out, "{partition}\t{}\t{}\t", record.offset, record.timestamp)?;
-                out.write_all(record.key.as_deref().unwrap_or_default())?;
-                out.write_all(b"\t")?;
-            }
-        }
-        out.write_all(&record.value)?;
-        out.write_all(b"\n")?;
+        print_record(&mut out, args.format, partition, &record)?;
         if args.follow {
             out.flush()?;
         }

@@ -5,6 +5,10 @@ use std::fs;
 use std::path::Path;
 
 use ringmq_protocol::batch::write_padding;
+use ringmq_protocol::group::{
+    CommitOffsets, Entries, GroupName, GroupTopic, Heartbeat, JoinGroup, LeaveGroup,
+    PartitionOffset, ProducerIdentity,
+};
 use ringmq_protocol::message::{CreateTopic, Fetch, Handshake, Produce, TopicName};
 use ringmq_protocol::{Acks, BatchBuilder, Header, Record, Request};
 
@@ -16,6 +20,15 @@ fn batch(records: &[(&[u8], Option<&[u8]>)], headers: &[Header<'_>]) -> Vec<u8> 
             Record { key: *key, value, timestamp: 1_700_000_000_000 + index as i64, headers };
         let _ = builder.push(&record).expect("record fits");
     }
+    builder.finish().expect("batch").to_vec()
+}
+
+fn idempotent_batch(sequence: i32) -> Vec<u8> {
+    let mut buffer = vec![0u8; 4096];
+    let mut builder = BatchBuilder::new(&mut buffer, 1_700_000_000_000)
+        .expect("buffer")
+        .with_producer(0, 0, sequence);
+    let _ = builder.push(&Record::value(b"once", 1_700_000_000_000)).expect("record fits");
     builder.finish().expect("batch").to_vec()
 }
 
@@ -77,6 +90,47 @@ fn main() {
         "broker_requests",
         "acks-none".into(),
         frames(&[produce(&small, Acks::None), Request::Ping]),
+    ));
+    // A consumer group's life, and an idempotent producer's batches (the second a retry).
+    let offsets = [PartitionOffset { partition: 0, offset: 1 }];
+    let group = [
+        Request::JoinGroup(JoinGroup {
+            group: "g",
+            topic: "t",
+            member_id: "",
+            session_timeout_ms: 1000,
+        }),
+        Request::Heartbeat(Heartbeat { group: "g", member_id: "g-0-1", generation: 1 }),
+        Request::CommitOffsets(CommitOffsets {
+            group: "g",
+            topic: "t",
+            member_id: "",
+            generation: 0,
+            offsets: Entries::from_slice(&offsets),
+        }),
+        Request::FetchCommitted(GroupTopic { group: "g", topic: "t" }),
+        Request::ListGroups,
+        Request::DescribeGroup(GroupName { group: "g" }),
+        Request::LeaveGroup(LeaveGroup { group: "g", member_id: "g-0-1" }),
+    ];
+    seeds.push(("broker_requests", "group".into(), frames(&group)));
+    for (index, request) in group.iter().enumerate() {
+        seeds.push((
+            "decode_frame",
+            format!("group-{index}"),
+            frames(std::slice::from_ref(request)),
+        ));
+    }
+    let idempotent = idempotent_batch(0);
+    seeds.push((
+        "broker_requests",
+        "idempotent".into(),
+        frames(&[
+            Request::InitProducer(ProducerIdentity { producer_id: -1, producer_epoch: 0 }),
+            produce(&idempotent, Acks::Written),
+            produce(&idempotent, Acks::Written),
+            produce(&idempotent_batch(5), Acks::Written),
+        ]),
     ));
     for (target, name, bytes) in seeds {
         let dir = root.join(target);

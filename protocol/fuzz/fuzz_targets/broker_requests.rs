@@ -45,6 +45,7 @@ fn harness() -> &'static Harness {
             request_timeout: Duration::from_secs(1),
             prefault: false,
             metrics_listen: None,
+            group_log_capacity: 16 << 20,
             ..Config::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -11,6 +11,7 @@
 
 mod broker;
 mod chart;
+mod rebalance;
 mod report;
 mod workload;
 
@@ -109,6 +110,16 @@ struct Args {
     /// Print CSV instead of the table.
     #[arg(long)]
     csv: bool,
+    /// Measure consumer group rebalances instead of throughput: ROUNDS rounds of a member
+    /// crashing and of a member leaving, three members over --partitions partitions.
+    #[arg(long, value_name = "ROUNDS")]
+    rebalance: Option<u32>,
+    /// Producers without idempotence (no producer id, no sequence numbers).
+    #[arg(long)]
+    no_idempotence: bool,
+    /// Session timeout of the group members in --rebalance runs, ms.
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    session_timeout_ms: u64,
 }
 
 fn fetch_min_bytes(args: &Args) -> u32 {
@@ -186,6 +197,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .or_else(|| started.as_ref().map(|broker| broker.address.clone()))
         .context("broker address")?;
+    if let Some(rounds) = args.rebalance {
+        let session = Duration::from_millis(args.session_timeout_ms);
+        let measured = rebalance::measure(&address, args.partitions, session, rounds).await?;
+        rebalance::print(&measured, args.partitions, session);
+        return Ok(());
+    }
     let broker_label = match &args.broker {
         Some(address) => format!("external at {address}"),
         None if args.broker_arg.is_empty() => format!("ringmq started by the bench at {address}"),
@@ -218,6 +235,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             acks: args.acks,
             rate: args.rate,
             max_in_flight: args.max_in_flight,
+            idempotence: !args.no_idempotence,
             fetch_min_bytes: fetch_min_bytes(&args),
         };
         let baseline = if args.baseline {
@@ -354,7 +372,9 @@ async fn measure(
             max: latency.max() as f64 / 1000.0,
             samples: latency.len(),
         },
-        broker_allocs_per_msg: delta(|stats| stats.allocations) / messages_in,
+        // Per message moved: in (produce, end to end) or out (consume only).
+        broker_allocs_per_msg: delta(|stats| stats.allocations)
+            / messages_in.max(delta(|stats| stats.records_out)),
         produce_copy_ratio: ratio(
             delta(|stats| stats.produce_copy_bytes),
             delta(|stats| stats.bytes_in),
@@ -414,6 +434,7 @@ async fn estimate_count(
         acks: args.acks,
         rate: args.rate,
         max_in_flight: args.max_in_flight,
+        idempotence: !args.no_idempotence,
         fetch_min_bytes: 1,
     };
     workload::prepare(address, &probe).await?;

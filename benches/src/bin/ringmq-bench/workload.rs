@@ -46,6 +46,8 @@ pub(crate) struct Workload {
     pub(crate) acks: Acks,
     pub(crate) rate: Option<u64>,
     pub(crate) max_in_flight: usize,
+    /// Idempotent producers (the client's default).
+    pub(crate) idempotence: bool,
     pub(crate) fetch_min_bytes: u32,
 }
 
@@ -227,6 +229,7 @@ async fn produce_one(
         .linger(workload.linger)
         .acks(workload.acks)
         .max_in_flight(workload.max_in_flight)
+        .idempotence(workload.idempotence)
         .build()
         .await?;
     let mut payload: Vec<u8> = (0..workload.size).map(|byte| (byte % 251) as u8).collect();

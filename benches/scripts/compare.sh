@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs two ringmq-bench commands alternately and prints the median throughput of each and their
+# ratio, so a difference is judged against the spread of the runs on a noisy machine.
+#
+#   benches/scripts/compare.sh ROUNDS "ARGS A" "ARGS B"
+#   benches/scripts/compare.sh 10 "--mode produce --count 4000000" \
+#       "--mode produce --count 4000000 --broker-arg=--no-metrics"
+#
+# Needs python3 and a release build (cargo build --release); run from the repository root.
+set -euo pipefail
+rounds=$1 a=$2 b=$3
+bench=./target/release/ringmq-bench
+results=$(mktemp)
+for _ in $(seq 1 "$rounds"); do
+  for side in A B; do
+    if [ "$side" = A ]; then args=$a; else args=$b; fi
+    # shellcheck disable=SC2086 # the arguments are meant to split
+    if out=$($bench $args --json 2>/dev/null); then
+      echo "$out" | python3 -c "import json,sys; r=json.load(sys.stdin); print('$side', r.get('produce_msgs_per_s') or 0, r.get('consume_msgs_per_s') or 0, r['broker_allocs_per_msg'])" >>"$results"
+    else
+      echo "run $side failed: $bench $args" >&2
+    fi
+  done
+done
+python3 - "$results" "$a" "$b" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+for side, args in (("A", sys.argv[2]), ("B", sys.argv[3])):
+    produce = sorted(float(r[1]) for r in rows if r[0] == side)
+    consume = sorted(float(r[2]) for r in rows if r[0] == side)
+    allocs = [float(r[3]) for r in rows if r[0] == side]
+    print(f"{side}: {args}")
+    print(f"   runs {len(produce)}, produce median {statistics.median(produce):,.0f} msgs/s "
+          f"(min {produce[0]:,.0f}, max {produce[-1]:,.0f}), consume median "
+          f"{statistics.median(consume):,.0f}, allocations/msg median {statistics.median(allocs):.2g}")
+med = lambda side, col: statistics.median(float(r[col]) for r in rows if r[0] == side)
+print(f"A / B produce: {med('A', 1) / med('B', 1):.3f}")
+if med("B", 2):
+    print(f"A / B consume: {med('A', 2) / med('B', 2):.3f}")
+PY
+rm -f "$results"

@@ -1,0 +1,769 @@
+//! Consumer groups: membership, partition assignment, committed offsets; and producer ids.
+//!
+//! A group consumes one topic at a time. Members join, heartbeat and leave; a member that sends
+//! no heartbeat for its session timeout is removed. Every change of membership starts a new
+//! generation with a new target assignment, **sticky and balanced**: every member gets
+//! `partitions / members` partitions, or one more (the extra ones going to the members already
+//! holding the most); each member keeps what it had up to its share, and only the partitions left
+//! over (those of a departed member, or beyond a share) move, in ascending order to the members
+//! below their share, in member-id order. A group formed at once therefore gets contiguous
+//! ranges, and a departure moves nothing between the members that stay.
+//!
+//! A member learns its assignment in the reply to its join or heartbeat. A partition is handed
+//! over only once its previous holder has been told it lost it (in the reply to its next
+//! heartbeat) or has left or expired, so no two members hold a partition at the same time; until
+//! then the new owner's reply says `settled = false` and it heartbeats again soon. A member killed
+//! without leaving holds its partitions until its session expires. Because a departure moves
+//! only the departed member's partitions, each survivor picks up its share at its first
+//! heartbeat after the departure is noticed: a rebalance after a crash completes within one
+//! session timeout plus one heartbeat interval, after a clean leave within one heartbeat
+//! interval.
+//!
+//! Commits are accepted from a live member, with the generation it last learned, for partitions
+//! it holds; an administrator (empty member id) may commit only while the group has no members.
+//! Together with the hand-over rule this makes consumption at-least-once: a partition resumes
+//! from the last accepted commit, which no stale member can overwrite.
+//!
+//! Membership lives in memory: after a broker restart members get `UnknownMember` on their next
+//! heartbeat and join again. Committed offsets and producer ids live in the [`store`].
+//! Expiry is checked whenever a group is touched (join, heartbeat, commit, describe, list, a
+//! metrics scrape), so a dead member is removed at the latest when a survivor next heartbeats.
+
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use ringmq_protocol::group::{GroupSummary, PartitionOffset};
+use ringmq_protocol::limits::{GROUP_COUNT_MAX, GROUP_MEMBER_COUNT_MAX, GROUP_OFFSET_COUNT_MAX};
+use ringmq_protocol::topic::validate_group_name;
+use ringmq_protocol::ErrorCode;
+
+use crate::metrics::Metrics;
+use crate::topics::Topics;
+use store::{GroupStore, StoreError};
+
+/// Bounds on the session timeout members may ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSettings {
+    /// Shortest session timeout.
+    pub session_timeout_min: Duration,
+    /// Longest session timeout.
+    pub session_timeout_max: Duration,
+}
+
+/// Why a group request failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// The group name is not allowed.
+    #[error("invalid group name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The topic does not exist.
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    /// The group has no such member (it left, expired, or the broker restarted).
+    #[error(
+        "group {group:?} has no member {member:?} (it left or its session expired); join again"
+    )]
+    UnknownMember {
+        /// The group.
+        group: String,
+        /// The member id.
+        member: String,
+    },
+    /// The member's generation is not the one it was last told.
+    #[error("member {member:?} of group {group:?} commits with generation {got}, but was last told {current}; heartbeat to learn the current assignment")]
+    StaleGeneration {
+        /// The group.
+        group: String,
+        /// The member id.
+        member: String,
+        /// The generation given.
+        got: u32,
+        /// The generation the member was last told.
+        current: u32,
+    },
+    /// The member does not hold the partition.
+    #[error("member {member:?} of group {group:?} does not hold partition {partition}")]
+    NotAssigned {
+        /// The group.
+        group: String,
+        /// The member id.
+        member: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// The request needs an empty group.
+    #[error(
+        "group {group:?} has {members} live member(s); stop them before resetting its offsets"
+    )]
+    NotEmpty {
+        /// The group.
+        group: String,
+        /// Live members.
+        members: usize,
+    },
+    /// A field is out of range or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+    /// A bound was reached.
+    #[error("{0}")]
+    Limit(String),
+    /// The state log failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl GroupError {
+    /// The error code to answer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            GroupError::InvalidName { .. } | GroupError::Invalid(_) => ErrorCode::InvalidRequest,
+            GroupError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+            GroupError::UnknownMember { .. } => ErrorCode::UnknownMember,
+            GroupError::StaleGeneration { .. } => ErrorCode::StaleGeneration,
+            GroupError::NotAssigned { .. } => ErrorCode::NotAssigned,
+            GroupError::NotEmpty { .. } => ErrorCode::GroupNotEmpty,
+            GroupError::Limit(_) => ErrorCode::Busy,
+            GroupError::Store(StoreError::Full { .. }) => ErrorCode::Busy,
+            GroupError::Store(_) => ErrorCode::StorageError,
+        }
+    }
+}
+
+/// A member's view of its group, answered to a join or heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The group's generation.
+    pub generation: u32,
+    /// The member id.
+    pub member_id: String,
+    /// The session timeout applied.
+    pub session_timeout: Duration,
+    /// How often to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Whether the member holds every partition meant for it.
+    pub settled: bool,
+    /// The partitions it holds.
+    pub partitions: Vec<u32>,
+}
+
+/// A member, described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// The member id.
+    pub member_id: String,
+    /// The address it last heartbeated from.
+    pub client: String,
+    /// The generation it last learned.
+    pub generation: u32,
+    /// The partitions it holds.
+    pub partitions: Vec<u32>,
+}
+
+/// A committed offset, described with the partition's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetInfo {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The committed offset.
+    pub committed: u64,
+    /// The partition's next offset (0 if the topic is gone).
+    pub end: u64,
+}
+
+/// A group, described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group.
+    pub group: String,
+    /// The topic its members consume (empty without members).
+    pub topic: String,
+    /// Current generation.
+    pub generation: u32,
+    /// Live members, by id.
+    pub members: Vec<MemberInfo>,
+    /// Committed offsets.
+    pub offsets: Vec<OffsetInfo>,
+}
+
+#[derive(Debug)]
+struct Member {
+    session_timeout: Duration,
+    deadline: Instant,
+    /// The generation this member was last told.
+    generation: u32,
+    client: String,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    /// The topic members consume; `None` while the group has no members.
+    topic: Option<String>,
+    generation: u32,
+    members: BTreeMap<String, Member>,
+    /// Who each partition should go to in this generation.
+    target: Vec<Option<String>>,
+    /// Who holds each partition: the member last told it has it.
+    holder: Vec<Option<String>>,
+}
+
+impl Group {
+    /// Removes members whose session expired; returns how many.
+    fn expire(&mut self, now: Instant) -> usize {
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, member)| member.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            tracing::info!(member = %id, "group member's session expired");
+            self.remove(id);
+        }
+        expired.len()
+    }
+
+    fn remove(&mut self, member_id: &str) {
+        self.members.remove(member_id);
+        for holder in &mut self.holder {
+            if holder.as_deref() == Some(member_id) {
+                *holder = None;
+            }
+        }
+        if self.members.is_empty() {
+            self.topic = None;
+            self.holder.clear();
+            self.target.clear();
+        }
+    }
+
+    /// Starts a new generation with a sticky, balanced assignment over `partitions` (see the
+    /// module docs).
+    fn rebalance(&mut self, partitions: u32) {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        let count = partitions as usize;
+        self.holder.resize(count, None);
+        let previous = std::mem::replace(&mut self.target, vec![None; count]);
+        if self.members.is_empty() {
+            return;
+        }
+        // What each member had, in partition order.
+        let mut kept: BTreeMap<&String, Vec<usize>> =
+            self.members.keys().map(|member| (member, Vec::new())).collect();
+        for (index, owner) in previous.iter().enumerate().take(count) {
+            if let Some(partitions) = owner.as_ref().and_then(|owner| kept.get_mut(owner)) {
+                partitions.push(index);
+            }
+        }
+        // Quotas: everyone gets count / members; the remainder goes to those holding the most
+        // already (then by id), so as few partitions as possible move.
+        let (share, extra) = (count / kept.len(), count % kept.len());
+        let mut order: Vec<&String> = kept.keys().copied().collect();
+        order.sort_by_key(|member| std::cmp::Reverse(kept[member].len()));
+        let quota: BTreeMap<&String, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(rank, member)| (*member, share + usize::from(rank < extra)))
+            .collect();
+        for (member, partitions) in &mut kept {
+            partitions.truncate(quota[member]);
+        }
+        for (member, partitions) in &kept {
+            for &index in partitions {
+                self.target[index] = Some((*member).clone());
+            }
+        }
+        // The free partitions, in order, to the members below their quota, in id order.
+        let free: Vec<usize> = (0..count).filter(|&index| self.target[index].is_none()).collect();
+        let mut free = free.into_iter();
+        for (member, partitions) in &kept {
+            for _ in partitions.len()..quota[member] {
+                if let Some(index) = free.next() {
+                    self.target[index] = Some((*member).clone());
+                }
+            }
+        }
+    }
+
+    /// Tells `member_id` its assignment: releases partitions it lost, hands it the free ones
+    /// meant for it.
+    fn assignment(&mut self, member_id: &str) -> Assignment {
+        let mut partitions = Vec::new();
+        let mut settled = true;
+        for (index, (target, holder)) in self.target.iter().zip(&mut self.holder).enumerate() {
+            let meant = target.as_deref() == Some(member_id);
+            let held = holder.as_deref() == Some(member_id);
+            if held && !meant {
+                *holder = None;
+            } else if meant && holder.is_none() {
+                *holder = Some(member_id.to_owned());
+            }
+            if holder.as_deref() == Some(member_id) {
+                partitions.push(index as u32);
+            } else if meant {
+                settled = false;
+            }
+        }
+        let generation = self.generation;
+        let member = self.members.get_mut(member_id).expect("the caller checked membership");
+        member.generation = generation;
+        Assignment {
+            generation,
+            member_id: member_id.to_owned(),
+            session_timeout: member.session_timeout,
+            heartbeat_interval: heartbeat_interval(member.session_timeout),
+            settled,
+            partitions,
+        }
+    }
+
+    fn held_by(&self, member_id: &str) -> Vec<u32> {
+        self.holder
+            .iter()
+            .enumerate()
+            .filter(|(_, holder)| holder.as_deref() == Some(member_id))
+            .map(|(index, _)| index as u32)
+            .collect()
+    }
+}
+
+/// How often a member with this session timeout should heartbeat: a third of it, so two
+/// heartbeats may be lost before the session expires.
+fn heartbeat_interval(session_timeout: Duration) -> Duration {
+    session_timeout / 3
+}
+
+/// The group coordinator.
+#[derive(Debug)]
+pub struct Coordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    store: GroupStore,
+    topics: Arc<Topics>,
+    settings: GroupSettings,
+    metrics: Arc<Metrics>,
+    next_member: AtomicU64,
+    /// Distinguishes member ids of this broker run from earlier ones.
+    run: u64,
+}
+
+impl Coordinator {
+    /// A coordinator keeping offsets in `store`.
+    pub fn new(
+        store: GroupStore,
+        topics: Arc<Topics>,
+        settings: GroupSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        Self {
+            groups: Mutex::new(HashMap::new()),
+            store,
+            topics,
+            settings,
+            metrics,
+            next_member: AtomicU64::new(1),
+            run,
+        }
+    }
+
+    /// The state log.
+    pub fn store(&self) -> &GroupStore {
+        &self.store
+    }
+
+    fn partition_count(&self, topic: &str) -> Result<u32, GroupError> {
+        self.topics
+            .get(topic)
+            .map(|topic| topic.settings().partitions)
+            .ok_or_else(|| GroupError::UnknownTopic(topic.to_owned()))
+    }
+
+    /// Joins `member_id` (a new member if empty or unknown) to `group` consuming `topic`.
+    ///
+    /// # Errors
+    ///
+    /// [`GroupError`]: a bad name, an unknown topic, a group consuming another topic, a limit.
+    pub async fn join(
+        &self,
+        group_name: &str,
+        topic: &str,
+        member_id: &str,
+        session_timeout: Duration,
+        client: &str,
+    ) -> Result<Assignment, GroupError> {
+        validate_group_name(group_name)
+            .map_err(|reason| GroupError::InvalidName { name: group_name.to_owned(), reason })?;
+        let partitions = self.partition_count(topic)?;
+        let session_timeout = session_timeout
+            .clamp(self.settings.session_timeout_min, self.settings.session_timeout_max);
+        let now = Instant::now();
+        let mut groups = self.groups.lock().await;
+        if !groups.contains_key(group_name) && groups.len() >= GROUP_COUNT_MAX as usize {
+            return Err(GroupError::Limit(format!(
+                "the broker already holds {GROUP_COUNT_MAX} groups with members"
+            )));
+        }
+        let group = groups.entry(group_name.to_owned()).or_default();
+        let mut changed = group.expire(now) > 0;
+        match &group.topic {
+            Some(current) if current != topic => {
+                return Err(GroupError::Invalid(format!(
+                    "group {group_name:?} consumes topic {current:?}; a group consumes one topic at a time"
+                )));
+            }
+            _ => group.topic = Some(topic.to_owned()),
+        }
+        let member_id = if group.members.contains_key(member_id) {
+            member_id.to_owned()
+        } else {
+            if group.members.len() >= GROUP_MEMBER_COUNT_MAX as usize {
+                return Err(GroupError::Limit(format!(
+                    "group {group_name:?} already has {GROUP_MEMBER_COUNT_MAX} members"
+                )));
+            }
+            let serial = self.next_member.fetch_add(1, Ordering::Relaxed);
+            let id = format!("{group_name}-{:x}-{serial}", self.run);
+            group.members.insert(
+                id.clone(),
+                Member {
+                    session_timeout,
+                    deadline: now + session_timeout,
+                    generation: 0,
+                    client: client.to_owned(),
+                },
+            );
+            tracing::info!(group = group_name, member = %id, %client, topic, "member joined");
+            changed = true;
+            id
+        };
+        let member = group.members.get_mut(&member_id).expect("inserted or present");
+        member.deadline = now + member.session_timeout;
+        member.client = client.to_owned();
+        if changed || group.target.len() != partitions as usize {
+            group.rebalance(partitions);
+            self.metrics.group_rebalance();
+            tracing::info!(
+                group = group_name,
+                generation = group.generation,
+                members = group.members.len(),
+                "rebalanced"
+            );
+        }
+        Ok(group.assignment(&member_id))
+    }
+
+    /// Keeps `member_id` alive and tells it its assignment.
+    ///
+    /// # Errors
+    ///
+    /// [`GroupError::UnknownMember`] if it left or expired.
+    pub async fn heartbeat(
+        &self,
+        group_name: &str,
+        member_id: &str,
+        client: &str,
+    ) -> Result<Assignment, GroupError> {
+        let now = Instant::now();
+        let mut groups = self.groups.lock().await;
+        let unknown = || GroupError::UnknownMember {
+            group: group_name.to_owned(),
+            member: member_id.to_owned(),
+        };
+        let group = groups.get_mut(group_name).ok_or_else(unknown)?;
+        if group.expire(now) > 0 {
+            self.rebalance_after_departure(group_name, group);
+        }
+        let member = group.members.get_mut(member_id).ok_or_else(unknown)?;
+        member.deadline = now + member.session_timeout;
+        if member.client != client {
+            member.client = client.to_owned();
+        }
+        Ok(group.assignment(member_id))
+    }
+
+    fn rebalance_after_departure(&self, group_name: &str, group: &mut Group) {
+        if let Some(topic) = group.topic.clone() {
+            let partitions = self.partition_count(&topic).unwrap_or(group.target.len() as u32);
+            group.rebalance(partitions);
+            self.metrics.group_rebalance();
+            tracing::info!(
+                group = group_name,
+                generation = group.generation,
+                members = group.members.len(),
+                "rebalanced"
+            );
+        }
+    }
+
+    /// Removes `member_id`; its partitions go to the others at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GroupError::UnknownMember`] if it was not a member.
+    pub async fn leave(&self, group_name: &str, member_id: &str) -> Result<(), GroupError> {
+        let mut groups = self.groups.lock().await;
+        let unknown = || GroupError::UnknownMember {
+            group: group_name.to_owned(),
+            member: member_id.to_owned(),
+        };
+        let group = groups.get_mut(group_name).ok_or_else(unknown)?;
+        group.expire(Instant::now());
+        if !group.members.contains_key(member_id) {
+            return Err(unknown());
+        }
+        group.remove(member_id);
+        tracing::info!(group = group_name, member = member_id, "member left");
+        self.rebalance_after_departure(group_name, group);
+        if group.members.is_empty() {
+            groups.remove(group_name);
+        }
+        Ok(())
+    }
+
+    /// Commits offsets for `group` on `topic` (see the module docs for who may).
+    ///
+    /// # Errors
+    ///
+    /// [`GroupError`] naming what was refused; nothing is stored then.
+    pub async fn commit(
+        &self,
+        group_name: &str,
+        topic: &str,
+        member_id: &str,
+        generation: u32,
+        offsets: &[PartitionOffset],
+    ) -> Result<(), GroupError> {
+        validate_group_name(group_name)
+            .map_err(|reason| GroupError::InvalidName { name: group_name.to_owned(), reason })?;
+        let found =
+            self.topics.get(topic).ok_or_else(|| GroupError::UnknownTopic(topic.to_owned()))?;
+        for entry in offsets {
+            let Some(partition) = found.partitions().get(entry.partition as usize) else {
+                return Err(GroupError::Invalid(format!(
+                    "topic {topic:?} has no partition {} (it has {})",
+                    entry.partition,
+                    found.partitions().len()
+                )));
+            };
+            let end = partition.log().next_offset();
+            if entry.offset > end {
+                return Err(GroupError::Invalid(format!(
+                    "offset {} is past the end of {topic}/{} ({end})",
+                    entry.offset, entry.partition
+                )));
+            }
+        }
+        // Held across the store write: a rebalance cannot move a partition between the check
+        // and the commit landing.
+        let mut groups = self.groups.lock().await;
+        let group = groups.get_mut(group_name);
+        match (member_id, group) {
+            ("", None) => {}
+            ("", Some(group)) => {
+                group.expire(Instant::now());
+                if !group.members.is_empty() {
+                    return Err(GroupError::NotEmpty {
+                        group: group_name.to_owned(),
+                        members: group.members.len(),
+                    });
+                }
+            }
+            (_, None) => {
+                return Err(GroupError::UnknownMember {
+                    group: group_name.to_owned(),
+                    member: member_id.to_owned(),
+                })
+            }
+            (_, Some(group)) => {
+                if group.expire(Instant::now()) > 0 {
+                    self.rebalance_after_departure(group_name, group);
+                }
+                let member =
+                    group.members.get(member_id).ok_or_else(|| GroupError::UnknownMember {
+                        group: group_name.to_owned(),
+                        member: member_id.to_owned(),
+                    })?;
+                if member.generation != generation {
+                    return Err(GroupError::StaleGeneration {
+                        group: group_name.to_owned(),
+                        member: member_id.to_owned(),
+                        got: generation,
+                        current: member.generation,
+                    });
+                }
+                if group.topic.as_deref() != Some(topic) {
+                    return Err(GroupError::Invalid(format!(
+                        "group {group_name:?} consumes topic {:?}, not {topic:?}",
+                        group.topic.as_deref().unwrap_or_default()
+                    )));
+                }
+                for entry in offsets {
+                    let holder = group.holder.get(entry.partition as usize);
+                    if holder.and_then(Option::as_deref) != Some(member_id) {
+                        return Err(GroupError::NotAssigned {
+                            group: group_name.to_owned(),
+                            member: member_id.to_owned(),
+                            partition: entry.partition,
+                        });
+                    }
+                }
+            }
+        }
+        let existing = self.store.committed(group_name, topic).await.len();
+        if existing + offsets.len() > GROUP_OFFSET_COUNT_MAX as usize {
+            return Err(GroupError::Limit(format!(
+                "group {group_name:?} holds the most committed offsets allowed ({GROUP_OFFSET_COUNT_MAX})"
+            )));
+        }
+        self.store.commit(group_name, topic, offsets).await?;
+        Ok(())
+    }
+
+    /// The committed offsets of `group` on `topic`.
+    pub async fn committed(&self, group: &str, topic: &str) -> Vec<PartitionOffset> {
+        self.store.committed(group, topic).await
+    }
+
+    /// Every group with members or committed offsets, sorted by name: (group, topic, members,
+    /// generation).
+    pub async fn list(&self) -> Vec<(String, String, u32, u32)> {
+        let mut summaries: BTreeMap<String, (String, u32, u32)> = BTreeMap::new();
+        for (key, _) in self.store.all_committed().await {
+            summaries.entry(key.group).or_insert_with(|| (String::new(), 0, 0));
+        }
+        let mut groups = self.groups.lock().await;
+        let now = Instant::now();
+        for (name, group) in groups.iter_mut() {
+            if group.expire(now) > 0 {
+                self.rebalance_after_departure(name, group);
+            }
+            summaries.insert(
+                name.clone(),
+                (
+                    group.topic.clone().unwrap_or_default(),
+                    group.members.len() as u32,
+                    group.generation,
+                ),
+            );
+        }
+        summaries
+            .into_iter()
+            .map(|(group, (topic, members, generation))| (group, topic, members, generation))
+            .collect()
+    }
+
+    /// Describes a group: members, assignment, committed offsets with each partition's end.
+    ///
+    /// # Errors
+    ///
+    /// [`GroupError::InvalidName`] for a bad name.
+    pub async fn describe(&self, group_name: &str) -> Result<GroupInfo, GroupError> {
+        validate_group_name(group_name)
+            .map_err(|reason| GroupError::InvalidName { name: group_name.to_owned(), reason })?;
+        let offsets = self
+            .store
+            .all_committed()
+            .await
+            .into_iter()
+            .filter(|(key, _)| key.group == group_name)
+            .map(|(key, committed)| OffsetInfo {
+                end: self.end_offset(&key.topic, key.partition),
+                topic: key.topic,
+                partition: key.partition,
+                committed,
+            })
+            .collect();
+        let mut groups = self.groups.lock().await;
+        let mut info = GroupInfo {
+            group: group_name.to_owned(),
+            topic: String::new(),
+            generation: 0,
+            members: Vec::new(),
+            offsets,
+        };
+        if let Some(group) = groups.get_mut(group_name) {
+            if group.expire(Instant::now()) > 0 {
+                self.rebalance_after_departure(group_name, group);
+            }
+            info.topic = group.topic.clone().unwrap_or_default();
+            info.generation = group.generation;
+            info.members = group
+                .members
+                .iter()
+                .map(|(id, member)| MemberInfo {
+                    member_id: id.clone(),
+                    client: member.client.clone(),
+                    generation: member.generation,
+                    partitions: group.held_by(id),
+                })
+                .collect();
+        }
+        Ok(info)
+    }
+
+    fn end_offset(&self, topic: &str, partition: u32) -> u64 {
+        self.topics
+            .get(topic)
+            .and_then(|topic| topic.partitions().get(partition as usize).cloned())
+            .map_or(0, |partition| partition.log().next_offset())
+    }
+
+    /// Every committed offset's lag: (group, topic, partition, records behind the end).
+    pub async fn lags(&self) -> Vec<(String, String, u32, u64)> {
+        self.store
+            .all_committed()
+            .await
+            .into_iter()
+            .filter(|(key, _)| self.topics.get(&key.topic).is_some())
+            .map(|(key, committed)| {
+                let lag = self.end_offset(&key.topic, key.partition).saturating_sub(committed);
+                (key.group, key.topic, key.partition, lag)
+            })
+            .collect()
+    }
+
+    /// A fresh producer id (epoch 0), or the next epoch of `producer_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`GroupError`] if a block of ids could not be reserved, or the epoch is exhausted.
+    pub async fn init_producer(
+        &self,
+        producer_id: i64,
+        epoch: u16,
+    ) -> Result<(i64, u16), GroupError> {
+        if producer_id < 0 {
+            return Ok((self.store.next_producer_id().await?, 0));
+        }
+        match epoch.checked_add(1) {
+            Some(next) => Ok((producer_id, next)),
+            // The epoch space is used up: start over with a new id.
+            None => Ok((self.store.next_producer_id().await?, 0)),
+        }
+    }
+}
+
+/// Convenience for the request handler: a summary borrowed from a list entry.
+pub fn summary(entry: &(String, String, u32, u32)) -> GroupSummary<'_> {
+    GroupSummary { group: &entry.0, topic: &entry.1, members: entry.2, generation: entry.3 }
+}
+
+#[cfg(test)]
+mod tests;

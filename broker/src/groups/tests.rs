@@ -1,0 +1,295 @@
+//! Group membership, hand-over and commit rules, and the state log's replay and snapshots.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use ringmq_protocol::group::PartitionOffset;
+
+use super::store::{GroupStore, StoreError};
+use super::*;
+use crate::config::SyncPolicy;
+use crate::log::DataDir;
+use crate::metrics::Metrics;
+use crate::topics::{TopicDefaults, Topics};
+
+const SESSION: Duration = Duration::from_secs(10);
+
+fn group_with(members: &[&str], partitions: u32) -> Group {
+    let mut group = Group { topic: Some("t".to_owned()), ..Group::default() };
+    for id in members {
+        group.members.insert(
+            (*id).to_owned(),
+            Member {
+                session_timeout: SESSION,
+                deadline: Instant::now() + SESSION,
+                generation: 0,
+                client: String::new(),
+            },
+        );
+    }
+    group.rebalance(partitions);
+    group
+}
+
+#[test]
+fn a_group_formed_at_once_gets_contiguous_balanced_ranges() {
+    for (members, partitions, expected) in [
+        (&["a", "b"][..], 6, vec![vec![0, 1, 2], vec![3, 4, 5]]),
+        (&["a", "b", "c"][..], 6, vec![vec![0, 1], vec![2, 3], vec![4, 5]]),
+        (&["a", "b", "c", "d"][..], 6, vec![vec![0, 1], vec![2, 3], vec![4], vec![5]]),
+        (&["a", "b", "c"][..], 2, vec![vec![0], vec![1], vec![]]),
+    ] {
+        let mut group = group_with(members, partitions);
+        let assigned: Vec<Vec<u32>> =
+            members.iter().map(|member| group.assignment(member).partitions).collect();
+        assert_eq!(assigned, expected, "{members:?} over {partitions}");
+    }
+}
+
+#[test]
+fn a_partition_moves_only_after_its_holder_learns_it_lost_it() {
+    let mut group = group_with(&["a"], 6);
+    assert_eq!(group.assignment("a").partitions, [0, 1, 2, 3, 4, 5]);
+    group.members.insert(
+        "b".to_owned(),
+        Member {
+            session_timeout: SESSION,
+            deadline: Instant::now() + SESSION,
+            generation: 0,
+            client: String::new(),
+        },
+    );
+    group.rebalance(6);
+    // "a" has not heartbeated since: "b" must wait.
+    let early = group.assignment("b");
+    assert_eq!((early.partitions.len(), early.settled), (0, false));
+    let a = group.assignment("a");
+    assert_eq!((a.partitions, a.settled), (vec![0, 1, 2], true));
+    let b = group.assignment("b");
+    assert_eq!((b.partitions, b.settled, b.generation), (vec![3, 4, 5], true, a.generation));
+}
+
+#[test]
+fn a_departure_moves_only_the_departed_member_s_partitions() {
+    let mut group = group_with(&["a", "b", "c"], 7);
+    let before: Vec<Vec<u32>> =
+        ["a", "b", "c"].iter().map(|member| group.assignment(member).partitions).collect();
+    assert_eq!(before, [vec![0, 1, 2], vec![3, 4], vec![5, 6]]);
+    group.remove("b");
+    group.rebalance(7);
+    let a = group.assignment("a");
+    let c = group.assignment("c");
+    assert!(a.settled && c.settled, "nothing had to move between a and c");
+    let kept = |had: &[u32], has: &[u32]| had.iter().all(|partition| has.contains(partition));
+    assert!(kept(&before[0], &a.partitions) && kept(&before[2], &c.partitions), "{a:?} {c:?}");
+    assert_eq!(a.partitions.len() + c.partitions.len(), 7);
+    assert!(a.partitions.len().abs_diff(c.partitions.len()) <= 1);
+
+    // A join takes partitions from the others, as few as balance needs.
+    group.members.insert(
+        "d".to_owned(),
+        Member {
+            session_timeout: SESSION,
+            deadline: Instant::now() + SESSION,
+            generation: 0,
+            client: String::new(),
+        },
+    );
+    group.rebalance(7);
+    let (a2, c2) = (group.assignment("a"), group.assignment("c"));
+    let d = group.assignment("d");
+    let moved = a.partitions.iter().filter(|p| !a2.partitions.contains(p)).count()
+        + c.partitions.iter().filter(|p| !c2.partitions.contains(p)).count();
+    assert_eq!(moved, 2, "d's two partitions, taken one from each: {a2:?} {c2:?} {d:?}");
+    assert_eq!(d.partitions.len(), 2);
+}
+
+#[test]
+fn an_expired_member_releases_its_partitions_at_once() {
+    let mut group = group_with(&["a", "b"], 4);
+    let _ = group.assignment("a");
+    let _ = group.assignment("b");
+    group.members.get_mut("b").unwrap().deadline = Instant::now();
+    assert_eq!(group.expire(Instant::now()), 1);
+    group.rebalance(4);
+    let a = group.assignment("a");
+    assert_eq!((a.partitions, a.settled), (vec![0, 1, 2, 3], true));
+    assert_eq!(group.expire(Instant::now()), 0);
+}
+
+struct Fixture {
+    _temp: tempfile::TempDir,
+    coordinator: Coordinator,
+}
+
+fn open_store(path: &Path) -> (GroupStore, store::Replayed, DataDir) {
+    let dir = DataDir::lock(path).unwrap();
+    let (store, replayed) = GroupStore::open(
+        &dir,
+        store::STATE_CAPACITY_MIN,
+        false,
+        SyncPolicy::None,
+        Duration::from_secs(5),
+        Metrics::new().sync_histogram(),
+    )
+    .unwrap();
+    (store, replayed, dir)
+}
+
+fn fixture(partitions: u32) -> Fixture {
+    let temp = tempfile::tempdir().unwrap();
+    let (store, _, dir) = open_store(temp.path());
+    let defaults = TopicDefaults {
+        partitions: 1,
+        capacity: 1 << 20,
+        batch_size_max: 64 << 10,
+        prefault: false,
+        capacity_max: 1 << 30,
+        partitions_max: 1024,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let topics = Arc::new(Topics::open(dir, defaults, Arc::clone(&metrics)).unwrap());
+    topics.create("t", partitions, 0, 0).unwrap();
+    let settings = GroupSettings {
+        session_timeout_min: Duration::from_millis(100),
+        session_timeout_max: Duration::from_secs(60),
+    };
+    Fixture { _temp: temp, coordinator: Coordinator::new(store, topics, settings, metrics) }
+}
+
+fn offsets(entries: &[(u32, u64)]) -> Vec<PartitionOffset> {
+    entries.iter().map(|&(partition, offset)| PartitionOffset { partition, offset }).collect()
+}
+
+#[tokio::test]
+async fn commits_are_refused_from_stale_unknown_or_non_holding_members() {
+    let fixture = fixture(2);
+    let groups = &fixture.coordinator;
+    let a = groups.join("g", "t", "", SESSION, "peer-a").await.unwrap();
+    assert_eq!(a.partitions, [0, 1]);
+    groups.commit("g", "t", &a.member_id, a.generation, &offsets(&[(0, 0)])).await.unwrap();
+    let b = groups.join("g", "t", "", SESSION, "peer-b").await.unwrap();
+    assert!(!b.settled, "a still holds everything");
+
+    // "a" has not learned the new generation: its old one is still the one it was told, and it
+    // still holds partition 1, so it may commit it; "b" may not yet.
+    groups.commit("g", "t", &a.member_id, a.generation, &offsets(&[(1, 0)])).await.unwrap();
+    let refused = groups.commit("g", "t", &b.member_id, b.generation, &offsets(&[(1, 0)])).await;
+    assert!(matches!(refused, Err(GroupError::NotAssigned { partition: 1, .. })), "{refused:?}");
+
+    let a2 = groups.heartbeat("g", &a.member_id, "peer-a").await.unwrap();
+    assert_eq!(a2.partitions, [0]);
+    let stale = groups.commit("g", "t", &a.member_id, a.generation, &offsets(&[(0, 0)])).await;
+    assert!(matches!(stale, Err(GroupError::StaleGeneration { .. })), "{stale:?}");
+    let lost = groups.commit("g", "t", &a.member_id, a2.generation, &offsets(&[(1, 0)])).await;
+    assert!(matches!(lost, Err(GroupError::NotAssigned { .. })), "{lost:?}");
+    let b2 = groups.heartbeat("g", &b.member_id, "peer-b").await.unwrap();
+    assert_eq!((b2.partitions.as_slice(), b2.settled), (&[1][..], true));
+    groups.commit("g", "t", &b.member_id, b2.generation, &offsets(&[(1, 0)])).await.unwrap();
+
+    let unknown = groups.commit("g", "t", "nobody", 1, &offsets(&[(0, 0)])).await;
+    assert!(matches!(unknown, Err(GroupError::UnknownMember { .. })), "{unknown:?}");
+    let admin = groups.commit("g", "t", "", 0, &offsets(&[(0, 0)])).await;
+    assert!(matches!(admin, Err(GroupError::NotEmpty { members: 2, .. })), "{admin:?}");
+    let past_end = groups.commit("g", "t", &b.member_id, b2.generation, &offsets(&[(1, 5)])).await;
+    assert!(matches!(past_end, Err(GroupError::Invalid(_))), "{past_end:?}");
+
+    groups.leave("g", &a.member_id).await.unwrap();
+    groups.leave("g", &b.member_id).await.unwrap();
+    groups.commit("g", "t", "", 0, &offsets(&[(0, 0), (1, 0)])).await.unwrap();
+    assert_eq!(groups.committed("g", "t").await, offsets(&[(0, 0), (1, 0)]));
+}
+
+#[tokio::test]
+async fn a_group_consumes_one_topic_and_names_are_checked() {
+    let fixture = fixture(1);
+    let groups = &fixture.coordinator;
+    let bad = groups.join("bad name", "t", "", SESSION, "p").await;
+    assert!(matches!(bad, Err(GroupError::InvalidName { .. })), "{bad:?}");
+    let missing = groups.join("g", "nope", "", SESSION, "p").await;
+    assert!(matches!(missing, Err(GroupError::UnknownTopic(_))), "{missing:?}");
+    let member = groups.join("g", "t", "", SESSION, "p").await.unwrap();
+    let other = groups.join("g", "u", "", SESSION, "p").await;
+    assert!(other.is_err());
+    // Rejoining with the same id keeps the member (no new generation).
+    let again = groups.join("g", "t", &member.member_id, SESSION, "p").await.unwrap();
+    assert_eq!((again.member_id, again.generation), (member.member_id, member.generation));
+    // The session timeout is clamped to the broker's bounds.
+    let short = groups.join("h", "t", "", Duration::from_millis(1), "p").await.unwrap();
+    assert_eq!(short.session_timeout, Duration::from_millis(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn committed_offsets_and_producer_ids_survive_a_reopen_through_many_laps() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    let mut ids = Vec::new();
+    {
+        let (store, _, _dir) = open_store(temp.path());
+        ids.push(store.next_producer_id().await.unwrap());
+        ids.push(store.next_producer_id().await.unwrap());
+        // Committed once, at the start: only the snapshots carry these past the wrap.
+        let early = offsets(&[(0, 11), (3, 33)]);
+        store.commit("early", "topic", &early).await.unwrap();
+        for entry in &early {
+            expected.insert(("early".to_owned(), entry.partition), entry.offset);
+        }
+        // 100 partitions per commit, ~5 KiB per batch: 8000 commits write about 2.5 times the
+        // 16 MiB log, so it wraps and only the snapshots keep older groups' offsets alive.
+        for round in 0..8000u64 {
+            let group = format!("group-{}", round % 7);
+            let entries: Vec<PartitionOffset> = (0..100)
+                .map(|partition| PartitionOffset {
+                    partition,
+                    offset: round * 1000 + u64::from(partition),
+                })
+                .collect();
+            store.commit(&group, "topic", &entries).await.unwrap();
+            for entry in &entries {
+                expected.insert((group.clone(), entry.partition), entry.offset);
+            }
+        }
+        let earliest = store.partition().log().earliest_offset();
+        assert!(earliest > 0, "the log wrapped (earliest offset {earliest})");
+        tokio::task::block_in_place(|| store.close_blocking()).unwrap();
+    }
+    let (store, replayed, _dir) = open_store(temp.path());
+    let mut found = std::collections::BTreeMap::new();
+    for (key, offset) in store.all_committed().await {
+        found.insert((key.group, key.partition), offset);
+    }
+    let wrong: Vec<_> = expected
+        .iter()
+        .filter(|(key, offset)| found.get(*key) != Some(*offset))
+        .map(|(key, offset)| (key, offset, found.get(key)))
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "lost or wrong after replay (key, expected, found): {wrong:?}");
+    assert_eq!(found.len(), expected.len());
+    assert!(replayed.snapshots > 0, "{replayed:?}");
+    let next = store.next_producer_id().await.unwrap();
+    assert!(next > ids[1], "producer ids are never handed out twice: {ids:?} then {next}");
+}
+
+#[tokio::test]
+async fn a_state_log_too_small_for_the_live_state_refuses_new_entries() {
+    let temp = tempfile::tempdir().unwrap();
+    let (store, _, _dir) = open_store(temp.path());
+    let entries: Vec<PartitionOffset> =
+        (0..1000).map(|partition| PartitionOffset { partition, offset: 1 }).collect();
+    let mut refused = None;
+    for group in 0..200 {
+        if let Err(error) =
+            store.commit(&format!("a-rather-long-group-name-{group:04}"), "t", &entries).await
+        {
+            refused = Some(error);
+            break;
+        }
+    }
+    let error = refused.expect("the live state outgrew a quarter of the log");
+    assert!(matches!(error, StoreError::Full { .. }), "{error}");
+    assert!(error.to_string().contains("group_log_capacity"), "{error}");
+}

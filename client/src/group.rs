@@ -1,0 +1,582 @@
+//! Consumer groups: a [`GroupConsumer`] joins a group, reads the partitions the broker assigns
+//! it and commits its progress.
+//!
+//! The broker assigns each partition of the topic to exactly one live member (range strategy)
+//! and moves partitions when members join, leave or stop heartbeating. A background task
+//! heartbeats at the interval the broker asks for and picks up new assignments; each assigned
+//! partition is read by its own fetch task (its own connection, long-polling), whose records
+//! [`GroupConsumer::next`] hands out. A partition newly assigned starts at the group's committed
+//! offset, or where [`GroupConsumerBuilder::start`] says if it has none.
+//!
+//! **At-least-once.** A record counts as processed once `next` is called again after returning
+//! it (or [`GroupConsumer::commit`] / [`GroupConsumer::close`] is called). Only processed
+//! positions are committed: automatically every `auto_commit` interval (and before each
+//! heartbeat, so little is redone after a rebalance), or by `commit`. A member that crashes is
+//! replaced and its partitions resume from the last commit: records after it are delivered again,
+//! none is skipped. A committed position the partition no longer holds (reclaimed by the ring)
+//! resumes at the earliest offset still held.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use ringmq_protocol::group::{
+    CommitOffsets, CommittedOffsets, Entries, GroupAssignment, GroupTopic, Heartbeat, JoinGroup,
+    LeaveGroup, PartitionOffset,
+};
+use ringmq_protocol::{ErrorCode, Request};
+
+use crate::connection::Connection;
+use crate::consumer::{ConsumerBuilder, ConsumerRecord, StartOffset};
+use crate::{ClientError, DEFAULT_TIMEOUT};
+
+/// Records buffered between the fetch tasks and `next`.
+const RECORD_BUFFER: usize = 4096;
+/// How soon to heartbeat again while partitions meant for this member are still held by others.
+const UNSETTLED_RETRY: Duration = Duration::from_millis(50);
+/// Wait after a failed fetch before the next.
+const FETCH_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Settings of a [`GroupConsumer`].
+#[derive(Debug, Clone)]
+pub struct GroupConsumerBuilder {
+    address: String,
+    group: String,
+    topic: String,
+    session_timeout: Duration,
+    auto_commit: Option<Duration>,
+    start: StartOffset,
+    max_wait: Duration,
+    max_bytes: u32,
+    timeout: Duration,
+}
+
+impl GroupConsumerBuilder {
+    pub(crate) fn new(address: &str, group: &str, topic: &str) -> Self {
+        Self {
+            address: address.to_owned(),
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            session_timeout: Duration::from_secs(10),
+            auto_commit: Some(Duration::from_secs(1)),
+            start: StartOffset::Earliest,
+            max_wait: Duration::from_millis(500),
+            max_bytes: 1 << 20,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// How long the broker keeps this member without a heartbeat [default: 10 s]. A crashed
+    /// member's partitions move after this long; the broker clamps it to its configured bounds.
+    #[must_use]
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
+    }
+
+    /// Commit processed positions this often, or `None` to commit only with
+    /// [`GroupConsumer::commit`] [default: every second].
+    #[must_use]
+    pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
+        self.auto_commit = interval;
+        self
+    }
+
+    /// Where a partition without a committed offset starts: earliest or latest [default:
+    /// earliest]. `StartOffset::Offset` is taken as earliest.
+    #[must_use]
+    pub fn start(mut self, start: StartOffset) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// How long one fetch waits at the broker for new records [default: 500 ms].
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Soft limit on the bytes of one fetch [default: 1 MiB].
+    #[must_use]
+    pub fn max_bytes(mut self, max_bytes: u32) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Timeout of connecting and of each request [default: 30 s].
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Joins the group and starts heartbeating.
+    ///
+    /// # Errors
+    ///
+    /// A connection error, or [`ClientError::Broker`] with `UnknownTopic` or `InvalidRequest`
+    /// (a bad group name, or a group that consumes another topic).
+    pub async fn build(self) -> Result<GroupConsumer, ClientError> {
+        let mut coordinator =
+            Connection::open(&self.address, self.timeout, "ringmq-client group").await?;
+        let session_timeout = self.session_timeout;
+        let assignment =
+            join(&mut coordinator, &self.group, &self.topic, "", session_timeout).await?;
+        let (version, _) = watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            settings: self,
+            coordinator: tokio::sync::Mutex::new(coordinator),
+            membership: Mutex::new(assignment),
+            progress: Mutex::new(Progress::default()),
+            version,
+        });
+        let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
+        let (records_tx, records_rx) = mpsc::channel(RECORD_BUFFER);
+        let version = shared.version.subscribe();
+        Ok(GroupConsumer {
+            shared,
+            heartbeat,
+            records_tx,
+            records_rx,
+            version,
+            fetchers: BTreeMap::new(),
+            next_epoch: 1,
+            synced: false,
+            last_returned: None,
+        })
+    }
+}
+
+/// What the broker last told this member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Membership {
+    member_id: String,
+    generation: u32,
+    partitions: Vec<u32>,
+    settled: bool,
+    heartbeat_interval: Duration,
+}
+
+/// Positions per partition: processed (safe to commit) and committed.
+#[derive(Debug, Default)]
+struct Progress {
+    processed: BTreeMap<u32, u64>,
+    committed: BTreeMap<u32, u64>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    settings: GroupConsumerBuilder,
+    /// Join, heartbeat, commit and leave go over this connection.
+    coordinator: tokio::sync::Mutex<Connection>,
+    membership: Mutex<Membership>,
+    progress: Mutex<Progress>,
+    /// Bumped whenever the member's partitions change.
+    version: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn membership(&self) -> Membership {
+        self.membership.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records what the broker said; wakes `next` if the partitions changed.
+    fn update(&self, membership: Membership) {
+        let mut current = self.membership.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = current.partitions != membership.partitions
+            || current.member_id != membership.member_id;
+        *current = membership;
+        drop(current);
+        if changed {
+            self.version.send_modify(|version| *version += 1);
+        }
+    }
+
+    /// Commits processed positions not yet committed, for partitions this member holds.
+    async fn commit(&self) -> Result<(), ClientError> {
+        let membership = self.membership();
+        let offsets: Vec<PartitionOffset> = {
+            let progress = self.progress();
+            progress
+                .processed
+                .iter()
+                .filter(|(partition, _)| membership.partitions.contains(partition))
+                .filter(|(partition, offset)| progress.committed.get(partition) != Some(offset))
+                .map(|(&partition, &offset)| PartitionOffset { partition, offset })
+                .collect()
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let settings = &self.settings;
+        let request = Request::CommitOffsets(CommitOffsets {
+            group: &settings.group,
+            topic: &settings.topic,
+            member_id: &membership.member_id,
+            generation: membership.generation,
+            offsets: Entries::from_slice(&offsets),
+        });
+        let mut coordinator = self.coordinator.lock().await;
+        coordinator.call(&request, settings.timeout).await?;
+        drop(coordinator);
+        let mut progress = self.progress();
+        for entry in offsets {
+            progress.committed.insert(entry.partition, entry.offset);
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&self) -> Result<(), ClientError> {
+        let membership = self.membership();
+        let settings = &self.settings;
+        let request = Request::Heartbeat(Heartbeat {
+            group: &settings.group,
+            member_id: &membership.member_id,
+            generation: membership.generation,
+        });
+        let mut coordinator = self.coordinator.lock().await;
+        let answer = coordinator.call(&request, settings.timeout).await;
+        let updated = match answer {
+            Ok((_, body)) => assignment(&body)?,
+            Err(ClientError::Broker { code: ErrorCode::UnknownMember, .. }) => {
+                // Expired (or the broker restarted): join again as a new member.
+                join(
+                    &mut coordinator,
+                    &settings.group,
+                    &settings.topic,
+                    "",
+                    settings.session_timeout,
+                )
+                .await?
+            }
+            Err(error) => return Err(error),
+        };
+        drop(coordinator);
+        self.update(updated);
+        Ok(())
+    }
+}
+
+async fn join(
+    connection: &mut Connection,
+    group: &str,
+    topic: &str,
+    member_id: &str,
+    session_timeout: Duration,
+) -> Result<Membership, ClientError> {
+    let request = Request::JoinGroup(JoinGroup {
+        group,
+        topic,
+        member_id,
+        session_timeout_ms: u32::try_from(session_timeout.as_millis()).unwrap_or(u32::MAX).max(1),
+    });
+    let timeout = connection.timeout;
+    let (_, body) = connection.call(&request, timeout).await?;
+    assignment(&body)
+}
+
+fn assignment(body: &[u8]) -> Result<Membership, ClientError> {
+    let reply = GroupAssignment::decode(body)?;
+    Ok(Membership {
+        member_id: reply.member_id.to_owned(),
+        generation: reply.generation,
+        partitions: reply.partitions.iter().collect(),
+        settled: reply.settled,
+        heartbeat_interval: Duration::from_millis(u64::from(reply.heartbeat_interval_ms).max(10)),
+    })
+}
+
+/// Heartbeats (and auto-commits) until the consumer is dropped or closed.
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let mut last_heartbeat = Instant::now();
+    let mut last_commit = Instant::now();
+    loop {
+        let membership = shared.membership();
+        let heartbeat_due = if membership.settled {
+            last_heartbeat + membership.heartbeat_interval
+        } else {
+            last_heartbeat + UNSETTLED_RETRY.min(membership.heartbeat_interval)
+        };
+        let commit_due = shared.settings.auto_commit.map(|interval| last_commit + interval);
+        let wake = commit_due.map_or(heartbeat_due, |due| due.min(heartbeat_due));
+        tokio::time::sleep_until(wake).await;
+        let now = Instant::now();
+        let heartbeating = now >= heartbeat_due;
+        // Commit before a heartbeat too: a heartbeat may take partitions away, and what was
+        // processed on them should not be redone by their next owner.
+        if commit_due.is_some_and(|due| now >= due) || (heartbeating && commit_due.is_some()) {
+            last_commit = now;
+            // A refused commit (the partition moved, a stale generation) is retried with the
+            // next heartbeat's assignment; nothing is lost, some records may be redone.
+            let _ = shared.commit().await;
+        }
+        if heartbeating {
+            last_heartbeat = now;
+            let _ = shared.heartbeat().await;
+        }
+    }
+}
+
+/// A record or error from a partition's fetch task.
+#[derive(Debug)]
+struct Fetched {
+    partition: u32,
+    epoch: u64,
+    result: Result<ConsumerRecord, ClientError>,
+}
+
+/// A partition being read.
+#[derive(Debug)]
+struct Fetcher {
+    task: JoinHandle<()>,
+    epoch: u64,
+}
+
+/// A member of a consumer group; see the module docs.
+#[derive(Debug)]
+pub struct GroupConsumer {
+    shared: Arc<Shared>,
+    heartbeat: JoinHandle<()>,
+    records_tx: mpsc::Sender<Fetched>,
+    records_rx: mpsc::Receiver<Fetched>,
+    version: watch::Receiver<u64>,
+    fetchers: BTreeMap<u32, Fetcher>,
+    next_epoch: u64,
+    synced: bool,
+    last_returned: Option<(u32, u64)>,
+}
+
+impl GroupConsumer {
+    /// The member id the broker gave this consumer.
+    pub fn member_id(&self) -> String {
+        self.shared.membership().member_id
+    }
+
+    /// The group generation this member last learned.
+    pub fn generation(&self) -> u32 {
+        self.shared.membership().generation
+    }
+
+    /// The partitions this member holds, as of its last heartbeat.
+    pub fn assignment(&self) -> Vec<u32> {
+        self.shared.membership().partitions
+    }
+
+    /// Heartbeats now (instead of at the next interval) and returns the partitions held.
+    ///
+    /// # Errors
+    ///
+    /// A connection error or timeout.
+    pub async fn refresh(&self) -> Result<Vec<u32>, ClientError> {
+        self.shared.heartbeat().await?;
+        Ok(self.assignment())
+    }
+
+    /// The next record from the partitions this member holds, waiting (long-polling) until one
+    /// arrives. Calling it marks the record it returned last as processed.
+    ///
+    /// # Errors
+    ///
+    /// A non-retriable error of a partition's fetch (its topic was deleted, a batch failed
+    /// validation); transient errors are retried inside.
+    pub async fn next(&mut self) -> Result<ConsumerRecord, ClientError> {
+        self.mark_processed();
+        loop {
+            if !self.synced || self.version.has_changed().unwrap_or(false) {
+                self.sync_assignment().await?;
+            }
+            tokio::select! {
+                fetched = self.records_rx.recv() => {
+                    let Some(fetched) = fetched else { continue };
+                    let current = self
+                        .fetchers
+                        .get(&fetched.partition)
+                        .is_some_and(|fetcher| fetcher.epoch == fetched.epoch);
+                    if !current {
+                        continue; // From a partition this member no longer holds.
+                    }
+                    let record = fetched.result?;
+                    self.last_returned = Some((record.partition, record.offset));
+                    return Ok(record);
+                }
+                changed = self.version.changed() => {
+                    // `changed` marks the version seen: resynchronise explicitly.
+                    self.synced = false;
+                    if changed.is_err() {
+                        // The sender lives in `shared`, which this consumer holds.
+                        unreachable!("the membership channel outlives the consumer");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Commits the positions after every record returned so far (the last one included).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Broker`] with `NotAssigned` or `StaleGeneration` if a partition moved in a
+    /// rebalance this member has not learned of yet, or a connection error.
+    pub async fn commit(&mut self) -> Result<(), ClientError> {
+        self.mark_processed();
+        self.shared.commit().await
+    }
+
+    /// Commits what was returned (with auto-commit on), leaves the group so its partitions move
+    /// at once, and stops.
+    ///
+    /// # Errors
+    ///
+    /// The commit's or the leave request's error (the consumer stops anyway).
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.heartbeat.abort();
+        let committed = if self.shared.settings.auto_commit.is_some() {
+            self.mark_processed();
+            self.shared.commit().await
+        } else {
+            Ok(())
+        };
+        for fetcher in self.fetchers.values() {
+            fetcher.task.abort();
+        }
+        let membership = self.shared.membership();
+        let settings = &self.shared.settings;
+        let request = Request::LeaveGroup(LeaveGroup {
+            group: &settings.group,
+            member_id: &membership.member_id,
+        });
+        let left = self.shared.coordinator.lock().await.call(&request, settings.timeout).await;
+        committed.and(left.map(drop))
+    }
+
+    fn mark_processed(&mut self) {
+        if let Some((partition, offset)) = self.last_returned.take() {
+            if self.fetchers.contains_key(&partition) {
+                self.shared.progress().processed.insert(partition, offset + 1);
+            }
+        }
+    }
+
+    /// Starts and stops fetch tasks to match the partitions held.
+    async fn sync_assignment(&mut self) -> Result<(), ClientError> {
+        self.version.borrow_and_update();
+        self.synced = true;
+        let held: BTreeSet<u32> = self.shared.membership().partitions.into_iter().collect();
+        let revoked: Vec<u32> =
+            self.fetchers.keys().filter(|partition| !held.contains(partition)).copied().collect();
+        for partition in revoked {
+            if let Some(fetcher) = self.fetchers.remove(&partition) {
+                fetcher.task.abort();
+            }
+            let mut progress = self.shared.progress();
+            progress.processed.remove(&partition);
+            progress.committed.remove(&partition);
+        }
+        let added: Vec<u32> = held
+            .iter()
+            .filter(|partition| !self.fetchers.contains_key(partition))
+            .copied()
+            .collect();
+        if added.is_empty() {
+            return Ok(());
+        }
+        let committed = self.committed().await?;
+        let settings = &self.shared.settings;
+        for partition in added {
+            let start = match committed.get(&partition) {
+                Some(&offset) => {
+                    self.shared.progress().committed.insert(partition, offset);
+                    StartOffset::Offset(offset)
+                }
+                None if settings.start == StartOffset::Latest => StartOffset::Latest,
+                None => StartOffset::Earliest,
+            };
+            let builder = ConsumerBuilder::new(&settings.address, &settings.topic, partition)
+                .start(start)
+                .max_wait(settings.max_wait)
+                .max_bytes(settings.max_bytes)
+                .timeout(settings.timeout);
+            let epoch = self.next_epoch;
+            self.next_epoch += 1;
+            let task =
+                tokio::spawn(fetch_partition(builder, partition, epoch, self.records_tx.clone()));
+            self.fetchers.insert(partition, Fetcher { task, epoch });
+        }
+        Ok(())
+    }
+
+    async fn committed(&self) -> Result<BTreeMap<u32, u64>, ClientError> {
+        let settings = &self.shared.settings;
+        let request =
+            Request::FetchCommitted(GroupTopic { group: &settings.group, topic: &settings.topic });
+        let mut coordinator = self.shared.coordinator.lock().await;
+        let (_, body) = coordinator.call(&request, settings.timeout).await?;
+        let offsets = CommittedOffsets::decode(&body)?;
+        Ok(offsets.offsets.iter().map(|entry| (entry.partition, entry.offset)).collect())
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        // Without `close` the member is not removed until its session expires.
+        self.heartbeat.abort();
+        for fetcher in self.fetchers.values() {
+            fetcher.task.abort();
+        }
+    }
+}
+
+/// Reads one partition into `records` until aborted.
+async fn fetch_partition(
+    builder: ConsumerBuilder,
+    partition: u32,
+    epoch: u64,
+    records: mpsc::Sender<Fetched>,
+) {
+    let send = |result| records.send(Fetched { partition, epoch, result });
+    let mut consumer = loop {
+        match builder.clone().build().await {
+            Ok(consumer) => break consumer,
+            Err(error) if error.is_retriable() => tokio::time::sleep(FETCH_BACKOFF).await,
+            Err(error) => {
+                if send(Err(error)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(FETCH_BACKOFF).await;
+            }
+        }
+    };
+    loop {
+        match consumer.poll().await {
+            Ok(polled) => {
+                for record in polled {
+                    if send(Ok(record)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(ClientError::OffsetOutOfRange { earliest, next, offset }) => {
+                // The position was reclaimed (or is past the end, after the topic was
+                // recreated): go on from the earliest record held.
+                let to = if offset > next { earliest.min(next) } else { earliest };
+                consumer.seek(to);
+            }
+            Err(error) if error.is_retriable() => tokio::time::sleep(FETCH_BACKOFF).await,
+            Err(error) => {
+                if send(Err(error)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(FETCH_BACKOFF).await;
+            }
+        }
+    }
+}

@@ -187,7 +187,7 @@ struct Args {
     /// Most partitions a client may ask for in one topic, 1-1024 [default: 1024].
     #[arg(long, value_name = "N")]
     topic_partitions_max: Option<String>,
-    /// Broker-side syncing: none, always, or interval=<ms> [default: none].
+    /// Broker-side syncing: none, always, or interval=MS (sync every MS milliseconds) [default: none].
     #[arg(long, value_name = "POLICY")]
     sync: Option<String>,
     /// Largest frame body accepted, e.g. 1MiB [default: 1MiB + 4KiB].

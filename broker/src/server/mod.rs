@@ -1,7 +1,7 @@
 //! The network side: accept loop, per-connection tasks, request handling.
 //!
 //! One task per connection reads frames into a pooled buffer, handles requests in order and
-//! writes responses (see [`connection`]). The accept loop enforces the connection limit and, on
+//! writes responses (see the `connection` module). The accept loop enforces the connection limit and, on
 //! shutdown, stops accepting, lets connections finish their in-flight requests (up to the
 //! shutdown timeout), then syncs every partition and writes clean-shutdown checkpoints.
 

@@ -81,7 +81,7 @@ struct Args {
     /// Durability each produce waits for: none, written or synced.
     #[arg(long, default_value = "written", value_parser = parse_acks)]
     acks: Acks,
-    /// The broker's own sync policy when this tool starts it: none, always or interval=<ms>.
+    /// The broker's own sync policy when this tool starts it: none, always or interval=MS (sync every MS milliseconds).
     #[arg(long, default_value = "none", value_name = "POLICY")]
     sync: String,
     /// An extra flag for the broker this tool starts, e.g. --broker-arg=--no-metrics; repeat it

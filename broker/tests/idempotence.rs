@@ -55,6 +55,9 @@ async fn stored(
             .unwrap();
         while consumer.position() < state.next_offset {
             let record = consumer.next().await.unwrap();
+            if record.key.is_none() {
+                continue; // filler, not a numbered record
+            }
             let value: usize = std::str::from_utf8(&record.value).unwrap().parse().unwrap();
             let key = String::from_utf8(record.key.unwrap().to_vec()).unwrap();
             *counts.entry(value).or_default() += 1;
@@ -195,6 +198,83 @@ async fn a_batch_that_fails_for_good_does_not_block_the_batches_after_it() {
         let expected: Vec<String> =
             (0..5).flat_map(|round| (0..20).map(move |index| format!("{round}-{index}"))).collect();
         assert_eq!(values, expected);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_failing_for_good_amid_cut_connections_leave_no_duplicate() {
+    // Batches refused for good (too large for the topic) start a renumbering while batches of
+    // other partitions are in flight and the proxy cuts connections: a batch the broker wrote but
+    // whose answer was lost must be resolved under its original stamp before the rest is
+    // renumbered, or the broker writes it twice.
+    let broker = Broker::start(&[]);
+    within(180, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        let config = TopicConfig {
+            partitions: Some(3),
+            capacity: Some(64 << 20),
+            chunk_size: Some(64 << 10),
+        };
+        admin.create_topic("holes", config).await.unwrap();
+        let proxy = Proxy::start(&broker.address, 9).await;
+        let producer = loop {
+            let Ok(client) = Client::connect(&proxy.address).await else { continue };
+            let built = client
+                .producer()
+                .acks(Acks::Written)
+                .batch_bytes(512 << 10)
+                .linger(Duration::from_millis(1))
+                .timeout(Duration::from_secs(60))
+                .build()
+                .await;
+            if let Ok(producer) = built {
+                break producer;
+            }
+        };
+        let big = vec![b'x'; 100 << 10];
+        let mut deliveries = Vec::new();
+        for index in 0..RECORDS {
+            let (key, value) = (format!("key-{}", index % KEYS), index.to_string());
+            let record = ProducerRecord::new("holes", value.as_bytes()).key(key.as_bytes());
+            deliveries.push((Some(index), producer.send(record).await.unwrap()));
+            if index % 10 == 0 {
+                // Let the linger seal batches: many small ones, many acknowledgements to lose.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if index % 50 == 25 {
+                // Two big records for one partition: a batch too large for the topic.
+                let partition = u32::try_from(index / 50 % 3).unwrap();
+                for _ in 0..2 {
+                    let record = ProducerRecord::new("holes", &big).partition(partition);
+                    deliveries.push((None, producer.send(record).await.unwrap()));
+                }
+            }
+        }
+        let (mut acknowledged, mut refused) = (std::collections::HashSet::new(), 0);
+        for (index, delivery) in deliveries {
+            match (index, delivery.await) {
+                (Some(index), Ok(_)) => assert!(acknowledged.insert(index)),
+                (None, Ok(_)) => {}
+                (index, Err(error)) => {
+                    let code = error.code();
+                    assert_eq!(code, Some(ringmq_client::ErrorCode::BatchTooLarge), "{error}");
+                    refused += usize::from(index.is_some());
+                }
+            }
+        }
+        producer.close().await.unwrap();
+        assert!(proxy.cuts() >= 3, "the proxy cut {} connections", proxy.cuts());
+
+        let (counts, by_key) = stored(&broker.address, "holes").await;
+        let duplicated: Vec<_> = counts.iter().filter(|(_, count)| **count > 1).take(5).collect();
+        assert!(duplicated.is_empty(), "written more than once (value, times): {duplicated:?}");
+        let stored: std::collections::HashSet<usize> = counts.into_keys().collect();
+        assert_eq!(stored, acknowledged, "exactly the acknowledged records are stored");
+        assert_eq!(stored.len() + refused, RECORDS);
+        for (key, values) in by_key {
+            assert!(values.windows(2).all(|pair| pair[0] < pair[1]), "{key} out of order");
+        }
     })
     .await;
 }

@@ -21,8 +21,9 @@
 //! twice, so retries never duplicate. At most [`PRODUCER_WINDOW`] requests are in flight, the
 //! number of batches the broker remembers per producer and partition. If a batch fails for good
 //! (or expires), later batches of its partition would leave a gap in the sequence: the producer
-//! then waits for its requests in flight, takes the next epoch and renumbers every batch not yet
-//! acknowledged before sending on. Without idempotence delivery is at-least-once: a batch the
+//! then resolves every batch already sent (waiting for its answer, or resending it under its
+//! original stamp after a lost connection, so one the broker did write is recognised), takes the
+//! next epoch and renumbers only the batches the broker never wrote before sending on. Without idempotence delivery is at-least-once: a batch the
 //! broker wrote but whose acknowledgement was lost is written again.
 
 use std::collections::{HashMap, VecDeque};
@@ -686,8 +687,12 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
                 }
             }
         }
-        if let (true, true, Some(open), false) =
-            (reset_pending, in_flight.is_empty(), connection.as_mut(), backing_off)
+        // Renumber only once every batch whose fate is unknown (sent, then requeued after a lost
+        // connection or a timeout) has been resolved under its original stamp: restamping one the
+        // broker did write would write it twice.
+        let unresolved = lock(&inner).ready.front().is_some_and(|batch| batch.first_sent.is_some());
+        if let (true, true, false, Some(open), false) =
+            (reset_pending, in_flight.is_empty(), unresolved, connection.as_mut(), backing_off)
         {
             let current = lock(&inner).producer;
             match init_producer(open, current).await {
@@ -704,12 +709,23 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
                 }
             }
         }
-        // Send ready batches while the pipeline has room (none while a renumbering waits).
-        if let (Some(open), false, false) = (connection.as_mut(), backing_off, reset_pending) {
+        // Send ready batches while the pipeline has room. While a renumbering waits, only batches
+        // sent before go out, under their original stamps: the broker acknowledges each one it
+        // already wrote with its offset and refuses the others as out of sequence (then `held`).
+        if let (Some(open), false) = (connection.as_mut(), backing_off) {
             let mut finished_any = false;
             let mut broken = None;
             while in_flight.len() < settings.max_in_flight {
-                let Some(mut batch) = lock(&inner).ready.pop_front() else { break };
+                let next = {
+                    let mut state = lock(&inner);
+                    let resend = state.ready.front().is_some_and(|b| b.first_sent.is_some());
+                    if reset_pending && !resend {
+                        None
+                    } else {
+                        state.ready.pop_front()
+                    }
+                };
+                let Some(mut batch) = next else { break };
                 let correlation_id = open.correlation_id();
                 head.clear();
                 let produce = Produce {

@@ -415,13 +415,21 @@ impl Coordinator {
             .clamp(self.settings.session_timeout_min, self.settings.session_timeout_max);
         let now = Instant::now();
         let mut groups = self.groups.lock().await;
+        self.touch(&mut groups, group_name, now);
         if !groups.contains_key(group_name) && groups.len() >= GROUP_COUNT_MAX as usize {
-            return Err(GroupError::Limit(format!(
-                "the broker already holds {GROUP_COUNT_MAX} groups with members"
-            )));
+            // Groups whose members all expired unnoticed do not count.
+            let names: Vec<String> = groups.keys().cloned().collect();
+            for name in names {
+                self.touch(&mut groups, &name, now);
+            }
+            if groups.len() >= GROUP_COUNT_MAX as usize {
+                return Err(GroupError::Limit(format!(
+                    "the broker already holds {GROUP_COUNT_MAX} groups with members"
+                )));
+            }
         }
         let group = groups.entry(group_name.to_owned()).or_default();
-        let mut changed = group.expire(now) > 0;
+        let mut changed = false;
         match &group.topic {
             Some(current) if current != topic => {
                 return Err(GroupError::Invalid(format!(
@@ -439,7 +447,9 @@ impl Coordinator {
                 )));
             }
             let serial = self.next_member.fetch_add(1, Ordering::Relaxed);
-            let id = format!("{group_name}-{:x}-{serial}", self.run);
+            // Unique within the group (a group's ids never repeat across broker runs), and short
+            // whatever the group's name.
+            let id = format!("member-{:x}-{serial}", self.run);
             group.members.insert(
                 id.clone(),
                 Member {
@@ -486,16 +496,34 @@ impl Coordinator {
             group: group_name.to_owned(),
             member: member_id.to_owned(),
         };
-        let group = groups.get_mut(group_name).ok_or_else(unknown)?;
-        if group.expire(now) > 0 {
-            self.rebalance_after_departure(group_name, group);
-        }
+        let group = self.touch(&mut groups, group_name, now).ok_or_else(unknown)?;
         let member = group.members.get_mut(member_id).ok_or_else(unknown)?;
         member.deadline = now + member.session_timeout;
         if member.client != client {
             member.client = client.to_owned();
         }
         Ok(group.assignment(member_id))
+    }
+
+    /// Brings `group_name` up to date at `now`: removes members whose session expired and, if
+    /// any did, rebalances what they held (every path that notices an expiry must, or their
+    /// partitions stay with no one); forgets the group if no member is left. Returns the group if
+    /// it has members.
+    fn touch<'g>(
+        &self,
+        groups: &'g mut HashMap<String, Group>,
+        group_name: &str,
+        now: Instant,
+    ) -> Option<&'g mut Group> {
+        let group = groups.get_mut(group_name)?;
+        if group.expire(now) > 0 {
+            self.rebalance_after_departure(group_name, group);
+        }
+        if group.members.is_empty() {
+            groups.remove(group_name);
+            return None;
+        }
+        groups.get_mut(group_name)
     }
 
     fn rebalance_after_departure(&self, group_name: &str, group: &mut Group) {
@@ -523,8 +551,7 @@ impl Coordinator {
             group: group_name.to_owned(),
             member: member_id.to_owned(),
         };
-        let group = groups.get_mut(group_name).ok_or_else(unknown)?;
-        group.expire(Instant::now());
+        let group = self.touch(&mut groups, group_name, Instant::now()).ok_or_else(unknown)?;
         if !group.members.contains_key(member_id) {
             return Err(unknown());
         }
@@ -573,17 +600,14 @@ impl Coordinator {
         // Held across the store write: a rebalance cannot move a partition between the check
         // and the commit landing.
         let mut groups = self.groups.lock().await;
-        let group = groups.get_mut(group_name);
+        let group = self.touch(&mut groups, group_name, Instant::now());
         match (member_id, group) {
             ("", None) => {}
             ("", Some(group)) => {
-                group.expire(Instant::now());
-                if !group.members.is_empty() {
-                    return Err(GroupError::NotEmpty {
-                        group: group_name.to_owned(),
-                        members: group.members.len(),
-                    });
-                }
+                return Err(GroupError::NotEmpty {
+                    group: group_name.to_owned(),
+                    members: group.members.len(),
+                });
             }
             (_, None) => {
                 return Err(GroupError::UnknownMember {
@@ -592,9 +616,6 @@ impl Coordinator {
                 })
             }
             (_, Some(group)) => {
-                if group.expire(Instant::now()) > 0 {
-                    self.rebalance_after_departure(group_name, group);
-                }
                 let member =
                     group.members.get(member_id).ok_or_else(|| GroupError::UnknownMember {
                         group: group_name.to_owned(),
@@ -650,12 +671,11 @@ impl Coordinator {
         }
         let mut groups = self.groups.lock().await;
         let now = Instant::now();
-        for (name, group) in groups.iter_mut() {
-            if group.expire(now) > 0 {
-                self.rebalance_after_departure(name, group);
-            }
+        let names: Vec<String> = groups.keys().cloned().collect();
+        for name in names {
+            let Some(group) = self.touch(&mut groups, &name, now) else { continue };
             summaries.insert(
-                name.clone(),
+                name,
                 (
                     group.topic.clone().unwrap_or_default(),
                     group.members.len() as u32,
@@ -698,10 +718,7 @@ impl Coordinator {
             members: Vec::new(),
             offsets,
         };
-        if let Some(group) = groups.get_mut(group_name) {
-            if group.expire(Instant::now()) > 0 {
-                self.rebalance_after_departure(group_name, group);
-            }
+        if let Some(group) = self.touch(&mut groups, group_name, Instant::now()) {
             info.topic = group.topic.clone().unwrap_or_default();
             info.generation = group.generation;
             info.members = group

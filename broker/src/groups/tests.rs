@@ -293,3 +293,37 @@ async fn a_state_log_too_small_for_the_live_state_refuses_new_entries() {
     assert!(matches!(error, StoreError::Full { .. }), "{error}");
     assert!(error.to_string().contains("group_log_capacity"), "{error}");
 }
+
+#[tokio::test]
+async fn an_expiry_noticed_by_any_request_moves_the_expired_member_s_partitions() {
+    let fixture = fixture(4);
+    let groups = &fixture.coordinator;
+    let short = Duration::from_millis(100);
+    let a = groups.join("g", "t", "", short, "peer-a").await.unwrap();
+    let b = groups.join("g", "t", "", SESSION, "peer-b").await.unwrap();
+    assert_eq!(groups.heartbeat("g", &a.member_id, "peer-a").await.unwrap().partitions, [0, 1]);
+    assert_eq!(groups.heartbeat("g", &b.member_id, "peer-b").await.unwrap().partitions, [2, 3]);
+    let lone = groups.join("h", "t", "", short, "peer-c").await.unwrap();
+    tokio::time::sleep(short * 2).await;
+
+    // The first request to notice that "a" expired is one that fails: the partitions "a" held
+    // must still go to "b", not stay with no one.
+    let unknown = groups.leave("g", "nobody").await;
+    assert!(matches!(unknown, Err(GroupError::UnknownMember { .. })), "{unknown:?}");
+    let b2 = groups.heartbeat("g", &b.member_id, "peer-b").await.unwrap();
+    assert_eq!((b2.partitions.as_slice(), b2.settled), (&[0, 1, 2, 3][..], true));
+
+    // A group whose every member expired is forgotten (it no longer counts toward the limit).
+    let listed: Vec<String> = groups.list().await.into_iter().map(|entry| entry.0).collect();
+    assert_eq!(listed, ["g"]);
+    let gone = groups.heartbeat("h", &lone.member_id, "peer-c").await;
+    assert!(matches!(gone, Err(GroupError::UnknownMember { .. })), "{gone:?}");
+}
+
+#[tokio::test]
+async fn member_ids_stay_short_whatever_the_group_name() {
+    let fixture = fixture(1);
+    let name = "g".repeat(ringmq_protocol::limits::GROUP_NAME_SIZE_MAX);
+    let member = fixture.coordinator.join(&name, "t", "", SESSION, "p").await.unwrap();
+    assert!(member.member_id.len() <= 40, "{}", member.member_id);
+}

@@ -577,9 +577,18 @@ async fn init_producer(
     connection: &mut Connection,
     current: Option<ProducerIdentity>,
 ) -> Result<ProducerIdentity, ClientError> {
-    let request = current.unwrap_or(ProducerIdentity { producer_id: -1, producer_epoch: 0 });
+    let fresh = ProducerIdentity { producer_id: -1, producer_epoch: 0 };
     let timeout = connection.timeout;
-    let (_, body) = connection.call(&Request::InitProducer(request), timeout).await?;
+    let request = current.unwrap_or(fresh);
+    let body = match connection.call(&Request::InitProducer(request), timeout).await {
+        Ok((_, body)) => body,
+        // A broker that never handed out this id (its data directory was replaced): start over
+        // with a new one.
+        Err(ClientError::Broker { code: ErrorCode::InvalidRequest, .. }) if current.is_some() => {
+            connection.call(&Request::InitProducer(fresh), timeout).await?.1
+        }
+        Err(error) => return Err(error),
+    };
     Ok(ProducerIdentity::decode(&body, "init producer response")?)
 }
 

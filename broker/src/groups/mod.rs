@@ -657,6 +657,38 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Forgets the committed offsets of a deleted topic, so a topic created again under its name
+    /// is consumed from its start rather than from offsets of the old one.
+    pub async fn topic_deleted(&self, topic: &str) {
+        match self.store.forget_topic(topic).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(topic, removed, "committed offsets of a deleted topic forgotten")
+            }
+            Err(error) => {
+                tracing::error!(topic, %error, "committed offsets of a deleted topic could not be forgotten");
+            }
+        }
+    }
+
+    /// Forgets the committed offsets of every topic that no longer exists (deleted while the
+    /// removal could not be written, or before a crash). Called at startup.
+    pub async fn forget_missing_topics(&self) {
+        let mut missing: Vec<String> = self
+            .store
+            .all_committed()
+            .await
+            .into_iter()
+            .map(|(key, _)| key.topic)
+            .filter(|topic| self.topics.get(topic).is_none())
+            .collect();
+        missing.sort();
+        missing.dedup();
+        for topic in missing {
+            self.topic_deleted(&topic).await;
+        }
+    }
+
     /// The committed offsets of `group` on `topic`.
     pub async fn committed(&self, group: &str, topic: &str) -> Vec<PartitionOffset> {
         self.store.committed(group, topic).await
@@ -768,6 +800,11 @@ impl Coordinator {
     ) -> Result<(i64, u16), GroupError> {
         if producer_id < 0 {
             return Ok((self.store.next_producer_id().await?, 0));
+        }
+        if !self.store.producer_id_issued(producer_id).await {
+            return Err(GroupError::Invalid(format!(
+                "producer id {producer_id} was never handed out by this broker; ask for a new one (id -1)"
+            )));
         }
         match epoch.checked_add(1) {
             Some(next) => Ok((producer_id, next)),

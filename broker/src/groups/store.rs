@@ -129,6 +129,7 @@ impl State {
 }
 
 /// A record's decoded meaning.
+#[derive(Clone)]
 enum Change {
     Offset(OffsetKey, Option<u64>),
     ProducerIds(i64),
@@ -332,6 +333,40 @@ impl GroupStore {
         inner.state.offsets.iter().map(|(key, &offset)| (key.clone(), offset)).collect()
     }
 
+    /// Forgets every committed offset on `topic` (it was deleted: a topic created again under
+    /// its name starts from scratch). Returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if the removals could not be written; nothing is forgotten then.
+    pub async fn forget_topic(&self, topic: &str) -> Result<usize, StoreError> {
+        let mut inner = self.inner.lock().await;
+        let keys: Vec<OffsetKey> =
+            inner.state.offsets.keys().filter(|key| key.topic == topic).cloned().collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let changes: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .iter()
+            .map(|key| {
+                let mut encoded = Vec::new();
+                offset_key(&mut encoded, key);
+                (encoded, Vec::new())
+            })
+            .collect();
+        self.append(&mut inner, &changes).await?;
+        for key in &keys {
+            inner.state.offsets.remove(key);
+        }
+        self.snapshot_if_due(&mut inner).await?;
+        Ok(keys.len())
+    }
+
+    /// Whether `producer_id` was handed out by this broker (now or in an earlier run).
+    pub async fn producer_id_issued(&self, producer_id: i64) -> bool {
+        (0..self.inner.lock().await.next_producer_id).contains(&producer_id)
+    }
+
     /// A producer id never handed out before (across restarts).
     ///
     /// # Errors
@@ -422,8 +457,10 @@ impl GroupStore {
             changes.push((encoded, offset.to_le_bytes().to_vec()));
         }
         changes.push((vec![KIND_SNAPSHOT_END], Vec::new()));
-        inner.since_snapshot = 0;
+        let before = inner.since_snapshot;
+        // On failure the count stays high, so the next change tries the snapshot again.
         self.append(inner, &changes).await?;
+        inner.since_snapshot -= before;
         tracing::debug!(entries = count, "group state snapshot written");
         Ok(())
     }
@@ -489,7 +526,14 @@ fn replay(log: &log::Log, path: &str) -> Result<(State, Replayed), StoreError> {
                             replayed.snapshots += 1;
                         }
                     }
-                    change => apply(snapshot.as_mut().unwrap_or(&mut state), change),
+                    // Every change goes to the running state too: a snapshot never finished
+                    // (its writer failed or crashed) must not swallow the changes after it.
+                    change => {
+                        if let Some(snapshot) = &mut snapshot {
+                            apply(snapshot, change.clone());
+                        }
+                        apply(&mut state, change);
+                    }
                 }
             }
         }
@@ -511,5 +555,70 @@ fn apply(state: &mut State, change: Change) {
             state.producer_ids_reserved = state.producer_ids_reserved.max(reserved);
         }
         Change::SnapshotStart | Change::SnapshotEnd => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail on error")]
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn open(path: &std::path::Path) -> (GroupStore, Replayed, DataDir) {
+        let dir = DataDir::lock(path).unwrap();
+        let (store, replayed) = GroupStore::open(
+            &dir,
+            STATE_CAPACITY_MIN,
+            false,
+            SyncPolicy::None,
+            std::time::Duration::from_secs(5),
+            Metrics::new().sync_histogram(),
+        )
+        .unwrap();
+        (store, replayed, dir)
+    }
+
+    fn at(partition: u32, offset: u64) -> PartitionOffset {
+        PartitionOffset { partition, offset }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn changes_after_an_unfinished_snapshot_survive_a_reopen() {
+        let temp = tempfile::tempdir().unwrap();
+        {
+            let (store, _, _dir) = open(temp.path());
+            store.commit("g", "t", &[at(0, 5)]).await.unwrap();
+            // A snapshot whose writer failed after its start marker: no end marker follows.
+            {
+                let mut inner = store.inner.lock().await;
+                let start = (vec![KIND_SNAPSHOT_START], 1_u64.to_le_bytes().to_vec());
+                store.append(&mut inner, &[start]).await.unwrap();
+            }
+            store.commit("g", "t", &[at(0, 9), at(1, 3)]).await.unwrap();
+            store.commit("h", "t", &[at(0, 1)]).await.unwrap();
+            tokio::task::block_in_place(|| store.close_blocking()).unwrap();
+        }
+        let (store, _, _dir) = open(temp.path());
+        assert_eq!(store.committed("g", "t").await, [at(0, 9), at(1, 3)]);
+        assert_eq!(store.committed("h", "t").await, [at(0, 1)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_forgotten_topic_stays_forgotten_after_a_reopen() {
+        let temp = tempfile::tempdir().unwrap();
+        {
+            let (store, _, _dir) = open(temp.path());
+            store.commit("g", "gone", &[at(0, 5), at(1, 6)]).await.unwrap();
+            store.commit("g", "kept", &[at(0, 7)]).await.unwrap();
+            store.commit("h", "gone", &[at(0, 8)]).await.unwrap();
+            assert_eq!(store.forget_topic("gone").await.unwrap(), 3);
+            assert_eq!(store.forget_topic("gone").await.unwrap(), 0);
+            tokio::task::block_in_place(|| store.close_blocking()).unwrap();
+        }
+        let (store, _, _dir) = open(temp.path());
+        let all: Vec<(String, u64)> =
+            store.all_committed().await.into_iter().map(|(key, at)| (key.topic, at)).collect();
+        assert_eq!(all, [("kept".to_owned(), 7)]);
     }
 }

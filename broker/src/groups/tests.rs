@@ -327,3 +327,24 @@ async fn member_ids_stay_short_whatever_the_group_name() {
     let member = fixture.coordinator.join(&name, "t", "", SESSION, "p").await.unwrap();
     assert!(member.member_id.len() <= 40, "{}", member.member_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn producer_ids_never_handed_out_are_refused() {
+    let fixture = fixture(1);
+    let groups = &fixture.coordinator;
+    let (id, epoch) = groups.init_producer(-1, 0).await.unwrap();
+    assert_eq!(groups.init_producer(id, epoch).await.unwrap(), (id, epoch + 1));
+    let forged = groups.init_producer(id + 1_000_000, 0).await;
+    assert!(matches!(forged, Err(GroupError::Invalid(_))), "{forged:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_deleted_topic_s_committed_offsets_are_forgotten() {
+    let fixture = fixture(2);
+    let groups = &fixture.coordinator;
+    groups.commit("g", "t", "", 0, &offsets(&[(0, 0), (1, 0)])).await.unwrap();
+    fixture.coordinator.topics.delete("t").await.unwrap();
+    groups.topic_deleted("t").await;
+    fixture.coordinator.topics.create("t", 2, 0, 0).unwrap();
+    assert_eq!(groups.committed("g", "t").await, []);
+}

@@ -464,7 +464,8 @@ impl Output {
                     let failure = if partition.synced_position() >= *position {
                         let reply = ProduceReply { base_offset: *base_offset };
                         encode_ok(&mut self.out, Opcode::Produce, *correlation_id, |body| {
-                            reply.encode(body)
+                            reply.encode(body);
+                            Ok(())
                         });
                         metrics.produce_took(started.elapsed());
                         None
@@ -625,12 +626,19 @@ pub(crate) fn encode_ok(
     out: &mut Vec<u8>,
     opcode: Opcode,
     correlation_id: u32,
-    body: impl FnOnce(&mut Vec<u8>),
+    body: impl FnOnce(&mut Vec<u8>) -> Result<(), ringmq_protocol::EncodeError>,
 ) {
-    let _ = ringmq_protocol::message::encode_response_frame(opcode, correlation_id, out, |out| {
-        body(out);
-        Ok(())
-    });
+    let start = out.len();
+    if let Err(error) =
+        ringmq_protocol::message::encode_response_frame(opcode, correlation_id, out, body)
+    {
+        // A reply the protocol cannot carry (a field past its limit): say so instead of sending
+        // a truncated or malformed frame.
+        tracing::error!(request = opcode.name(), %error, "reply could not be encoded");
+        out.truncate(start);
+        let message = format!("the reply could not be encoded: {error}");
+        encode_error(out, opcode.as_u8(), ErrorCode::Internal, correlation_id, &message, 0, 0);
+    }
 }
 
 /// Encodes an error frame.

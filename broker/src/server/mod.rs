@@ -133,6 +133,7 @@ impl Broker {
             },
             Arc::clone(&metrics),
         ));
+        groups.forget_missing_topics().await;
         let pool_available = Arc::new(Notify::new());
         let wake = Arc::clone(&pool_available);
         let buffer_size = ringmq_protocol::limits::FRAME_HEADER_SIZE

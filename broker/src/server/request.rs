@@ -92,7 +92,7 @@ impl<'c> Session<'c> {
         match request {
             Request::Handshake(handshake) => self.handshake(output, correlation_id, &handshake),
             Request::Ping => {
-                output.respond(|out| encode_ok(out, Opcode::Ping, correlation_id, |_| {}))
+                output.respond(|out| encode_ok(out, Opcode::Ping, correlation_id, |_| Ok(())))
             }
             Request::CreateTopic(create) => {
                 self.create_topic(output, correlation_id, &create).await
@@ -105,7 +105,10 @@ impl<'c> Session<'c> {
             Request::Stats => {
                 let stats = self.context.metrics.snapshot();
                 output.respond(|out| {
-                    encode_ok(out, Opcode::Stats, correlation_id, |body| stats.encode(body))
+                    encode_ok(out, Opcode::Stats, correlation_id, |body| {
+                        stats.encode(body);
+                        Ok(())
+                    })
                 });
             }
             Request::InitProducer(identity) => {
@@ -123,8 +126,9 @@ impl<'c> Session<'c> {
             }
             Request::LeaveGroup(leave) => {
                 match self.context.groups.leave(leave.group, leave.member_id).await {
-                    Ok(()) => output
-                        .respond(|out| encode_ok(out, Opcode::LeaveGroup, correlation_id, |_| {})),
+                    Ok(()) => output.respond(|out| {
+                        encode_ok(out, Opcode::LeaveGroup, correlation_id, |_| Ok(()))
+                    }),
                     Err(error) => {
                         self.group_error(output, Opcode::LeaveGroup, correlation_id, &error)
                     }
@@ -137,7 +141,7 @@ impl<'c> Session<'c> {
                 let offsets = self.context.groups.committed(names.group, names.topic).await;
                 output.respond(|out| {
                     encode_ok(out, Opcode::FetchCommitted, correlation_id, |body| {
-                        let _ = CommittedOffsets::encode(&offsets, body);
+                        CommittedOffsets::encode(&offsets, body)
                     })
                 });
             }
@@ -146,7 +150,7 @@ impl<'c> Session<'c> {
                 let summaries: Vec<_> = groups.iter().map(crate::groups::summary).collect();
                 output.respond(|out| {
                     encode_ok(out, Opcode::ListGroups, correlation_id, |body| {
-                        let _ = GroupList::encode(&summaries, body);
+                        GroupList::encode(&summaries, body)
                     })
                 });
             }
@@ -235,9 +239,7 @@ impl<'c> Session<'c> {
             batch_size_max: config.batch_size_max,
         };
         output.respond(|out| {
-            encode_ok(out, Opcode::Handshake, correlation_id, |body| {
-                let _ = reply.encode(body);
-            });
+            encode_ok(out, Opcode::Handshake, correlation_id, |body| reply.encode(body));
         });
     }
 
@@ -256,9 +258,8 @@ impl<'c> Session<'c> {
         })
         .await;
         match created {
-            Ok(Ok(_)) => {
-                output.respond(|out| encode_ok(out, Opcode::CreateTopic, correlation_id, |_| {}))
-            }
+            Ok(Ok(_)) => output
+                .respond(|out| encode_ok(out, Opcode::CreateTopic, correlation_id, |_| Ok(()))),
             Ok(Err(error)) => self.topic_error(output, Opcode::CreateTopic, correlation_id, &error),
             Err(join) => {
                 let message = format!("create topic task failed: {join}");
@@ -282,7 +283,9 @@ impl<'c> Session<'c> {
         self.cached = None;
         match self.context.topics.delete(name.name).await {
             Ok(()) => {
-                output.respond(|out| encode_ok(out, Opcode::DeleteTopic, correlation_id, |_| {}))
+                self.context.groups.topic_deleted(name.name).await;
+                output
+                    .respond(|out| encode_ok(out, Opcode::DeleteTopic, correlation_id, |_| Ok(())))
             }
             Err(error) => self.topic_error(output, Opcode::DeleteTopic, correlation_id, &error),
         }
@@ -301,7 +304,10 @@ impl<'c> Session<'c> {
                 tracing::debug!(peer = %self.peer, producer_id, producer_epoch, "producer id granted");
                 let reply = ProducerIdentity { producer_id, producer_epoch };
                 output.respond(|out| {
-                    encode_ok(out, Opcode::InitProducer, correlation_id, |body| reply.encode(body))
+                    encode_ok(out, Opcode::InitProducer, correlation_id, |body| {
+                        reply.encode(body);
+                        Ok(())
+                    })
                 });
             }
             Err(error) => self.group_error(output, Opcode::InitProducer, correlation_id, &error),
@@ -332,7 +338,7 @@ impl<'c> Session<'c> {
                     |duration: Duration| u32::try_from(duration.as_millis()).unwrap_or(u32::MAX);
                 output.respond(|out| {
                     encode_ok(out, opcode, correlation_id, |body| {
-                        let _ = GroupAssignment::encode(
+                        GroupAssignment::encode(
                             assignment.generation,
                             &assignment.member_id,
                             millis(assignment.session_timeout),
@@ -340,7 +346,7 @@ impl<'c> Session<'c> {
                             assignment.settled,
                             &assignment.partitions,
                             body,
-                        );
+                        )
                     })
                 });
             }
@@ -361,9 +367,8 @@ impl<'c> Session<'c> {
             .commit(commit.group, commit.topic, commit.member_id, commit.generation, &offsets)
             .await;
         match result {
-            Ok(()) => {
-                output.respond(|out| encode_ok(out, Opcode::CommitOffsets, correlation_id, |_| {}))
-            }
+            Ok(()) => output
+                .respond(|out| encode_ok(out, Opcode::CommitOffsets, correlation_id, |_| Ok(()))),
             Err(error) => self.group_error(output, Opcode::CommitOffsets, correlation_id, &error),
         }
     }
@@ -397,14 +402,14 @@ impl<'c> Session<'c> {
             .collect();
         output.respond(|out| {
             encode_ok(out, Opcode::DescribeGroup, correlation_id, |body| {
-                let _ = GroupDescription::encode(
+                GroupDescription::encode(
                     &info.group,
                     &info.topic,
                     info.generation,
                     &members,
                     &offsets,
                     body,
-                );
+                )
             })
         });
     }
@@ -448,7 +453,7 @@ impl<'c> Session<'c> {
         let list = self.context.topics.list();
         output.respond(|out| {
             encode_ok(out, Opcode::ListTopics, correlation_id, |body| {
-                let _ = TopicList::encode(list.iter().map(|(name, count)| (&**name, *count)), body);
+                TopicList::encode(list.iter().map(|(name, count)| (&**name, *count)), body)
             });
         });
     }
@@ -473,14 +478,14 @@ impl<'c> Session<'c> {
         });
         output.respond(|out| {
             encode_ok(out, Opcode::DescribeTopic, correlation_id, |body| {
-                let _ = TopicDescription::encode(
+                TopicDescription::encode(
                     topic.name(),
                     settings.capacity,
                     u32::try_from(settings.chunk_size).unwrap_or(u32::MAX),
                     settings.batch_size_max,
                     states,
                     body,
-                );
+                )
             });
         });
     }
@@ -609,7 +614,10 @@ impl<'c> Session<'c> {
             Acks::Written => {
                 let reply = ProduceReply { base_offset: appended.base_offset };
                 output.respond(|out| {
-                    encode_ok(out, Opcode::Produce, correlation_id, |body| reply.encode(body))
+                    encode_ok(out, Opcode::Produce, correlation_id, |body| {
+                        reply.encode(body);
+                        Ok(())
+                    })
                 });
                 metrics.produce_took(started.elapsed());
             }

@@ -294,3 +294,32 @@ fn cli_lists_describes_and_resets_groups_with_one_line_errors() {
         assert_eq!(error.trim_end().lines().count(), 1, "one line: {error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_cannot_heartbeat_for_a_session_lets_go_and_joins_again() {
+    // The broker is frozen (SIGSTOP) for longer than the session: the member's heartbeats go
+    // unanswered, so it must stop treating its partitions as its own; once the broker answers
+    // again it joins as a new member and gets them back.
+    let broker = Broker::start(&[]);
+    within(60, async {
+        let mut client = Client::connect(&broker.address).await.unwrap();
+        client.create_topic("frozen", TopicConfig::default().partitions(2)).await.unwrap();
+        let consumer = member(&client, "cold", "frozen").await;
+        assert_eq!(settled(&[&consumer], 2).await, [vec![0, 1]]);
+        let before = consumer.member_id();
+
+        broker.signal("STOP");
+        let frozen = tokio::time::Instant::now();
+        while !consumer.assignment().is_empty() {
+            assert!(frozen.elapsed() < SESSION * 4, "still holds {:?}", consumer.assignment());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(frozen.elapsed() >= SESSION, "let go before its session could have expired");
+        broker.signal("CONT");
+
+        assert_eq!(settled(&[&consumer], 2).await, [vec![0, 1]]);
+        assert_ne!(consumer.member_id(), before, "joined again as a new member");
+        consumer.close().await.unwrap();
+    })
+    .await;
+}

@@ -121,11 +121,14 @@ impl Connection {
         if self.broken {
             self.reopen().await?;
         }
+        // Broken until the exchange completes: a call cancelled halfway (its future dropped)
+        // may leave a request unanswered or a response unread, so the next call starts afresh.
+        self.broken = true;
         let result = self.exchange(request, timeout).await;
-        if let Err(error) = &result {
-            self.broken =
-                !matches!(error, ClientError::Broker { .. } | ClientError::OffsetOutOfRange { .. });
-        }
+        self.broken = matches!(
+            &result,
+            Err(error) if !matches!(error, ClientError::Broker { .. } | ClientError::OffsetOutOfRange { .. })
+        );
         result
     }
 

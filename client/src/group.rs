@@ -1,8 +1,9 @@
 //! Consumer groups: a [`GroupConsumer`] joins a group, reads the partitions the broker assigns
 //! it and commits its progress.
 //!
-//! The broker assigns each partition of the topic to exactly one live member (range strategy)
-//! and moves partitions when members join, leave or stop heartbeating. A background task
+//! The broker assigns each partition of the topic to exactly one live member (a sticky, balanced
+//! strategy: see the broker's `groups` module) and moves partitions when members join, leave or
+//! stop heartbeating. A background task
 //! heartbeats at the interval the broker asks for and picks up new assignments; each assigned
 //! partition is read by its own fetch task (its own connection, long-polling), whose records
 //! [`GroupConsumer::next`] hands out. A partition newly assigned starts at the group's committed
@@ -15,6 +16,12 @@
 //! replaced and its partitions resume from the last commit: records after it are delivered again,
 //! none is skipped. A committed position the partition no longer holds (reclaimed by the ring)
 //! resumes at the earliest offset still held.
+//!
+//! **Losing the session.** If no heartbeat succeeds for a whole session timeout (the broker is
+//! unreachable, or this process was paused), the broker has given this member's partitions to
+//! others: the consumer stops reading them at once and joins again when the broker answers.
+//! Records already handed out before that may be processed by two members; commits of the old
+//! member are refused, so the group's position never goes backwards because of it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -38,6 +45,8 @@ use crate::{ClientError, DEFAULT_TIMEOUT};
 const RECORD_BUFFER: usize = 4096;
 /// How soon to heartbeat again while partitions meant for this member are still held by others.
 const UNSETTLED_RETRY: Duration = Duration::from_millis(50);
+/// Shortest wait for a heartbeat's answer.
+const HEARTBEAT_TIMEOUT_MIN: Duration = Duration::from_millis(100);
 /// Wait after a failed fetch before the next.
 const FETCH_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -160,6 +169,7 @@ struct Membership {
     partitions: Vec<u32>,
     settled: bool,
     heartbeat_interval: Duration,
+    session_timeout: Duration,
 }
 
 /// Positions per partition: processed (safe to commit) and committed.
@@ -243,8 +253,15 @@ impl Shared {
             member_id: &membership.member_id,
             generation: membership.generation,
         });
+        // A heartbeat answered later than the interval is as good as lost: give up on it, so the
+        // next one (on a fresh connection) is not held up behind it.
+        let timeout =
+            settings.timeout.min(membership.heartbeat_interval).max(HEARTBEAT_TIMEOUT_MIN);
         let mut coordinator = self.coordinator.lock().await;
-        let answer = coordinator.call(&request, settings.timeout).await;
+        // The bound covers reconnecting too (a broker that accepts but does not answer).
+        let answer = tokio::time::timeout(timeout, coordinator.call(&request, timeout))
+            .await
+            .unwrap_or(Err(ClientError::Timeout { operation: "heartbeat", after: timeout }));
         let updated = match answer {
             Ok((_, body)) => assignment(&body)?,
             Err(ClientError::Broker { code: ErrorCode::UnknownMember, .. }) => {
@@ -292,6 +309,7 @@ fn assignment(body: &[u8]) -> Result<Membership, ClientError> {
         partitions: reply.partitions.iter().collect(),
         settled: reply.settled,
         heartbeat_interval: Duration::from_millis(u64::from(reply.heartbeat_interval_ms).max(10)),
+        session_timeout: Duration::from_millis(u64::from(reply.session_timeout_ms).max(10)),
     })
 }
 
@@ -299,6 +317,7 @@ fn assignment(body: &[u8]) -> Result<Membership, ClientError> {
 async fn heartbeat_loop(shared: Arc<Shared>) {
     let mut last_heartbeat = Instant::now();
     let mut last_commit = Instant::now();
+    let mut last_answered = Instant::now();
     loop {
         let membership = shared.membership();
         let heartbeat_due = if membership.settled {
@@ -321,7 +340,16 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
         }
         if heartbeating {
             last_heartbeat = now;
-            let _ = shared.heartbeat().await;
+            if shared.heartbeat().await.is_ok() {
+                last_answered = Instant::now();
+            } else if last_answered.elapsed() >= membership.session_timeout {
+                // The broker has expired this member by now and moved its partitions: stop
+                // reading them (the next answered heartbeat joins again).
+                let lost = shared.membership();
+                if !lost.partitions.is_empty() {
+                    shared.update(Membership { partitions: Vec::new(), settled: false, ..lost });
+                }
+            }
         }
     }
 }
@@ -467,9 +495,12 @@ impl GroupConsumer {
     }
 
     /// Starts and stops fetch tasks to match the partitions held.
+    ///
+    /// Cancel safe: `synced` is set only once every fetch task is started, so a sync cut short
+    /// (an error, or `next` dropped) is done again by the next call.
     async fn sync_assignment(&mut self) -> Result<(), ClientError> {
+        self.synced = false;
         self.version.borrow_and_update();
-        self.synced = true;
         let held: BTreeSet<u32> = self.shared.membership().partitions.into_iter().collect();
         let revoked: Vec<u32> =
             self.fetchers.keys().filter(|partition| !held.contains(partition)).copied().collect();
@@ -487,6 +518,7 @@ impl GroupConsumer {
             .copied()
             .collect();
         if added.is_empty() {
+            self.synced = true;
             return Ok(());
         }
         let committed = self.committed().await?;
@@ -511,6 +543,7 @@ impl GroupConsumer {
                 tokio::spawn(fetch_partition(builder, partition, epoch, self.records_tx.clone()));
             self.fetchers.insert(partition, Fetcher { task, epoch });
         }
+        self.synced = true;
         Ok(())
     }
 

@@ -49,7 +49,8 @@ pub const ERROR_MESSAGE_SIZE_MAX: usize = 1024;
 /// Longest consumer group or member id, in bytes.
 pub const GROUP_NAME_SIZE_MAX: usize = 200;
 
-/// Most consumer groups a broker holds (members or committed offsets).
+/// Most consumer groups with live members a broker holds at once (groups known only by their
+/// committed offsets are bounded by the group state log's capacity instead).
 pub const GROUP_COUNT_MAX: u32 = 10_000;
 
 /// Most members in one consumer group.

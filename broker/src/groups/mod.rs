@@ -28,6 +28,11 @@
 //! heartbeat and join again. Committed offsets and producer ids live in the [`store`].
 //! Expiry is checked whenever a group is touched (join, heartbeat, commit, describe, list, a
 //! metrics scrape), so a dead member is removed at the latest when a survivor next heartbeats.
+//!
+//! One lock serialises the requests of every group, including a commit's write to the state log
+//! (and, with `sync = always`, its sync): a commit cannot land for a partition a rebalance moved
+//! in between. Group requests are per member and per second, not per message; a broker with many
+//! busy groups under `sync = always` would want a lock per group.
 
 pub mod store;
 
@@ -647,8 +652,8 @@ impl Coordinator {
                 }
             }
         }
-        let existing = self.store.committed(group_name, topic).await.len();
-        if existing + offsets.len() > GROUP_OFFSET_COUNT_MAX as usize {
+        let (existing, new) = self.store.offset_counts(group_name, topic, offsets).await;
+        if existing + new > GROUP_OFFSET_COUNT_MAX as usize {
             return Err(GroupError::Limit(format!(
                 "group {group_name:?} holds the most committed offsets allowed ({GROUP_OFFSET_COUNT_MAX})"
             )));

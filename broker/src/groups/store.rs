@@ -269,7 +269,10 @@ impl GroupStore {
     }
 
     /// Stores committed offsets for `group` on `topic`. Durable as the broker's sync policy makes
-    /// appends: written (survives a broker crash), synced with `sync = always`.
+    /// appends: written (survives a broker crash), synced with `sync = always`. A commit too big
+    /// for one batch of the state log (hundreds of partitions) is written as several: a crash in
+    /// between keeps the first ones only. Each offset kept is one the member committed, so
+    /// consumption stays at-least-once; the others resume from their previous commit.
     ///
     /// # Errors
     ///
@@ -313,6 +316,28 @@ impl GroupStore {
             inner.state.offsets.insert(key, entry.offset);
         }
         self.snapshot_if_due(&mut inner).await
+    }
+
+    /// How many committed offsets `group` holds over all topics, and how many of `offsets` on
+    /// `topic` would be new ones.
+    pub async fn offset_counts(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[PartitionOffset],
+    ) -> (usize, usize) {
+        let inner = self.inner.lock().await;
+        let from = OffsetKey { group: group.to_owned(), topic: String::new(), partition: 0 };
+        let held = inner.state.offsets.range(from..).take_while(|(key, _)| key.group == group);
+        let mut key = OffsetKey { group: group.to_owned(), topic: topic.to_owned(), partition: 0 };
+        let new = offsets
+            .iter()
+            .filter(|entry| {
+                key.partition = entry.partition;
+                !inner.state.offsets.contains_key(&key)
+            })
+            .count();
+        (held.count(), new)
     }
 
     /// The committed offsets of `group` on `topic`, by partition.

@@ -32,7 +32,7 @@ use thiserror::Error;
 
 use ringmq_protocol::batch::{BatchHeader, NO_PRODUCER_ID};
 
-use crate::log::{Log, ReadError};
+use crate::log::Log;
 
 /// Batches remembered per producer and partition: a retry of any of the last `WINDOW` batches is
 /// recognised. The client keeps at most this many requests in flight when idempotent.
@@ -249,19 +249,7 @@ impl ProducerTable {
         let mut stats = Rebuilt::default();
         // Every batch already written is at worst as durable as the log's end now.
         let end_position = log.published_end();
-        let mut offset = log.earliest_offset();
-        loop {
-            let outcome = match log.read(offset, 1 << 20) {
-                Ok(outcome) => outcome,
-                Err(ReadError::OffsetOutOfRange { earliest, .. }) if earliest > offset => {
-                    offset = earliest;
-                    continue;
-                }
-                Err(_) => break,
-            };
-            if outcome.batch_count == 0 {
-                break;
-            }
+        for (_, outcome) in log.scan(1 << 20) {
             let mut bytes: &[u8] = &outcome.batches;
             while let Ok(header) = BatchHeader::peek(bytes) {
                 if !header.is_padding() {
@@ -271,7 +259,6 @@ impl ProducerTable {
                 let Some(rest) = bytes.get(header.batch_len()..) else { break };
                 bytes = rest;
             }
-            offset = outcome.end_offset;
         }
         stats.producers = table.len();
         (table, stats)

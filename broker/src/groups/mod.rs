@@ -472,14 +472,7 @@ impl Coordinator {
         member.deadline = now + member.session_timeout;
         member.client = client.to_owned();
         if changed || group.target.len() != partitions as usize {
-            group.rebalance(partitions);
-            self.metrics.group_rebalance();
-            tracing::info!(
-                group = group_name,
-                generation = group.generation,
-                members = group.members.len(),
-                "rebalanced"
-            );
+            self.rebalance(group_name, group, partitions);
         }
         Ok(group.assignment(&member_id))
     }
@@ -534,15 +527,19 @@ impl Coordinator {
     fn rebalance_after_departure(&self, group_name: &str, group: &mut Group) {
         if let Some(topic) = group.topic.clone() {
             let partitions = self.partition_count(&topic).unwrap_or(group.target.len() as u32);
-            group.rebalance(partitions);
-            self.metrics.group_rebalance();
-            tracing::info!(
-                group = group_name,
-                generation = group.generation,
-                members = group.members.len(),
-                "rebalanced"
-            );
+            self.rebalance(group_name, group, partitions);
         }
+    }
+
+    fn rebalance(&self, group_name: &str, group: &mut Group, partitions: u32) {
+        group.rebalance(partitions);
+        self.metrics.group_rebalance();
+        tracing::info!(
+            group = group_name,
+            generation = group.generation,
+            members = group.members.len(),
+            "rebalanced"
+        );
     }
 
     /// Removes `member_id`; its partitions go to the others at once.

@@ -31,7 +31,7 @@ use ringmq_protocol::group::PartitionOffset;
 use ringmq_protocol::{BatchBuilder, Batches, Push, Record};
 
 use crate::config::SyncPolicy;
-use crate::log::{self, DataDir, LogConfig, OpenMode, ReadError, StorageError};
+use crate::log::{self, DataDir, LogConfig, OpenMode, StorageError};
 use crate::metrics::TopicCounters;
 use crate::partition::{AppendError, Partition};
 use crate::producers::ProducerTable;
@@ -511,19 +511,7 @@ fn replay(log: &log::Log, path: &str) -> Result<(State, Replayed), StoreError> {
     let mut state = State::default();
     let mut snapshot: Option<State> = None;
     let mut replayed = Replayed::default();
-    let mut offset = log.earliest_offset();
-    loop {
-        let outcome = match log.read(offset, 1 << 20) {
-            Ok(outcome) => outcome,
-            Err(ReadError::OffsetOutOfRange { earliest, .. }) if earliest > offset => {
-                offset = earliest;
-                continue;
-            }
-            Err(_) => break,
-        };
-        if outcome.batch_count == 0 {
-            break;
-        }
+    for (offset, outcome) in log.scan(1 << 20) {
         for batch in Batches::new(&outcome.batches, u32::MAX) {
             let batch = batch.map_err(|_| StoreError::Corrupt {
                 path: path.to_owned(),
@@ -562,7 +550,6 @@ fn replay(log: &log::Log, path: &str) -> Result<(State, Replayed), StoreError> {
                 }
             }
         }
-        offset = outcome.end_offset;
     }
     replayed.offsets = state.offsets.len();
     Ok((state, replayed))

@@ -48,7 +48,7 @@ use ringmq_protocol::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
 
 use self::index::OffsetIndex;
 use self::raw::{DirLock, Exclusive, Layout, RingCore};
-pub use self::reader::{LogBytes, ReadError, ReadOutcome};
+pub use self::reader::{LogBytes, ReadError, ReadOutcome, Scan};
 use self::recovery::{RecoveryMode, Truncation};
 use self::superblock::{Checkpoint, Superblock, DATA_START, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE};
 pub use self::writer::{Appended, LogWriter};

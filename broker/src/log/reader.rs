@@ -93,6 +93,36 @@ pub enum ReadError {
     Busy,
 }
 
+/// Every batch a log holds, oldest first, in reads of about `max_bytes`: what a replay at startup
+/// walks. Each item is the offset asked for and what the read returned. A range reclaimed while
+/// walking is skipped; the walk ends at the log's end or at a read error.
+#[derive(Debug)]
+pub struct Scan<'a> {
+    log: &'a Log,
+    offset: u64,
+    max_bytes: usize,
+}
+
+impl Iterator for Scan<'_> {
+    type Item = (u64, ReadOutcome);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.log.read(self.offset, self.max_bytes) {
+                Ok(outcome) if outcome.batch_count == 0 => return None,
+                Ok(outcome) => {
+                    let asked = std::mem::replace(&mut self.offset, outcome.end_offset);
+                    return Some((asked, outcome));
+                }
+                Err(ReadError::OffsetOutOfRange { earliest, .. }) if earliest > self.offset => {
+                    self.offset = earliest;
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
 /// Why one attempt at a read must start over.
 enum Restart {
     /// The writer overtook the read (reclaim, stale or torn index entry).
@@ -101,6 +131,11 @@ enum Restart {
 }
 
 impl Log {
+    /// Walks every batch held, from the earliest; see [`Scan`].
+    pub fn scan(&self, max_bytes: usize) -> Scan<'_> {
+        Scan { log: self, offset: self.earliest_offset(), max_bytes }
+    }
+
     /// Reads whole batches starting with the one holding `offset`, up to about `max_bytes` (at
     /// least one batch, however large), from one chunk. An empty result means `offset` is the
     /// next offset: nothing to read yet.

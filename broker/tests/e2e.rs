@@ -186,7 +186,7 @@ async fn clients_recover_from_a_timed_out_call_and_a_broker_restart() {
 
         // A frozen broker makes the call time out; its answer then arrives late. The next call
         // must not take that stale answer for its own.
-        broker.signal("STOP");
+        broker.freeze();
         let frozen = client.describe_topic("steady").await;
         broker.signal("CONT");
         assert!(

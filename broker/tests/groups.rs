@@ -308,7 +308,7 @@ async fn a_member_that_cannot_heartbeat_for_a_session_lets_go_and_joins_again() 
         assert_eq!(settled(&[&consumer], 2).await, [vec![0, 1]]);
         let before = consumer.member_id();
 
-        broker.signal("STOP");
+        broker.freeze();
         let frozen = tokio::time::Instant::now();
         while !consumer.assignment().is_empty() {
             assert!(frozen.elapsed() < SESSION * 4, "still holds {:?}", consumer.assignment());

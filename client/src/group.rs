@@ -245,7 +245,8 @@ impl Shared {
         Ok(())
     }
 
-    async fn heartbeat(&self) -> Result<(), ClientError> {
+    /// Heartbeats, waiting at most `timeout` (reconnecting included).
+    async fn heartbeat(&self, timeout: Duration) -> Result<(), ClientError> {
         let membership = self.membership();
         let settings = &self.settings;
         let request = Request::Heartbeat(Heartbeat {
@@ -253,10 +254,6 @@ impl Shared {
             member_id: &membership.member_id,
             generation: membership.generation,
         });
-        // A heartbeat answered later than the interval is as good as lost: give up on it, so the
-        // next one (on a fresh connection) is not held up behind it.
-        let timeout =
-            settings.timeout.min(membership.heartbeat_interval).max(HEARTBEAT_TIMEOUT_MIN);
         let mut coordinator = self.coordinator.lock().await;
         // The bound covers reconnecting too (a broker that accepts but does not answer).
         let answer = tokio::time::timeout(timeout, coordinator.call(&request, timeout))
@@ -340,7 +337,18 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
         }
         if heartbeating {
             last_heartbeat = now;
-            if shared.heartbeat().await.is_ok() {
+            // Wait for the answer as long as the session may still be alive: a slow answer (the
+            // broker busy with a commit's sync) still counts, and still brings any release of a
+            // partition this member must hand over.
+            // Once the session is lost (partitions already let go) there is no hurry: the next
+            // answer, however late, joins again.
+            let left = membership.session_timeout.saturating_sub(last_answered.elapsed());
+            let timeout = if left.is_zero() {
+                shared.settings.timeout
+            } else {
+                shared.settings.timeout.min(left).max(HEARTBEAT_TIMEOUT_MIN)
+            };
+            if shared.heartbeat(timeout).await.is_ok() {
                 last_answered = Instant::now();
             } else if last_answered.elapsed() >= membership.session_timeout {
                 // The broker has expired this member by now and moved its partitions: stop
@@ -405,7 +413,7 @@ impl GroupConsumer {
     ///
     /// A connection error or timeout.
     pub async fn refresh(&self) -> Result<Vec<u32>, ClientError> {
-        self.shared.heartbeat().await?;
+        self.shared.heartbeat(self.shared.settings.timeout).await?;
         Ok(self.assignment())
     }
 

@@ -51,7 +51,7 @@ use ringmq_protocol::topic::validate_group_name;
 use ringmq_protocol::ErrorCode;
 
 use crate::metrics::Metrics;
-use crate::topics::Topics;
+use crate::topics::{TopicError, Topics};
 use store::{GroupStore, StoreError};
 
 /// Bounds on the session timeout members may ask for.
@@ -364,6 +364,10 @@ pub struct Coordinator {
     next_member: AtomicU64,
     /// Distinguishes member ids of this broker run from earlier ones.
     run: u64,
+    started: Instant,
+    /// When joins at the group limit last swept for expired groups, ms after `started` (0:
+    /// never).
+    last_sweep_ms: AtomicU64,
 }
 
 impl Coordinator {
@@ -385,6 +389,8 @@ impl Coordinator {
             metrics,
             next_member: AtomicU64::new(1),
             run,
+            started: Instant::now(),
+            last_sweep_ms: AtomicU64::new(0),
         }
     }
 
@@ -422,10 +428,16 @@ impl Coordinator {
         let mut groups = self.groups.lock().await;
         self.touch(&mut groups, group_name, now);
         if !groups.contains_key(group_name) && groups.len() >= GROUP_COUNT_MAX as usize {
-            // Groups whose members all expired unnoticed do not count.
-            let names: Vec<String> = groups.keys().cloned().collect();
-            for name in names {
-                self.touch(&mut groups, &name, now);
+            // Groups whose members all expired unnoticed do not count; look for them at most
+            // once a second, so joins at the limit cannot keep everyone else waiting.
+            let since_start = u64::try_from((now - self.started).as_millis()).unwrap_or(u64::MAX);
+            let last = self.last_sweep_ms.load(Ordering::Relaxed);
+            if last == 0 || since_start.saturating_sub(last) >= 1000 {
+                self.last_sweep_ms.store(since_start.max(1), Ordering::Relaxed);
+                let names: Vec<String> = groups.keys().cloned().collect();
+                for name in names {
+                    self.touch(&mut groups, &name, now);
+                }
             }
             if groups.len() >= GROUP_COUNT_MAX as usize {
                 return Err(GroupError::Limit(format!(
@@ -602,6 +614,10 @@ impl Coordinator {
         // Held across the store write: a rebalance cannot move a partition between the check
         // and the commit landing.
         let mut groups = self.groups.lock().await;
+        // The topic checked above may have been deleted (and its offsets forgotten) since.
+        if !self.topics.get(topic).is_some_and(|now| Arc::ptr_eq(&now, &found)) {
+            return Err(GroupError::UnknownTopic(topic.to_owned()));
+        }
         let group = self.touch(&mut groups, group_name, Instant::now());
         match (member_id, group) {
             ("", None) => {}
@@ -659,9 +675,30 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Forgets the committed offsets of a deleted topic, so a topic created again under its name
-    /// is consumed from its start rather than from offsets of the old one.
-    pub async fn topic_deleted(&self, topic: &str) {
+    /// Deletes topic `name` and forgets every group's committed offsets on it, so a topic created
+    /// again under the name is consumed from its start rather than from the old one's offsets.
+    /// Holds the groups lock throughout: no commit on the old topic can land after the offsets
+    /// are forgotten, and none on a topic created again meanwhile can land before.
+    ///
+    /// # Errors
+    ///
+    /// [`TopicError`] from the deletion; the offsets are forgotten whenever the topic is gone.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        let _groups = self.groups.lock().await;
+        let old = self.topics.get(name);
+        let deleted = self.topics.delete(name).await;
+        let gone = match (&old, self.topics.get(name)) {
+            (Some(old), Some(now)) => !Arc::ptr_eq(old, &now),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if gone {
+            self.forget_offsets(name).await;
+        }
+        deleted
+    }
+
+    async fn forget_offsets(&self, topic: &str) {
         match self.store.forget_topic(topic).await {
             Ok(0) => {}
             Ok(removed) => {
@@ -687,7 +724,7 @@ impl Coordinator {
         missing.sort();
         missing.dedup();
         for topic in missing {
-            self.topic_deleted(&topic).await;
+            self.forget_offsets(&topic).await;
         }
     }
 

@@ -315,7 +315,8 @@ impl GroupStore {
         for (key, entry) in keys.into_iter().zip(offsets) {
             inner.state.offsets.insert(key, entry.offset);
         }
-        self.snapshot_if_due(&mut inner).await
+        self.snapshot_if_due(&mut inner).await;
+        Ok(())
     }
 
     /// How many committed offsets `group` holds over all topics, and how many of `offsets` on
@@ -383,7 +384,7 @@ impl GroupStore {
         for key in &keys {
             inner.state.offsets.remove(key);
         }
-        self.snapshot_if_due(&mut inner).await?;
+        self.snapshot_if_due(&mut inner).await;
         Ok(keys.len())
     }
 
@@ -404,7 +405,7 @@ impl GroupStore {
             let value = u64::try_from(reserved).unwrap_or(0).to_le_bytes().to_vec();
             self.append(&mut inner, &[(vec![KIND_PRODUCER_IDS], value)]).await?;
             inner.state.producer_ids_reserved = reserved;
-            self.snapshot_if_due(&mut inner).await?;
+            self.snapshot_if_due(&mut inner).await;
         }
         let id = inner.next_producer_id;
         inner.next_producer_id += 1;
@@ -465,7 +466,15 @@ impl GroupStore {
     }
 
     /// Writes the live state again once half the log has been appended since the last snapshot.
-    async fn snapshot_if_due(&self, inner: &mut Inner) -> Result<(), StoreError> {
+    /// A failure is logged, not returned: the change that triggered it is stored and in effect,
+    /// and the next change tries the snapshot again.
+    async fn snapshot_if_due(&self, inner: &mut Inner) {
+        if let Err(error) = self.write_snapshot_if_due(inner).await {
+            tracing::error!(%error, "writing a group state snapshot failed; will retry");
+        }
+    }
+
+    async fn write_snapshot_if_due(&self, inner: &mut Inner) -> Result<(), StoreError> {
         let capacity = self.partition.log().capacity();
         if inner.since_snapshot <= capacity / 2 {
             return Ok(());

@@ -343,8 +343,7 @@ async fn a_deleted_topic_s_committed_offsets_are_forgotten() {
     let fixture = fixture(2);
     let groups = &fixture.coordinator;
     groups.commit("g", "t", "", 0, &offsets(&[(0, 0), (1, 0)])).await.unwrap();
-    fixture.coordinator.topics.delete("t").await.unwrap();
-    groups.topic_deleted("t").await;
+    groups.delete_topic("t").await.unwrap();
     fixture.coordinator.topics.create("t", 2, 0, 0).unwrap();
     assert_eq!(groups.committed("g", "t").await, []);
 }

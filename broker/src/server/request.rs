@@ -281,12 +281,9 @@ impl<'c> Session<'c> {
         name: &TopicName<'_>,
     ) {
         self.cached = None;
-        match self.context.topics.delete(name.name).await {
-            Ok(()) => {
-                self.context.groups.topic_deleted(name.name).await;
-                output
-                    .respond(|out| encode_ok(out, Opcode::DeleteTopic, correlation_id, |_| Ok(())))
-            }
+        match self.context.groups.delete_topic(name.name).await {
+            Ok(()) => output
+                .respond(|out| encode_ok(out, Opcode::DeleteTopic, correlation_id, |_| Ok(()))),
             Err(error) => self.topic_error(output, Opcode::DeleteTopic, correlation_id, &error),
         }
     }

@@ -144,6 +144,32 @@ impl Broker {
         assert!(status.unwrap().success(), "kill -{signal} {pid} failed");
     }
 
+    /// Freezes the broker (SIGSTOP) and returns once every one of its threads has stopped: the
+    /// signal alone takes effect asynchronously, and a request sent right after it could still be
+    /// answered.
+    pub(crate) fn freeze(&self) {
+        self.signal("STOP");
+        let pid = self.child.as_ref().expect("the broker is running").id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .expect("the broker's /proc entry")
+                .filter_map(Result::ok)
+                .all(|task| {
+                    // The state is the field after the parenthesised command name.
+                    let stat =
+                        std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+                    matches!(state, Some(Some('T' | 't')) | None)
+                });
+            if stopped {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the broker did not stop within 10 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Starts the broker again on the same data directory (after `kill` or `terminate`).
     pub(crate) fn restart(&mut self) {
         self.kill();

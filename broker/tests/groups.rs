@@ -278,6 +278,26 @@ fn cli_lists_describes_and_resets_groups_with_one_line_errors() {
     assert!(ok);
     assert_eq!(out, "event 0\n");
 
+    // SIGTERM (a service manager stopping it) commits what was printed and leaves the group at
+    // once, rather than holding its partitions until its session expires.
+    let mut follower = Command::new(&cli)
+        .args(["--broker", &broker.address, "consume", "events", "--group", "term", "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut printed = BufReader::new(follower.stdout.take().unwrap());
+    for _ in 0..10 {
+        let mut line = String::new();
+        printed.read_line(&mut line).unwrap();
+    }
+    let status = Command::new("kill").args(["-TERM", &follower.id().to_string()]).status();
+    assert!(status.unwrap().success());
+    assert!(follower.wait().unwrap().success(), "a SIGTERM ends a consumer cleanly");
+    let (ok, out, _) = run(&["group", "describe", "term"]);
+    assert!(ok);
+    assert!(out.contains("members 0"), "left the group: {out}");
+    assert!(out.lines().any(|line| line == "events\t0\t10\t10\t0"), "committed: {out}");
+
     for (args, expected) in [
         (
             &["group", "reset", "audit", "--to", "sideways"][..],

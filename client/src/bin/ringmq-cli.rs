@@ -137,7 +137,8 @@ struct ConsumeArgs {
     #[arg(long, value_name = "N")]
     count: Option<u64>,
     /// Keep waiting for new messages instead of stopping at the end of the log (with --group:
-    /// instead of stopping once none has arrived for --idle-ms). Ctrl-C stops.
+    /// instead of stopping once none has arrived for --idle-ms). Ctrl-C stops (with --group,
+    /// Ctrl-C or SIGTERM first commits what was printed and leaves the group).
     #[arg(long)]
     follow: bool,
     /// Consume as a member of this consumer group: read the partitions the broker assigns,
@@ -329,7 +330,8 @@ async fn consume_group(
     // Printed but not yet committed.
     let mut pending = false;
     let mut next_commit = tokio::time::Instant::now() + COMMIT_INTERVAL;
-    let interrupted = tokio::signal::ctrl_c();
+    // Ctrl-C or SIGTERM (a service manager, `timeout`): commit what was printed, leave the group.
+    let interrupted = stop_signal();
     tokio::pin!(interrupted);
     loop {
         // Without --follow, a long idle wait ends the run.
@@ -573,4 +575,21 @@ async fn consume(client: &mut Client, args: ConsumeArgs, timeout: Duration) -> a
     }
     out.flush()?;
     Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            // Without a SIGTERM handler only Ctrl-C stops it gracefully.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

@@ -17,7 +17,7 @@ use support::{within, Broker};
 const RECORDS: usize = 3000;
 const KEYS: usize = 12;
 
-async fn producer_through(proxy: &Proxy, idempotent: bool) -> Producer {
+async fn producer_through(proxy: &Proxy, idempotent: bool, batch_bytes: usize) -> Producer {
     // The proxy may cut the handshake itself: try again.
     for _ in 0..50 {
         let Ok(client) = Client::connect(&proxy.address).await else { continue };
@@ -25,7 +25,7 @@ async fn producer_through(proxy: &Proxy, idempotent: bool) -> Producer {
             .producer()
             .acks(Acks::Written)
             .idempotence(idempotent)
-            .batch_bytes(1024)
+            .batch_bytes(batch_bytes)
             .linger(Duration::from_millis(1))
             .timeout(Duration::from_secs(60))
             .build()
@@ -89,7 +89,7 @@ async fn retries_never_duplicate_with_idempotence_across_cut_connections_and_a_c
         let mut admin = Client::connect(&broker.address).await.unwrap();
         admin.create_topic("exact", TopicConfig::default().partitions(3)).await.unwrap();
         let proxy = Proxy::start(&broker.address, 9).await;
-        let producer = producer_through(&proxy, true).await;
+        let producer = producer_through(&proxy, true, 1024).await;
         let mut deliveries = send_all(&producer, "exact", 0..RECORDS / 2).await;
         // Crash the broker while batches are in flight; it comes back on the same port and
         // rebuilds its producer state from the log.
@@ -129,7 +129,7 @@ async fn the_same_cuts_without_idempotence_write_duplicates() {
         let mut admin = Client::connect(&broker.address).await.unwrap();
         admin.create_topic("loose", TopicConfig::default().partitions(3)).await.unwrap();
         let proxy = Proxy::start(&broker.address, 9).await;
-        let producer = producer_through(&proxy, false).await;
+        let producer = producer_through(&proxy, false, 1024).await;
         for delivery in send_all(&producer, "loose", 0..RECORDS).await {
             delivery.await.unwrap();
         }
@@ -218,20 +218,7 @@ async fn batches_failing_for_good_amid_cut_connections_leave_no_duplicate() {
         };
         admin.create_topic("holes", config).await.unwrap();
         let proxy = Proxy::start(&broker.address, 9).await;
-        let producer = loop {
-            let Ok(client) = Client::connect(&proxy.address).await else { continue };
-            let built = client
-                .producer()
-                .acks(Acks::Written)
-                .batch_bytes(512 << 10)
-                .linger(Duration::from_millis(1))
-                .timeout(Duration::from_secs(60))
-                .build()
-                .await;
-            if let Ok(producer) = built {
-                break producer;
-            }
-        };
+        let producer = producer_through(&proxy, true, 512 << 10).await;
         let big = vec![b'x'; 100 << 10];
         let mut deliveries = Vec::new();
         for index in 0..RECORDS {

@@ -557,3 +557,41 @@ fn a_second_broker_on_the_same_data_directory_is_refused() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("in use by another running broker"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_seeks_while_its_next_fetch_is_already_sent() {
+    // After each answer the consumer sends its next fetch at once; a seek must not let that
+    // answer (for the old position) stand in for the new one.
+    let broker = Broker::start(&[]);
+    within(60, async {
+        let mut client = Client::connect(&broker.address).await.unwrap();
+        client.create_topic("seek", TopicConfig::default().partitions(1)).await.unwrap();
+        // Two producers one after the other: at least two batches.
+        produce_numbered(&broker.address, "seek", 0..5).await;
+        produce_numbered(&broker.address, "seek", 5..10).await;
+        let mut consumer = client
+            .consumer("seek", 0)
+            .max_bytes(1)
+            .max_wait(Duration::from_millis(100))
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(consumer.next().await.unwrap().offset, 0);
+        for (to, expected) in [(7, 7), (2, 2), (3, 3), (9, 9), (0, 0)] {
+            consumer.seek(to);
+            let record = consumer.next().await.unwrap();
+            assert_eq!(record.offset, expected, "after seek({to})");
+            assert_eq!(record.value, value(9, to as usize), "after seek({to})");
+        }
+        // Reading on without a seek uses the fetch sent ahead.
+        let rest: Vec<u64> = {
+            let mut rest = Vec::new();
+            while consumer.position() < 10 {
+                rest.push(consumer.next().await.unwrap().offset);
+            }
+            rest
+        };
+        assert_eq!(rest, (1..10).collect::<Vec<u64>>());
+    })
+    .await;
+}

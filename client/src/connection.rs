@@ -165,6 +165,53 @@ impl Connection {
         }
     }
 
+    /// Sends a request without waiting for its answer, which [`Connection::receive`] reads later
+    /// (a consumer's next fetch, sent before the records of the last one are handed out). Until
+    /// the answer is read the connection counts as broken: a caller that gives up on it leaves
+    /// an answer in the stream, so the next [`Connection::call`] starts on a fresh connection.
+    pub(crate) async fn send(
+        &mut self,
+        request: &Request<'_>,
+        timeout: Duration,
+    ) -> Result<u32, ClientError> {
+        if self.broken {
+            self.reopen().await?;
+        }
+        let correlation_id = self.correlation_id();
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        let encoded = request.encode_frame(correlation_id, &mut frame);
+        if let Err(error) = encoded {
+            self.scratch = frame;
+            return Err(error.into());
+        }
+        self.broken = true;
+        let written = tokio::time::timeout(timeout, self.write_all(&frame)).await;
+        self.scratch = frame;
+        let operation = request_name(request.opcode());
+        written.map_err(|_| ClientError::Timeout { operation, after: timeout })??;
+        Ok(correlation_id)
+    }
+
+    /// Reads the answer to the request [`Connection::send`] sent with `correlation_id` (the only
+    /// one unanswered), within `timeout`.
+    pub(crate) async fn receive(
+        &mut self,
+        correlation_id: u32,
+        opcode: Opcode,
+        timeout: Duration,
+    ) -> Result<(FrameHead, Bytes), ClientError> {
+        let operation = request_name(opcode);
+        let result = tokio::time::timeout(timeout, self.read_response(correlation_id))
+            .await
+            .unwrap_or(Err(ClientError::Timeout { operation, after: timeout }));
+        self.broken = matches!(
+            &result,
+            Err(error) if !matches!(error, ClientError::Broker { .. } | ClientError::OffsetOutOfRange { .. })
+        );
+        result
+    }
+
     async fn exchange(
         &mut self,
         request: &Request<'_>,

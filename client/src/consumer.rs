@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use ringmq_protocol::message::{Fetch, FetchReply};
-use ringmq_protocol::{Batches, Request};
+use ringmq_protocol::{Batches, Opcode, Request};
 
 use crate::connection::Connection;
 use crate::{ClientError, DEFAULT_TIMEOUT};
@@ -142,6 +142,7 @@ impl ConsumerBuilder {
             timeout: self.timeout,
             records: VecDeque::new(),
             high_watermark: state.next_offset,
+            prefetch: None,
         })
     }
 }
@@ -159,6 +160,9 @@ pub struct Consumer {
     timeout: Duration,
     records: VecDeque<ConsumerRecord>,
     high_watermark: u64,
+    /// The next fetch, sent as soon as the last answer arrived, so the broker reads and sends
+    /// while this side hands out records: its correlation id and the offset it asks for.
+    prefetch: Option<(u32, u64)>,
 }
 
 impl Consumer {
@@ -217,16 +221,33 @@ impl Consumer {
     }
 
     async fn fetch(&mut self) -> Result<(), ClientError> {
+        let timeout = self.timeout + self.max_wait;
+        let max_wait_ms = u32::try_from(self.max_wait.as_millis()).unwrap_or(u32::MAX);
+        let position = self.position;
         let request = Request::Fetch(Fetch {
             topic: &self.topic,
             partition: self.partition,
-            offset: self.position,
+            offset: position,
             max_bytes: self.max_bytes,
-            max_wait_ms: u32::try_from(self.max_wait.as_millis()).unwrap_or(u32::MAX),
+            max_wait_ms,
             min_bytes: self.min_bytes,
         });
-        let (_, body) =
-            self.connection.call_idempotent(&request, self.timeout + self.max_wait).await?;
+        let body = match self.prefetch.take() {
+            Some((correlation_id, offset)) if offset == position => {
+                match self.connection.receive(correlation_id, Opcode::Fetch, timeout).await {
+                    Ok((_, body)) => body,
+                    // The connection died under the prefetch (a broker restart): ask again on a
+                    // new one.
+                    Err(ClientError::Closed { .. } | ClientError::Io { .. }) => {
+                        self.connection.call(&request, timeout).await?.1
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            // None sent, or one for another position (after a seek): its answer is unread, so
+            // the connection is replaced first.
+            _ => self.connection.call_idempotent(&request, timeout).await?.1,
+        };
         let reply = FetchReply::decode(&body)?;
         self.high_watermark = reply.next_offset;
         for batch in Batches::new(reply.batches, u32::MAX) {
@@ -253,6 +274,19 @@ impl Consumer {
                 });
             }
             self.position = self.position.max(batch.next_offset());
+        }
+        // Ask for what follows now: the broker reads and sends it while these records are handed
+        // out. A failed send only means the next fetch goes out then, on a new connection.
+        let next = Request::Fetch(Fetch {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.position,
+            max_bytes: self.max_bytes,
+            max_wait_ms,
+            min_bytes: self.min_bytes,
+        });
+        if let Ok(correlation_id) = self.connection.send(&next, self.timeout).await {
+            self.prefetch = Some((correlation_id, self.position));
         }
         Ok(())
     }

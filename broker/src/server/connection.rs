@@ -428,12 +428,7 @@ impl Output {
         next: u64,
     ) {
         self.respond(|out| {
-            ErrorBody { message, earliest_offset: earliest, next_offset: next }.encode_frame(
-                opcode,
-                code,
-                correlation_id,
-                out,
-            );
+            encode_error(out, opcode, code, correlation_id, message, earliest, next)
         });
     }
 
@@ -482,17 +477,14 @@ impl Output {
                         break;
                     };
                     if let Some((code, message)) = failure {
-                        metrics.error(code);
-                        tracing::info!(%peer, code = code.name(), message, "request failed");
-                        encode_error(
-                            &mut self.out,
-                            Opcode::Produce.as_u8(),
+                        let opcode = Opcode::Produce.as_u8();
+                        Failure {
+                            opcode,
                             code,
-                            *correlation_id,
-                            &message,
-                            0,
-                            0,
-                        );
+                            correlation_id: *correlation_id,
+                            message: &message,
+                        }
+                        .answer(&mut self.out, metrics, peer, 0, 0);
                     }
                 }
                 Pending::Fetch {
@@ -554,17 +546,9 @@ impl Output {
                             continue;
                         }
                     };
-                    metrics.error(code);
-                    tracing::info!(%peer, code = code.name(), message, "request failed");
-                    encode_error(
-                        &mut self.out,
-                        Opcode::Fetch.as_u8(),
-                        code,
-                        *correlation_id,
-                        &message,
-                        earliest,
-                        next,
-                    );
+                    let opcode = Opcode::Fetch.as_u8();
+                    Failure { opcode, code, correlation_id: *correlation_id, message: &message }
+                        .answer(&mut self.out, metrics, peer, earliest, next);
                 }
             }
         }
@@ -638,6 +622,32 @@ pub(crate) fn encode_ok(
         out.truncate(start);
         let message = format!("the reply could not be encoded: {error}");
         encode_error(out, opcode.as_u8(), ErrorCode::Internal, correlation_id, &message, 0, 0);
+    }
+}
+
+/// A request that failed, as the client is told and the operator sees it.
+pub(crate) struct Failure<'a> {
+    pub(crate) opcode: u8,
+    pub(crate) code: ErrorCode,
+    pub(crate) correlation_id: u32,
+    pub(crate) message: &'a str,
+}
+
+impl Failure<'_> {
+    /// Counts it by code, logs it with the peer's address, and encodes its error frame (with the
+    /// partition's `earliest` and `next` offsets where they help the client resume).
+    pub(crate) fn answer(
+        &self,
+        out: &mut Vec<u8>,
+        metrics: &crate::metrics::Metrics,
+        peer: SocketAddr,
+        earliest: u64,
+        next: u64,
+    ) {
+        let Failure { opcode, code, correlation_id, message } = *self;
+        metrics.error(code);
+        tracing::info!(%peer, code = code.name(), message, "request failed");
+        encode_error(out, opcode, code, correlation_id, message, earliest, next);
     }
 }
 

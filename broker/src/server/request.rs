@@ -22,7 +22,7 @@ use ringmq_protocol::{
     Acks, BatchView, DecodeError, ErrorCode, FrameHead, Opcode, Request, PROTOCOL_VERSION,
 };
 
-use super::connection::{encode_ok, Output, Pending};
+use super::connection::{encode_ok, Failure, Output, Pending};
 use super::Context;
 use crate::config::SyncPolicy;
 use crate::groups::{Assignment, GroupError};
@@ -193,9 +193,8 @@ impl<'c> Session<'c> {
         earliest: u64,
         next: u64,
     ) {
-        self.context.metrics.error(code);
-        tracing::info!(peer = %self.peer, code = code.name(), message, "request failed");
-        output.error(opcode, code, correlation_id, message, earliest, next);
+        let failure = Failure { opcode, code, correlation_id, message };
+        output.respond(|out| failure.answer(out, &self.context.metrics, self.peer, earliest, next));
     }
 
     fn malformed(

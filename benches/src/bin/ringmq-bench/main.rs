@@ -220,24 +220,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (None, Some(seconds)) => estimate_count(&address, &args, size, seconds, index).await?,
             (None, None) => (512 << 20) / size.max(16) as u64,
         };
-        let workload = Workload {
-            mode: args.mode,
-            topic: format!("bench-{}-{size}-{index}", std::process::id()),
-            producers: args.producers,
-            consumers: args.consumers,
-            partitions: args.partitions,
-            capacity: args.capacity,
-            size,
-            count,
-            warmup: args.warmup,
-            batch_bytes: args.batch_bytes,
-            linger: Duration::from_millis(args.linger_ms),
-            acks: args.acks,
-            rate: args.rate,
-            max_in_flight: args.max_in_flight,
-            idempotence: !args.no_idempotence,
-            fetch_min_bytes: fetch_min_bytes(&args),
-        };
+        let topic = format!("bench-{}-{size}-{index}", std::process::id());
+        let workload = workload_from(&args, topic, size, count);
         let baseline = if args.baseline {
             let bytes = count * size as u64;
             Some(tokio::task::spawn_blocking(move || workload::baseline(bytes)).await??)
@@ -412,6 +396,28 @@ fn ratio(part: f64, whole: f64) -> f64 {
 }
 
 /// For `--duration`: a short probe at this size, scaled to the requested time.
+/// The workload the flags describe, for one message size and count.
+fn workload_from(args: &Args, topic: String, size: usize, count: u64) -> Workload {
+    Workload {
+        mode: args.mode,
+        topic,
+        producers: args.producers,
+        consumers: args.consumers,
+        partitions: args.partitions,
+        capacity: args.capacity,
+        size,
+        count,
+        warmup: args.warmup,
+        batch_bytes: args.batch_bytes,
+        linger: Duration::from_millis(args.linger_ms),
+        acks: args.acks,
+        rate: args.rate,
+        max_in_flight: args.max_in_flight,
+        idempotence: !args.no_idempotence,
+        fetch_min_bytes: fetch_min_bytes(args),
+    }
+}
+
 async fn estimate_count(
     address: &str,
     args: &Args,
@@ -419,23 +425,13 @@ async fn estimate_count(
     seconds: f64,
     index: usize,
 ) -> anyhow::Result<u64> {
+    let topic = format!("bench-probe-{}-{size}-{index}", std::process::id());
     let probe = Workload {
         mode: Mode::Produce,
-        topic: format!("bench-probe-{}-{size}-{index}", std::process::id()),
-        producers: args.producers,
         consumers: 1,
-        partitions: args.partitions,
-        capacity: args.capacity,
-        size,
-        count: 20_000,
         warmup: 0,
-        batch_bytes: args.batch_bytes,
-        linger: Duration::from_millis(args.linger_ms),
-        acks: args.acks,
-        rate: args.rate,
-        max_in_flight: args.max_in_flight,
-        idempotence: !args.no_idempotence,
         fetch_min_bytes: 1,
+        ..workload_from(args, topic, size, 20_000)
     };
     workload::prepare(address, &probe).await?;
     let started = std::time::Instant::now();

@@ -21,12 +21,12 @@ fn handlers(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let defaults = TopicDefaults {
-        partitions: 1,
+        partition_count: 1,
         capacity: 256 << 20,
         batch_size_max: 1 << 20,
         prefault: true,
         capacity_max: 1 << 30,
-        partitions_max: 16,
+        partition_count_max: 16,
     };
     let metrics = std::sync::Arc::new(ringmq_broker::metrics::Metrics::new());
     let topics = Topics::open(DataDir::lock(dir.path()).unwrap(), defaults, metrics).unwrap();

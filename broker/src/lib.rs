@@ -10,6 +10,10 @@
 //! All `unsafe` code lives in `log::raw`; everything else is safe.
 
 #![deny(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)
+)]
 
 pub mod config;
 pub mod groups;

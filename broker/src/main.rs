@@ -14,8 +14,8 @@ static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::I
 
 fn main() -> ExitCode {
     ringmq_broker::metrics::set_allocation_counter(|| ALLOCATOR.stats().allocations as u64);
-    let config = match config::load(std::env::args_os()) {
-        Ok(Loaded::Run(config)) => *config,
+    let (config, renamed) = match config::load(std::env::args_os()) {
+        Ok(Loaded::Run { config, renamed }) => (*config, renamed),
         Ok(Loaded::Print(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -35,6 +35,9 @@ fn main() -> ExitCode {
     match config.log_format {
         LogFormat::Text => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
+    }
+    for renamed in &renamed {
+        tracing::warn!(old = %renamed.old, new = %renamed.new, "{renamed}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -24,8 +24,7 @@ use tokio::net::TcpListener;
 use ringmq_protocol::message::BrokerStats;
 use ringmq_protocol::ErrorCode;
 
-use crate::pool::BufferPool;
-use crate::topics::Topics;
+use crate::pool::PoolStats;
 
 static ALLOCATION_COUNTER: OnceLock<fn() -> u64> = OnceLock::new();
 
@@ -349,19 +348,18 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition, after reading every gauge that lives elsewhere (logs,
-    /// pool, groups).
+    /// The Prometheus text exposition, with the gauges that live elsewhere (partitions, the pool,
+    /// groups) as the caller read them.
     pub fn render(
         &self,
-        topics: &Topics,
-        pool: &BufferPool,
-        group_lags: &[(String, String, u32, u64)],
+        partitions: &[PartitionGauges<'_>],
+        pool_stats: PoolStats,
+        group_lags: &[GroupLag<'_>],
     ) -> String {
         let p = &self.prometheus;
         let opened = self.connections_opened.load(Ordering::Relaxed);
         let closed = self.connections_closed.load(Ordering::Relaxed);
         p.connections_open.set(i64::try_from(opened.saturating_sub(closed)).unwrap_or(i64::MAX));
-        let pool_stats = pool.stats();
         p.pool_buffers.set(i64::try_from(pool_stats.buffer_count).unwrap_or(i64::MAX));
         p.pool_in_use.set(i64::try_from(pool_stats.in_use).unwrap_or(i64::MAX));
         p.pool_exhausted.inc_by(pool_stats.exhausted.saturating_sub(p.pool_exhausted.get()));
@@ -377,36 +375,62 @@ impl Metrics {
             family.reset();
         }
         let as_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        for topic in topics.all() {
-            for partition in topic.partitions() {
-                let index = partition.index().to_string();
-                let labels = [topic.name(), index.as_str()];
-                let log = partition.log();
-                p.ring_capacity.with_label_values(&labels).set(as_i64(log.capacity()));
-                p.ring_used.with_label_values(&labels).set(as_i64(log.used_bytes()));
-                p.ring_wraps
-                    .with_label_values(&labels)
-                    .set(as_i64(log.published_end() / log.capacity().max(1)));
-                p.earliest_offset.with_label_values(&labels).set(as_i64(log.earliest_offset()));
-                p.next_offset.with_label_values(&labels).set(as_i64(log.next_offset()));
-                p.durable_offset.with_label_values(&labels).set(as_i64(log.durable_offset()));
-            }
+        for gauges in partitions {
+            let index = gauges.partition.to_string();
+            let labels = [gauges.topic, index.as_str()];
+            p.ring_capacity.with_label_values(&labels).set(as_i64(gauges.capacity));
+            p.ring_used.with_label_values(&labels).set(as_i64(gauges.used_bytes));
+            p.ring_wraps.with_label_values(&labels).set(as_i64(gauges.wraps));
+            p.earliest_offset.with_label_values(&labels).set(as_i64(gauges.earliest_offset));
+            p.next_offset.with_label_values(&labels).set(as_i64(gauges.next_offset));
+            p.durable_offset.with_label_values(&labels).set(as_i64(gauges.durable_offset));
         }
         p.group_lag.reset();
-        for (group, topic, partition, lag) in group_lags {
+        for lag in group_lags {
+            let partition = lag.partition.to_string();
             p.group_lag
-                .with_label_values(&[
-                    group.as_str(),
-                    topic.as_str(),
-                    partition.to_string().as_str(),
-                ])
-                .set(as_i64(*lag));
+                .with_label_values(&[lag.group, lag.topic, partition.as_str()])
+                .set(as_i64(lag.records));
         }
         let mut out = Vec::with_capacity(16 << 10);
         // Encoding into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&p.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// A partition's gauges, as [`Metrics::render`] shows them.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionGauges<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: u32,
+    /// Ring capacity, bytes.
+    pub capacity: u64,
+    /// Bytes retained.
+    pub used_bytes: u64,
+    /// Laps the ring has completed.
+    pub wraps: u64,
+    /// Earliest offset held.
+    pub earliest_offset: u64,
+    /// Next offset to be written.
+    pub next_offset: u64,
+    /// Every record below it is synced.
+    pub durable_offset: u64,
+}
+
+/// A consumer group's lag on one partition, as [`Metrics::render`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupLag<'a> {
+    /// The group.
+    pub group: &'a str,
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: u32,
+    /// Records behind the partition's end.
+    pub records: u64,
 }
 
 /// Renders the metrics page (async: group lags are read under the coordinator's lock).

@@ -11,6 +11,8 @@
 //! sync runs at a time on the blocking pool; each sync covers everything published when it
 //! starts, so every batch appended meanwhile shares the next one.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -22,9 +24,60 @@ use tokio::time::Instant;
 
 use ringmq_protocol::BatchView;
 
-use crate::log::{Appended, Log, LogWriter, StorageError};
+use crate::log::{Appended, Log, LogWriter, Poison, StorageError};
 use crate::metrics::TopicCounters;
 use crate::producers::{Check, ProducerTable, SequenceError};
+
+/// When the broker syncs partitions to disk on its own, beyond what `acks=synced` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Only when a producer asks (`acks=synced`), and at shutdown.
+    None,
+    /// Every partition with unsynced data, every interval.
+    Interval(Duration),
+    /// Every produce is acknowledged only after the sync that covers it (as if `acks=synced`).
+    Always,
+}
+
+/// Longest interval of [`SyncPolicy::Interval`], ms.
+const SYNC_INTERVAL_MAX_MS: u64 = 3_600_000;
+
+/// Text that is not a sync policy (`none`, `always`, `interval=<ms>`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{text:?} is not a sync policy: expected none, always or interval=<ms> (1 to 3600000)")]
+pub struct InvalidSyncPolicy {
+    /// The text given.
+    pub text: String,
+}
+
+impl FromStr for SyncPolicy {
+    type Err = InvalidSyncPolicy;
+
+    fn from_str(text: &str) -> Result<Self, InvalidSyncPolicy> {
+        match text {
+            "none" => Ok(Self::None),
+            "always" => Ok(Self::Always),
+            _ => {
+                let millis = text
+                    .strip_prefix("interval=")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .filter(|ms| (1..=SYNC_INTERVAL_MAX_MS).contains(ms))
+                    .ok_or_else(|| InvalidSyncPolicy { text: text.to_owned() })?;
+                Ok(Self::Interval(Duration::from_millis(millis)))
+            }
+        }
+    }
+}
+
+impl fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("none"),
+            Self::Always => f.write_str("always"),
+            Self::Interval(interval) => write!(f, "interval={}", interval.as_millis()),
+        }
+    }
+}
 
 /// How long an append waits between attempts to reclaim a chunk readers still lease.
 const CHUNK_BUSY_RETRY: Duration = Duration::from_millis(1);
@@ -68,7 +121,7 @@ struct GroupSync {
     /// Whether a sync task is running.
     running: AtomicBool,
     done: Notify,
-    failure: OnceLock<String>,
+    failure: OnceLock<Poison>,
 }
 
 /// Why an append failed.
@@ -173,8 +226,9 @@ impl Partition {
                     drop(guard);
                     self.appended.notify_waiters();
                     if let Some(since) = waiting_since {
-                        let waited = Instant::now().duration_since(since).as_millis();
-                        tracing::warn!(topic = %self.topic, partition = self.index, waited_ms = waited as u64, "append waited for readers to release the oldest chunk");
+                        let waited = Instant::now().duration_since(since);
+                        let waited = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+                        tracing::warn!(topic = %self.topic, partition = self.index, waited_ms = waited, "append waited for readers to release the oldest chunk");
                     }
                     return Ok(Stored { appended, duplicate: false });
                 }
@@ -224,9 +278,9 @@ impl Partition {
                 Ok(synced) => {
                     self.sync.synced.fetch_max(synced.position, Ordering::AcqRel);
                 }
-                Err(error) => {
-                    let _ = self.sync.failure.set(error.to_string());
-                    tracing::error!(topic = %self.topic, partition = self.index, %error, "sync failed; partition stopped");
+                Err(poison) => {
+                    tracing::error!(topic = %self.topic, partition = self.index, error = %poison, "sync failed; partition stopped");
+                    let _ = self.sync.failure.set(poison);
                 }
             }
             self.sync.done.notify_waiters();
@@ -245,8 +299,8 @@ impl Partition {
     }
 
     /// Why syncing failed, if it did (the partition then refuses writes).
-    pub fn sync_failure(&self) -> Option<&str> {
-        self.sync.failure.get().map(String::as_str)
+    pub fn sync_failure(&self) -> Option<&Poison> {
+        self.sync.failure.get()
     }
 
     /// A future that completes after the next sync (register it before checking the position).

@@ -96,12 +96,39 @@ pub enum TopicError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// A setting is out of range.
+    /// More partitions than the broker allows in one topic.
+    #[error("invalid topic setting: {requested} partitions (at most {max})")]
+    TooManyPartitions {
+        /// The partitions asked for.
+        requested: u32,
+        /// The broker's limit (`partition_count_max`).
+        max: u32,
+    },
+    /// A larger ring per partition than the broker allows.
+    #[error("invalid topic setting: capacity {requested} bytes per partition (at most {max})")]
+    CapacityTooLarge {
+        /// The capacity asked for.
+        requested: u64,
+        /// The broker's limit (`partition_capacity_max`).
+        max: u64,
+    },
+    /// A ring geometry the log does not accept (capacity, chunk size, batch size).
     #[error("invalid topic setting: {0}")]
-    InvalidSetting(String),
+    InvalidGeometry(#[source] StorageError),
     /// The broker holds the maximum number of topics.
-    #[error("the broker already holds {TOPIC_COUNT_MAX} topics")]
-    TooMany,
+    #[error("the broker already holds {max} topics")]
+    TooMany {
+        /// The limit.
+        max: u32,
+    },
+    /// A topic's settings file could not be read back.
+    #[error("{path}: {message}")]
+    SettingsFile {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said.
+        message: String,
+    },
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -115,13 +142,22 @@ pub enum TopicError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The task doing the work panicked or was cancelled (the broker is stopping).
+    #[error("the task to {task} did not finish: {source}")]
+    TaskFailed {
+        /// What the task was doing.
+        task: &'static str,
+        /// Why it did not finish.
+        source: tokio::task::JoinError,
+    },
 }
 
-/// Settings new topics get unless the request says otherwise.
+/// Settings new topics get unless the request says otherwise, and the limits requests are held
+/// to.
 #[derive(Debug, Clone, Copy)]
 pub struct TopicDefaults {
     /// Partitions.
-    pub partitions: u32,
+    pub partition_count: u32,
     /// Ring capacity per partition.
     pub capacity: u64,
     /// Largest batch.
@@ -131,7 +167,7 @@ pub struct TopicDefaults {
     /// Largest capacity a request may ask for.
     pub capacity_max: u64,
     /// Most partitions a request may ask for.
-    pub partitions_max: u32,
+    pub partition_count_max: u32,
 }
 
 /// Every topic of a data directory.
@@ -195,13 +231,11 @@ impl Topics {
             let settings_path = topic_dir.join(SETTINGS_FILE);
             let text =
                 fs::read_to_string(&settings_path).map_err(io_error(&settings_path, "read"))?;
-            let settings: TopicSettings = toml::from_str(&text).map_err(|error| {
-                TopicError::InvalidSetting(format!(
-                    "{}: {}",
-                    settings_path.display(),
-                    error.message()
-                ))
-            })?;
+            let settings: TopicSettings =
+                toml::from_str(&text).map_err(|error| TopicError::SettingsFile {
+                    path: settings_path.clone(),
+                    message: error.message().to_owned(),
+                })?;
             let config = log_config(&settings, defaults.prefault)?;
             let name: Arc<str> = Arc::from(name);
             let mut partitions = Vec::with_capacity(settings.partitions as usize);
@@ -281,26 +315,34 @@ impl Topics {
     ) -> Result<Arc<Topic>, TopicError> {
         validate_topic_name(name)
             .map_err(|reason| TopicError::InvalidName { name: name.to_owned(), reason })?;
-        let partitions = if partitions == 0 { self.defaults.partitions } else { partitions };
-        if partitions > PARTITION_COUNT_MAX {
-            return Err(TopicError::InvalidSetting(format!(
-                "{partitions} partitions (at most {PARTITION_COUNT_MAX})"
-            )));
+        let partitions = if partitions == 0 { self.defaults.partition_count } else { partitions };
+        let partition_count_max = self.defaults.partition_count_max.min(PARTITION_COUNT_MAX);
+        if partitions > partition_count_max {
+            return Err(TopicError::TooManyPartitions {
+                requested: partitions,
+                max: partition_count_max,
+            });
         }
         let capacity = if capacity == 0 { self.defaults.capacity } else { capacity };
+        if capacity > self.defaults.capacity_max {
+            return Err(TopicError::CapacityTooLarge {
+                requested: capacity,
+                max: self.defaults.capacity_max,
+            });
+        }
         let config = LogConfig::new(
             capacity,
             (chunk_size != 0).then_some(chunk_size),
             self.defaults.batch_size_max,
         )
-        .map_err(|error| TopicError::InvalidSetting(error.to_string()))?;
+        .map_err(TopicError::InvalidGeometry)?;
         let config = LogConfig { prefault: self.defaults.prefault, ..config };
         let _admin = self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.read().contains_key(name) {
             return Err(TopicError::Exists(name.to_owned()));
         }
         if self.read().len() >= TOPIC_COUNT_MAX as usize {
-            return Err(TopicError::TooMany);
+            return Err(TopicError::TooMany { max: TOPIC_COUNT_MAX });
         }
         let settings = TopicSettings {
             partitions,
@@ -361,8 +403,7 @@ impl Topics {
                 self.metrics.sync_histogram(),
             ));
         }
-        let text = toml::to_string(settings)
-            .map_err(|error| TopicError::InvalidSetting(error.to_string()))?;
+        let text = toml::to_string(settings).expect("a table of integers serialises as TOML");
         let settings_path = topic_dir.join(SETTINGS_FILE);
         let temporary = topic_dir.join(".topic.toml.new");
         fs::write(&temporary, text).map_err(io_error(&temporary, "write"))?;
@@ -416,8 +457,8 @@ impl Topics {
         })
         .await;
         tracing::info!(topic = name, "topic deleted");
-        removed.unwrap_or_else(|join| {
-            Err(TopicError::InvalidSetting(format!("delete task failed: {join}")))
+        removed.unwrap_or_else(|source| {
+            Err(TopicError::TaskFailed { task: "remove the deleted topic's files", source })
         })
     }
 
@@ -441,7 +482,7 @@ fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) ->
 fn log_config(settings: &TopicSettings, prefault: bool) -> Result<LogConfig, TopicError> {
     let config =
         LogConfig::new(settings.capacity, Some(settings.chunk_size), settings.batch_size_max)
-            .map_err(|error| TopicError::InvalidSetting(error.to_string()))?;
+            .map_err(TopicError::InvalidGeometry)?;
     Ok(LogConfig { prefault, ..config })
 }
 

@@ -17,8 +17,8 @@ async fn a_failed_sync_poisons_the_partition_instead_of_acknowledging() {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
         prefault: false,
-        default_capacity: 4 << 20,
-        metrics_listen: None,
+        partition_capacity_default: 4 << 20,
+        metrics: false,
         ..Config::default()
     };
     let broker = Broker::start(config).await.unwrap();

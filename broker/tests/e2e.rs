@@ -490,7 +490,7 @@ async fn client_errors_are_clear() {
 #[test]
 fn cli_pipes_lines_through_produce_and_consume() {
     let broker = Broker::start(&[]);
-    let cli = support::workspace_binary("ringmq-client", "ringmq-cli");
+    let cli = support::workspace_binary("ringmq-cli", "ringmq-cli");
     let run = |args: &[&str], input: Option<&str>| {
         let mut command = std::process::Command::new(&cli);
         command.arg("--broker").arg(&broker.address).args(args);

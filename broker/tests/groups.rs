@@ -156,7 +156,7 @@ async fn a_restarted_group_resumes_after_its_last_commit_even_across_a_broker_cr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_mid_stream_is_replaced_and_nothing_is_skipped() {
     let broker = Broker::start(&[]);
-    let cli = support::workspace_binary("ringmq-client", "ringmq-cli");
+    let cli = support::workspace_binary("ringmq-cli", "ringmq-cli");
     within(120, async {
         let mut client = Client::connect(&broker.address).await.unwrap();
         client.create_topic("jobs", TopicConfig::default().partitions(4)).await.unwrap();
@@ -228,7 +228,7 @@ async fn a_member_killed_mid_stream_is_replaced_and_nothing_is_skipped() {
 #[test]
 fn cli_lists_describes_and_resets_groups_with_one_line_errors() {
     let broker = Broker::start(&[]);
-    let cli = support::workspace_binary("ringmq-client", "ringmq-cli");
+    let cli = support::workspace_binary("ringmq-cli", "ringmq-cli");
     let run = |args: &[&str]| {
         let output =
             Command::new(&cli).arg("--broker").arg(&broker.address).args(args).output().unwrap();

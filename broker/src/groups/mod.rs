@@ -120,12 +120,68 @@ pub enum GroupError {
         /// Live members.
         members: usize,
     },
-    /// A field is out of range or inconsistent.
-    #[error("{0}")]
-    Invalid(String),
-    /// A bound was reached.
-    #[error("{0}")]
-    Limit(String),
+    /// The group consumes another topic (a group consumes one topic at a time).
+    #[error("group {group:?} consumes topic {consuming:?}, not {requested:?}; a group consumes one topic at a time")]
+    OtherTopic {
+        /// The group.
+        group: String,
+        /// The topic its members consume.
+        consuming: String,
+        /// The topic the request names.
+        requested: String,
+    },
+    /// The topic has no such partition.
+    #[error("topic {topic:?} has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many the topic has.
+        count: usize,
+    },
+    /// A commit past the partition's end.
+    #[error("offset {offset} is past the end of {topic}/{partition} ({end})")]
+    OffsetPastEnd {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset given.
+        offset: u64,
+        /// The partition's next offset.
+        end: u64,
+    },
+    /// A producer id this broker never handed out.
+    #[error(
+        "producer id {producer_id} was never handed out by this broker; ask for a new one (id -1)"
+    )]
+    UnknownProducer {
+        /// The id given.
+        producer_id: i64,
+    },
+    /// The broker holds the most groups with members it may.
+    #[error("the broker already holds {max} groups with members")]
+    TooManyGroups {
+        /// The limit.
+        max: u32,
+    },
+    /// The group has the most members it may.
+    #[error("group {group:?} already has {max} members")]
+    TooManyMembers {
+        /// The group.
+        group: String,
+        /// The limit.
+        max: u32,
+    },
+    /// The group holds the most committed offsets it may.
+    #[error("group {group:?} holds the most committed offsets allowed ({max})")]
+    TooManyOffsets {
+        /// The group.
+        group: String,
+        /// The limit.
+        max: u32,
+    },
     /// The state log failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -135,17 +191,54 @@ impl GroupError {
     /// The error code to answer.
     pub fn code(&self) -> ErrorCode {
         match self {
-            GroupError::InvalidName { .. } | GroupError::Invalid(_) => ErrorCode::InvalidRequest,
+            GroupError::InvalidName { .. }
+            | GroupError::OtherTopic { .. }
+            | GroupError::UnknownPartition { .. }
+            | GroupError::OffsetPastEnd { .. }
+            | GroupError::UnknownProducer { .. } => ErrorCode::InvalidRequest,
             GroupError::UnknownTopic(_) => ErrorCode::UnknownTopic,
             GroupError::UnknownMember { .. } => ErrorCode::UnknownMember,
             GroupError::StaleGeneration { .. } => ErrorCode::StaleGeneration,
             GroupError::NotAssigned { .. } => ErrorCode::NotAssigned,
             GroupError::NotEmpty { .. } => ErrorCode::GroupNotEmpty,
-            GroupError::Limit(_) => ErrorCode::Busy,
+            GroupError::TooManyGroups { .. }
+            | GroupError::TooManyMembers { .. }
+            | GroupError::TooManyOffsets { .. } => ErrorCode::Busy,
             GroupError::Store(StoreError::Full { .. }) => ErrorCode::Busy,
             GroupError::Store(_) => ErrorCode::StorageError,
         }
     }
+}
+
+/// A group in [`Coordinator::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// The group.
+    pub group: String,
+    /// The topic its members consume (empty without members).
+    pub topic: String,
+    /// Live members.
+    pub member_count: u32,
+    /// Current generation (0 without members).
+    pub generation: u32,
+}
+
+/// How far a group's committed offset is behind its partition's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lag {
+    /// The group, topic and partition.
+    pub key: store::OffsetKey,
+    /// Records between the committed offset and the partition's next offset.
+    pub records: u64,
+}
+
+/// A producer id and epoch handed out by [`Coordinator::init_producer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerGrant {
+    /// The id.
+    pub producer_id: i64,
+    /// The epoch.
+    pub producer_epoch: u16,
 }
 
 /// A member's view of its group, answered to a join or heartbeat.
@@ -319,7 +412,7 @@ impl Group {
                 *holder = Some(member_id.to_owned());
             }
             if holder.as_deref() == Some(member_id) {
-                partitions.push(index as u32);
+                partitions.push(partition_number(index));
             } else if meant {
                 settled = false;
             }
@@ -342,9 +435,15 @@ impl Group {
             .iter()
             .enumerate()
             .filter(|(_, holder)| holder.as_deref() == Some(member_id))
-            .map(|(index, _)| index as u32)
+            .map(|(index, _)| partition_number(index))
             .collect()
     }
+}
+
+/// A partition index (or count) as the protocol's `u32`: a topic has at most
+/// `PARTITION_COUNT_MAX` partitions.
+fn partition_number(index: usize) -> u32 {
+    u32::try_from(index).expect("a topic has at most PARTITION_COUNT_MAX partitions")
 }
 
 /// How often a member with this session timeout should heartbeat: a third of it, so two
@@ -440,18 +539,18 @@ impl Coordinator {
                 }
             }
             if groups.len() >= GROUP_COUNT_MAX as usize {
-                return Err(GroupError::Limit(format!(
-                    "the broker already holds {GROUP_COUNT_MAX} groups with members"
-                )));
+                return Err(GroupError::TooManyGroups { max: GROUP_COUNT_MAX });
             }
         }
         let group = groups.entry(group_name.to_owned()).or_default();
         let mut changed = false;
         match &group.topic {
             Some(current) if current != topic => {
-                return Err(GroupError::Invalid(format!(
-                    "group {group_name:?} consumes topic {current:?}; a group consumes one topic at a time"
-                )));
+                return Err(GroupError::OtherTopic {
+                    group: group_name.to_owned(),
+                    consuming: current.clone(),
+                    requested: topic.to_owned(),
+                });
             }
             _ => group.topic = Some(topic.to_owned()),
         }
@@ -459,9 +558,10 @@ impl Coordinator {
             member_id.to_owned()
         } else {
             if group.members.len() >= GROUP_MEMBER_COUNT_MAX as usize {
-                return Err(GroupError::Limit(format!(
-                    "group {group_name:?} already has {GROUP_MEMBER_COUNT_MAX} members"
-                )));
+                return Err(GroupError::TooManyMembers {
+                    group: group_name.to_owned(),
+                    max: GROUP_MEMBER_COUNT_MAX,
+                });
             }
             let serial = self.next_member.fetch_add(1, Ordering::Relaxed);
             // Unique within the group (a group's ids never repeat across broker runs), and short
@@ -538,7 +638,8 @@ impl Coordinator {
 
     fn rebalance_after_departure(&self, group_name: &str, group: &mut Group) {
         if let Some(topic) = group.topic.clone() {
-            let partitions = self.partition_count(&topic).unwrap_or(group.target.len() as u32);
+            let partitions =
+                self.partition_count(&topic).unwrap_or(partition_number(group.target.len()));
             self.rebalance(group_name, group, partitions);
         }
     }
@@ -597,18 +698,20 @@ impl Coordinator {
             self.topics.get(topic).ok_or_else(|| GroupError::UnknownTopic(topic.to_owned()))?;
         for entry in offsets {
             let Some(partition) = found.partitions().get(entry.partition as usize) else {
-                return Err(GroupError::Invalid(format!(
-                    "topic {topic:?} has no partition {} (it has {})",
-                    entry.partition,
-                    found.partitions().len()
-                )));
+                return Err(GroupError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition: entry.partition,
+                    count: found.partitions().len(),
+                });
             };
             let end = partition.log().next_offset();
             if entry.offset > end {
-                return Err(GroupError::Invalid(format!(
-                    "offset {} is past the end of {topic}/{} ({end})",
-                    entry.offset, entry.partition
-                )));
+                return Err(GroupError::OffsetPastEnd {
+                    topic: topic.to_owned(),
+                    partition: entry.partition,
+                    offset: entry.offset,
+                    end,
+                });
             }
         }
         // Held across the store write: a rebalance cannot move a partition between the check
@@ -648,10 +751,11 @@ impl Coordinator {
                     });
                 }
                 if group.topic.as_deref() != Some(topic) {
-                    return Err(GroupError::Invalid(format!(
-                        "group {group_name:?} consumes topic {:?}, not {topic:?}",
-                        group.topic.as_deref().unwrap_or_default()
-                    )));
+                    return Err(GroupError::OtherTopic {
+                        group: group_name.to_owned(),
+                        consuming: group.topic.clone().unwrap_or_default(),
+                        requested: topic.to_owned(),
+                    });
                 }
                 for entry in offsets {
                     let holder = group.holder.get(entry.partition as usize);
@@ -667,9 +771,10 @@ impl Coordinator {
         }
         let (existing, new) = self.store.offset_counts(group_name, topic, offsets).await;
         if existing + new > GROUP_OFFSET_COUNT_MAX as usize {
-            return Err(GroupError::Limit(format!(
-                "group {group_name:?} holds the most committed offsets allowed ({GROUP_OFFSET_COUNT_MAX})"
-            )));
+            return Err(GroupError::TooManyOffsets {
+                group: group_name.to_owned(),
+                max: GROUP_OFFSET_COUNT_MAX,
+            });
         }
         self.store.commit(group_name, topic, offsets).await?;
         Ok(())
@@ -733,31 +838,32 @@ impl Coordinator {
         self.store.committed(group, topic).await
     }
 
-    /// Every group with members or committed offsets, sorted by name: (group, topic, members,
-    /// generation).
-    pub async fn list(&self) -> Vec<(String, String, u32, u32)> {
-        let mut summaries: BTreeMap<String, (String, u32, u32)> = BTreeMap::new();
+    /// Every group with members or committed offsets, sorted by name.
+    pub async fn list(&self) -> Vec<GroupListing> {
+        let mut summaries: BTreeMap<String, GroupListing> = BTreeMap::new();
         for (key, _) in self.store.all_committed().await {
-            summaries.entry(key.group).or_insert_with(|| (String::new(), 0, 0));
+            summaries.entry(key.group.clone()).or_insert_with(|| GroupListing {
+                group: key.group,
+                topic: String::new(),
+                member_count: 0,
+                generation: 0,
+            });
         }
         let mut groups = self.groups.lock().await;
         let now = Instant::now();
         let names: Vec<String> = groups.keys().cloned().collect();
         for name in names {
             let Some(group) = self.touch(&mut groups, &name, now) else { continue };
-            summaries.insert(
-                name,
-                (
-                    group.topic.clone().unwrap_or_default(),
-                    group.members.len() as u32,
-                    group.generation,
-                ),
-            );
+            let listing = GroupListing {
+                group: name.clone(),
+                topic: group.topic.clone().unwrap_or_default(),
+                member_count: u32::try_from(group.members.len())
+                    .expect("a group has at most GROUP_MEMBER_COUNT_MAX members"),
+                generation: group.generation,
+            };
+            summaries.insert(name, listing);
         }
-        summaries
-            .into_iter()
-            .map(|(group, (topic, members, generation))| (group, topic, members, generation))
-            .collect()
+        summaries.into_values().collect()
     }
 
     /// Describes a group: members, assignment, committed offsets with each partition's end.
@@ -813,16 +919,16 @@ impl Coordinator {
             .map_or(0, |partition| partition.log().next_offset())
     }
 
-    /// Every committed offset's lag: (group, topic, partition, records behind the end).
-    pub async fn lags(&self) -> Vec<(String, String, u32, u64)> {
+    /// Every committed offset's lag behind its partition's end.
+    pub async fn lags(&self) -> Vec<Lag> {
         self.store
             .all_committed()
             .await
             .into_iter()
             .filter(|(key, _)| self.topics.get(&key.topic).is_some())
             .map(|(key, committed)| {
-                let lag = self.end_offset(&key.topic, key.partition).saturating_sub(committed);
-                (key.group, key.topic, key.partition, lag)
+                let records = self.end_offset(&key.topic, key.partition).saturating_sub(committed);
+                Lag { key, records }
             })
             .collect()
     }
@@ -836,26 +942,32 @@ impl Coordinator {
         &self,
         producer_id: i64,
         epoch: u16,
-    ) -> Result<(i64, u16), GroupError> {
+    ) -> Result<ProducerGrant, GroupError> {
+        let fresh = |producer_id| ProducerGrant { producer_id, producer_epoch: 0 };
         if producer_id < 0 {
-            return Ok((self.store.next_producer_id().await?, 0));
+            return Ok(fresh(self.store.next_producer_id().await?));
         }
         if !self.store.producer_id_issued(producer_id).await {
-            return Err(GroupError::Invalid(format!(
-                "producer id {producer_id} was never handed out by this broker; ask for a new one (id -1)"
-            )));
+            return Err(GroupError::UnknownProducer { producer_id });
         }
         match epoch.checked_add(1) {
-            Some(next) => Ok((producer_id, next)),
+            Some(next) => Ok(ProducerGrant { producer_id, producer_epoch: next }),
             // The epoch space is used up: start over with a new id.
-            None => Ok((self.store.next_producer_id().await?, 0)),
+            None => Ok(fresh(self.store.next_producer_id().await?)),
         }
     }
 }
 
-/// Convenience for the request handler: a summary borrowed from a list entry.
-pub fn summary(entry: &(String, String, u32, u32)) -> GroupSummary<'_> {
-    GroupSummary { group: &entry.0, topic: &entry.1, members: entry.2, generation: entry.3 }
+impl GroupListing {
+    /// The listing as the protocol's summary, borrowed.
+    pub fn summary(&self) -> GroupSummary<'_> {
+        GroupSummary {
+            group: &self.group,
+            topic: &self.topic,
+            members: self.member_count,
+            generation: self.generation,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -30,10 +30,9 @@ use tokio::time::Instant;
 use ringmq_protocol::group::PartitionOffset;
 use ringmq_protocol::{BatchBuilder, Batches, Push, Record};
 
-use crate::config::SyncPolicy;
 use crate::log::{self, DataDir, LogConfig, OpenMode, StorageError};
 use crate::metrics::TopicCounters;
-use crate::partition::{AppendError, Partition};
+use crate::partition::{AppendError, Partition, SyncPolicy};
 use crate::producers::ProducerTable;
 
 /// Directory of the group state log inside the data directory (not a valid topic name).
@@ -78,9 +77,15 @@ pub enum StoreError {
         /// The log's capacity.
         capacity: u64,
     },
-    /// The sync the policy asks for did not finish.
+    /// The sync the policy asks for failed.
     #[error("the group state log could not be synced: {0}")]
-    Sync(String),
+    Sync(#[source] crate::log::Poison),
+    /// The sync the policy asks for did not finish within the request timeout.
+    #[error("the group state log's sync did not finish within {} ms", timeout.as_millis())]
+    SyncTimeout {
+        /// The request timeout.
+        timeout: std::time::Duration,
+    },
     /// A change could not be encoded as a record batch.
     #[error("encoding a group state record failed: {0}")]
     Encode(#[from] ringmq_protocol::EncodeError),
@@ -138,7 +143,8 @@ enum Change {
 }
 
 fn put_str(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    let length = u16::try_from(text.len()).expect("group and topic names are validated short");
+    out.extend_from_slice(&length.to_le_bytes());
     out.extend_from_slice(text.as_bytes());
 }
 
@@ -456,11 +462,11 @@ impl GroupStore {
                 return Ok(());
             }
             if let Some(failure) = self.partition.sync_failure() {
-                return Err(StoreError::Sync(failure.to_owned()));
+                return Err(StoreError::Sync(failure.clone()));
             }
             self.partition.request_sync(position);
             if tokio::time::timeout_at(deadline, done).await.is_err() {
-                return Err(StoreError::Sync("timed out".to_owned()));
+                return Err(StoreError::SyncTimeout { timeout: self.request_timeout });
             }
         }
     }

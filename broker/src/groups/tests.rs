@@ -10,9 +10,9 @@ use ringmq_protocol::group::PartitionOffset;
 
 use super::store::{GroupStore, StoreError};
 use super::*;
-use crate::config::SyncPolicy;
 use crate::log::DataDir;
 use crate::metrics::Metrics;
+use crate::partition::SyncPolicy;
 use crate::topics::{TopicDefaults, Topics};
 
 const SESSION: Duration = Duration::from_secs(10);
@@ -143,12 +143,12 @@ fn fixture(partitions: u32) -> Fixture {
     let temp = tempfile::tempdir().unwrap();
     let (store, _, dir) = open_store(temp.path());
     let defaults = TopicDefaults {
-        partitions: 1,
+        partition_count: 1,
         capacity: 1 << 20,
         batch_size_max: 64 << 10,
         prefault: false,
         capacity_max: 1 << 30,
-        partitions_max: 1024,
+        partition_count_max: 1024,
     };
     let metrics = Arc::new(Metrics::new());
     let topics = Arc::new(Topics::open(dir, defaults, Arc::clone(&metrics)).unwrap());
@@ -195,7 +195,7 @@ async fn commits_are_refused_from_stale_unknown_or_non_holding_members() {
     let admin = groups.commit("g", "t", "", 0, &offsets(&[(0, 0)])).await;
     assert!(matches!(admin, Err(GroupError::NotEmpty { members: 2, .. })), "{admin:?}");
     let past_end = groups.commit("g", "t", &b.member_id, b2.generation, &offsets(&[(1, 5)])).await;
-    assert!(matches!(past_end, Err(GroupError::Invalid(_))), "{past_end:?}");
+    assert!(matches!(past_end, Err(GroupError::OffsetPastEnd { .. })), "{past_end:?}");
 
     groups.leave("g", &a.member_id).await.unwrap();
     groups.leave("g", &b.member_id).await.unwrap();
@@ -314,7 +314,7 @@ async fn an_expiry_noticed_by_any_request_moves_the_expired_member_s_partitions(
     assert_eq!((b2.partitions.as_slice(), b2.settled), (&[0, 1, 2, 3][..], true));
 
     // A group whose every member expired is forgotten (it no longer counts toward the limit).
-    let listed: Vec<String> = groups.list().await.into_iter().map(|entry| entry.0).collect();
+    let listed: Vec<String> = groups.list().await.into_iter().map(|entry| entry.group).collect();
     assert_eq!(listed, ["g"]);
     let gone = groups.heartbeat("h", &lone.member_id, "peer-c").await;
     assert!(matches!(gone, Err(GroupError::UnknownMember { .. })), "{gone:?}");
@@ -332,10 +332,14 @@ async fn member_ids_stay_short_whatever_the_group_name() {
 async fn producer_ids_never_handed_out_are_refused() {
     let fixture = fixture(1);
     let groups = &fixture.coordinator;
-    let (id, epoch) = groups.init_producer(-1, 0).await.unwrap();
-    assert_eq!(groups.init_producer(id, epoch).await.unwrap(), (id, epoch + 1));
+    let ProducerGrant { producer_id: id, producer_epoch: epoch } =
+        groups.init_producer(-1, 0).await.unwrap();
+    assert_eq!(
+        groups.init_producer(id, epoch).await.unwrap(),
+        ProducerGrant { producer_id: id, producer_epoch: epoch + 1 }
+    );
     let forged = groups.init_producer(id + 1_000_000, 0).await;
-    assert!(matches!(forged, Err(GroupError::Invalid(_))), "{forged:?}");
+    assert!(matches!(forged, Err(GroupError::UnknownProducer { .. })), "{forged:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -39,7 +39,8 @@ impl OffsetIndex {
     /// largest power of two up to 64 KiB dividing the chunk size.
     pub(crate) fn new(capacity: u64, chunk_size: u64) -> Self {
         let interval = gcd(chunk_size, INDEX_INTERVAL_MAX);
-        let count = (capacity / interval) as usize;
+        // At most capacity / 4 KiB entries, and a ring's capacity fits usize (its Layout).
+        let count = usize::try_from(capacity / interval).expect("index entries fit usize");
         Self {
             interval,
             offsets: (0..count).map(|_| AtomicU64::new(0)).collect(),
@@ -54,7 +55,8 @@ impl OffsetIndex {
     }
 
     fn entry(&self, slot: u64) -> (&AtomicU64, &AtomicU64) {
-        let index = (slot % self.offsets.len() as u64) as usize;
+        let length = u64::try_from(self.offsets.len()).expect("a length fits u64");
+        let index = usize::try_from(slot % length).expect("below the entry count");
         (&self.offsets[index], &self.positions[index])
     }
 

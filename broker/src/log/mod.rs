@@ -35,9 +35,7 @@ pub mod recovery;
 mod superblock;
 mod writer;
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -47,10 +45,13 @@ use thiserror::Error;
 use ringmq_protocol::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
 
 use self::index::OffsetIndex;
-use self::raw::{DirLock, Exclusive, Layout, RingCore};
+use self::raw::{DirLock, Exclusive, Layout, RingCore, RingFile};
+pub use self::raw::{LayoutError, RingFileError};
 pub use self::reader::{LogBytes, ReadError, ReadOutcome, Scan};
 use self::recovery::{RecoveryMode, Truncation};
-use self::superblock::{Checkpoint, Superblock, DATA_START, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE};
+use self::superblock::{
+    Checkpoint, Superblock, DATA_START, DATA_START_BYTES, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
+};
 pub use self::writer::{Appended, LogWriter};
 
 /// Smallest chunk: one page.
@@ -58,9 +59,15 @@ pub const CHUNK_SIZE_MIN: u64 = 4096;
 /// Fewest chunks in a ring: reclaiming one drops at most a quarter of the data.
 pub const CHUNK_COUNT_MIN: u64 = 4;
 /// Most chunks in a ring (bounds the lease table).
-pub const CHUNK_COUNT_MAX: u64 = 1 << 16;
+pub const CHUNK_COUNT_MAX: u64 = raw::CHUNK_COUNT_MAX;
 /// Largest ring, per partition.
 pub const CAPACITY_MAX: u64 = 1 << 40;
+/// Smallest ring: [`CHUNK_COUNT_MIN`] chunks of [`CHUNK_SIZE_MIN`].
+pub const CAPACITY_MIN: u64 = CHUNK_SIZE_MIN * CHUNK_COUNT_MIN;
+/// Smallest batch limit a log accepts: two batch headers.
+const BATCH_SIZE_MIN: u32 = 128;
+const _: () = assert!(BATCH_SIZE_MIN as usize == 2 * BATCH_HEADER_SIZE);
+
 /// Chunk count aimed at when the chunk size is chosen automatically.
 pub const CHUNK_COUNT_DEFAULT: u64 = 64;
 
@@ -100,12 +107,13 @@ impl LogConfig {
                 format!("at most {CAPACITY_MAX} bytes (1 TiB)"),
             ));
         }
-        let minimum = CHUNK_SIZE_MIN * CHUNK_COUNT_MIN;
-        if capacity < minimum {
+        if capacity < CAPACITY_MIN {
             return Err(invalid(
                 "capacity",
                 capacity,
-                format!("at least {minimum} bytes ({CHUNK_COUNT_MIN} chunks of {CHUNK_SIZE_MIN})"),
+                format!(
+                    "at least {CAPACITY_MIN} bytes ({CHUNK_COUNT_MIN} chunks of {CHUNK_SIZE_MIN})"
+                ),
             ));
         }
         let chunk_size = match chunk_size {
@@ -134,7 +142,7 @@ impl LogConfig {
                 format!("capacity / chunk_size must be {CHUNK_COUNT_MIN} to {CHUNK_COUNT_MAX} chunks, not {count}"),
             ));
         }
-        if batch_size_max < (BATCH_HEADER_SIZE as u32) * 2 || batch_size_max > BATCH_SIZE_MAX {
+        if !(BATCH_SIZE_MIN..=BATCH_SIZE_MAX).contains(&batch_size_max) {
             return Err(invalid(
                 "batch_size_max",
                 u64::from(batch_size_max),
@@ -146,13 +154,7 @@ impl LogConfig {
     }
 
     fn layout(&self) -> Result<Layout, StorageError> {
-        Layout::new(DATA_START, self.capacity, self.chunk_size).map_err(|reason| {
-            StorageError::InvalidConfig {
-                field: "capacity",
-                value: self.capacity,
-                reason: reason.to_owned(),
-            }
-        })
+        Layout::new(DATA_START, self.capacity, self.chunk_size).map_err(StorageError::Layout)
     }
 }
 
@@ -170,6 +172,17 @@ pub enum StorageError {
         /// The operating system's error.
         source: io::Error,
     },
+    /// A ring file could not be made, or is not fit to be mapped.
+    #[error("{path}: {source}")]
+    RingFile {
+        /// The ring file.
+        path: PathBuf,
+        /// What is wrong.
+        source: RingFileError,
+    },
+    /// A ring geometry is inconsistent.
+    #[error("invalid ring geometry: {0}")]
+    Layout(#[source] LayoutError),
     /// Another broker holds the data directory.
     #[error("data directory {path} is in use by another running broker")]
     Locked {
@@ -207,11 +220,8 @@ pub enum StorageError {
         reason: String,
     },
     /// An earlier failed write or sync stopped this log; restart to recover.
-    #[error("partition log stopped after an i/o failure: {reason}")]
-    Poisoned {
-        /// The failure that poisoned it.
-        reason: String,
-    },
+    #[error("partition log stopped after an i/o failure: {0}")]
+    Poisoned(#[from] Poison),
     /// A batch is larger than the partition accepts.
     #[error("batch of {size} bytes is larger than this partition's limit of {max}")]
     BatchTooLarge {
@@ -226,6 +236,38 @@ pub enum StorageError {
         /// Leases still held.
         readers: u64,
     },
+}
+
+/// The I/O failure that stopped a log: after a failed `msync` or superblock write the page
+/// cache's state cannot be trusted, so the log refuses writes until the broker restarts.
+#[derive(Debug, Clone, Error)]
+#[error("{step} of {path} failed: {source}")]
+pub struct Poison {
+    /// The ring file.
+    pub path: PathBuf,
+    /// What failed.
+    pub step: FailedStep,
+    /// The operating system's error (shared: every later request reports the same one).
+    #[source]
+    pub source: std::sync::Arc<io::Error>,
+}
+
+/// The step of a log whose failure poisons it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedStep {
+    /// An `msync` of the data area.
+    Sync,
+    /// A write and sync of a superblock copy.
+    SuperblockWrite,
+}
+
+impl std::fmt::Display for FailedStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailedStep::Sync => "msync",
+            FailedStep::SuperblockWrite => "superblock write",
+        })
+    }
 }
 
 /// What a sync made durable.
@@ -311,7 +353,7 @@ struct Shared {
     next_offset: AtomicU64,
     synced_position: AtomicU64,
     durable_offset: AtomicU64,
-    poison: OnceLock<String>,
+    poison: OnceLock<Poison>,
     /// Serialises syncs and superblock writes.
     sync_lock: Mutex<SuperblockState>,
 }
@@ -352,19 +394,19 @@ pub fn open(
         let action = action.to_owned();
         move |source| StorageError::Io { path, action, source }
     };
+    let file_error = |source| StorageError::RingFile { path: path.to_owned(), source };
     let created = mode == OpenMode::Create;
     let file = if created {
-        create_file(path, &layout)?
+        RingFile::create(path, &layout).map_err(file_error)?
     } else {
-        let file =
-            OpenOptions::new().read(true).write(true).open(path).map_err(io_error("open"))?;
-        check_existing(&file, path, &layout)?;
+        let file = RingFile::open(path).map_err(file_error)?;
+        check_existing(&file, &layout)?;
         file
     };
     // A new file is pre-faulted for writing below; populating it for reading first would zero
     // every page twice.
-    let prepared = Exclusive::map(path, &file, layout, &dir.lock, config.prefault && !created)
-        .map_err(io_error("map"))
+    let prepared = Exclusive::map(&file, layout, &dir.lock, config.prefault && !created)
+        .map_err(file_error)
         .and_then(|mut exclusive| {
             if created {
                 if config.prefault {
@@ -434,8 +476,8 @@ pub fn open_in_memory(
 fn format(exclusive: &mut Exclusive) {
     let layout = *exclusive.layout();
     let page = Superblock {
-        capacity: layout.capacity,
-        chunk_size: layout.chunk_size,
+        capacity: layout.capacity(),
+        chunk_size: layout.chunk_size(),
         sequence: 1,
         term: 0,
         clean: Some(Checkpoint::default()),
@@ -467,16 +509,9 @@ fn start(
     let (superblock, skipped) = Superblock::choose(exclusive.file()).map_err(|problem| {
         StorageError::Superblock { path: path.to_owned(), problem: problem.to_string() }
     })?;
-    for (field, found, expected) in [
-        ("capacity", superblock.capacity, layout.capacity),
-        ("chunk size", superblock.chunk_size, layout.chunk_size),
-    ] {
-        if found != expected {
-            return Err(StorageError::Mismatch { path: path.to_owned(), field, found, expected });
-        }
-    }
+    check_geometry(path, &superblock, &layout)?;
     let recovered = recovery::recover(
-        &exclusive.file()[DATA_START as usize..],
+        &exclusive.file()[DATA_START_BYTES..],
         &layout,
         &superblock,
         config.batch_size_max,
@@ -493,8 +528,8 @@ fn start(
     };
     // From here the file says "not cleanly stopped": a crash from now on gets a full scan.
     let page = Superblock {
-        capacity: layout.capacity,
-        chunk_size: layout.chunk_size,
+        capacity: layout.capacity(),
+        chunk_size: layout.chunk_size(),
         sequence: state.sequence,
         term: state.term,
         clean: None,
@@ -504,12 +539,12 @@ fn start(
     write_both_copies(&mut exclusive, &page);
     exclusive.flush_all().map_err(io_error("write the superblock"))?;
 
-    let index = OffsetIndex::new(layout.capacity, layout.chunk_size);
+    let index = OffsetIndex::new(layout.capacity(), layout.chunk_size());
     let head_position = layout.generation_start(recovered.head_generation);
     let mut index_fill = index.fill_cursor(head_position);
-    let mut chunk_first_offset = vec![0u64; layout.chunk_count() as usize].into_boxed_slice();
+    let mut chunk_first_offset = vec![0u64; layout.slot_count()].into_boxed_slice();
     recovery::walk(
-        &exclusive.file()[DATA_START as usize..],
+        &exclusive.file()[DATA_START_BYTES..],
         &layout,
         head_position,
         recovered.head_offset,
@@ -517,9 +552,8 @@ fn start(
         config.batch_size_max,
         |batch| {
             index.note(&mut index_fill, batch.position, batch.base_offset);
-            if batch.position % layout.chunk_size == 0 {
-                chunk_first_offset
-                    [(layout.generation(batch.position) % layout.chunk_count()) as usize] =
+            if batch.position % layout.chunk_size() == 0 {
+                chunk_first_offset[layout.slot(layout.generation(batch.position))] =
                     batch.base_offset;
             }
         },
@@ -570,36 +604,20 @@ fn start(
     Ok((Log { shared }, writer, report))
 }
 
-/// Checks an existing ring file's superblock and size against the topic's layout before mapping
-/// it, so a mismatch is reported as what it is rather than as a failed map.
-fn check_existing(file: &File, path: &Path, layout: &Layout) -> Result<(), StorageError> {
-    use std::os::unix::fs::FileExt;
-    let size = file
-        .metadata()
-        .map_err(|source| StorageError::Io {
-            path: path.to_owned(),
-            action: "stat".into(),
-            source,
-        })?
-        .len();
-    let mut head = vec![0u8; DATA_START as usize];
-    let available = (size.min(DATA_START)) as usize;
-    file.read_exact_at(&mut head[..available], 0).map_err(|source| StorageError::Io {
-        path: path.to_owned(),
-        action: "read the superblock".into(),
-        source,
-    })?;
+/// Checks an existing ring file's superblock against the topic's layout before mapping it, so a
+/// mismatch is reported as what it is rather than as a file of the wrong size.
+fn check_existing(file: &RingFile, layout: &Layout) -> Result<(), StorageError> {
+    let path = file.path();
+    let file_error = |source| StorageError::RingFile { path: path.to_owned(), source };
+    let size = file.size().map_err(file_error)?;
+    let mut head = [0u8; DATA_START_BYTES];
+    let available =
+        usize::try_from(size).map_or(DATA_START_BYTES, |size| size.min(DATA_START_BYTES));
+    file.read_exact_at(&mut head[..available], 0).map_err(file_error)?;
     let (superblock, _) = Superblock::choose(&head).map_err(|problem| {
         StorageError::Superblock { path: path.to_owned(), problem: problem.to_string() }
     })?;
-    for (field, found, expected) in [
-        ("capacity", superblock.capacity, layout.capacity),
-        ("chunk size", superblock.chunk_size, layout.chunk_size),
-    ] {
-        if found != expected {
-            return Err(StorageError::Mismatch { path: path.to_owned(), field, found, expected });
-        }
-    }
+    check_geometry(path, &superblock, layout)?;
     if size != layout.file_size() {
         return Err(StorageError::Superblock {
             path: path.to_owned(),
@@ -612,40 +630,37 @@ fn check_existing(file: &File, path: &Path, layout: &Layout) -> Result<(), Stora
     Ok(())
 }
 
-/// Creates a ring file of the layout's size, allocated on disk, with mode 0600.
-fn create_file(path: &Path, layout: &Layout) -> Result<File, StorageError> {
-    let file =
-        OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(
-            |source| StorageError::Io { path: path.to_owned(), action: "create".into(), source },
-        )?;
-    let size = layout.file_size();
-    if let Err(error) = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size) {
-        drop(file);
-        let _ = std::fs::remove_file(path);
-        return Err(StorageError::Io {
-            path: path.to_owned(),
-            action: format!("allocate {size} bytes"),
-            source: io::Error::from(error),
-        });
+/// Checks a superblock describes the topic's ring geometry.
+fn check_geometry(
+    path: &Path,
+    superblock: &Superblock,
+    layout: &Layout,
+) -> Result<(), StorageError> {
+    for (field, found, expected) in [
+        ("capacity", superblock.capacity, layout.capacity()),
+        ("chunk size", superblock.chunk_size, layout.chunk_size()),
+    ] {
+        if found != expected {
+            return Err(StorageError::Mismatch { path: path.to_owned(), field, found, expected });
+        }
     }
-    Ok(file)
+    Ok(())
 }
 
 /// Zeroes the rest of the tail chunk and blanks the first header of every chunk outside the log,
 /// so nothing from before the crash can follow the new tail.
 fn clean_after_scan(exclusive: &mut Exclusive, layout: &Layout, recovered: &recovery::Recovered) {
-    let count = layout.chunk_count();
-    let data = &mut exclusive.file_mut()[DATA_START as usize..];
+    let data = &mut exclusive.file_mut()[DATA_START_BYTES..];
     if let Some(tail) = recovered.tail_generation {
-        let place = (recovered.tail_position % layout.capacity) as usize;
-        let chunk_end = ((tail % count + 1) * layout.chunk_size) as usize;
+        let place = layout.data_index(recovered.tail_position);
+        let chunk_end = layout.slot_start(layout.slot(tail)) + layout.chunk_bytes();
         // The tail may sit exactly at its chunk's end.
         if place < chunk_end && recovered.tail_position < layout.generation_start(tail + 1) {
             data[place..chunk_end].fill(0);
         }
     }
-    for slot in 0..count {
-        let generation = raw::slot_generation(layout, recovered.next_generation(), slot as usize);
+    for slot in 0..layout.slot_count() {
+        let generation = raw::slot_generation(layout, recovered.next_generation(), slot);
         let retained = match (generation, recovered.tail_generation) {
             (Some(generation), Some(tail)) => {
                 generation >= recovered.head_generation && generation <= tail
@@ -653,7 +668,7 @@ fn clean_after_scan(exclusive: &mut Exclusive, layout: &Layout, recovered: &reco
             _ => false,
         };
         if !retained {
-            let start = (slot * layout.chunk_size) as usize;
+            let start = layout.slot_start(slot);
             data[start..start + BATCH_HEADER_SIZE].fill(0);
         }
     }
@@ -677,12 +692,12 @@ impl Log {
 
     /// Bytes of the data area.
     pub fn capacity(&self) -> u64 {
-        self.shared.core.layout().capacity
+        self.shared.core.layout().capacity()
     }
 
     /// Bytes per chunk.
     pub fn chunk_size(&self) -> u64 {
-        self.shared.core.layout().chunk_size
+        self.shared.core.layout().chunk_size()
     }
 
     /// Largest batch this log accepts.
@@ -702,8 +717,8 @@ impl Log {
     }
 
     /// Why the log stopped accepting writes, if it did.
-    pub fn poisoned(&self) -> Option<&str> {
-        self.shared.poison.get().map(String::as_str)
+    pub fn poisoned(&self) -> Option<&Poison> {
+        self.shared.poison.get()
     }
 
     /// Position after the last published batch (bytes of the unrolled ring).
@@ -723,18 +738,20 @@ impl Log {
     ///
     /// # Errors
     ///
-    /// [`StorageError::Poisoned`] if this or an earlier sync failed: the page cache can no
-    /// longer be trusted, so the log refuses writes until restart.
-    pub fn sync(&self) -> Result<Synced, StorageError> {
+    /// The [`Poison`] if this or an earlier sync failed: the page cache can no longer be
+    /// trusted, so the log refuses writes until restart.
+    pub fn sync(&self) -> Result<Synced, Poison> {
         let shared = &self.shared;
         let mut state = shared.sync_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        shared.check_poison()?;
+        if let Some(poison) = shared.poison.get() {
+            return Err(poison.clone());
+        }
         // The offset first, then the end: the end is at or past that offset's batches.
         let target_offset = shared.next_offset.load(Ordering::Acquire);
         let target_end = shared.core.published_end();
         let from = shared.synced_position.load(Ordering::Acquire);
         if let Err(source) = shared.core.flush_data(from, target_end) {
-            return Err(shared.poison_with(format!("msync of {}: {source}", shared.path.display())));
+            return Err(shared.poison_with(FailedStep::Sync, source));
         }
         shared.synced_position.store(target_end, Ordering::Release);
         shared.durable_offset.fetch_max(target_offset, Ordering::AcqRel);
@@ -757,14 +774,20 @@ impl Log {
 impl Shared {
     fn check_poison(&self) -> Result<(), StorageError> {
         match self.poison.get() {
-            Some(reason) => Err(StorageError::Poisoned { reason: reason.clone() }),
+            Some(poison) => Err(StorageError::Poisoned(poison.clone())),
             None => Ok(()),
         }
     }
 
-    fn poison_with(&self, reason: String) -> StorageError {
-        let _ = self.poison.set(reason);
-        StorageError::Poisoned { reason: self.poison.get().cloned().unwrap_or_default() }
+    /// Stops the log after `step` failed; the first failure is the one every later call reports.
+    fn poison_with(&self, step: FailedStep, source: io::Error) -> Poison {
+        self.poison
+            .get_or_init(|| Poison {
+                path: self.path.clone(),
+                step,
+                source: std::sync::Arc::new(source),
+            })
+            .clone()
     }
 
     /// Writes both superblock copies with a new durable offset (and optionally a clean
@@ -774,12 +797,12 @@ impl Shared {
         state: &mut SuperblockState,
         durable_offset: u64,
         clean: Option<Checkpoint>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), Poison> {
         let layout = self.core.layout();
         state.sequence += 1;
         let page = Superblock {
-            capacity: layout.capacity,
-            chunk_size: layout.chunk_size,
+            capacity: layout.capacity(),
+            chunk_size: layout.chunk_size(),
             sequence: state.sequence,
             term: state.term,
             clean,
@@ -788,10 +811,7 @@ impl Shared {
         .encode();
         for copy in 0..SUPERBLOCK_COPIES {
             if let Err(source) = self.core.write_superblock(copy * SUPERBLOCK_SIZE, &page) {
-                return Err(self.poison_with(format!(
-                    "superblock write of {}: {source}",
-                    self.path.display()
-                )));
+                return Err(self.poison_with(FailedStep::SuperblockWrite, source));
             }
         }
         state.stored_durable_offset = durable_offset;
@@ -802,7 +822,7 @@ impl Shared {
         &self,
         state: &mut SuperblockState,
         durable_offset: u64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), Poison> {
         self.write_superblock(state, durable_offset, None)
     }
 }

@@ -2,14 +2,21 @@
 //!
 //! A read never copies and never allocates: it leases the chunk holding the batch and returns a
 //! [`LogBytes`], a view of the mapped file that owns the lease. The broker writes it to the socket
-//! straight from the mapping; [`LogBytes::into_bytes`] turns it into `Bytes` (one allocation, for
-//! the `Bytes` owner) for callers that need one. The lease keeps the writer from reclaiming the
-//! chunk until the view is dropped, so callers hold it only while writing a response, under a
-//! write timeout.
+//! straight from the mapping.
+//!
+//! # How long a lease lives
+//!
+//! A lease keeps the writer from reclaiming its chunk: while one is held, an append that needs
+//! the chunk waits, and fails with `Busy` after the request timeout. (Soundness never depends on
+//! how long a lease lives, only the writer's progress does.) So a lease is bounded by one
+//! response write: [`LogBytes`] is the only owner of a lease, it cannot be cloned, and nothing
+//! turns it into a longer-lived owner (there used to be an `into_bytes`, giving a `Bytes` that
+//! could be kept forever; it had no caller in the broker and is gone). The server holds a
+//! `LogBytes` only while writing it, under `write_timeout`, and drops it when the write times
+//! out. Code that wants the bytes for longer copies them ([`LogBytes::to_vec`]).
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use thiserror::Error;
 
 use ringmq_protocol::batch::BatchHeader;
@@ -22,8 +29,10 @@ use super::Log;
 /// How many times a read restarts when the writer laps it mid-search.
 const READ_ATTEMPTS: usize = 4;
 
-/// A view of published bytes of the mapped file, holding a read lease on their chunk.
+/// A view of published bytes of the mapped file, holding a read lease on their chunk until it is
+/// dropped (see the module docs for how long that may be).
 #[derive(Debug, Default)]
+#[must_use = "a view holds a lease that keeps the writer from reclaiming its chunk"]
 pub struct LogBytes {
     lease: Option<Lease>,
     start: usize,
@@ -39,13 +48,9 @@ impl LogBytes {
         }
     }
 
-    /// Converts the view into `Bytes` that keep the lease until the last clone drops
-    /// (`Bytes::from_owner`: one allocation).
-    pub fn into_bytes(self) -> Bytes {
-        match self.lease {
-            Some(lease) => Bytes::from_owner(lease).slice(self.start..self.end),
-            None => Bytes::new(),
-        }
+    /// A copy of the bytes, which holds no lease (for callers that keep them beyond a response).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.as_slice().to_vec()
     }
 }
 
@@ -187,7 +192,7 @@ impl Log {
     /// Walks batch headers from `hint` to the batch holding `target`, then collects batches.
     fn read_from(&self, hint: Hint, target: u64, max_bytes: usize) -> Result<ReadOutcome, Restart> {
         let core = &self.shared.core;
-        let chunk_size = core.layout().chunk_size;
+        let chunk_size = core.layout().chunk_size();
         let mut position = hint.position;
         let mut expected = hint.offset;
         loop {

@@ -100,9 +100,10 @@ impl fmt::Display for WalkError {
 
 /// The bytes of the chunk holding `position`, from `position` to the chunk's end.
 fn chunk_rest<'a>(data: &'a [u8], layout: &Layout, position: u64) -> &'a [u8] {
-    let place = (position % layout.capacity) as usize;
-    let chunk_end = ((position / layout.chunk_size + 1) * layout.chunk_size - position) as usize;
-    &data[place..place + chunk_end]
+    let place = layout.data_index(position);
+    let chunk_end =
+        layout.slot_start(layout.slot(layout.generation(position))) + layout.chunk_bytes();
+    &data[place..chunk_end]
 }
 
 /// One entry at the start of `rest` (the remainder of a chunk).
@@ -110,7 +111,7 @@ enum Entry {
     Batch {
         base_offset: u64,
         next_offset: u64,
-        size: u64,
+        size: usize,
     },
     /// Explicit padding, or a remainder too short for any header: the chunk ends here.
     ChunkEnd,
@@ -201,11 +202,7 @@ fn read_entry(
             )));
         }
     }
-    Ok(Entry::Batch {
-        base_offset: header.base_offset(),
-        next_offset: header.next_offset(),
-        size: size as u64,
-    })
+    Ok(Entry::Batch { base_offset: header.base_offset(), next_offset: header.next_offset(), size })
 }
 
 /// Walks batch headers from `from` (a batch start with base offset `from_offset`) to `to`,
@@ -230,7 +227,7 @@ pub(crate) fn walk(
             Entry::ChunkEnd => position += rest.len() as u64,
             Entry::Batch { base_offset, next_offset, size } => {
                 visit(BatchAt { position, base_offset, next_offset });
-                position += size;
+                position += size as u64;
                 expected = next_offset;
             }
         }
@@ -276,8 +273,8 @@ fn scan_chunk(chunk: &[u8], batch_size_max: u32) -> ChunkScan {
             Ok(Entry::Batch { base_offset, next_offset, size }) => {
                 scan.first_offset.get_or_insert(base_offset);
                 scan.end_offset = next_offset;
-                at += size as usize;
-                scan.valid = at as u64;
+                at += size;
+                scan.valid = u64::try_from(at).expect("a position in a chunk fits u64");
             }
             Err(stop) => {
                 scan.stop = Some(stop);
@@ -288,7 +285,7 @@ fn scan_chunk(chunk: &[u8], batch_size_max: u32) -> ChunkScan {
     scan
 }
 
-/// Recovers the log in `data` (the data area, `layout.capacity` bytes) described by `superblock`.
+/// Recovers the log in `data` (the data area, `layout.capacity()` bytes) described by `superblock`.
 pub(crate) fn recover(
     data: &[u8],
     layout: &Layout,
@@ -315,10 +312,10 @@ fn confirm_checkpoint(
 ) -> Result<Recovered, WalkError> {
     let Checkpoint { head_position, head_offset, tail_position, next_offset } = *checkpoint;
     let reject = |reason: &str| WalkError { position: head_position, reason: reason.to_owned() };
-    if head_position % layout.chunk_size != 0 {
+    if head_position % layout.chunk_size() != 0 {
         return Err(reject("head is not at a chunk start"));
     }
-    if tail_position - head_position > layout.capacity {
+    if tail_position - head_position > layout.capacity() {
         return Err(reject("head and tail are more than one ring apart"));
     }
     if layout.generation(tail_position) + 2 * layout.chunk_count() > GENERATION_MAX {
@@ -349,25 +346,24 @@ fn confirm_checkpoint(
 }
 
 fn scan(data: &[u8], layout: &Layout, durable_offset: u64, batch_size_max: u32) -> Recovered {
-    let count = layout.chunk_count();
-    let chunk_size = layout.chunk_size;
+    let count = layout.slot_count();
     let scans: Vec<ChunkScan> = (0..count)
         .map(|slot| {
-            let start = (slot * chunk_size) as usize;
-            scan_chunk(&data[start..start + chunk_size as usize], batch_size_max)
+            let start = layout.slot_start(slot);
+            scan_chunk(&data[start..start + layout.chunk_bytes()], batch_size_max)
         })
         .collect();
-    let next_slot = |slot: u64| (slot + 1) % count;
-    let links = |slot: u64| {
-        let here = &scans[slot as usize];
-        let there = &scans[next_slot(slot) as usize];
+    let next_slot = |slot: usize| (slot + 1) % count;
+    let links = |slot: usize| {
+        let here = &scans[slot];
+        let there = &scans[next_slot(slot)];
         here.complete && there.first_offset == Some(here.end_offset)
     };
     // A chain starts at a slot with a batch that no complete predecessor links into.
     let mut chains = Vec::new();
-    for slot in 0..count {
+    for (slot, chunk) in scans.iter().enumerate() {
         let linked_into = links((slot + count - 1) % count);
-        if scans[slot as usize].first_offset.is_none() || linked_into {
+        if chunk.first_offset.is_none() || linked_into {
             continue;
         }
         let mut last = slot;
@@ -378,9 +374,8 @@ fn scan(data: &[u8], layout: &Layout, durable_offset: u64, batch_size_max: u32) 
         }
         chains.push((slot, last, length));
     }
-    let first_of =
-        |&(start, _, _): &(u64, u64, u64)| scans[start as usize].first_offset.unwrap_or(0);
-    let end_of = |&(_, last, _): &(u64, u64, u64)| scans[last as usize].end_offset;
+    let first_of = |&(start, _, _): &(usize, usize, usize)| scans[start].first_offset.unwrap_or(0);
+    let end_of = |&(_, last, _): &(usize, usize, usize)| scans[last].end_offset;
     // The chain holding the last durable record (offset `durable_offset - 1`). A chain that only
     // starts at `durable_offset` is a continuation written after the sync, which may not have
     // reached the disk whole.
@@ -392,7 +387,7 @@ fn scan(data: &[u8], layout: &Layout, durable_offset: u64, batch_size_max: u32) 
         })
         .or_else(|| chains.iter().max_by_key(|chain| end_of(chain)))
         .copied();
-    let discarded: u64 =
+    let discarded: usize =
         chains.iter().filter(|chain| Some(**chain) != chosen).map(|&(_, _, length)| length).sum();
     let Some((start, last, length)) = chosen else {
         return Recovered {
@@ -408,13 +403,14 @@ fn scan(data: &[u8], layout: &Layout, durable_offset: u64, batch_size_max: u32) 
         };
     };
     // Give the chain generations from lap 1 on, so every slot's predecessor generation exists.
-    let head_generation = start + count;
-    let tail_generation = head_generation + length - 1;
-    let tail_scan = &scans[last as usize];
+    // Slot indices and counts are below the chunk count, a u64 (widening casts).
+    let head_generation = (start + count) as u64;
+    let tail_generation = head_generation + length as u64 - 1;
+    let tail_scan = &scans[last];
     let tail_position = layout.generation_start(tail_generation) + tail_scan.valid;
     // A torn or corrupt write after the tail, in the tail chunk or at the start of the next.
     let after_tail = if tail_scan.complete && length < count {
-        let next = &scans[next_slot(last) as usize];
+        let next = &scans[next_slot(last)];
         next.stop.as_ref().filter(|_| next.first_offset.is_none())
     } else {
         tail_scan.stop.as_ref()
@@ -434,12 +430,12 @@ fn scan(data: &[u8], layout: &Layout, durable_offset: u64, batch_size_max: u32) 
     Recovered {
         mode: RecoveryMode::Scanned,
         head_generation,
-        head_offset: scans[start as usize].first_offset.unwrap_or(0),
+        head_offset: scans[start].first_offset.unwrap_or(0),
         tail_position,
         next_offset: tail_scan.end_offset,
         tail_generation: Some(tail_generation),
         truncated,
-        discarded_chunks: discarded,
+        discarded_chunks: discarded as u64,
         checkpoint_rejected: None,
     }
 }
@@ -488,7 +484,7 @@ mod tests {
             let mut bytes = batch(records, self.offset as u8);
             let chunk_end = (self.position / CHUNK + 1) * CHUNK;
             if self.position + bytes.len() as u64 > chunk_end {
-                let place = (self.position % self.layout.capacity) as usize;
+                let place = (self.position % self.layout.capacity()) as usize;
                 let rest = (chunk_end - self.position) as usize;
                 if rest >= BATCH_HEADER_SIZE {
                     write_padding(&mut self.data[place..place + rest], self.offset, 0).unwrap();
@@ -496,7 +492,7 @@ mod tests {
                 self.position = chunk_end;
             }
             stamp(&mut bytes, self.offset, 0).unwrap();
-            let place = (self.position % self.layout.capacity) as usize;
+            let place = (self.position % self.layout.capacity()) as usize;
             self.data[place..place + bytes.len()].copy_from_slice(&bytes);
             let at = BatchAt {
                 position: self.position,
@@ -576,7 +572,7 @@ mod tests {
         }
         let last = image.append(4);
         // Tear the last batch: its second half never reached memory.
-        let place = (last.position % image.layout.capacity) as usize;
+        let place = (last.position % image.layout.capacity()) as usize;
         image.data[place + 200..place + 250].fill(0);
         let recovered = recover(&image.data, &image.layout, &superblock(0, None), 1 << 20);
         assert_eq!(recovered.next_offset, last.base_offset);

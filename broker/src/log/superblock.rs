@@ -28,10 +28,16 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Bytes per superblock copy (one page).
 pub(crate) const SUPERBLOCK_SIZE: usize = 4096;
+/// [`SUPERBLOCK_SIZE`] as it is stored.
+const SUPERBLOCK_SIZE_U32: u32 = 4096;
+const _: () = assert!(SUPERBLOCK_SIZE_U32 as usize == SUPERBLOCK_SIZE);
 /// Copies of the superblock at the start of a ring file.
 pub(crate) const SUPERBLOCK_COPIES: usize = 2;
 /// File offset of the data area.
-pub(crate) const DATA_START: u64 = (SUPERBLOCK_SIZE * SUPERBLOCK_COPIES) as u64;
+/// Bytes before the data area: the superblock copies.
+pub(crate) const DATA_START_BYTES: usize = SUPERBLOCK_SIZE * SUPERBLOCK_COPIES;
+/// [`DATA_START_BYTES`] as a file offset.
+pub(crate) const DATA_START: u64 = DATA_START_BYTES as u64;
 /// The magic of a ring file.
 pub(crate) const MAGIC: [u8; 8] = *b"RINGMQLG";
 /// The format version this build reads and writes.
@@ -121,7 +127,7 @@ impl Superblock {
         let mut raw = Raw {
             magic: MAGIC,
             format_version: U32::new(FORMAT_VERSION),
-            superblock_size: U32::new(SUPERBLOCK_SIZE as u32),
+            superblock_size: U32::new(SUPERBLOCK_SIZE_U32),
             capacity: U64::new(self.capacity),
             chunk_size: U64::new(self.chunk_size),
             sequence: U64::new(self.sequence),

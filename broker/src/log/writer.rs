@@ -105,8 +105,8 @@ impl LogWriter {
         self.cursor.write(position, bytes);
         stamp(self.cursor.bytes_mut(position, BATCH_HEADER_SIZE as u64), base_offset, self.term)
             .expect("a validated batch holds a header");
-        if position.is_multiple_of(layout.chunk_size) {
-            let slot = (layout.generation(position) % layout.chunk_count()) as usize;
+        if position.is_multiple_of(layout.chunk_size()) {
+            let slot = layout.slot(layout.generation(position));
             self.chunk_first_offset[slot] = base_offset;
         }
         self.shared.index.note(&mut self.index_fill, position, base_offset);
@@ -146,7 +146,7 @@ impl LogWriter {
             let head_generation = generation - count + 1;
             let head_position = layout.generation_start(head_generation);
             if self.shared.head_position.load(Ordering::Relaxed) < head_position {
-                let slot = (head_generation % count) as usize;
+                let slot = layout.slot(head_generation);
                 let head_offset = self.chunk_first_offset[slot];
                 // Offset first: a reader comparing against the earliest offset must not be
                 // told an offset is held after its chunk is gone.
@@ -197,6 +197,7 @@ impl LogWriter {
             tail_position: self.tail,
             next_offset: self.next_offset,
         };
-        self.shared.write_superblock(&mut state, durable, Some(checkpoint))
+        self.shared.write_superblock(&mut state, durable, Some(checkpoint))?;
+        Ok(())
     }
 }

@@ -35,7 +35,8 @@ use ringmq_protocol::message::{ErrorBody, FetchReply, ProduceReply};
 use ringmq_protocol::{DecodeError, ErrorCode, FrameHead, FrameKind, Opcode};
 
 use super::request::Session;
-use super::{Context, READ_AHEAD};
+use super::Context;
+use crate::config::READ_AHEAD;
 use crate::log::ReadError;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
@@ -43,6 +44,36 @@ use crate::pool::{BufferPool, PooledBuffer};
 
 /// Output a connection may have encoded and unwritten before it stops reading requests.
 const OUTPUT_SOFT_LIMIT: usize = 1 << 20;
+
+/// Why a connection ended without an I/O error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The client closed its end.
+    ClientClosed,
+    /// The broker is stopping.
+    ShuttingDown,
+    /// No request arrived for the idle timeout.
+    IdleTimeout,
+    /// A frame began but did not arrive whole within the frame timeout.
+    FrameTimeout,
+    /// A frame header could not be trusted (answered, then closed).
+    MalformedFrame,
+    /// A request body could not be decoded (answered, then closed).
+    MalformedRequest,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CloseReason::ClientClosed => "closed by the client",
+            CloseReason::ShuttingDown => "broker shutting down",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::FrameTimeout => "a frame did not arrive whole within the frame timeout",
+            CloseReason::MalformedFrame => "malformed frame",
+            CloseReason::MalformedRequest => "malformed request body",
+        })
+    }
+}
 
 /// Serves one connection until it closes.
 pub(crate) async fn serve(
@@ -54,12 +85,12 @@ pub(crate) async fn serve(
     context.metrics.connection_opened();
     tracing::info!(%peer, "connection opened");
     let mut input = ReadBuffer::new(context.pool.clone());
-    let mut output = Output::new(context.config.in_flight_max as usize);
+    let mut output = Output::new(context.config.in_flight_count_max as usize);
     let mut session = Session::new(&context, peer);
     let outcome = run(&stream, &context, &mut input, &mut output, &mut session, stop).await;
     Metrics::add(&context.metrics.connections_closed, 1);
     match outcome {
-        Ok(reason) => tracing::info!(%peer, reason, "connection closed"),
+        Ok(reason) => tracing::info!(%peer, %reason, "connection closed"),
         Err(error) => tracing::info!(%peer, %error, "connection closed"),
     }
 }
@@ -71,10 +102,10 @@ async fn run(
     output: &mut Output,
     session: &mut Session<'_>,
     mut stop: watch::Receiver<bool>,
-) -> io::Result<&'static str> {
+) -> io::Result<CloseReason> {
     let config = &context.config;
-    let in_flight_max = config.in_flight_max as usize;
-    let mut closing: Option<&'static str> = None;
+    let in_flight_max = config.in_flight_count_max as usize;
+    let mut closing: Option<CloseReason> = None;
     let mut last_activity = Instant::now();
     loop {
         while closing.is_none() && output.has_room(in_flight_max) {
@@ -97,7 +128,7 @@ async fn run(
                         0,
                         0,
                     );
-                    closing = Some("malformed frame");
+                    closing = Some(CloseReason::MalformedFrame);
                 }
             }
         }
@@ -123,19 +154,19 @@ async fn run(
         let waiting = !output.pending.is_empty();
         tokio::select! {
             biased;
-            _ = stop.changed(), if closing.is_none() => closing = Some("broker shutting down"),
+            _ = stop.changed(), if closing.is_none() => closing = Some(CloseReason::ShuttingDown),
             () = wait_front(&output.pending, closing.is_some()), if waiting => {}
             read = input.fill(stream, &context.pool_available, config.request_timeout), if can_read => {
                 match read? {
-                    0 => closing = Some("closed by the client"),
+                    0 => closing = Some(CloseReason::ClientClosed),
                     _ => last_activity = Instant::now(),
                 }
             }
             () = tokio::time::sleep_until(deadline), if closing.is_none() => {
                 return Ok(if input.partial_since().is_some() {
-                    "a frame did not arrive whole within the frame timeout"
+                    CloseReason::FrameTimeout
                 } else {
-                    "idle timeout"
+                    CloseReason::IdleTimeout
                 });
             }
         }

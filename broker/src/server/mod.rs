@@ -21,17 +21,14 @@ use tokio::task::JoinSet;
 use ringmq_protocol::message::ErrorBody;
 use ringmq_protocol::ErrorCode;
 
-use crate::config::{Config, SyncPolicy};
+use crate::config::{self, Config};
 use crate::groups::store::{GroupStore, StoreError};
 use crate::groups::{Coordinator, GroupSettings};
 use crate::log::{DataDir, StorageError};
-use crate::metrics::Metrics;
-use crate::partition::Partition;
+use crate::metrics::{GroupLag, Metrics, PartitionGauges};
+use crate::partition::{Partition, SyncPolicy};
 use crate::pool::BufferPool;
 use crate::topics::{TopicDefaults, TopicError, Topics};
-
-/// Read-ahead a connection's buffer holds beyond one whole frame.
-pub(crate) const READ_AHEAD: usize = 64 << 10;
 
 /// Why the broker could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -91,12 +88,12 @@ impl Broker {
     pub async fn start(config: Config) -> Result<Self, ServerError> {
         let data_dir = config.data_dir.clone();
         let defaults = TopicDefaults {
-            partitions: config.default_partitions,
-            capacity: config.default_capacity,
+            partition_count: config.partition_count_default,
+            capacity: config.partition_capacity_default,
             batch_size_max: config.batch_size_max,
             prefault: config.prefault,
-            capacity_max: config.topic_capacity_max,
-            partitions_max: config.topic_partitions_max,
+            capacity_max: config.partition_capacity_max,
+            partition_count_max: config.partition_count_max,
         };
         let metrics = Arc::new(Metrics::new());
         let topic_metrics = Arc::clone(&metrics);
@@ -136,17 +133,15 @@ impl Broker {
         groups.forget_missing_topics().await;
         let pool_available = Arc::new(Notify::new());
         let wake = Arc::clone(&pool_available);
-        let buffer_size = ringmq_protocol::limits::FRAME_HEADER_SIZE
-            + config.frame_size_max as usize
-            + READ_AHEAD;
+        let buffer_size = config::read_buffer_size(config.frame_size_max);
+        let buffer_count = usize::try_from(config.read_buffer_count)
+            .expect("the read buffer count is at most 65 536");
         let pool =
-            BufferPool::with_release_hook(buffer_size, config.read_buffers as usize, move || {
-                wake.notify_one()
-            })?;
+            BufferPool::with_release_hook(buffer_size, buffer_count, move || wake.notify_one())?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { address: config.listen, source })?;
-        let metrics_listener = match config.metrics_listen {
+        let metrics_listener = match config.metrics_address() {
             Some(address) => Some(
                 crate::metrics::bind(address)
                     .await
@@ -191,7 +186,7 @@ impl Broker {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let Self { context, listener, metrics_listener } = self;
         let config = &context.config;
-        let limit = Arc::new(Semaphore::new(config.connections_max as usize));
+        let limit = Arc::new(Semaphore::new(config.connection_count_max as usize));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut background = JoinSet::new();
@@ -202,10 +197,7 @@ impl Broker {
             let scraped = Arc::clone(&context);
             let render: crate::metrics::Render = Arc::new(move || {
                 let context = Arc::clone(&scraped);
-                Box::pin(async move {
-                    let lags = context.groups.lags().await;
-                    context.metrics.render(&context.topics, &context.pool, &lags)
-                })
+                Box::pin(async move { render_metrics(&context).await })
             });
             background.spawn(crate::metrics::serve_http(metrics_listener, render));
         }
@@ -237,8 +229,8 @@ impl Broker {
                 }
                 Err(_) => {
                     context.metrics.connection_refused();
-                    tracing::warn!(%peer, limit = config.connections_max, "connection refused: at the connection limit");
-                    connections.spawn(refuse(stream, config.connections_max));
+                    tracing::warn!(%peer, limit = config.connection_count_max, "connection refused: at the connection limit");
+                    connections.spawn(refuse(stream, config.connection_count_max));
                 }
             }
         }
@@ -267,6 +259,39 @@ impl Broker {
         }
         tracing::info!("stopped");
     }
+}
+
+/// The metrics page: every partition's gauges, the pool's and the groups' lags, read now.
+async fn render_metrics(context: &Context) -> String {
+    let lags = context.groups.lags().await;
+    let lags: Vec<GroupLag<'_>> = lags
+        .iter()
+        .map(|lag| GroupLag {
+            group: &lag.key.group,
+            topic: &lag.key.topic,
+            partition: lag.key.partition,
+            records: lag.records,
+        })
+        .collect();
+    let topics = context.topics.all();
+    let partitions: Vec<PartitionGauges<'_>> = topics
+        .iter()
+        .flat_map(|topic| topic.partitions().iter().map(move |partition| (topic, partition)))
+        .map(|(topic, partition)| {
+            let log = partition.log();
+            PartitionGauges {
+                topic: topic.name(),
+                partition: partition.index(),
+                capacity: log.capacity(),
+                used_bytes: log.used_bytes(),
+                wraps: log.published_end() / log.capacity().max(1),
+                earliest_offset: log.earliest_offset(),
+                next_offset: log.next_offset(),
+                durable_offset: log.durable_offset(),
+            }
+        })
+        .collect();
+    context.metrics.render(&partitions, context.pool.stats(), &lags)
 }
 
 /// Answers a connection over the limit with `TooManyConnections` and closes it.

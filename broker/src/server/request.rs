@@ -22,12 +22,12 @@ use ringmq_protocol::{
     Acks, BatchView, DecodeError, ErrorCode, FrameHead, Opcode, Request, PROTOCOL_VERSION,
 };
 
-use super::connection::{encode_ok, Failure, Output, Pending};
+use super::connection::{encode_ok, CloseReason, Failure, Output, Pending};
 use super::Context;
-use crate::config::SyncPolicy;
-use crate::groups::{Assignment, GroupError};
+use crate::groups::{Assignment, GroupError, GroupListing, ProducerGrant};
 use crate::log::StorageError;
 use crate::metrics::Metrics;
+use crate::partition::SyncPolicy;
 use crate::partition::{AppendError, Partition};
 use crate::producers::SequenceError;
 use crate::topics::{Topic, TopicError};
@@ -58,7 +58,7 @@ impl<'c> Session<'c> {
         head: FrameHead,
         body: &[u8],
         output: &mut Output,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), CloseReason> {
         let correlation_id = head.correlation_id;
         let Some(opcode) = Opcode::from_u8(head.opcode) else {
             let message = format!("opcode {} is not a request this broker serves", head.opcode);
@@ -86,7 +86,7 @@ impl<'c> Session<'c> {
             }
             Err(error) => {
                 self.malformed(output, opcode, correlation_id, &error);
-                return Err("malformed request body");
+                return Err(CloseReason::MalformedRequest);
             }
         };
         match request {
@@ -147,7 +147,7 @@ impl<'c> Session<'c> {
             }
             Request::ListGroups => {
                 let groups = self.context.groups.list().await;
-                let summaries: Vec<_> = groups.iter().map(crate::groups::summary).collect();
+                let summaries: Vec<_> = groups.iter().map(GroupListing::summary).collect();
                 output.respond(|out| {
                     encode_ok(out, Opcode::ListGroups, correlation_id, |body| {
                         GroupList::encode(&summaries, body)
@@ -255,21 +255,12 @@ impl<'c> Session<'c> {
         let created = tokio::task::spawn_blocking(move || {
             topics.create(&name, partitions, capacity, chunk_size)
         })
-        .await;
+        .await
+        .unwrap_or_else(|source| Err(TopicError::TaskFailed { task: "create the topic", source }));
         match created {
-            Ok(Ok(_)) => output
+            Ok(_) => output
                 .respond(|out| encode_ok(out, Opcode::CreateTopic, correlation_id, |_| Ok(()))),
-            Ok(Err(error)) => self.topic_error(output, Opcode::CreateTopic, correlation_id, &error),
-            Err(join) => {
-                let message = format!("create topic task failed: {join}");
-                self.error(
-                    output,
-                    Opcode::CreateTopic.as_u8(),
-                    ErrorCode::Internal,
-                    correlation_id,
-                    &message,
-                );
-            }
+            Err(error) => self.topic_error(output, Opcode::CreateTopic, correlation_id, &error),
         }
     }
 
@@ -296,7 +287,7 @@ impl<'c> Session<'c> {
         let granted =
             self.context.groups.init_producer(identity.producer_id, identity.producer_epoch).await;
         match granted {
-            Ok((producer_id, producer_epoch)) => {
+            Ok(ProducerGrant { producer_id, producer_epoch }) => {
                 tracing::debug!(peer = %self.peer, producer_id, producer_epoch, "producer id granted");
                 let reply = ProducerIdentity { producer_id, producer_epoch };
                 output.respond(|out| {
@@ -435,8 +426,11 @@ impl<'c> Session<'c> {
             TopicError::Unknown(_) => ErrorCode::UnknownTopic,
             TopicError::Exists(_) => ErrorCode::TopicExists,
             TopicError::InvalidName { .. } => ErrorCode::InvalidTopicName,
-            TopicError::InvalidSetting(_) => ErrorCode::InvalidRequest,
-            TopicError::TooMany => ErrorCode::Busy,
+            TopicError::TooManyPartitions { .. }
+            | TopicError::CapacityTooLarge { .. }
+            | TopicError::InvalidGeometry(_) => ErrorCode::InvalidRequest,
+            TopicError::TooMany { .. } => ErrorCode::Busy,
+            TopicError::TaskFailed { .. } => ErrorCode::Internal,
             _ => ErrorCode::StorageError,
         };
         if code == ErrorCode::StorageError {

@@ -1,5 +1,6 @@
-//! Writes the seed corpus under `corpus/<target>/`: valid frames, batches and request
-//! sequences for the fuzzers to start from. Run from the fuzz crate: `cargo run --example make_corpus`.
+//! Writes the seed corpus under `corpus/<target>/`: valid frames and batches for the decoders'
+//! fuzzers to start from. Run from the fuzz crate: `cargo run --example make_corpus`. (The
+//! broker's request-sequence seeds are made by `broker/fuzz/examples/make_corpus.rs`.)
 
 use std::fs;
 use std::path::Path;
@@ -80,18 +81,7 @@ fn main() {
     seeds.push(("decode_batch", "small".into(), small.clone()));
     seeds.push(("decode_batch", "headers".into(), with_headers.clone()));
     seeds.push(("decode_batch", "padding".into(), padding));
-    seeds.push(("broker_requests", "session".into(), frames(&requests)));
-    seeds.push((
-        "broker_requests",
-        "produce-fetch".into(),
-        frames(&[produce(&with_headers, Acks::Synced), requests[8].clone()]),
-    ));
-    seeds.push((
-        "broker_requests",
-        "acks-none".into(),
-        frames(&[produce(&small, Acks::None), Request::Ping]),
-    ));
-    // A consumer group's life, and an idempotent producer's batches (the second a retry).
+    // A consumer group's requests, and an idempotent producer's batch.
     let offsets = [PartitionOffset { partition: 0, offset: 1 }];
     let group = [
         Request::JoinGroup(JoinGroup {
@@ -113,7 +103,6 @@ fn main() {
         Request::DescribeGroup(GroupName { group: "g" }),
         Request::LeaveGroup(LeaveGroup { group: "g", member_id: "g-0-1" }),
     ];
-    seeds.push(("broker_requests", "group".into(), frames(&group)));
     for (index, request) in group.iter().enumerate() {
         seeds.push((
             "decode_frame",
@@ -121,16 +110,11 @@ fn main() {
             frames(std::slice::from_ref(request)),
         ));
     }
-    let idempotent = idempotent_batch(0);
+    seeds.push(("decode_batch", "idempotent".into(), idempotent_batch(0)));
     seeds.push((
-        "broker_requests",
-        "idempotent".into(),
-        frames(&[
-            Request::InitProducer(ProducerIdentity { producer_id: -1, producer_epoch: 0 }),
-            produce(&idempotent, Acks::Written),
-            produce(&idempotent, Acks::Written),
-            produce(&idempotent_batch(5), Acks::Written),
-        ]),
+        "decode_frame",
+        "init-producer".into(),
+        frames(&[Request::InitProducer(ProducerIdentity { producer_id: -1, producer_epoch: 0 })]),
     ));
     for (target, name, bytes) in seeds {
         let dir = root.join(target);

@@ -85,7 +85,7 @@ impl ChunkTable {
     }
 
     fn state(&self, generation: u64) -> &AtomicU64 {
-        let slot = (generation % self.slot_count()) as usize;
+        let slot = usize::try_from(generation % self.slot_count()).expect("below the slot count");
         &self.states[slot]
     }
 

@@ -10,7 +10,9 @@
 //! - [`RingCore`]: shared by the writer and every reader. Readers call [`RingCore::lease`] to get a
 //!   [`Lease`]: a view of published bytes of one chunk generation that the writer cannot reclaim
 //!   while the lease lives (invariant 3).
-//! - [`DirLock`]: the data directory lock, the proof that no other broker maps the same files.
+//! - [`DirLock`] and [`RingFile`]: the data directory lock and the ring file, made or opened and
+//!   checked only in `file`, the facts the mapping's proof rests on (one broker; only the
+//!   broker's user can write the file; every byte allocated on disk).
 //!
 //! # Invariants
 //!
@@ -27,53 +29,112 @@
 //!    superblock bytes are written only under `superblock_lock` (readers never view them).
 
 mod chunks;
+mod file;
 mod region;
 
-use std::collections::HashSet;
 use std::fmt;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use chunks::ChunkTable;
 pub(crate) use chunks::{Claim, LeaseRefused, GENERATION_MAX};
+use file::MappedFile;
+pub use file::RingFileError;
+pub(crate) use file::{DirLock, RingFile};
 use region::Region;
 
 use crate::sync::{Arc, AtomicU64, Ordering};
 
-/// Where things are in a ring file. Checked by [`Layout::new`]; every position maps into the data
-/// area through [`Layout::place`].
+/// Where things are in a ring file: the superblock area, then the data area of `capacity` bytes in
+/// chunks of `chunk_size`. The fields are private and checked once, by [`Layout::new`]: every
+/// proof below relies on them (a position maps into the data area through [`Layout::place`], and
+/// a chunk never straddles the end of the ring).
+///
+/// # Invariants
+///
+/// 1. `chunk_size > 0` and `capacity` is a positive multiple of `chunk_size`.
+/// 2. `data_start + capacity` fits `usize`: every place in the file is a valid `usize`.
+/// 3. The chunk count is at most [`CHUNK_COUNT_MAX`], so a slot index fits `usize` and the
+///    lease table stays small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Layout {
-    /// File offset of the data area (the superblocks come first).
-    pub(crate) data_start: u64,
-    /// Bytes in the data area; a multiple of `chunk_size`.
-    pub(crate) capacity: u64,
-    /// Bytes per chunk.
-    pub(crate) chunk_size: u64,
+    data_start: u64,
+    capacity: u64,
+    chunk_size: u64,
+}
+
+/// Most chunks a ring may have (bounds the lease table).
+pub(crate) const CHUNK_COUNT_MAX: u64 = 1 << 16;
+
+/// Why a ring geometry is inconsistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// A zero capacity or chunk size.
+    #[error("capacity ({capacity}) and chunk size ({chunk_size}) must be positive")]
+    Empty {
+        /// The capacity.
+        capacity: u64,
+        /// The chunk size.
+        chunk_size: u64,
+    },
+    /// A capacity that is not a whole number of chunks.
+    #[error("capacity {capacity} is not a multiple of the chunk size {chunk_size}")]
+    Fraction {
+        /// The capacity.
+        capacity: u64,
+        /// The chunk size.
+        chunk_size: u64,
+    },
+    /// More chunks than the lease table holds.
+    #[error("{count} chunks is more than the {CHUNK_COUNT_MAX} a ring may have")]
+    TooManyChunks {
+        /// The chunk count.
+        count: u64,
+    },
+    /// A file too large to map on this platform.
+    #[error("a ring file of {data_start} + {capacity} bytes is too large for this platform")]
+    TooLarge {
+        /// Bytes before the data area.
+        data_start: u64,
+        /// The capacity.
+        capacity: u64,
+    },
 }
 
 impl Layout {
-    /// A layout, or a description of what is inconsistent.
+    /// A layout, if the sizes are consistent (see the invariants).
     pub(crate) fn new(
         data_start: u64,
         capacity: u64,
         chunk_size: u64,
-    ) -> Result<Self, &'static str> {
+    ) -> Result<Self, LayoutError> {
         if chunk_size == 0 || capacity == 0 {
-            return Err("capacity and chunk size must be positive");
+            return Err(LayoutError::Empty { capacity, chunk_size });
         }
         if !capacity.is_multiple_of(chunk_size) {
-            return Err("capacity must be a multiple of the chunk size");
+            return Err(LayoutError::Fraction { capacity, chunk_size });
         }
-        let total = data_start.checked_add(capacity).ok_or("ring too large")?;
-        if usize::try_from(total).is_err() {
-            return Err("ring too large for this platform");
+        let count = capacity / chunk_size;
+        if count > CHUNK_COUNT_MAX {
+            return Err(LayoutError::TooManyChunks { count });
         }
+        let total = data_start.checked_add(capacity);
+        if total.and_then(|total| usize::try_from(total).ok()).is_none() {
+            return Err(LayoutError::TooLarge { data_start, capacity });
+        }
+        // INVARIANTS 1 to 3 hold from here.
         Ok(Self { data_start, capacity, chunk_size })
+    }
+
+    /// Bytes in the data area; a multiple of the chunk size.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes per chunk.
+    pub(crate) fn chunk_size(&self) -> u64 {
+        self.chunk_size
     }
 
     /// Total file size.
@@ -96,10 +157,53 @@ impl Layout {
         generation * self.chunk_size
     }
 
+    /// The slot (chunk index in the data area) holding `generation`.
+    pub(crate) fn slot(&self, generation: u64) -> usize {
+        // Fits: the slot is below the chunk count, at most CHUNK_COUNT_MAX (invariant 3).
+        usize::try_from(generation % self.chunk_count()).expect("slot fits usize (invariant 3)")
+    }
+
+    /// Where `position` lies in the data area (0 to capacity - 1).
+    pub(crate) fn data_index(&self, position: u64) -> usize {
+        // Fits: below `capacity`, and `data_start + capacity` fits usize (invariant 2).
+        usize::try_from(position % self.capacity).expect("data index fits usize (invariant 2)")
+    }
+
+    /// Where slot `slot` starts in the data area.
+    pub(crate) fn slot_start(&self, slot: usize) -> usize {
+        assert!(slot < self.slot_count(), "slot {slot} is past the last chunk");
+        slot * self.chunk_bytes()
+    }
+
+    /// Number of chunk slots, as a `usize` (invariant 3).
+    pub(crate) fn slot_count(&self) -> usize {
+        usize::try_from(self.chunk_count()).expect("the chunk count fits usize (invariant 3)")
+    }
+
+    /// The chunk size as a `usize` (a chunk lies in the data area, which fits; invariant 2).
+    pub(crate) fn chunk_bytes(&self) -> usize {
+        usize::try_from(self.chunk_size).expect("a chunk fits usize (invariant 2)")
+    }
+
+    /// The superblock area's size as a `usize`.
+    pub(crate) fn data_start_bytes(&self) -> usize {
+        usize::try_from(self.data_start).expect("the superblock area fits usize (invariant 2)")
+    }
+
+    /// The whole file's size as a `usize`.
+    fn file_bytes(&self) -> usize {
+        usize::try_from(self.file_size()).expect("the file fits usize (invariant 2)")
+    }
+
+    /// A size that `one_chunk` has checked lies within a chunk, as a `usize`.
+    fn within_chunk(&self, size: u64) -> usize {
+        assert!(size <= self.chunk_size, "{size} bytes do not fit in a chunk");
+        usize::try_from(size).expect("a chunk fits usize (invariant 2)")
+    }
+
     /// Offset in the region (the file) of a position.
     fn place(&self, position: u64) -> usize {
-        // Fits: `data_start + capacity` fits usize (checked in `new`).
-        (self.data_start + position % self.capacity) as usize
+        self.data_start_bytes() + self.data_index(position)
     }
 
     /// Checks `position .. position + size` lies in one chunk and returns its generation.
@@ -114,98 +218,6 @@ impl Layout {
     }
 }
 
-/// Exclusive lock on a data directory (`flock` on `DATA_DIR/.lock`), held while any of its ring
-/// files is mapped, with the set of files this process has mapped. It is the proof required by
-/// [`Exclusive::map`].
-///
-/// `flock` is advisory: it keeps a second ringmq broker off the directory, not a process that
-/// ignores it. Ring files are created with mode 0600 so only the broker's user can write them;
-/// anything with that user's rights that writes or truncates a mapped file breaks the broker
-/// (a truncation is a SIGBUS), as it would any database.
-pub(crate) struct DirLock {
-    _file: File,
-    path: PathBuf,
-    dir: PathBuf,
-    mapped: std::sync::Arc<Mutex<HashSet<(u64, u64)>>>,
-}
-
-impl fmt::Debug for DirLock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DirLock").field("path", &self.path).finish()
-    }
-}
-
-impl DirLock {
-    /// Locks `dir`, creating it and its lock file (mode `0600`) if needed.
-    ///
-    /// Fails with [`io::ErrorKind::WouldBlock`] if another process holds the lock.
-    pub(crate) fn acquire(dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let dir = dir.canonicalize()?;
-        let path = dir.join(".lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file, path, dir, mapped: std::sync::Arc::default() }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("{} is locked by another running broker", path.display()),
-            )),
-            Err(std::fs::TryLockError::Error(error)) => Err(error),
-        }
-    }
-
-    /// The lock file's path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Records that the file at `path` (opened as `file`) is about to be mapped: it must lie in
-    /// the locked directory and must not be mapped already by this process.
-    fn register(&self, path: &Path, file: &File) -> io::Result<MappedFile> {
-        use std::os::unix::fs::MetadataExt;
-        let parent = path.parent().unwrap_or(Path::new(".")).canonicalize()?;
-        if !parent.starts_with(&self.dir) {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} is outside the locked data directory {}",
-                    path.display(),
-                    self.dir.display()
-                ),
-            ));
-        }
-        let metadata = file.metadata()?;
-        let key = (metadata.dev(), metadata.ino());
-        let mut mapped = self.mapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !mapped.insert(key) {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} is already open", path.display()),
-            ));
-        }
-        Ok(MappedFile { registry: std::sync::Arc::clone(&self.mapped), key })
-    }
-}
-
-/// A file's entry in its [`DirLock`]'s set of mapped files, removed when the mapping goes.
-#[derive(Debug)]
-struct MappedFile {
-    registry: std::sync::Arc<Mutex<HashSet<(u64, u64)>>>,
-    key: (u64, u64),
-}
-
-impl Drop for MappedFile {
-    fn drop(&mut self) {
-        self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.key);
-    }
-}
-
 /// A ring's memory before it is shared: creation and recovery have it to themselves.
 #[derive(Debug)]
 pub(crate) struct Exclusive {
@@ -216,37 +228,33 @@ pub(crate) struct Exclusive {
 }
 
 impl Exclusive {
-    /// Maps the ring file at `path`, opened as `file`. The file must already be
-    /// `layout.file_size()` bytes, allocated on disk, inside `lock`'s directory, and not mapped
-    /// already by this process.
+    /// Maps `file`, which must be exactly `layout.file_size()` bytes, inside `lock`'s directory,
+    /// and not mapped already by this process. With `populate`, page tables are filled up front.
     pub(crate) fn map(
-        path: &Path,
-        file: &File,
+        file: &RingFile,
         layout: Layout,
         lock: &DirLock,
         populate: bool,
-    ) -> io::Result<Self> {
-        let file_size = file.metadata()?.len();
-        if file_size != layout.file_size() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("file is {file_size} bytes, expected {}", layout.file_size()),
-            ));
+    ) -> Result<Self, RingFileError> {
+        let found = file.size()?;
+        if found != layout.file_size() {
+            return Err(RingFileError::WrongSize { found, expected: layout.file_size() });
         }
-        let mapped = lock.register(path, file)?;
-        let len = layout.file_size() as usize;
-        // SAFETY: `lock` holds the data directory's lock, so no other ringmq broker maps this
-        // file, and `register` proved the file lies in that directory and is not mapped twice by
-        // this process (so no second writer or lease table exists for it). Ring files are created
-        // with mode 0600 and this crate never calls `set_len` on a file after mapping it. The
-        // length matches the file (checked above).
-        let region = unsafe { Region::map(file, 0, len, populate) }?;
+        let mapped = lock.register(file)?;
+        // SAFETY: the facts of `file`'s module docs hold: `lock` holds the data directory's lock
+        // and `register` proved the file lies in that directory and is not mapped twice by this
+        // process, so no other broker and no second writer or lease table maps it (fact 1); the
+        // file was made by `RingFile::create` with mode 0600 or accepted by `RingFile::open` as
+        // this user's and writable by no one else (fact 2); it was allocated in full and nothing
+        // in this crate resizes a ring file (fact 3). The length is the file's (checked above).
+        let region = unsafe { Region::map(file.file(), 0, layout.file_bytes(), populate) }
+            .map_err(|source| RingFileError::Io { action: "map", source })?;
         Ok(Self { region, layout, mapped: Some(mapped) })
     }
 
     /// Heap memory laid out like a ring file, for tests and Miri.
     pub(crate) fn heap(layout: Layout) -> Self {
-        Self { region: Region::heap(layout.file_size() as usize), layout, mapped: None }
+        Self { region: Region::heap(layout.file_bytes()), layout, mapped: None }
     }
 
     /// The layout.
@@ -310,8 +318,9 @@ impl Exclusive {
                 );
             }
         }
-        let count = layout.chunk_count() as usize;
-        let chunks = ChunkTable::new(count, |slot| slot_generation(&layout, next_generation, slot));
+        let chunks = ChunkTable::new(layout.slot_count(), |slot| {
+            slot_generation(&layout, next_generation, slot)
+        });
         let core = Arc::new(RingCore {
             region: self.region,
             layout,
@@ -337,7 +346,9 @@ impl Exclusive {
 /// slot its own generation.
 pub(crate) fn slot_generation(layout: &Layout, next_generation: u64, slot: usize) -> Option<u64> {
     let count = layout.chunk_count();
-    let upcoming = next_generation + (slot as u64 + count - next_generation % count) % count;
+    let slot = u64::try_from(slot).expect("a slot index fits u64");
+    assert!(slot < count, "slot {slot} is past the last chunk");
+    let upcoming = next_generation + (slot + count - next_generation % count) % count;
     upcoming.checked_sub(count)
 }
 
@@ -407,14 +418,16 @@ impl RingCore {
         if end <= start {
             return Ok(());
         }
-        let capacity = self.layout.capacity;
-        let data_start = self.layout.data_start as usize;
-        if end - start >= capacity {
-            return self.region.flush(data_start, capacity as usize);
+        let layout = &self.layout;
+        let data_start = layout.data_start_bytes();
+        let capacity = layout.file_bytes() - data_start;
+        if end - start >= layout.capacity() {
+            return self.region.flush(data_start, capacity);
         }
-        let first = self.layout.place(start);
-        let length = (end - start) as usize;
-        let to_wrap = data_start + capacity as usize - first;
+        let first = layout.place(start);
+        // Below the capacity (checked above), which fits usize.
+        let length = usize::try_from(end - start).expect("a sync range below the capacity");
+        let to_wrap = data_start + capacity - first;
         if length <= to_wrap {
             self.region.flush(first, length)
         } else {
@@ -426,10 +439,7 @@ impl RingCore {
     /// Writes `bytes` at `at` in the superblock area (before the data area) and syncs them.
     pub(crate) fn write_superblock(&self, at: usize, bytes: &[u8]) -> io::Result<()> {
         let end = at.checked_add(bytes.len()).expect("superblock range fits usize");
-        assert!(
-            end <= self.layout.data_start as usize,
-            "superblock write past the superblock area"
-        );
+        assert!(end <= self.layout.data_start_bytes(), "superblock write past the superblock area");
         if self.fail_flush.load(Ordering::Relaxed) {
             return Err(io::Error::other("injected msync failure"));
         }
@@ -454,7 +464,9 @@ impl RingCore {
 }
 
 /// A read lease: a view of published bytes of one chunk generation, which the writer will not
-/// reclaim until the lease is dropped. Hand it to [`bytes::Bytes::from_owner`] to send it.
+/// reclaim until the lease is dropped. Soundness holds however long it lives (the writer waits);
+/// the writer's progress needs it short, so the log hands it out only inside a `LogBytes`, held
+/// for one response write (see `log::reader`).
 pub(crate) struct Lease {
     core: Arc<RingCore>,
     generation: u64,
@@ -483,7 +495,7 @@ impl Lease {
         // written before and is never written again while the lease holds: the writer only writes
         // at or past the published end of its claimed generation (invariant 3) and cannot claim
         // this generation's slot again until our lease is released (chunk invariant 2).
-        unsafe { self.core.region.slice(layout.place(self.start), size as usize) }
+        unsafe { self.core.region.slice(layout.place(self.start), layout.within_chunk(size)) }
     }
 }
 
@@ -550,7 +562,8 @@ impl WriteCursor {
 
     /// Copies `bytes` to `position`.
     pub(crate) fn write(&mut self, position: u64, bytes: &[u8]) {
-        let place = self.writable(position, bytes.len() as u64);
+        let size = u64::try_from(bytes.len()).expect("a slice length fits u64");
+        let place = self.writable(position, size);
         // SAFETY: `writable` checked the range is in the claimed generation and at or past the
         // published end, which no reader may view and no lease covers (invariant 3); `&mut self`
         // on the single cursor excludes other writers.
@@ -561,7 +574,7 @@ impl WriteCursor {
     pub(crate) fn bytes_mut(&mut self, position: u64, size: u64) -> &mut [u8] {
         let place = self.writable(position, size);
         // SAFETY: as for `write`; the borrow of `self` keeps any other write from overlapping.
-        unsafe { self.core.region.slice_mut(place, size as usize) }
+        unsafe { self.core.region.slice_mut(place, self.core.layout.within_chunk(size)) }
     }
 
     /// Publishes every byte below `end` to readers (release).
@@ -731,34 +744,22 @@ mod tests {
         let lock = DirLock::acquire(dir.path()).unwrap();
         let layout = Layout::new(4096, 4 * 4096, 4096).unwrap();
         let path = dir.path().join("0.ring");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        file.set_len(layout.file_size()).unwrap();
-        let first = Exclusive::map(&path, &file, layout, &lock, false).unwrap();
-        let again = OpenOptions::new().read(true).write(true).open(&path).unwrap();
-        let error = Exclusive::map(&path, &again, layout, &lock, false).unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        let file = RingFile::create(&path, &layout).unwrap();
+        let first = Exclusive::map(&file, layout, &lock, false).unwrap();
+        let again = RingFile::open(&path).unwrap();
+        let error = Exclusive::map(&again, layout, &lock, false).unwrap_err();
+        assert!(matches!(error, RingFileError::AlreadyMapped), "{error}");
         drop(first);
         let (core, _writer) =
-            Exclusive::map(&path, &again, layout, &lock, false).unwrap().share(0, None, 0);
+            Exclusive::map(&again, layout, &lock, false).unwrap().share(0, None, 0);
         drop(core);
+        let other = Layout::new(4096, 8 * 4096, 4096).unwrap();
+        let error = Exclusive::map(&again, other, &lock, false).unwrap_err();
+        assert!(matches!(error, RingFileError::WrongSize { .. }), "{error}");
         let elsewhere = tempfile::tempdir().unwrap();
-        let outside = elsewhere.path().join("0.ring");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&outside)
-            .unwrap();
-        file.set_len(layout.file_size()).unwrap();
-        let error = Exclusive::map(&outside, &file, layout, &lock, false).unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
+        let outside = RingFile::create(&elsewhere.path().join("0.ring"), &layout).unwrap();
+        let error = Exclusive::map(&outside, layout, &lock, false).unwrap_err();
+        assert!(matches!(error, RingFileError::OutsideDataDir { .. }), "{error}");
     }
 
     #[test]

@@ -33,18 +33,18 @@ fn harness() -> &'static Harness {
         let config = Config {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: data.path().join("data"),
-            default_capacity: 64 << 10,
-            topic_capacity_max: 256 << 10,
-            topic_partitions_max: 4,
+            partition_capacity_default: 64 << 10,
+            partition_capacity_max: 256 << 10,
+            partition_count_max: 4,
             frame_size_max: 64 << 10,
             batch_size_max: 32 << 10,
-            read_buffers: 8,
+            read_buffer_count: 8,
             frame_timeout: Duration::from_millis(10),
             fetch_wait_max: Duration::ZERO,
             write_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
             prefault: false,
-            metrics_listen: None,
+            metrics: false,
             group_log_capacity: 16 << 20,
             ..Config::default()
         };

@@ -27,6 +27,7 @@ fn handlers(c: &mut Criterion) {
         prefault: true,
         capacity_max: 1 << 30,
         partition_count_max: 16,
+        topic_count_max: 16,
     };
     let metrics = std::sync::Arc::new(ringmq_broker::metrics::Metrics::new());
     let topics = Topics::open(DataDir::lock(dir.path()).unwrap(), defaults, metrics).unwrap();

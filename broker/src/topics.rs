@@ -168,6 +168,8 @@ pub struct TopicDefaults {
     pub capacity_max: u64,
     /// Most partitions a request may ask for.
     pub partition_count_max: u32,
+    /// Most topics the broker holds.
+    pub topic_count_max: u32,
 }
 
 /// Every topic of a data directory.
@@ -341,8 +343,9 @@ impl Topics {
         if self.read().contains_key(name) {
             return Err(TopicError::Exists(name.to_owned()));
         }
-        if self.read().len() >= TOPIC_COUNT_MAX as usize {
-            return Err(TopicError::TooMany { max: TOPIC_COUNT_MAX });
+        let topic_count_max = self.defaults.topic_count_max.min(TOPIC_COUNT_MAX);
+        if self.read().len() >= usize::try_from(topic_count_max).unwrap_or(usize::MAX) {
+            return Err(TopicError::TooMany { max: topic_count_max });
         }
         let settings = TopicSettings {
             partitions,

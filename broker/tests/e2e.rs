@@ -595,3 +595,41 @@ async fn a_consumer_seeks_while_its_next_fetch_is_already_sent() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_limits_from_the_settings_are_enforced() {
+    let broker = Broker::start(&[
+        "--partition-count-max",
+        "4",
+        "--partition-capacity-max",
+        "16MiB",
+        "--partition-capacity-default",
+        "1MiB",
+        "--topic-count-max",
+        "2",
+    ]);
+    within(60, async {
+        let mut client = Client::connect(&broker.address).await.unwrap();
+        let error =
+            client.create_topic("wide", TopicConfig::default().partitions(5)).await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::InvalidRequest), "{error}");
+        assert!(error.to_string().contains("5 partitions (at most 4)"), "{error}");
+        let error = client
+            .create_topic("deep", TopicConfig::default().capacity(32 << 20))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::InvalidRequest), "{error}");
+        assert!(error.to_string().contains("at most 16777216"), "{error}");
+        // At the limits themselves: accepted.
+        let at_limit = TopicConfig::default().partitions(4).capacity(16 << 20);
+        client.create_topic("first", at_limit).await.unwrap();
+        client.create_topic("second", TopicConfig::default()).await.unwrap();
+        let error = client.create_topic("third", TopicConfig::default()).await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::Busy), "{error}");
+        assert!(error.to_string().contains("already holds 2 topics"), "{error}");
+        assert_eq!(client.list_topics().await.unwrap().len(), 2, "nothing half-made");
+        client.delete_topic("second").await.unwrap();
+        client.create_topic("third", TopicConfig::default()).await.unwrap();
+    })
+    .await;
+}

@@ -35,7 +35,7 @@ use crate::groups::store::STATE_CAPACITY_MIN;
 use crate::log::{CAPACITY_MAX, CAPACITY_MIN};
 pub use crate::partition::SyncPolicy;
 use ringmq_protocol::limits::{
-    BATCH_SIZE_MAX, FRAME_BODY_SIZE_MAX, FRAME_HEADER_SIZE, PARTITION_COUNT_MAX,
+    BATCH_SIZE_MAX, FRAME_BODY_SIZE_MAX, FRAME_HEADER_SIZE, PARTITION_COUNT_MAX, TOPIC_COUNT_MAX,
 };
 
 const HOUR_MS: u64 = 3_600_000;
@@ -84,6 +84,9 @@ settings! {
         /// Largest ring capacity per partition a client may ask for.
         partition_capacity_max: u64 = CAPACITY_MAX, Size::new(CAPACITY_MIN, CAPACITY_MAX),
             renamed "topic_capacity_max";
+
+        /// Most topics the broker holds; creating one more is refused with `Busy`.
+        topic_count_max: u32 = TOPIC_COUNT_MAX, Count::new(1, TOPIC_COUNT_MAX);
     }
     Limits {
         /// Largest request body accepted; a larger frame is refused from its header alone.

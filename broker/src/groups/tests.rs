@@ -149,6 +149,7 @@ fn fixture(partitions: u32) -> Fixture {
         prefault: false,
         capacity_max: 1 << 30,
         partition_count_max: 1024,
+        topic_count_max: 16,
     };
     let metrics = Arc::new(Metrics::new());
     let topics = Arc::new(Topics::open(dir, defaults, Arc::clone(&metrics)).unwrap());

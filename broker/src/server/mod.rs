@@ -94,6 +94,7 @@ impl Broker {
             prefault: config.prefault,
             capacity_max: config.partition_capacity_max,
             partition_count_max: config.partition_count_max,
+            topic_count_max: config.topic_count_max,
         };
         let metrics = Arc::new(Metrics::new());
         let topic_metrics = Arc::clone(&metrics);

@@ -75,7 +75,7 @@ fn ring_append(c: &mut Criterion) {
     let size = fill_batch(&mut buffer, 1024, 0).unwrap();
     let batch = BatchView::validate(&buffer[..size], BATCH_SIZE as u32).unwrap();
     // One lap first, so every page has been written once (steady state, not first-touch).
-    while log.used_bytes() + 2 * (config.chunk_size) < config.capacity {
+    while log.used_bytes() + 2 * config.chunk_size() < config.capacity() {
         writer.append(&batch).unwrap();
     }
     let mut group = c.benchmark_group("ring");

@@ -338,7 +338,7 @@ impl Topics {
             self.defaults.batch_size_max,
         )
         .map_err(TopicError::InvalidGeometry)?;
-        let config = LogConfig { prefault: self.defaults.prefault, ..config };
+        let config = config.with_prefault(self.defaults.prefault);
         let _admin = self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.read().contains_key(name) {
             return Err(TopicError::Exists(name.to_owned()));
@@ -349,9 +349,9 @@ impl Topics {
         }
         let settings = TopicSettings {
             partitions,
-            capacity: config.capacity,
-            chunk_size: config.chunk_size,
-            batch_size_max: config.batch_size_max,
+            capacity: config.capacity(),
+            chunk_size: config.chunk_size(),
+            batch_size_max: config.batch_size_max(),
         };
         let topic_dir = self.dir.path().join(name);
         let created = self.create_files(name, &topic_dir, &settings, &config);
@@ -486,7 +486,7 @@ fn log_config(settings: &TopicSettings, prefault: bool) -> Result<LogConfig, Top
     let config =
         LogConfig::new(settings.capacity, Some(settings.chunk_size), settings.batch_size_max)
             .map_err(TopicError::InvalidGeometry)?;
-    Ok(LogConfig { prefault, ..config })
+    Ok(config.with_prefault(prefault))
 }
 
 fn sync_dir(path: &Path) -> Result<(), TopicError> {

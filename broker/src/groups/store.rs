@@ -232,8 +232,7 @@ impl GroupStore {
     ) -> Result<(Self, Replayed), StoreError> {
         let state_dir = dir.path().join(STATE_DIR);
         let path = state_dir.join(STATE_FILE);
-        let config =
-            LogConfig { prefault, ..LogConfig::new(capacity, None, STATE_BATCH_SIZE_MAX)? };
+        let config = LogConfig::new(capacity, None, STATE_BATCH_SIZE_MAX)?.with_prefault(prefault);
         let mode = if path.exists() { OpenMode::Existing } else { OpenMode::Create };
         if mode == OpenMode::Create {
             std::fs::create_dir_all(&state_dir).map_err(|source| StorageError::Io {

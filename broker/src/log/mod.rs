@@ -71,20 +71,43 @@ const _: () = assert!(BATCH_SIZE_MIN as usize == 2 * BATCH_HEADER_SIZE);
 /// Chunk count aimed at when the chunk size is chosen automatically.
 pub const CHUNK_COUNT_DEFAULT: u64 = 64;
 
-/// A partition's ring geometry and limits.
+/// A partition's ring geometry and limits, checked by [`LogConfig::new`] (its fields are private,
+/// so every one in use passed the checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
-    /// Bytes in the data area (retention by size).
-    pub capacity: u64,
-    /// Bytes per chunk (the unit of reclamation).
-    pub chunk_size: u64,
-    /// Largest batch accepted: at most the chunk size and [`BATCH_SIZE_MAX`].
-    pub batch_size_max: u32,
-    /// Pre-fault the mapping when it is created and opened (invariant 7).
-    pub prefault: bool,
+    capacity: u64,
+    chunk_size: u64,
+    batch_size_max: u32,
+    prefault: bool,
 }
 
 impl LogConfig {
+    /// Bytes in the data area (retention by size).
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes per chunk (the unit of reclamation).
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    /// Largest batch accepted: at most the chunk size and [`BATCH_SIZE_MAX`].
+    pub fn batch_size_max(&self) -> u32 {
+        self.batch_size_max
+    }
+
+    /// Whether the mapping is pre-faulted when it is created and opened (invariant 7).
+    pub fn prefault(&self) -> bool {
+        self.prefault
+    }
+
+    /// The same geometry, pre-faulted or not.
+    #[must_use]
+    pub fn with_prefault(self, prefault: bool) -> Self {
+        Self { prefault, ..self }
+    }
+
     /// Checks and completes a ring geometry. Without `chunk_size` one is chosen: about
     /// [`CHUNK_COUNT_DEFAULT`] chunks, at least 64 KiB and at least `batch_size_max` where the
     /// capacity allows. The capacity is rounded down to a whole number of chunks.
@@ -511,7 +534,7 @@ fn start(
     })?;
     check_geometry(path, &superblock, &layout)?;
     let recovered = recovery::recover(
-        &exclusive.file()[DATA_START_BYTES..],
+        &exclusive.file()[layout.data_start_bytes()..],
         &layout,
         &superblock,
         config.batch_size_max,
@@ -544,7 +567,7 @@ fn start(
     let mut index_fill = index.fill_cursor(head_position);
     let mut chunk_first_offset = vec![0u64; layout.slot_count()].into_boxed_slice();
     recovery::walk(
-        &exclusive.file()[DATA_START_BYTES..],
+        &exclusive.file()[layout.data_start_bytes()..],
         &layout,
         head_position,
         recovered.head_offset,
@@ -650,7 +673,7 @@ fn check_geometry(
 /// Zeroes the rest of the tail chunk and blanks the first header of every chunk outside the log,
 /// so nothing from before the crash can follow the new tail.
 fn clean_after_scan(exclusive: &mut Exclusive, layout: &Layout, recovered: &recovery::Recovered) {
-    let data = &mut exclusive.file_mut()[DATA_START_BYTES..];
+    let data = &mut exclusive.file_mut()[layout.data_start_bytes()..];
     if let Some(tail) = recovered.tail_generation {
         let place = layout.data_index(recovered.tail_position);
         let chunk_end = layout.slot_start(layout.slot(tail)) + layout.chunk_bytes();

@@ -7,13 +7,16 @@
 //! # How long a lease lives
 //!
 //! A lease keeps the writer from reclaiming its chunk: while one is held, an append that needs
-//! the chunk waits, and fails with `Busy` after the request timeout. (Soundness never depends on
-//! how long a lease lives, only the writer's progress does.) So a lease is bounded by one
-//! response write: [`LogBytes`] is the only owner of a lease, it cannot be cloned, and nothing
-//! turns it into a longer-lived owner (there used to be an `into_bytes`, giving a `Bytes` that
-//! could be kept forever; it had no caller in the broker and is gone). The server holds a
-//! `LogBytes` only while writing it, under `write_timeout`, and drops it when the write times
-//! out. Code that wants the bytes for longer copies them ([`LogBytes::to_vec`]).
+//! the chunk waits, and fails with `Busy` after the request timeout. (Reclaiming is sound however
+//! long a lease lives; only the writer's progress depends on it.) So a lease should last one
+//! response write. That is a rule the broker's code follows, not one the types enforce:
+//! [`LogBytes`] is the only owner of a lease and cannot be cloned, and nothing converts it into a
+//! longer-lived owner (an `into_bytes` that gave a `Bytes`, which could be kept forever, had no
+//! caller in the broker and is gone), but a caller can still keep a `LogBytes` or a
+//! [`ReadOutcome`], and one that is leaked (`mem::forget`) blocks its chunk for good. The server
+//! holds one only while writing it, under `write_timeout`, and drops it when the write times out;
+//! the replays at startup (producer state, group state) hold one while they decode it, before
+//! any client is served. Code that wants the bytes for longer copies them ([`LogBytes::to_vec`]).
 
 use std::sync::atomic::Ordering;
 

@@ -315,10 +315,17 @@ fn confirm_checkpoint(
     if head_position % layout.chunk_size() != 0 {
         return Err(reject("head is not at a chunk start"));
     }
+    if tail_position < head_position {
+        return Err(reject("the tail is before the head"));
+    }
     if tail_position - head_position > layout.capacity() {
         return Err(reject("head and tail are more than one ring apart"));
     }
-    if layout.generation(tail_position) + 2 * layout.chunk_count() > GENERATION_MAX {
+    // Positions must leave room for the chunks after the tail, both as byte positions and as
+    // chunk generations.
+    if tail_position.checked_add(2 * layout.capacity()).is_none()
+        || layout.generation(tail_position) + 2 * layout.chunk_count() > GENERATION_MAX
+    {
         return Err(reject("positions beyond the lease table's range"));
     }
     let walked =

@@ -5,16 +5,24 @@
 //! behind the mapping's back breaks the memory the mapping hands out. The proof in
 //! [`super::Exclusive::map`] rests on three facts, all established by the code in this file:
 //!
-//! 1. **One broker.** [`DirLock`] holds an exclusive `flock` on `DATA_DIR/.lock` for as long as
-//!    any ring file of the directory is mapped, and records every file it maps, so neither a
-//!    second broker nor a second mapping in this process writes the same file.
-//! 2. **Only the broker's user can write or truncate a ring file.** [`RingFile::create`] makes
-//!    new files with mode `0600`; [`RingFile::open`] refuses a file that is not a regular file,
-//!    not owned by this process's effective user, or writable by group or others. (`flock` is
-//!    advisory and a process of the same user, or root, can still break any database's files.)
-//! 3. **Every byte of the file exists on disk.** [`RingFile::create`] allocates the whole file
-//!    with `fallocate` (not a sparse `set_len`), so a write into the mapping never meets a hole
-//!    on a full disk (which is a SIGBUS), and nothing here resizes a file once it is made.
+//! 1. **One mapping per file, in one broker.** [`DirLock`] holds an exclusive `flock` on
+//!    `DATA_DIR/.lock`, and every mapping keeps the lock alive ([`MappedFile`] owns a share of
+//!    it), so the lock is released only once the last ring file of the directory is unmapped,
+//!    however the owners are dropped. A process-wide registry of mapped files (by device and
+//!    inode) refuses to map a file twice, whatever path or data directory it is reached by.
+//! 2. **Only the broker's user can write or truncate a ring file, through one name.**
+//!    [`RingFile::create`] makes new files with mode `0600`; both it and [`RingFile::open`]
+//!    check, on the open descriptor, that the file is a regular file with one link, owned by
+//!    this process's effective user and writable by no one else. `open` does not follow a
+//!    symbolic link. (`flock` is advisory, and a process of the same user, or root, can still
+//!    break any database's files.)
+//! 3. **Every byte of the file exists on disk.** The whole file is allocated with `fallocate`
+//!    before it is mapped: when it is created, and again when it is opened (a no-op for a file
+//!    that is allocated, and it fills the holes a sparse copy made by `cp` or `rsync -S` has),
+//!    and nothing here resizes a file once it is made. This is about availability, not aliasing:
+//!    a write into a hole on a full disk is a SIGBUS that kills the broker. (On copy-on-write
+//!    file systems such as btrfs or ZFS, `fallocate` cannot fully promise later writes find
+//!    space.)
 
 use std::collections::HashSet;
 use std::fmt;
@@ -57,6 +65,12 @@ pub enum RingFileError {
     /// Not a regular file (a directory, a device, a FIFO).
     #[error("is not a regular file")]
     NotRegular,
+    /// More than one name links to it, so it could be reached and changed under another.
+    #[error("has {links} hard links; a ring file must have exactly one")]
+    Linked {
+        /// The link count.
+        links: u64,
+    },
     /// Owned by another user, who could truncate it under the mapping.
     #[error(
         "is owned by uid {owner}, not by this broker's uid {broker}; chown it to the broker's user"
@@ -87,7 +101,7 @@ pub enum RingFileError {
         /// The locked directory.
         dir: PathBuf,
     },
-    /// Already mapped by this process.
+    /// Already mapped by this process (under this or another name).
     #[error("is already open")]
     AlreadyMapped,
 }
@@ -101,52 +115,44 @@ pub(crate) struct RingFile {
 }
 
 impl RingFile {
-    /// Creates the file at `path`, which must not exist, with mode 0600, and allocates all of
-    /// `layout.file_size()` bytes on disk. On failure no file is left behind.
+    /// Creates the file at `path`, which must not exist, with mode 0600, checks it as
+    /// [`RingFile::open`] does, and allocates all of `layout.file_size()` bytes on disk. On
+    /// failure no file is left behind.
     pub(crate) fn create(path: &Path, layout: &Layout) -> Result<Self, RingFileError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(RING_FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|source| RingFileError::Io { action: "create", source })?;
-        let size = layout.file_size();
-        // INVARIANT (fact 3): every block of the file is allocated before it is mapped.
-        if let Err(error) =
-            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size)
-        {
+        let made = check(&file).and_then(|()| allocate(&file, layout.file_size()));
+        if let Err(error) = made {
             drop(file);
             let _ = std::fs::remove_file(path);
-            return Err(RingFileError::Allocate { size, source: io::Error::from(error) });
+            return Err(error);
         }
         Ok(Self { file, path: path.to_owned() })
     }
 
-    /// Opens the existing ring file at `path` for mapping: a regular file owned by this process's
-    /// effective user and writable by no one else.
+    /// Opens the existing ring file at `path` for mapping (not through a symbolic link): a
+    /// regular file with one link, owned by this process's effective user and writable by no one
+    /// else. Its holes, if a copy made it sparse, are allocated.
     pub(crate) fn open(path: &Path) -> Result<Self, RingFileError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            // No symlink; and opening a FIFO or a device by mistake has no side effect before
+            // `check` refuses it.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
             .map_err(|source| RingFileError::Io { action: "open", source })?;
-        let metadata =
-            file.metadata().map_err(|source| RingFileError::Io { action: "stat", source })?;
-        if !metadata.file_type().is_file() {
-            return Err(RingFileError::NotRegular);
-        }
-        let broker = rustix::process::geteuid().as_raw();
-        if metadata.uid() != broker {
-            return Err(RingFileError::ForeignOwner { owner: metadata.uid(), broker });
-        }
-        let mode = metadata.mode() & 0o7777;
-        if mode & SHARED_WRITE_BITS != 0 {
-            return Err(RingFileError::SharedWritable { mode });
-        }
-        Ok(Self { file, path: path.to_owned() })
+        check(&file)?;
+        let file = Self { file, path: path.to_owned() };
+        allocate(&file.file, file.size()?)?;
+        Ok(file)
     }
-
     /// The path it was made or opened at.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -181,26 +187,64 @@ impl RingFile {
     }
 }
 
-/// Exclusive lock on a data directory (`flock` on `DATA_DIR/.lock`), held while any of its ring
-/// files is mapped, with the set of files this process has mapped (fact 1 of the module docs).
-/// It is the proof required by [`super::Exclusive::map`].
+/// Checks an open ring file: a regular file with one link, owned by this process's effective
+/// user, writable by no one else (fact 2).
+fn check(file: &File) -> Result<(), RingFileError> {
+    let metadata =
+        file.metadata().map_err(|source| RingFileError::Io { action: "stat", source })?;
+    if !metadata.file_type().is_file() {
+        return Err(RingFileError::NotRegular);
+    }
+    if metadata.nlink() != 1 {
+        return Err(RingFileError::Linked { links: metadata.nlink() });
+    }
+    let broker = rustix::process::geteuid().as_raw();
+    if metadata.uid() != broker {
+        return Err(RingFileError::ForeignOwner { owner: metadata.uid(), broker });
+    }
+    let mode = metadata.mode() & 0o7777;
+    if mode & SHARED_WRITE_BITS != 0 {
+        return Err(RingFileError::SharedWritable { mode });
+    }
+    Ok(())
+}
+
+/// Allocates every block of the first `size` bytes of `file` (fact 3).
+fn allocate(file: &File, size: u64) -> Result<(), RingFileError> {
+    // INVARIANT (fact 3): every block of the file is allocated before it is mapped.
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, size)
+        .map_err(|error| RingFileError::Allocate { size, source: io::Error::from(error) })
+}
+
+/// Exclusive lock on a data directory (`flock` on `DATA_DIR/.lock`), the proof required by
+/// [`super::Exclusive::map`] (fact 1 of the module docs). Every mapping made under it keeps a
+/// share of the lock, so it is released only when this value and every mapping are gone.
+#[derive(Clone)]
 pub(crate) struct DirLock {
+    held: Arc<HeldLock>,
+}
+
+/// The locked file; closing it (when the last share goes) releases the lock.
+struct HeldLock {
     _file: File,
     path: PathBuf,
     dir: PathBuf,
-    mapped: Arc<Mutex<HashSet<(u64, u64)>>>,
 }
+
+/// Every ring file mapped in this process, by device and inode.
+static MAPPED: Mutex<Option<HashSet<(u64, u64)>>> = Mutex::new(None);
 
 impl fmt::Debug for DirLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DirLock").field("path", &self.path).finish()
+        f.debug_struct("DirLock").field("path", &self.held.path).finish()
     }
 }
 
 impl DirLock {
     /// Locks `dir`, creating it and its lock file (mode `0600`) if needed.
     ///
-    /// Fails with [`io::ErrorKind::WouldBlock`] if another process holds the lock.
+    /// Fails with [`io::ErrorKind::WouldBlock`] if another process holds the lock, or this one
+    /// still has ring files of the directory mapped.
     pub(crate) fn acquire(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
@@ -213,7 +257,7 @@ impl DirLock {
             .mode(RING_FILE_MODE)
             .open(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file, path, dir, mapped: Arc::default() }),
+            Ok(()) => Ok(Self { held: Arc::new(HeldLock { _file: file, path, dir }) }),
             Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!("{} is locked by another running broker", path.display()),
@@ -224,42 +268,52 @@ impl DirLock {
 
     /// The lock file's path.
     pub(crate) fn path(&self) -> &Path {
-        &self.path
+        &self.held.path
     }
 
     /// Records that `file` is about to be mapped: it must lie in the locked directory and must
-    /// not be mapped already by this process.
+    /// not be mapped already by this process. The entry keeps the lock held while it lives.
     pub(super) fn register(&self, file: &RingFile) -> Result<MappedFile, RingFileError> {
         let io_error = |source| RingFileError::Io { action: "resolve the path", source };
-        let parent =
-            file.path.parent().unwrap_or(Path::new(".")).canonicalize().map_err(io_error)?;
-        if !parent.starts_with(&self.dir) {
-            return Err(RingFileError::OutsideDataDir { dir: self.dir.clone() });
+        let parent = match file.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if !parent.canonicalize().map_err(io_error)?.starts_with(&self.held.dir) {
+            return Err(RingFileError::OutsideDataDir { dir: self.held.dir.clone() });
         }
         let metadata =
             file.file.metadata().map_err(|source| RingFileError::Io { action: "stat", source })?;
         let key = (metadata.dev(), metadata.ino());
-        let mut mapped = self.mapped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !mapped.insert(key) {
+        let mut mapped = MAPPED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !mapped.get_or_insert_with(HashSet::new).insert(key) {
             return Err(RingFileError::AlreadyMapped);
         }
-        Ok(MappedFile { registry: Arc::clone(&self.mapped), key })
+        Ok(MappedFile { _lock: Arc::clone(&self.held), key })
     }
 }
 
-/// A file's entry in its [`DirLock`]'s set of mapped files, removed when the mapping goes.
-#[derive(Debug)]
+/// A file's entry in the registry of mapped files, removed when the mapping goes; it holds a
+/// share of its directory's lock until then.
 pub(super) struct MappedFile {
-    registry: Arc<Mutex<HashSet<(u64, u64)>>>,
+    _lock: Arc<HeldLock>,
     key: (u64, u64),
+}
+
+impl fmt::Debug for MappedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MappedFile").field("key", &self.key).finish()
+    }
 }
 
 impl Drop for MappedFile {
     fn drop(&mut self) {
-        self.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.key);
+        let mut mapped = MAPPED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(mapped) = mapped.as_mut() {
+            mapped.remove(&self.key);
+        }
     }
 }
-
 #[cfg(test)]
 #[cfg(not(broker_loom))]
 mod tests {
@@ -302,5 +356,42 @@ mod tests {
         RingFile::open(&path).unwrap();
         let error = RingFile::open(dir.path()).unwrap_err();
         assert!(matches!(error, RingFileError::NotRegular | RingFileError::Io { .. }), "{error}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system")]
+    fn a_ring_file_is_reached_by_one_name_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.ring");
+        drop(RingFile::create(&path, &layout()).unwrap());
+        let symlink = dir.path().join("1.ring");
+        std::os::unix::fs::symlink(&path, &symlink).unwrap();
+        let error = RingFile::open(&symlink).unwrap_err();
+        assert!(matches!(error, RingFileError::Io { action: "open", .. }), "{error}");
+        let hard = dir.path().join("2.ring");
+        std::fs::hard_link(&path, &hard).unwrap();
+        let error = RingFile::open(&path).unwrap_err();
+        assert!(matches!(error, RingFileError::Linked { links: 2 }), "{error}");
+        std::fs::remove_file(&hard).unwrap();
+        RingFile::open(&path).unwrap();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "file system")]
+    fn a_sparse_copy_is_allocated_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.ring");
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
+        file.set_len(layout().file_size()).unwrap();
+        drop(file);
+        let before = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(before < layout().file_size(), "the test file starts sparse");
+        RingFile::open(&path).unwrap();
+        let after = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(
+            after >= layout().file_size(),
+            "{after} of {} bytes allocated",
+            layout().file_size()
+        );
     }
 }

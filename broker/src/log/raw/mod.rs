@@ -241,12 +241,14 @@ impl Exclusive {
             return Err(RingFileError::WrongSize { found, expected: layout.file_size() });
         }
         let mapped = lock.register(file)?;
-        // SAFETY: the facts of `file`'s module docs hold: `lock` holds the data directory's lock
-        // and `register` proved the file lies in that directory and is not mapped twice by this
-        // process, so no other broker and no second writer or lease table maps it (fact 1); the
-        // file was made by `RingFile::create` with mode 0600 or accepted by `RingFile::open` as
-        // this user's and writable by no one else (fact 2); it was allocated in full and nothing
-        // in this crate resizes a ring file (fact 3). The length is the file's (checked above).
+        // SAFETY: the facts of `file`'s module docs hold. Fact 1: `lock` holds the data
+        // directory's lock, `mapped` (kept beside the region until it is unmapped) keeps that
+        // lock held, and `register` proved the file lies in the directory and is mapped nowhere
+        // else in this process, so no other broker and no second writer or lease table maps it.
+        // Fact 2: `RingFile::create` or `RingFile::open` checked, on this descriptor, that the
+        // file is regular, has one link, is this user's and writable by no one else. Fact 3: it
+        // was allocated in full, and nothing in this crate resizes a ring file. The length is
+        // the file's (checked above).
         let region = unsafe { Region::map(file.file(), 0, layout.file_bytes(), populate) }
             .map_err(|source| RingFileError::Io { action: "map", source })?;
         Ok(Self { region, layout, mapped: Some(mapped) })
@@ -760,6 +762,25 @@ mod tests {
         let outside = RingFile::create(&elsewhere.path().join("0.ring"), &layout).unwrap();
         let error = Exclusive::map(&outside, layout, &lock, false).unwrap_err();
         assert!(matches!(error, RingFileError::OutsideDataDir { .. }), "{error}");
+    }
+
+    /// The lock outlives its `DirLock` while a ring file of the directory is mapped, so no second
+    /// lock (and so no second mapping of the file) can be had until the mapping is gone.
+    #[test]
+    #[cfg_attr(miri, ignore = "file mmap")]
+    fn a_mapping_keeps_its_directory_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let layout = Layout::new(4096, 4 * 4096, 4096).unwrap();
+        let file = RingFile::create(&dir.path().join("0.ring"), &layout).unwrap();
+        let (core, writer) = Exclusive::map(&file, layout, &lock, false).unwrap().share(0, None, 0);
+        drop(lock);
+        let error = DirLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
+        drop(writer);
+        drop(core);
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        Exclusive::map(&file, layout, &lock, false).unwrap();
     }
 
     #[test]

@@ -58,9 +58,10 @@ impl Region {
     /// # Safety
     ///
     /// For as long as the region lives, no process may truncate or resize `file`, and nothing but
-    /// this region may write the mapped bytes. The caller proves it by holding the data directory
-    /// lock (only one broker maps these files), having created the file with mode `0600`, and never
-    /// calling `set_len` on a mapped file.
+    /// this region may write the mapped bytes. The caller proves it with the facts of the `file`
+    /// module: the data directory lock held for as long as the mapping lives and the file mapped
+    /// once; a regular file with one link, this user's and writable by no one else; allocated in
+    /// full, and never resized by this crate.
     pub(crate) unsafe fn map(
         file: &File,
         file_offset: u64,

@@ -54,9 +54,9 @@ pub enum SequenceError {
         /// The producer id.
         producer_id: i64,
         /// The batch's epoch.
-        epoch: u16,
+        epoch: i16,
         /// The epoch the partition knows.
-        current: u16,
+        current: i16,
     },
     /// The batch's first sequence is not the next one (a gap, or a duplicate too old to identify).
     #[error(
@@ -66,7 +66,7 @@ pub enum SequenceError {
         /// The producer id.
         producer_id: i64,
         /// The batch's epoch.
-        epoch: u16,
+        epoch: i16,
         /// The sequence the partition expects.
         expected: i32,
         /// The batch's first sequence.
@@ -100,7 +100,7 @@ struct Remembered {
 /// One producer's state on one partition.
 #[derive(Debug, Clone)]
 struct ProducerState {
-    epoch: u16,
+    epoch: i16,
     /// The last batches, oldest first, in a ring: `batches[(start + i) % WINDOW]`.
     batches: [Remembered; WINDOW],
     start: usize,
@@ -110,7 +110,7 @@ struct ProducerState {
 }
 
 impl ProducerState {
-    fn new(epoch: u16) -> Self {
+    fn new(epoch: i16) -> Self {
         Self { epoch, batches: [Remembered::default(); WINDOW], start: 0, len: 0, last_offset: 0 }
     }
 
@@ -251,11 +251,10 @@ impl ProducerTable {
         let end_position = log.published_end();
         for (_, outcome) in log.scan(1 << 20) {
             let mut bytes: &[u8] = &outcome.batches;
+            // A read holds whole batches only, never the ring's framing.
             while let Ok(header) = BatchHeader::peek(bytes) {
-                if !header.is_padding() {
-                    stats.batches += 1;
-                    table.record(header, header.base_offset(), end_position);
-                }
+                stats.batches += 1;
+                table.record(header, header.base_offset(), end_position);
                 let Some(rest) = bytes.get(header.batch_len()..) else { break };
                 bytes = rest;
             }
@@ -270,7 +269,7 @@ mod tests {
     use super::*;
     use ringmq_protocol::{BatchBuilder, BatchView, Record};
 
-    fn batch(producer_id: i64, epoch: u16, sequence: i32, count: usize) -> Vec<u8> {
+    fn batch(producer_id: i64, epoch: i16, sequence: i32, count: usize) -> Vec<u8> {
         let mut buffer = vec![0; 4096];
         let mut builder =
             BatchBuilder::new(&mut buffer, 0).unwrap().with_producer(producer_id, epoch, sequence);
@@ -326,7 +325,7 @@ mod tests {
         assert!(table.check(header(&batch(7, 2, 0, 5))).is_err());
         // A producer with no state starts anywhere; other producers are independent.
         assert_eq!(table.check(header(&batch(8, 0, 41, 1))), Ok(Check::Append));
-        assert_eq!(table.check(header(&batch(NO_PRODUCER_ID, 0, -1, 1))), Ok(Check::Append));
+        assert_eq!(table.check(header(&batch(NO_PRODUCER_ID, -1, -1, 1))), Ok(Check::Append));
     }
 
     #[test]

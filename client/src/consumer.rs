@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use ringmq_protocol::message::{Fetch, FetchReply};
-use ringmq_protocol::{Batches, Opcode, Request};
+use ringmq_protocol::{BatchView, Batches, Opcode, Records, Request};
 
 use crate::connection::Connection;
 use crate::{ClientError, DEFAULT_TIMEOUT};
@@ -37,9 +37,11 @@ pub struct ConsumerRecord {
     pub timestamp: i64,
     /// The key, if any.
     pub key: Option<Bytes>,
-    /// The value.
+    /// The value (empty for a null value: see `value_is_null`).
     pub value: Bytes,
-    /// Headers, in order.
+    /// Whether the value is null (Kafka's tombstone) rather than empty.
+    pub value_is_null: bool,
+    /// Headers, in order (a null header value reads as empty).
     pub headers: Vec<(String, Bytes)>,
 }
 
@@ -252,27 +254,7 @@ impl Consumer {
         self.high_watermark = reply.next_offset;
         for batch in Batches::new(reply.batches, u32::MAX) {
             let batch = batch?;
-            let base = batch.base_offset();
-            for record in batch.records() {
-                let offset = base + u64::from(record.offset_delta);
-                if offset < self.position {
-                    continue;
-                }
-                let headers = record
-                    .headers
-                    .map(|header| {
-                        header.map(|header| (header.name.to_owned(), body.slice_ref(header.value)))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                self.records.push_back(ConsumerRecord {
-                    partition: self.partition,
-                    offset,
-                    timestamp: record.timestamp,
-                    key: record.key.map(|key| body.slice_ref(key)),
-                    value: body.slice_ref(record.value),
-                    headers,
-                });
-            }
+            push_records(&batch, &body, self.partition, self.position, &mut self.records)?;
             self.position = self.position.max(batch.next_offset());
         }
         // Ask for what follows now: the broker reads and sends it while these records are handed
@@ -290,4 +272,51 @@ impl Consumer {
         }
         Ok(())
     }
+}
+
+/// Appends the records of `batch` at or after offset `from` to `out`. An uncompressed batch's
+/// keys and values are slices of `body` (the response they came in, no copy); a compressed one is
+/// decompressed once and its records are slices of that.
+pub(crate) fn push_records(
+    batch: &BatchView<'_>,
+    body: &Bytes,
+    partition: u32,
+    from: u64,
+    out: &mut VecDeque<ConsumerRecord>,
+) -> Result<(), ClientError> {
+    let decompressed;
+    let (records, source) = match batch.records() {
+        Some(records) => (records, body),
+        None => {
+            decompressed = Bytes::from(crate::compression::decompress(
+                batch.compression(),
+                batch.record_bytes(),
+            )?);
+            (Records::checked(&decompressed, batch.header())?, &decompressed)
+        }
+    };
+    let base = batch.base_offset();
+    for record in records {
+        let offset = base + u64::from(record.offset_delta);
+        if offset < from {
+            continue;
+        }
+        let headers = record
+            .headers
+            .map(|header| {
+                let value = header.value.map_or_else(Bytes::new, |value| source.slice_ref(value));
+                (header.name.to_owned(), value)
+            })
+            .collect();
+        out.push_back(ConsumerRecord {
+            partition,
+            offset,
+            timestamp: record.timestamp,
+            key: record.key.map(|key| source.slice_ref(key)),
+            value: record.value.map_or_else(Bytes::new, |value| source.slice_ref(value)),
+            value_is_null: record.value.is_none(),
+            headers,
+        });
+    }
+    Ok(())
 }

@@ -68,6 +68,9 @@ pub enum ClientError {
     /// An argument is not acceptable.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A compressed batch could not be decompressed (or a batch compressed).
+    #[error(transparent)]
+    Codec(#[from] crate::compression::CodecError),
     /// The producer was closed.
     #[error("the producer is closed")]
     ProducerClosed,

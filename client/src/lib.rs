@@ -32,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod compression;
 mod connection;
 mod consumer;
 mod error;
@@ -51,7 +52,7 @@ pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, StartOffset};
 pub use error::ClientError;
 pub use group::{GroupConsumer, GroupConsumerBuilder};
 pub use producer::{Delivery, Producer, ProducerBuilder, ProducerRecord};
-pub use ringmq_protocol::{Acks, ErrorCode, Header};
+pub use ringmq_protocol::{Acks, Compression, ErrorCode, Header};
 
 use connection::Connection;
 

@@ -40,7 +40,9 @@ use ringmq_protocol::batch::restamp_producer;
 use ringmq_protocol::group::ProducerIdentity;
 use ringmq_protocol::limits::PRODUCER_WINDOW;
 use ringmq_protocol::message::{Produce, ProduceReply};
-use ringmq_protocol::{Acks, BatchEncoder, EncodeError, ErrorCode, Header, Push, Record, Request};
+use ringmq_protocol::{
+    Acks, BatchEncoder, Compression, EncodeError, ErrorCode, Header, Push, Record, Request,
+};
 
 use crate::connection::{check_status, Connection};
 use crate::{ClientError, DEFAULT_TIMEOUT};
@@ -108,6 +110,7 @@ pub struct ProducerBuilder {
     max_in_flight: usize,
     buffer_memory: usize,
     idempotent: bool,
+    compression: Compression,
 }
 
 impl ProducerBuilder {
@@ -121,7 +124,16 @@ impl ProducerBuilder {
             max_in_flight: 16,
             buffer_memory: 32 << 20,
             idempotent: true,
+            compression: Compression::None,
         }
+    }
+
+    /// How batches are compressed [default: none]. The broker stores them as they are sent, and
+    /// consumers decompress them; a batch that would not get smaller is sent as it is.
+    #[must_use]
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
     }
 
     /// Whether retries may not duplicate records [default: true]; see the module docs. Has no
@@ -210,7 +222,11 @@ impl ProducerBuilder {
                 max_batches,
             },
             address: self.address,
-            state: Mutex::new(State { producer, ..State::default() }),
+            state: Mutex::new(State {
+                producer,
+                compression: self.compression,
+                ..State::default()
+            }),
             wake: Notify::new(),
             space: Notify::new(),
             metadata: tokio::sync::Mutex::new(None),
@@ -256,6 +272,8 @@ struct State {
     unreported: Option<ClientError>,
     /// The producer id and epoch stamped on batches, when idempotent.
     producer: Option<ProducerIdentity>,
+    /// How sealed batches are compressed.
+    compression: Compression,
 }
 
 #[derive(Debug)]
@@ -443,7 +461,7 @@ impl State {
         record: &ProducerRecord<'_>,
         encoded: &Record<'_>,
     ) -> Result<Appended, ClientError> {
-        let State { topics, ready, outstanding, free_buffers, producer, .. } = self;
+        let State { topics, ready, outstanding, free_buffers, producer, compression, .. } = self;
         let producer = *producer;
         let Some(topic) = topics.get_mut(record.topic) else { return Ok(Appended::UnknownTopic) };
         let partition = match (record.partition, record.key) {
@@ -485,7 +503,7 @@ impl State {
                         index: batch.encoder.record_count() - 1,
                     };
                     if batch.encoder.size() + 32 > inner.settings.batch_bytes {
-                        seal(topic, slot, ready, free_buffers, outstanding, producer);
+                        seal(topic, slot, ready, free_buffers, outstanding, producer, *compression);
                         inner.wake.notify_one();
                     }
                     return Ok(Appended::Done(delivery));
@@ -493,7 +511,7 @@ impl State {
                 Ok(Push::Full) | Err(EncodeError::TimestampOutOfRange { .. })
                     if !batch.encoder.is_empty() =>
                 {
-                    seal(topic, slot, ready, free_buffers, outstanding, producer);
+                    seal(topic, slot, ready, free_buffers, outstanding, producer, *compression);
                     inner.wake.notify_one();
                 }
                 Ok(Push::Full) => unreachable!("an empty batch takes any record that fits a batch"),
@@ -504,10 +522,10 @@ impl State {
     }
 
     fn seal_all(&mut self) {
-        let State { topics, ready, outstanding, free_buffers, producer, .. } = self;
+        let State { topics, ready, outstanding, free_buffers, producer, compression, .. } = self;
         for topic in topics.values_mut() {
             for slot in 0..topic.open.len() {
-                seal(topic, slot, ready, free_buffers, outstanding, *producer);
+                seal(topic, slot, ready, free_buffers, outstanding, *producer, *compression);
             }
         }
     }
@@ -515,14 +533,14 @@ impl State {
     /// Seals batches whose linger time has passed; returns when the next one will.
     fn seal_lingered(&mut self, linger: Duration) -> Option<Instant> {
         let now = Instant::now();
-        let State { topics, ready, outstanding, free_buffers, producer, .. } = self;
+        let State { topics, ready, outstanding, free_buffers, producer, compression, .. } = self;
         let mut next: Option<Instant> = None;
         for topic in topics.values_mut() {
             for slot in 0..topic.open.len() {
                 let Some(batch) = &topic.open[slot] else { continue };
                 let due = batch.opened + linger;
                 if due <= now {
-                    seal(topic, slot, ready, free_buffers, outstanding, *producer);
+                    seal(topic, slot, ready, free_buffers, outstanding, *producer, *compression);
                 } else {
                     next = Some(next.map_or(due, |next| next.min(due)));
                 }
@@ -601,6 +619,7 @@ fn seal(
     free_buffers: &mut Vec<Vec<u8>>,
     outstanding: &mut usize,
     producer: Option<ProducerIdentity>,
+    compression: Compression,
 ) {
     let Some(batch) = topic.open[slot].take() else { return };
     let partition = slot as u32;
@@ -615,7 +634,7 @@ fn seal(
         *sequence = next_sequence(*sequence, record_count);
     }
     let mut buffer = batch.buffer;
-    let Ok(size) = encoder.finish(&mut buffer) else {
+    let Ok(size) = finish(&encoder, &mut buffer, compression) else {
         // An empty batch (its only record was refused): nothing to send.
         free_buffers.push(buffer);
         *outstanding -= 1;
@@ -632,6 +651,26 @@ fn seal(
         first_sent: None,
         sealed: Instant::now(),
     });
+}
+
+/// Finishes a batch in `buffer`: compressed, unless it would not fit its buffer so (incompressible
+/// records), then as it is.
+fn finish(
+    encoder: &BatchEncoder,
+    buffer: &mut [u8],
+    compression: Compression,
+) -> Result<usize, EncodeError> {
+    if compression != Compression::None && !encoder.is_empty() {
+        let mut packed = Vec::new();
+        let compressed =
+            crate::compression::compress(compression, encoder.record_bytes(buffer), &mut packed);
+        if compressed.is_ok() {
+            if let Ok(size) = encoder.finish_compressed(compression, &packed, buffer) {
+                return Ok(size);
+            }
+        }
+    }
+    encoder.finish(buffer)
 }
 
 /// A batch sent and not yet acknowledged.

@@ -1,132 +1,192 @@
-//! The record batch: one format on the producer's wire, in the ring log and on the consumer's wire.
+//! The record batch: Kafka's RecordBatch v2, byte for byte, on the producer's wire, in the ring log
+//! and on the consumer's wire, whichever protocol (Kafka or ringmq's own) carries it.
+//!
+//! Every integer is big-endian (as Kafka writes it; ringmq's own frames are little-endian).
 //!
 //! ```text
-//! byte  size  field            CRC  notes
-//!    0     8  base_offset      no   offset of the first record; 0 from producers, stamped by the broker
-//!    8     4  term             no   leader term that appended it; 0 from producers, stamped by the broker
-//!   12     4  stamp_crc        no   CRC-32C of bytes 0..12 then bytes 16..20: binds the stamped
-//!                                   fields to this batch's CRC
-//!   16     4  crc              no   CRC-32C of bytes 20..batch_size
-//!   20     4  batch_size       yes  bytes of the whole batch, this header included
-//!   24     2  magic            yes  0x4252, the bytes "RB" (0x5052, "RP", marks log padding)
-//!   26     1  version          yes  1
-//!   27     1  reserved         yes  0
-//!   28     2  attributes       yes  0 (bits reserved for compression and transactions)
-//!   30     2  producer_epoch   yes  0 unless idempotent
-//!   32     4  record_count     yes  1 ..= RECORD_COUNT_MAX
-//!   36     8  first_timestamp  yes  ms since the Unix epoch; record timestamps are deltas from it
-//!   44     8  max_timestamp    yes  the largest record timestamp
-//!   52     8  producer_id      yes  -1 unless idempotent
-//!   60     4  base_sequence    yes  -1 unless idempotent: sequence number of the first record
-//!   64        records, one after another
+//! byte  size  field                 CRC  notes
+//!    0     8  baseOffset            no   offset of the first record; stamped by the broker
+//!    8     4  batchLength           no   bytes after this field (the batch is batchLength + 12)
+//!   12     4  partitionLeaderEpoch  no   the leader's term; stamped by the broker (-1 from producers)
+//!   16     1  magic                 no   2
+//!   17     4  crc                   no   CRC-32C (Castagnoli) of bytes 21 to the end
+//!   21     2  attributes            yes  bits 0-2 compression (0 none, 1 gzip, 2 snappy, 3 lz4,
+//!                                        4 zstd), bit 3 timestamp type (1: log append time),
+//!                                        bit 4 transactional, bit 5 control; the rest 0
+//!   23     4  lastOffsetDelta       yes  record count - 1
+//!   27     8  baseTimestamp         yes  ms since the Unix epoch; record timestamps are deltas
+//!   35     8  maxTimestamp          yes  the largest record timestamp
+//!   43     8  producerId            yes  -1 unless idempotent
+//!   51     2  producerEpoch         yes  -1 unless idempotent
+//!   53     4  baseSequence          yes  -1 unless idempotent: the first record's sequence number
+//!   57     4  recordCount           yes  1 to RECORD_COUNT_MAX
+//!   61        records (compressed as one block when attributes say so)
 //! ```
 //!
-//! Each record:
+//! Each record (uncompressed), its integers as zig-zag varints ([`crate::varint`]):
 //!
 //! ```text
-//! byte  size  field            notes
-//!    0     4  record_size      bytes of this record, these 20 header bytes included
-//!    4     4  timestamp_delta  signed ms from the batch's first_timestamp
-//!    8     4  key_size         0xFFFF_FFFF for "no key"
-//!   12     4  value_size
-//!   16     2  header_count     0 ..= RECORD_HEADER_COUNT_MAX
-//!   18     2  attributes       0
-//!   20        key bytes, value bytes, then header_count headers:
-//!             name_size u16 (1 ..= 255), value_size u32, name (UTF-8), value
+//! length          varint   bytes of the record after this field
+//! attributes      int8     unused, 0
+//! timestampDelta  varlong  ms from baseTimestamp
+//! offsetDelta     varint   the record's index in the batch: 0, 1, 2, ...
+//! keyLength       varint   -1 for no key
+//! key
+//! valueLength     varint   -1 for a null value (Kafka's tombstone)
+//! value
+//! headerCount     varint   0 to RECORD_HEADER_COUNT_MAX
+//!   headerKeyLength varint, headerKey (UTF-8), headerValueLength varint (-1: null), headerValue
 //! ```
 //!
-//! The record at index `i` has offset `base_offset + i`: offsets are dense. The broker writes the
-//! batch into its log with one copy and stamps `base_offset` and `term` in place. The batch CRC
-//! does not cover them, so it is never recomputed and a consumer checks the very bytes the producer
-//! sent; instead the 16-byte stamp gets its own CRC (`stamp_crc`), which also covers the batch CRC.
-//! A header torn between the stamped fields and the rest (a new base offset over an old batch from
-//! an earlier lap of the ring, say) therefore never validates.
+//! The record at index `i` has offset `baseOffset + i`: offsets are dense. The broker copies a
+//! batch into its log once and stamps `baseOffset` and `partitionLeaderEpoch` in place. The CRC
+//! does not cover them (nor `batchLength` and `magic`), so it is never recomputed and a consumer
+//! checks the very bytes the producer sent. The ring log binds those fields to the batch with an
+//! entry of its own (see the broker's `log` module), so a torn write can never pass for a batch.
+//!
+//! A compressed batch is validated up to its records (header, CRC, attributes) and never
+//! decompressed by the broker; a consumer decompresses the records block and reads it with
+//! [`Records::checked`].
 
-use zerocopy::little_endian::{I32, I64, U16, U32, U64};
+use zerocopy::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::limits::{
-    BATCH_HEADER_SIZE, BATCH_SIZE_MAX, HEADER_ENTRY_FIXED_SIZE, HEADER_NAME_SIZE_MAX,
-    RECORD_COUNT_MAX, RECORD_HEADER_COUNT_MAX, RECORD_HEADER_SIZE,
+    BATCH_HEADER_SIZE, BATCH_SIZE_MAX, RECORD_COUNT_MAX, RECORD_HEADER_COUNT_MAX, RECORD_SIZE_MIN,
+};
+use crate::varint::{
+    put_varint, put_varlong, read_varint, read_varlong, varint_size, varlong_size,
 };
 use crate::wire::to_u64;
 
-/// Magic of a record batch, the bytes `"RB"`.
-pub const BATCH_MAGIC: u16 = u16::from_le_bytes(*b"RB");
-/// Magic of a padding entry in the ring log, the bytes `"RP"`. Never valid on the wire.
-pub const PADDING_MAGIC: u16 = u16::from_le_bytes(*b"RP");
-/// The batch format version this build reads and writes.
-pub const BATCH_VERSION: u8 = 1;
-/// `producer_id` of a batch from a producer that is not idempotent.
+/// The `magic` of a v2 record batch.
+pub const BATCH_MAGIC: u8 = 2;
+/// `producerId` of a batch from a producer that is not idempotent.
 pub const NO_PRODUCER_ID: i64 = -1;
-/// `base_sequence` of a batch from a producer that is not idempotent.
+/// `producerEpoch` of a batch from a producer that is not idempotent.
+pub const NO_PRODUCER_EPOCH: i16 = -1;
+/// `baseSequence` of a batch from a producer that is not idempotent.
 pub const NO_SEQUENCE: i32 = -1;
-/// `key_size` of a record without a key.
-pub const NO_KEY: u32 = u32::MAX;
-/// First byte covered by the batch CRC: everything the broker stamps lies before it.
-pub const CRC_START: usize = 20;
-/// Bytes of the stamped fields covered by the stamp CRC (`base_offset` and `term`).
-const STAMPED_SIZE: usize = 12;
+/// `partitionLeaderEpoch` a producer sends (the broker stamps its own).
+pub const NO_LEADER_EPOCH: i32 = -1;
+/// First byte covered by the CRC: everything the broker stamps lies before it.
+pub const CRC_START: usize = 21;
+/// Bytes that `batchLength` does not count: `baseOffset` and `batchLength` themselves.
+pub const LENGTH_PREFIX_SIZE: usize = 12;
+
+/// Compression codec of the attributes (bits 0-2).
+const COMPRESSION_MASK: u16 = 0x07;
+/// Timestamp type (bit 3): 1 when `maxTimestamp` is the broker's append time.
+const LOG_APPEND_TIME: u16 = 0x08;
+/// Part of a transaction (bit 4).
+const TRANSACTIONAL: u16 = 0x10;
+/// A control batch (bit 5): transaction markers.
+const CONTROL: u16 = 0x20;
+/// Every attribute bit v2 defines for a producer's batch.
+const KNOWN_ATTRIBUTES: u16 = COMPRESSION_MASK | LOG_APPEND_TIME | TRANSACTIONAL | CONTROL;
+
+/// How a batch's records are compressed (attributes bits 0-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    /// Not compressed.
+    #[default]
+    None,
+    /// gzip (RFC 1952).
+    Gzip,
+    /// Snappy, in the xerial framing Kafka uses.
+    Snappy,
+    /// LZ4 frame format.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    /// The codec of attribute bits `bits & 7`, if it is one.
+    #[must_use]
+    pub fn from_attributes(attributes: u16) -> Option<Self> {
+        match attributes & COMPRESSION_MASK {
+            0 => Some(Self::None),
+            1 => Some(Self::Gzip),
+            2 => Some(Self::Snappy),
+            3 => Some(Self::Lz4),
+            4 => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The attribute bits of this codec.
+    #[must_use]
+    pub fn attribute_bits(self) -> u16 {
+        match self {
+            Self::None => 0,
+            Self::Gzip => 1,
+            Self::Snappy => 2,
+            Self::Lz4 => 3,
+            Self::Zstd => 4,
+        }
+    }
+
+    /// The codec's name as Kafka's `compression.type` spells it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
 
 /// The fixed batch header as it lies on the wire and in the log.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct BatchHeader {
-    base_offset: U64,
-    term: U32,
-    stamp_crc: U32,
+    base_offset: I64,
+    batch_length: I32,
+    partition_leader_epoch: I32,
+    magic: u8,
     crc: U32,
-    batch_size: U32,
-    magic: U16,
-    version: u8,
-    reserved: u8,
-    attributes: U16,
-    producer_epoch: U16,
-    record_count: U32,
-    first_timestamp: I64,
+    attributes: I16,
+    last_offset_delta: I32,
+    base_timestamp: I64,
     max_timestamp: I64,
     producer_id: I64,
+    producer_epoch: I16,
     base_sequence: I32,
+    record_count: I32,
 }
 
 const _: () = assert!(size_of::<BatchHeader>() == BATCH_HEADER_SIZE);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, term) == 8);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, stamp_crc) == STAMPED_SIZE);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, crc) == 16);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, batch_size) == CRC_START);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, magic) == 24);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, attributes) == 28);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, record_count) == 32);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, first_timestamp) == 36);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, max_timestamp) == 44);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, producer_id) == 52);
-const _: () = assert!(std::mem::offset_of!(BatchHeader, base_sequence) == 60);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, batch_length) == 8);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, batch_length) + 4 == LENGTH_PREFIX_SIZE);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, partition_leader_epoch) == 12);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, magic) == 16);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, crc) == 17);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, attributes) == CRC_START);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, last_offset_delta) == 23);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, base_timestamp) == 27);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, max_timestamp) == 35);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, producer_id) == 43);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, producer_epoch) == 51);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, base_sequence) == 53);
+const _: () = assert!(std::mem::offset_of!(BatchHeader, record_count) == 57);
 
-/// The fixed header in front of every record.
-#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
-#[repr(C)]
-struct RecordHeader {
-    record_size: U32,
-    timestamp_delta: I32,
-    key_size: U32,
-    value_size: U32,
-    header_count: U16,
-    attributes: U16,
-}
-
-const _: () = assert!(size_of::<RecordHeader>() == RECORD_HEADER_SIZE);
-const _: () = assert!(std::mem::offset_of!(RecordHeader, key_size) == 8);
-const _: () = assert!(std::mem::offset_of!(RecordHeader, header_count) == 16);
+/// The least `batchLength` can be: the header after the length prefix.
+const BATCH_LENGTH_MIN: usize = BATCH_HEADER_SIZE - LENGTH_PREFIX_SIZE;
 
 impl BatchHeader {
     /// Reads the header at the start of `bytes` and checks only what is needed to walk a log:
-    /// size of the header, magic (batch or padding) and version. No CRC.
+    /// the header is whole, `magic` is 2, and `batchLength` covers at least the header. No CRC.
     ///
     /// # Errors
     ///
-    /// [`DecodeError::Truncated`], [`DecodeError::BadMagic`] or
-    /// [`DecodeError::UnsupportedVersion`].
+    /// [`DecodeError::Truncated`]; [`DecodeError::UnsupportedVersion`] for the older message
+    /// formats (magic 0 and 1); [`DecodeError::BadMagic`]; [`DecodeError::InvalidValue`] for a
+    /// `batchLength` shorter than the header.
     pub fn peek(bytes: &[u8]) -> Result<&BatchHeader, DecodeError> {
         let (header, _) =
             BatchHeader::ref_from_prefix(bytes).map_err(|_| DecodeError::Truncated {
@@ -136,94 +196,114 @@ impl BatchHeader {
                 needed: BATCH_HEADER_SIZE,
                 available: bytes.len(),
             })?;
-        let magic = header.magic.get();
-        if magic != BATCH_MAGIC && magic != PADDING_MAGIC {
-            return Err(DecodeError::BadMagic {
-                context: "batch header",
-                found: u32::from(magic),
-                expected: u32::from(BATCH_MAGIC),
-            });
+        match header.magic {
+            BATCH_MAGIC => {}
+            old @ (0 | 1) => {
+                return Err(DecodeError::UnsupportedVersion {
+                    context: "record batch (message format)",
+                    found: u16::from(old),
+                    supported: u16::from(BATCH_MAGIC),
+                })
+            }
+            other => {
+                return Err(DecodeError::BadMagic {
+                    context: "batch header",
+                    found: u32::from(other),
+                    expected: u32::from(BATCH_MAGIC),
+                })
+            }
         }
-        if header.version != BATCH_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
+        let length = header.batch_length.get();
+        if usize::try_from(length).map_or(true, |length| length < BATCH_LENGTH_MIN) {
+            return Err(DecodeError::InvalidValue {
                 context: "batch header",
-                found: u16::from(header.version),
-                supported: u16::from(BATCH_VERSION),
+                field: "batchLength",
+                position: 8,
+                value: u64::from(length.unsigned_abs()),
+                reason: "shorter than the batch header",
             });
         }
         Ok(header)
     }
 
-    /// Offset of the first record.
+    /// Offset of the first record (as stamped; a producer's value is meaningless).
     #[must_use]
     pub fn base_offset(&self) -> u64 {
-        self.base_offset.get()
+        u64::from_be_bytes(self.base_offset.get().to_be_bytes())
     }
 
-    /// The leader term that appended this batch.
+    /// `batchLength`: bytes after the length prefix.
     #[must_use]
-    pub fn term(&self) -> u32 {
-        self.term.get()
+    pub fn batch_length(&self) -> i32 {
+        self.batch_length.get()
     }
 
-    /// The stored CRC-32C of bytes `20..batch_size`.
+    /// Bytes of the whole batch, header included (`batchLength + 12`); 0 for a negative length
+    /// (which [`peek`](Self::peek) refuses).
+    #[must_use]
+    pub fn batch_len(&self) -> usize {
+        usize::try_from(self.batch_length.get())
+            .map_or(0, |length| length.saturating_add(LENGTH_PREFIX_SIZE))
+    }
+
+    /// The leader's term that appended this batch, as stamped.
+    #[must_use]
+    pub fn partition_leader_epoch(&self) -> i32 {
+        self.partition_leader_epoch.get()
+    }
+
+    /// The stored CRC-32C of bytes 21 to the end.
     #[must_use]
     pub fn crc(&self) -> u32 {
         self.crc.get()
     }
 
-    /// The CRC-32C the stamp should have: over `base_offset`, `term` and `crc`.
+    /// The attribute bits.
     #[must_use]
-    pub fn computed_stamp_crc(&self) -> u32 {
-        let bytes = self.as_bytes();
-        let stamped = crc32c::crc32c(bytes.get(..STAMPED_SIZE).unwrap_or_default());
-        crc32c::crc32c_append(stamped, bytes.get(16..CRC_START).unwrap_or_default())
+    pub fn attributes(&self) -> u16 {
+        u16::from_be_bytes(self.attributes.get().to_be_bytes())
     }
 
-    /// Whether the stamp CRC matches the stamped fields and the batch CRC.
+    /// How the records are compressed, if the attributes name a known codec.
     #[must_use]
-    pub fn stamp_is_valid(&self) -> bool {
-        self.stamp_crc.get() == self.computed_stamp_crc()
+    pub fn compression(&self) -> Option<Compression> {
+        Compression::from_attributes(self.attributes())
     }
 
-    fn seal_stamp(&mut self) {
-        self.stamp_crc = U32::new(self.computed_stamp_crc());
-    }
-
-    /// Bytes of the whole batch, header included.
+    /// Whether the batch is part of a transaction.
     #[must_use]
-    pub fn batch_size(&self) -> u32 {
-        self.batch_size.get()
+    pub fn is_transactional(&self) -> bool {
+        self.attributes() & TRANSACTIONAL != 0
     }
 
-    /// [`batch_size`](Self::batch_size) as a `usize`.
+    /// Whether the batch is a control batch (transaction markers).
     #[must_use]
-    pub fn batch_len(&self) -> usize {
-        usize::try_from(self.batch_size.get()).unwrap_or(usize::MAX)
+    pub fn is_control(&self) -> bool {
+        self.attributes() & CONTROL != 0
     }
 
-    /// Whether this is a padding entry of the ring log rather than a record batch.
+    /// `lastOffsetDelta`: record count - 1 in a well-formed batch.
     #[must_use]
-    pub fn is_padding(&self) -> bool {
-        self.magic.get() == PADDING_MAGIC
+    pub fn last_offset_delta(&self) -> i32 {
+        self.last_offset_delta.get()
     }
 
-    /// Number of records.
+    /// Number of records (0 for a negative count, which validation refuses).
     #[must_use]
     pub fn record_count(&self) -> u32 {
-        self.record_count.get()
+        u32::try_from(self.record_count.get()).unwrap_or(0)
     }
 
-    /// Offset after the last record (`base_offset + record_count`), saturating.
+    /// Offset after the last record (`baseOffset + recordCount`), saturating.
     #[must_use]
     pub fn next_offset(&self) -> u64 {
-        self.base_offset.get().saturating_add(u64::from(self.record_count.get()))
+        self.base_offset().saturating_add(u64::from(self.record_count()))
     }
 
-    /// Timestamp of the first record, ms since the Unix epoch.
+    /// Timestamp of the first record, ms since the Unix epoch (`baseTimestamp`).
     #[must_use]
-    pub fn first_timestamp(&self) -> i64 {
-        self.first_timestamp.get()
+    pub fn base_timestamp(&self) -> i64 {
+        self.base_timestamp.get()
     }
 
     /// The largest record timestamp.
@@ -238,9 +318,9 @@ impl BatchHeader {
         self.producer_id.get()
     }
 
-    /// Producer epoch.
+    /// Producer epoch, or [`NO_PRODUCER_EPOCH`].
     #[must_use]
-    pub fn producer_epoch(&self) -> u16 {
+    pub fn producer_epoch(&self) -> i16 {
         self.producer_epoch.get()
     }
 
@@ -251,29 +331,34 @@ impl BatchHeader {
     }
 }
 
-/// Stamps the broker-assigned fields (`base_offset`, `term`) into a batch in place and seals them
-/// with the stamp CRC. The batch CRC does not cover them, so it stays valid.
+fn header_mut(bytes: &mut [u8]) -> Result<&mut BatchHeader, DecodeError> {
+    let available = bytes.len();
+    BatchHeader::mut_from_prefix(bytes).map(|(header, _)| header).map_err(|_| {
+        DecodeError::Truncated {
+            context: "batch header",
+            field: "header",
+            position: 0,
+            needed: BATCH_HEADER_SIZE,
+            available,
+        }
+    })
+}
+
+/// Stamps the broker-assigned fields (`baseOffset`, `partitionLeaderEpoch`) into a batch in
+/// place. The CRC does not cover them, so it stays valid.
 ///
 /// # Errors
 ///
 /// [`DecodeError::Truncated`] if `bytes` is shorter than a batch header.
-pub fn stamp(bytes: &mut [u8], base_offset: u64, term: u32) -> Result<(), DecodeError> {
-    let available = bytes.len();
-    let (header, _) = BatchHeader::mut_from_prefix(bytes).map_err(|_| DecodeError::Truncated {
-        context: "batch header",
-        field: "header",
-        position: 0,
-        needed: BATCH_HEADER_SIZE,
-        available,
-    })?;
-    header.base_offset = U64::new(base_offset);
-    header.term = U32::new(term);
-    header.seal_stamp();
+pub fn stamp(bytes: &mut [u8], base_offset: u64, leader_epoch: i32) -> Result<(), DecodeError> {
+    let header = header_mut(bytes)?;
+    header.base_offset = I64::new(i64::from_be_bytes(base_offset.to_be_bytes()));
+    header.partition_leader_epoch = I32::new(leader_epoch);
     Ok(())
 }
 
 /// Rewrites the producer fields of a finished batch (an idempotent producer starting a new
-/// epoch renumbers the batches it has not had acknowledged) and recomputes its CRCs.
+/// epoch renumbers the batches it has not had acknowledged) and recomputes its CRC.
 ///
 /// # Errors
 ///
@@ -282,106 +367,29 @@ pub fn stamp(bytes: &mut [u8], base_offset: u64, term: u32) -> Result<(), Decode
 pub fn restamp_producer(
     bytes: &mut [u8],
     producer_id: i64,
-    producer_epoch: u16,
+    producer_epoch: i16,
     base_sequence: i32,
 ) -> Result<(), DecodeError> {
     let available = bytes.len();
-    let truncated = |needed| DecodeError::Truncated {
-        context: "batch header",
-        field: "header",
-        position: 0,
-        needed,
-        available,
-    };
     let size = BatchHeader::peek(bytes)?.batch_len();
-    let batch = bytes.get_mut(..size).ok_or_else(|| truncated(size))?;
-    let (header, _) =
-        BatchHeader::mut_from_prefix(batch).map_err(|_| truncated(BATCH_HEADER_SIZE))?;
+    let batch = bytes.get_mut(..size).ok_or(DecodeError::Truncated {
+        context: "batch",
+        field: "records",
+        position: BATCH_HEADER_SIZE,
+        needed: size,
+        available,
+    })?;
+    let header = header_mut(batch)?;
     header.producer_id = I64::new(producer_id);
-    header.producer_epoch = U16::new(producer_epoch);
+    header.producer_epoch = I16::new(producer_epoch);
     header.base_sequence = I32::new(base_sequence);
     let crc = crc32c::crc32c(batch.get(CRC_START..).unwrap_or_default());
-    let (header, _) =
-        BatchHeader::mut_from_prefix(batch).map_err(|_| truncated(BATCH_HEADER_SIZE))?;
-    header.crc = U32::new(crc);
-    header.seal_stamp();
+    header_mut(batch)?.crc = U32::new(crc);
     Ok(())
 }
 
-/// Writes a padding entry header at the start of `bytes`, declaring all of `bytes` as padding.
-/// The ring log uses it to fill the end of a chunk that the next batch does not fit in.
-///
-/// # Errors
-///
-/// [`EncodeError::BufferTooSmall`] if `bytes` cannot hold a batch header, or
-/// [`EncodeError::TooLong`] if it is larger than `u32::MAX`.
-pub fn write_padding(bytes: &mut [u8], next_offset: u64, term: u32) -> Result<(), EncodeError> {
-    let size = bytes.len();
-    let batch_size = u32::try_from(size).map_err(|_| EncodeError::TooLong {
-        field: "padding",
-        size,
-        max: usize::try_from(u32::MAX).unwrap_or(usize::MAX),
-    })?;
-    let Some(slot) = bytes.get_mut(..BATCH_HEADER_SIZE) else {
-        return Err(EncodeError::BufferTooSmall { size, min: BATCH_HEADER_SIZE });
-    };
-    let mut header = BatchHeader::new_zeroed();
-    header.base_offset = U64::new(next_offset);
-    header.term = U32::new(term);
-    header.batch_size = U32::new(batch_size);
-    header.magic = U16::new(PADDING_MAGIC);
-    header.version = BATCH_VERSION;
-    header.producer_id = I64::new(NO_PRODUCER_ID);
-    header.base_sequence = I32::new(NO_SEQUENCE);
-    header.crc = U32::new(crc32c::crc32c(header.as_bytes().get(CRC_START..).unwrap_or_default()));
-    header.seal_stamp();
-    slot.copy_from_slice(header.as_bytes());
-    Ok(())
-}
-
-/// Checks a padding entry's header (magic, version, CRCs of the header, no records) and returns it.
-///
-/// # Errors
-///
-/// A [`DecodeError`] naming the failed check.
-pub fn validate_padding(bytes: &[u8]) -> Result<&BatchHeader, DecodeError> {
-    const CONTEXT: &str = "log padding";
-    let header = BatchHeader::peek(bytes)?;
-    if !header.is_padding() {
-        return Err(DecodeError::BadMagic {
-            context: CONTEXT,
-            found: u32::from(header.magic.get()),
-            expected: u32::from(PADDING_MAGIC),
-        });
-    }
-    let computed = crc32c::crc32c(header.as_bytes().get(CRC_START..).unwrap_or_default());
-    if computed != header.crc.get() {
-        return Err(DecodeError::BadChecksum {
-            context: CONTEXT,
-            stored: header.crc.get(),
-            computed,
-        });
-    }
-    if !header.stamp_is_valid() {
-        return Err(DecodeError::BadChecksum {
-            context: "log padding stamp",
-            stored: header.stamp_crc.get(),
-            computed: header.computed_stamp_crc(),
-        });
-    }
-    if header.record_count.get() != 0 || header.batch_len() < BATCH_HEADER_SIZE {
-        return Err(DecodeError::InvalidValue {
-            context: CONTEXT,
-            field: "record_count",
-            position: 32,
-            value: u64::from(header.record_count.get()),
-            reason: "padding holds no records and covers at least its header",
-        });
-    }
-    Ok(header)
-}
-
-/// A record batch that passed [`BatchView::validate`]: header, CRC and every record's layout.
+/// A record batch that passed [`BatchView::validate`]: header, CRC, attributes, and (unless it is
+/// compressed) every record's layout.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchView<'a> {
     header: &'a BatchHeader,
@@ -391,22 +399,23 @@ pub struct BatchView<'a> {
 impl<'a> BatchView<'a> {
     /// Validates `bytes` as exactly one record batch, in place, and returns a view of it.
     ///
-    /// Checks, in order: header present, magic, version, `batch_size` equal to `bytes.len()` and at
-    /// most `batch_size_max` (capped at [`BATCH_SIZE_MAX`]), reserved fields zero, CRC-32C, the
-    /// stamp CRC, record count, then every record's sizes, header entries and timestamps.
-    /// Allocates nothing.
+    /// Checks, in order: header present, magic, the batch's size equal to `bytes.len()` and at
+    /// most `batch_size_max` (capped at [`BATCH_SIZE_MAX`]), the CRC-32C, the attributes (a known
+    /// codec; transactional and control batches are [`DecodeError::Unsupported`]), the record
+    /// count and `lastOffsetDelta`, the producer fields, then (uncompressed) every record's
+    /// lengths, offset deltas, headers and timestamps against `maxTimestamp`. Allocates nothing.
     ///
     /// # Errors
     ///
     /// A [`DecodeError`] naming the first check that failed and where.
     pub fn validate(bytes: &'a [u8], batch_size_max: u32) -> Result<Self, DecodeError> {
         let header = BatchHeader::peek(bytes)?;
-        let declared = header.batch_size.get();
-        if to_u64(bytes.len()) != u64::from(declared) {
+        let declared = header.batch_len();
+        if bytes.len() != declared {
             return Err(DecodeError::SizeMismatch {
                 context: "batch",
-                field: "batch_size",
-                declared: u64::from(declared),
+                field: "batchLength",
+                declared: to_u64(declared),
                 actual: to_u64(bytes.len()),
             });
         }
@@ -467,17 +476,26 @@ impl<'a> BatchView<'a> {
         self.header.next_offset()
     }
 
-    /// The records, in offset order.
+    /// How the records are compressed.
     #[must_use]
-    pub fn records(&self) -> Records<'a> {
-        Records {
-            bytes: self.bytes,
-            position: BATCH_HEADER_SIZE,
-            index: 0,
-            count: self.header.record_count(),
-            base_offset: self.header.base_offset(),
-            first_timestamp: self.header.first_timestamp(),
-        }
+    pub fn compression(&self) -> Compression {
+        // Validation accepted only known codecs.
+        self.header.compression().unwrap_or(Compression::None)
+    }
+
+    /// The records block after the header, compressed as [`compression`](Self::compression)
+    /// says.
+    #[must_use]
+    pub fn record_bytes(&self) -> &'a [u8] {
+        self.bytes.get(BATCH_HEADER_SIZE..).unwrap_or_default()
+    }
+
+    /// The records, in offset order, if the batch is not compressed (decompress
+    /// [`record_bytes`](Self::record_bytes) and read them with [`Records::checked`] otherwise).
+    #[must_use]
+    pub fn records(&self) -> Option<Records<'a>> {
+        (self.compression() == Compression::None)
+            .then(|| Records::validated(self.record_bytes(), self.header))
     }
 }
 
@@ -494,219 +512,237 @@ fn validate_body(
         value,
         reason,
     };
-    if header.is_padding() {
-        return Err(DecodeError::BadMagic {
-            context: CONTEXT,
-            found: u32::from(PADDING_MAGIC),
-            expected: u32::from(BATCH_MAGIC),
-        });
-    }
     let max = batch_size_max.min(BATCH_SIZE_MAX);
-    let size = header.batch_size.get();
-    if size > max {
+    let size = to_u64(bytes.len());
+    if size > u64::from(max) {
         return Err(DecodeError::TooLarge {
             context: CONTEXT,
             field: "batch_size",
-            size: u64::from(size),
+            size,
             max: u64::from(max),
         });
     }
-    if header.reserved != 0 {
-        return Err(invalid("reserved", 27, u64::from(header.reserved), "must be zero"));
+    let computed = crc32c::crc32c(bytes.get(CRC_START..).unwrap_or_default());
+    if computed != header.crc() {
+        return Err(DecodeError::BadChecksum { context: CONTEXT, stored: header.crc(), computed });
     }
-    if header.attributes.get() != 0 {
+    let attributes = header.attributes();
+    if header.is_transactional() || header.is_control() {
+        return Err(DecodeError::Unsupported {
+            context: CONTEXT,
+            feature: "transactions (transactional and control batches)",
+        });
+    }
+    if attributes & !KNOWN_ATTRIBUTES != 0 || header.compression().is_none() {
         return Err(invalid(
             "attributes",
-            28,
-            u64::from(header.attributes.get()),
-            "must be 0 in version 1",
+            CRC_START,
+            u64::from(attributes),
+            "unknown compression codec or attribute bit",
         ));
-    }
-    let (producer_id, sequence) = (header.producer_id.get(), header.base_sequence.get());
-    if producer_id == NO_PRODUCER_ID {
-        if sequence != NO_SEQUENCE || header.producer_epoch.get() != 0 {
-            return Err(invalid(
-                "base_sequence",
-                60,
-                u64::from(sequence.unsigned_abs()),
-                "a batch without a producer id has sequence -1 and epoch 0",
-            ));
-        }
-    } else if producer_id < 0 {
-        return Err(invalid(
-            "producer_id",
-            52,
-            producer_id.unsigned_abs(),
-            "a producer id is -1 (none) or at least 0",
-        ));
-    } else if sequence < 0 {
-        return Err(invalid(
-            "base_sequence",
-            60,
-            u64::from(sequence.unsigned_abs()),
-            "an idempotent batch's sequence is at least 0",
-        ));
-    }
-    let computed = crc32c::crc32c(bytes.get(CRC_START..).unwrap_or_default());
-    if computed != header.crc.get() {
-        return Err(DecodeError::BadChecksum {
-            context: CONTEXT,
-            stored: header.crc.get(),
-            computed,
-        });
-    }
-    if !header.stamp_is_valid() {
-        return Err(DecodeError::BadChecksum {
-            context: "batch stamp",
-            stored: header.stamp_crc.get(),
-            computed: header.computed_stamp_crc(),
-        });
     }
     let count = header.record_count.get();
-    if count == 0 {
-        return Err(invalid("record_count", 32, 0, "a batch holds at least one record"));
+    if count <= 0 {
+        return Err(invalid("recordCount", 57, u64::from(count.unsigned_abs()), "at least 1"));
     }
+    let count = header.record_count();
     if count > RECORD_COUNT_MAX {
         return Err(DecodeError::TooLarge {
             context: CONTEXT,
-            field: "record_count",
+            field: "recordCount",
             size: u64::from(count),
             max: u64::from(RECORD_COUNT_MAX),
         });
     }
-    let first_timestamp = header.first_timestamp.get();
-    let mut position = BATCH_HEADER_SIZE;
-    let mut max_timestamp = i64::MIN;
-    for index in 0..count {
-        let (record, next) = parse_record(bytes, position, first_timestamp, index)?;
-        for entry in record.headers {
-            entry?;
+    if i64::from(header.last_offset_delta()) != i64::from(count).saturating_sub(1) {
+        return Err(invalid(
+            "lastOffsetDelta",
+            23,
+            u64::from(header.last_offset_delta().unsigned_abs()),
+            "must be the record count - 1",
+        ));
+    }
+    let (producer_id, epoch, sequence) =
+        (header.producer_id(), header.producer_epoch(), header.base_sequence());
+    if producer_id == NO_PRODUCER_ID {
+        if sequence != NO_SEQUENCE || epoch != NO_PRODUCER_EPOCH {
+            return Err(invalid(
+                "baseSequence",
+                53,
+                u64::from(sequence.unsigned_abs()),
+                "a batch without a producer id has epoch -1 and sequence -1",
+            ));
         }
-        max_timestamp = max_timestamp.max(record.timestamp);
-        position = next;
+    } else if producer_id < 0 {
+        return Err(invalid(
+            "producerId",
+            43,
+            producer_id.unsigned_abs(),
+            "a producer id is -1 (none) or at least 0",
+        ));
+    } else if sequence < 0 || epoch < 0 {
+        return Err(invalid(
+            "baseSequence",
+            53,
+            u64::from(sequence.unsigned_abs()),
+            "an idempotent batch's epoch and sequence are at least 0",
+        ));
     }
-    if position != bytes.len() {
-        return Err(DecodeError::SizeMismatch {
-            context: CONTEXT,
-            field: "batch_size",
-            declared: to_u64(bytes.len()),
-            actual: to_u64(position),
-        });
+    let records = bytes.get(BATCH_HEADER_SIZE..).unwrap_or_default();
+    if header.compression() != Some(Compression::None) {
+        if records.is_empty() {
+            return Err(invalid("records", BATCH_HEADER_SIZE, 0, "a compressed batch is empty"));
+        }
+        return Ok(());
     }
-    if max_timestamp != header.max_timestamp.get() {
+    let max_timestamp = validate_records(records, header)?;
+    if attributes & LOG_APPEND_TIME == 0 && max_timestamp != header.max_timestamp() {
         return Err(DecodeError::InvalidValue {
             context: CONTEXT,
-            field: "max_timestamp",
-            position: 44,
-            value: u64::from_le_bytes(header.max_timestamp.get().to_le_bytes()),
+            field: "maxTimestamp",
+            position: 35,
+            value: u64::from_be_bytes(header.max_timestamp().to_be_bytes()),
             reason: "must equal the largest record timestamp",
         });
     }
     Ok(())
 }
 
-/// Parses the record at `position`; returns it and the position after it.
-fn parse_record(
-    bytes: &[u8],
-    position: usize,
-    first_timestamp: i64,
-    index: u32,
-) -> Result<(RecordView<'_>, usize), DecodeError> {
-    const CONTEXT: &str = "record";
-    let rest = bytes.get(position..).unwrap_or_default();
-    let (header, _) = RecordHeader::ref_from_prefix(rest).map_err(|_| DecodeError::Truncated {
-        context: CONTEXT,
-        field: "record header",
-        position,
-        needed: RECORD_HEADER_SIZE,
-        available: rest.len(),
-    })?;
-    let record_size = usize::try_from(header.record_size.get()).unwrap_or(usize::MAX);
-    let record = rest.get(..record_size).ok_or(DecodeError::Truncated {
-        context: CONTEXT,
-        field: "record",
-        position,
-        needed: record_size,
-        available: rest.len(),
-    })?;
-    if record_size < RECORD_HEADER_SIZE {
-        return Err(DecodeError::InvalidValue {
-            context: CONTEXT,
-            field: "record_size",
-            position,
-            value: to_u64(record_size),
-            reason: "smaller than the record header",
-        });
+/// Parses every record of an uncompressed records block: `header.record_count()` of them,
+/// filling it exactly. Returns the largest timestamp.
+fn validate_records(records: &[u8], header: &BatchHeader) -> Result<i64, DecodeError> {
+    let mut position = 0usize;
+    let mut max_timestamp = i64::MIN;
+    for index in 0..header.record_count() {
+        let (record, next) = parse_record(records, position, header.base_timestamp(), index)?;
+        for entry in record.headers.clone().checked() {
+            entry?;
+        }
+        max_timestamp = max_timestamp.max(record.timestamp);
+        position = next;
     }
-    if header.attributes.get() != 0 {
-        return Err(DecodeError::InvalidValue {
-            context: CONTEXT,
-            field: "attributes",
-            position: position.saturating_add(18),
-            value: u64::from(header.attributes.get()),
-            reason: "must be 0 in version 1",
-        });
-    }
-    let header_count = header.header_count.get();
-    if header_count > RECORD_HEADER_COUNT_MAX {
-        return Err(DecodeError::TooLarge {
-            context: CONTEXT,
-            field: "header_count",
-            size: u64::from(header_count),
-            max: u64::from(RECORD_HEADER_COUNT_MAX),
-        });
-    }
-    let mut cursor = RECORD_HEADER_SIZE;
-    let overrun = |field, needed: usize, at: usize| DecodeError::SizeMismatch {
-        context: CONTEXT,
-        field,
-        declared: to_u64(record_size),
-        actual: to_u64(at.saturating_add(needed)),
-    };
-    let key_size = header.key_size.get();
-    let key = if key_size == NO_KEY {
-        None
-    } else {
-        let size = usize::try_from(key_size).unwrap_or(usize::MAX);
-        let end = cursor.checked_add(size).ok_or_else(|| overrun("key_size", size, cursor))?;
-        let key = record.get(cursor..end).ok_or_else(|| overrun("key_size", size, cursor))?;
-        cursor = end;
-        Some(key)
-    };
-    let value_size = usize::try_from(header.value_size.get()).unwrap_or(usize::MAX);
-    let value_end =
-        cursor.checked_add(value_size).ok_or_else(|| overrun("value_size", value_size, cursor))?;
-    let value =
-        record.get(cursor..value_end).ok_or_else(|| overrun("value_size", value_size, cursor))?;
-    let headers_bytes = record.get(value_end..).unwrap_or_default();
-    let timestamp = first_timestamp.checked_add(i64::from(header.timestamp_delta.get())).ok_or(
-        DecodeError::InvalidValue {
-            context: CONTEXT,
-            field: "timestamp_delta",
-            position: position.saturating_add(4),
-            value: u64::from(header.timestamp_delta.get().unsigned_abs()),
-            reason: "timestamp overflows",
-        },
-    )?;
-    if header_count == 0 && !headers_bytes.is_empty() {
+    if position != records.len() {
         return Err(DecodeError::SizeMismatch {
-            context: CONTEXT,
-            field: "record_size",
-            declared: to_u64(record_size),
-            actual: to_u64(value_end),
+            context: "batch",
+            field: "batchLength",
+            declared: to_u64(records.len().saturating_add(BATCH_HEADER_SIZE)),
+            actual: to_u64(position.saturating_add(BATCH_HEADER_SIZE)),
         });
     }
-    let view = RecordView {
-        offset_delta: index,
-        timestamp,
-        key,
-        value,
-        headers: RecordHeaders { bytes: headers_bytes, remaining: header_count, position: 0 },
-    };
-    Ok((view, position.saturating_add(record_size)))
+    Ok(max_timestamp)
 }
 
-/// Iterator over the records of a validated batch.
+/// A cursor over one record's bytes, for the varint fields.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    /// Where the record starts in its records block, for error positions.
+    origin: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn error(&self, field: &'static str, reason: &'static str) -> DecodeError {
+        DecodeError::InvalidValue {
+            context: "record",
+            field,
+            position: self.origin.saturating_add(self.at),
+            value: 0,
+            reason,
+        }
+    }
+
+    fn varint(&mut self, field: &'static str) -> Result<i32, DecodeError> {
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        let (value, size) = read_varint(rest).map_err(|_| self.error(field, "not a varint"))?;
+        self.at = self.at.saturating_add(size);
+        Ok(value)
+    }
+
+    fn varlong(&mut self, field: &'static str) -> Result<i64, DecodeError> {
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        let (value, size) = read_varlong(rest).map_err(|_| self.error(field, "not a varlong"))?;
+        self.at = self.at.saturating_add(size);
+        Ok(value)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        let byte = self.bytes.get(self.at).copied().ok_or_else(|| self.error(field, "missing"))?;
+        self.at = self.at.saturating_add(1);
+        Ok(byte)
+    }
+
+    /// `length` bytes (a non-negative varint length), or `None` for -1 if `nullable`.
+    fn bytes(
+        &mut self,
+        length: i32,
+        field: &'static str,
+        nullable: bool,
+    ) -> Result<Option<&'a [u8]>, DecodeError> {
+        if length == -1 && nullable {
+            return Ok(None);
+        }
+        let size = usize::try_from(length).map_err(|_| self.error(field, "negative length"))?;
+        let end = self.at.checked_add(size).ok_or_else(|| self.error(field, "too long"))?;
+        let taken = self
+            .bytes
+            .get(self.at..end)
+            .ok_or_else(|| self.error(field, "runs past the record"))?;
+        self.at = end;
+        Ok(Some(taken))
+    }
+}
+
+/// Parses the record at `position` of a records block; returns it and the position after it.
+fn parse_record(
+    records: &[u8],
+    position: usize,
+    base_timestamp: i64,
+    index: u32,
+) -> Result<(RecordView<'_>, usize), DecodeError> {
+    let rest = records.get(position..).unwrap_or_default();
+    let mut outer = Cursor { bytes: rest, at: 0, origin: position };
+    let length = outer.varint("length")?;
+    let body = outer.bytes(length, "length", false)?.unwrap_or_default();
+    let end = position.saturating_add(outer.at);
+    let body_start = end.saturating_sub(body.len());
+    let mut cursor = Cursor { bytes: body, at: 0, origin: body_start };
+    let _attributes = cursor.u8("attributes")?;
+    let timestamp_delta = cursor.varlong("timestampDelta")?;
+    let offset_delta = cursor.varint("offsetDelta")?;
+    if u32::try_from(offset_delta).ok() != Some(index) {
+        return Err(DecodeError::InvalidValue {
+            context: "record",
+            field: "offsetDelta",
+            position: body_start,
+            value: u64::from(offset_delta.unsigned_abs()),
+            reason: "record offset deltas count 0, 1, 2, ... within a batch",
+        });
+    }
+    let timestamp = base_timestamp
+        .checked_add(timestamp_delta)
+        .ok_or_else(|| cursor.error("timestampDelta", "the timestamp overflows"))?;
+    let key_length = cursor.varint("keyLength")?;
+    let key = cursor.bytes(key_length, "key", true)?;
+    let value_length = cursor.varint("valueLength")?;
+    let value = cursor.bytes(value_length, "value", true)?;
+    let header_count = cursor.varint("headerCount")?;
+    let header_count = u32::try_from(header_count)
+        .ok()
+        .filter(|&count| count <= u32::from(RECORD_HEADER_COUNT_MAX))
+        .ok_or_else(|| cursor.error("headerCount", "0 to RECORD_HEADER_COUNT_MAX"))?;
+    let headers_start = cursor.at;
+    let headers = RecordHeaders {
+        bytes: body.get(headers_start..).unwrap_or_default(),
+        remaining: header_count,
+        position: 0,
+        origin: body_start.saturating_add(headers_start),
+    };
+    // The headers run to the end of the record: `validate_records` checks they fill it.
+    let view = RecordView { offset_delta: index, timestamp, key, value, headers };
+    Ok((view, end))
+}
+
+/// Iterator over the records of a records block that has been validated.
 #[derive(Debug, Clone)]
 pub struct Records<'a> {
     bytes: &'a [u8],
@@ -714,7 +750,37 @@ pub struct Records<'a> {
     index: u32,
     count: u32,
     base_offset: u64,
-    first_timestamp: i64,
+    base_timestamp: i64,
+}
+
+impl<'a> Records<'a> {
+    fn validated(bytes: &'a [u8], header: &BatchHeader) -> Self {
+        Self {
+            bytes,
+            position: 0,
+            index: 0,
+            count: header.record_count(),
+            base_offset: header.base_offset(),
+            base_timestamp: header.base_timestamp(),
+        }
+    }
+
+    /// Checks a records block decompressed from the batch `header` belongs to (every record as
+    /// [`BatchView::validate`] checks an uncompressed one) and iterates it.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] naming the first record that is malformed.
+    pub fn checked(bytes: &'a [u8], header: &BatchHeader) -> Result<Self, DecodeError> {
+        validate_records(bytes, header)?;
+        Ok(Self::validated(bytes, header))
+    }
+
+    /// Offset of the first record of the batch these records belong to.
+    #[must_use]
+    pub fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -724,10 +790,10 @@ impl<'a> Iterator for Records<'a> {
         if self.index >= self.count {
             return None;
         }
-        // The batch was validated, so this cannot fail; if it somehow did, end the iteration
+        // The records were validated, so this cannot fail; if it somehow did, end the iteration
         // rather than panic.
         let (record, next) =
-            parse_record(self.bytes, self.position, self.first_timestamp, self.index).ok()?;
+            parse_record(self.bytes, self.position, self.base_timestamp, self.index).ok()?;
         self.position = next;
         self.index = self.index.saturating_add(1);
         Some(record)
@@ -736,14 +802,6 @@ impl<'a> Iterator for Records<'a> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         let left = usize::try_from(self.count.saturating_sub(self.index)).unwrap_or(usize::MAX);
         (left, Some(left))
-    }
-}
-
-impl Records<'_> {
-    /// Offset of the first record of the batch these records belong to.
-    #[must_use]
-    pub fn base_offset(&self) -> u64 {
-        self.base_offset
     }
 }
 
@@ -756,79 +814,109 @@ pub struct RecordView<'a> {
     pub timestamp: i64,
     /// The key, if the record has one.
     pub key: Option<&'a [u8]>,
-    /// The value.
-    pub value: &'a [u8],
+    /// The value; `None` for a null value (Kafka's tombstone).
+    pub value: Option<&'a [u8]>,
     /// The record's headers.
     pub headers: RecordHeaders<'a>,
 }
 
-/// Iterator over a record's headers. Yields errors only for a batch that was not validated.
+/// Iterator over a validated record's headers.
 #[derive(Debug, Clone)]
 pub struct RecordHeaders<'a> {
     bytes: &'a [u8],
-    remaining: u16,
+    remaining: u32,
     position: usize,
+    origin: usize,
 }
 
-impl<'a> Iterator for RecordHeaders<'a> {
-    type Item = Result<Header<'a>, DecodeError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.remaining == 0 {
-            return if self.position == self.bytes.len() {
-                None
-            } else {
-                let trailing = DecodeError::SizeMismatch {
-                    context: "record headers",
-                    field: "record_size",
-                    declared: to_u64(self.bytes.len()),
-                    actual: to_u64(self.position),
-                };
-                self.position = self.bytes.len();
-                Some(Err(trailing))
-            };
-        }
-        self.remaining = self.remaining.saturating_sub(1);
-        let result = self.parse();
-        if result.is_err() {
-            self.remaining = 0;
-            self.position = self.bytes.len();
-        }
-        Some(result)
-    }
+/// A record header as read: a UTF-8 name and a value that may be null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderView<'a> {
+    /// The header name.
+    pub name: &'a str,
+    /// The header value; `None` for null.
+    pub value: Option<&'a [u8]>,
 }
 
 impl<'a> RecordHeaders<'a> {
-    fn parse(&mut self) -> Result<Header<'a>, DecodeError> {
-        let mut reader = crate::wire::Reader::new(
-            self.bytes.get(self.position..).unwrap_or_default(),
-            "record header entry",
-        );
-        let name_size = usize::from(reader.u16("name_size")?);
-        if name_size == 0 || name_size > usize::from(HEADER_NAME_SIZE_MAX) {
-            return Err(reader.invalid(
-                "name_size",
-                to_u64(name_size),
-                "header names are 1 to 255 bytes",
-            ));
-        }
-        let value_size = reader.len32("value_size")?;
-        let name = reader.take(name_size, "name")?;
+    /// Every header, checked, then whether the headers fill the record exactly.
+    fn checked(self) -> CheckedHeaders<'a> {
+        CheckedHeaders { headers: self, done: false }
+    }
+
+    fn parse(&mut self) -> Result<HeaderView<'a>, DecodeError> {
+        let mut cursor = Cursor {
+            bytes: self.bytes.get(self.position..).unwrap_or_default(),
+            at: 0,
+            origin: self.origin.saturating_add(self.position),
+        };
+        let name_length = cursor.varint("headerKeyLength")?;
+        let name = cursor.bytes(name_length, "headerKey", false)?.unwrap_or_default();
         let name = std::str::from_utf8(name).map_err(|_| DecodeError::InvalidUtf8 {
-            context: "record header entry",
-            field: "name",
-            position: self.position.saturating_add(HEADER_ENTRY_FIXED_SIZE),
+            context: "record header",
+            field: "headerKey",
+            position: cursor.origin,
         })?;
-        let value = reader.take(value_size, "value")?;
-        self.position = self.position.saturating_add(reader.position());
-        Ok(Header { name, value })
+        let value_length = cursor.varint("headerValueLength")?;
+        let value = cursor.bytes(value_length, "headerValue", true)?;
+        self.position = self.position.saturating_add(cursor.at);
+        Ok(HeaderView { name, value })
     }
 }
 
-/// A record header: a UTF-8 name and a byte value.
+impl<'a> Iterator for RecordHeaders<'a> {
+    type Item = HeaderView<'a>;
+
+    fn next(&mut self) -> Option<HeaderView<'a>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining = self.remaining.saturating_sub(1);
+        // Validated: cannot fail; end the iteration if it somehow did.
+        self.parse().ok()
+    }
+}
+
+/// The headers of a record being validated, then a check that nothing follows them.
+struct CheckedHeaders<'a> {
+    headers: RecordHeaders<'a>,
+    done: bool,
+}
+
+impl Iterator for CheckedHeaders<'_> {
+    type Item = Result<(), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.headers.remaining == 0 {
+            self.done = true;
+            let trailing = self.headers.position != self.headers.bytes.len();
+            return trailing.then(|| {
+                Err(DecodeError::SizeMismatch {
+                    context: "record",
+                    field: "length",
+                    declared: to_u64(self.headers.bytes.len()),
+                    actual: to_u64(self.headers.position),
+                })
+            });
+        }
+        self.headers.remaining = self.headers.remaining.saturating_sub(1);
+        match self.headers.parse() {
+            Ok(_) => Some(Ok(())),
+            Err(error) => {
+                self.done = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// A record header to encode: a UTF-8 name and a byte value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
-    /// The header name, 1 to 255 bytes of UTF-8.
+    /// The header name (UTF-8).
     pub name: &'a str,
     /// The header value.
     pub value: &'a [u8],
@@ -853,20 +941,32 @@ impl<'a> Record<'a> {
     pub fn value(value: &'a [u8], timestamp: i64) -> Self {
         Self { key: None, value, timestamp, headers: &[] }
     }
+}
 
-    /// Bytes this record takes in a batch, or `None` if that overflows `usize`.
-    #[must_use]
-    pub fn encoded_size(&self) -> Option<usize> {
-        let mut size = RECORD_HEADER_SIZE.checked_add(self.key.map_or(0, <[u8]>::len))?;
-        size = size.checked_add(self.value.len())?;
-        for header in self.headers {
-            size = size
-                .checked_add(HEADER_ENTRY_FIXED_SIZE)?
-                .checked_add(header.name.len())?
-                .checked_add(header.value.len())?;
-        }
-        Some(size)
+/// Encoded size of a length-prefixed field of `size` bytes, or `None` past `i32`.
+fn field_size(size: usize) -> Option<usize> {
+    let length = i32::try_from(size).ok()?;
+    varint_size(length).checked_add(size)
+}
+
+/// Bytes of a record's body (after its length varint) at `offset_delta` with `timestamp_delta`.
+fn record_body_size(record: &Record<'_>, offset_delta: i32, timestamp_delta: i64) -> Option<usize> {
+    let headers = i32::try_from(record.headers.len()).ok()?;
+    let mut size = 1usize
+        .checked_add(varlong_size(timestamp_delta))?
+        .checked_add(varint_size(offset_delta))?;
+    size = size.checked_add(match record.key {
+        None => varint_size(-1),
+        Some(key) => field_size(key.len())?,
+    })?;
+    size = size.checked_add(field_size(record.value.len())?)?;
+    size = size.checked_add(varint_size(headers))?;
+    for header in record.headers {
+        size = size
+            .checked_add(field_size(header.name.len())?)?
+            .checked_add(field_size(header.value.len())?)?;
     }
+    Some(size)
 }
 
 /// Whether [`BatchBuilder::push`] took the record.
@@ -889,7 +989,8 @@ pub enum Push {
 /// assert_eq!(builder.push(&Record::value(b"hello", 1_700_000_000_000))?, Push::Appended);
 /// let batch = builder.finish()?;
 /// let view = BatchView::validate(batch, 1 << 20)?;
-/// assert_eq!(view.records().next().map(|record| record.value), Some(&b"hello"[..]));
+/// let first = view.records().and_then(|mut records| records.next());
+/// assert_eq!(first.and_then(|record| record.value), Some(&b"hello"[..]));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -899,14 +1000,14 @@ pub struct BatchBuilder<'a> {
 }
 
 impl<'a> BatchBuilder<'a> {
-    /// Starts a batch in `buffer`; record timestamps are stored as deltas from `first_timestamp`.
+    /// Starts a batch in `buffer`; record timestamps are stored as deltas from `base_timestamp`.
     /// A batch never grows past `buffer.len()` or [`BATCH_SIZE_MAX`].
     ///
     /// # Errors
     ///
     /// [`EncodeError::BufferTooSmall`] if `buffer` cannot hold a header and one empty record.
-    pub fn new(buffer: &'a mut [u8], first_timestamp: i64) -> Result<Self, EncodeError> {
-        let encoder = BatchEncoder::new(buffer.len(), first_timestamp)?;
+    pub fn new(buffer: &'a mut [u8], base_timestamp: i64) -> Result<Self, EncodeError> {
+        let encoder = BatchEncoder::new(buffer.len(), base_timestamp)?;
         Ok(Self { buffer, encoder })
     }
 
@@ -915,7 +1016,7 @@ impl<'a> BatchBuilder<'a> {
     pub fn with_producer(
         mut self,
         producer_id: i64,
-        producer_epoch: u16,
+        producer_epoch: i16,
         base_sequence: i32,
     ) -> Self {
         self.encoder.set_producer(producer_id, producer_epoch, base_sequence);
@@ -949,7 +1050,7 @@ impl<'a> BatchBuilder<'a> {
         self.encoder.is_empty()
     }
 
-    /// Writes the header and CRCs and returns the finished batch, a prefix of the buffer.
+    /// Writes the header and CRC and returns the finished batch, a prefix of the buffer.
     ///
     /// # Errors
     ///
@@ -971,10 +1072,10 @@ pub struct BatchEncoder {
     limit: usize,
     size: usize,
     record_count: u32,
-    first_timestamp: i64,
+    base_timestamp: i64,
     max_timestamp: i64,
     producer_id: i64,
-    producer_epoch: u16,
+    producer_epoch: i16,
     base_sequence: i32,
 }
 
@@ -984,8 +1085,8 @@ impl BatchEncoder {
     /// # Errors
     ///
     /// [`EncodeError::BufferTooSmall`] if that cannot hold a header and one empty record.
-    pub fn new(buffer_size: usize, first_timestamp: i64) -> Result<Self, EncodeError> {
-        let min = BATCH_HEADER_SIZE.saturating_add(RECORD_HEADER_SIZE);
+    pub fn new(buffer_size: usize, base_timestamp: i64) -> Result<Self, EncodeError> {
+        let min = BATCH_HEADER_SIZE.saturating_add(RECORD_SIZE_MIN);
         if buffer_size < min {
             return Err(EncodeError::BufferTooSmall { size: buffer_size, min });
         }
@@ -994,16 +1095,16 @@ impl BatchEncoder {
             limit,
             size: BATCH_HEADER_SIZE,
             record_count: 0,
-            first_timestamp,
-            max_timestamp: first_timestamp,
+            base_timestamp,
+            max_timestamp: base_timestamp,
             producer_id: NO_PRODUCER_ID,
-            producer_epoch: 0,
+            producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
         })
     }
 
     /// Marks the batch as sent by an idempotent producer.
-    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: u16, base_sequence: i32) {
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
         self.base_sequence = base_sequence;
@@ -1014,30 +1115,14 @@ impl BatchEncoder {
     /// # Errors
     ///
     /// [`EncodeError::RecordTooLarge`] if the record would not fit even in an empty batch of this
-    /// buffer; [`EncodeError::TimestampOutOfRange`] if its timestamp is more than `i32` ms from the
-    /// batch's first timestamp; [`EncodeError::TooLong`] or [`EncodeError::InvalidValue`] for a
-    /// header that breaks the limits; [`EncodeError::BufferTooSmall`] if `buffer` is shorter than
+    /// buffer; [`EncodeError::TimestampOutOfRange`] if its timestamp minus the batch's base
+    /// timestamp overflows; [`EncodeError::TooLong`] for more headers than
+    /// [`RECORD_HEADER_COUNT_MAX`]; [`EncodeError::BufferTooSmall`] if `buffer` is shorter than
     /// the size given to [`new`](Self::new).
     pub fn push(&mut self, buffer: &mut [u8], record: &Record<'_>) -> Result<Push, EncodeError> {
         if buffer.len() < self.limit {
             return Err(EncodeError::BufferTooSmall { size: buffer.len(), min: self.limit });
         }
-        let record_size = record.encoded_size().unwrap_or(usize::MAX);
-        let fits_empty = record_size <= self.limit.saturating_sub(BATCH_HEADER_SIZE);
-        if !fits_empty {
-            return Err(EncodeError::RecordTooLarge {
-                size: record_size.saturating_add(BATCH_HEADER_SIZE),
-                max: self.limit,
-            });
-        }
-        let delta = record
-            .timestamp
-            .checked_sub(self.first_timestamp)
-            .and_then(|delta| i32::try_from(delta).ok())
-            .ok_or(EncodeError::TimestampOutOfRange {
-                timestamp: record.timestamp,
-                first: self.first_timestamp,
-            })?;
         if record.headers.len() > usize::from(RECORD_HEADER_COUNT_MAX) {
             return Err(EncodeError::TooLong {
                 field: "record headers",
@@ -1045,56 +1130,37 @@ impl BatchEncoder {
                 max: usize::from(RECORD_HEADER_COUNT_MAX),
             });
         }
-        for header in record.headers {
-            if header.name.is_empty() || header.name.len() > usize::from(HEADER_NAME_SIZE_MAX) {
-                return Err(EncodeError::InvalidValue {
-                    field: "header name",
-                    reason: "header names are 1 to 255 bytes",
-                });
-            }
-        }
-        let limit = self.limit;
-        let too_long = |field, size| EncodeError::TooLong { field, size, max: limit };
-        let key_size = match record.key {
-            None => NO_KEY,
-            Some(key) => u32::try_from(key.len())
-                .ok()
-                .filter(|&size| size != NO_KEY)
-                .ok_or(too_long("key", key.len()))?,
+        let timestamp_delta = record.timestamp.checked_sub(self.base_timestamp).ok_or(
+            EncodeError::TimestampOutOfRange {
+                timestamp: record.timestamp,
+                first: self.base_timestamp,
+            },
+        )?;
+        let too_large = |size: usize| EncodeError::RecordTooLarge {
+            size: size.saturating_add(BATCH_HEADER_SIZE),
+            max: self.limit,
         };
+        let encoded_size = |offset_delta: i32, timestamp_delta: i64| {
+            let body = record_body_size(record, offset_delta, timestamp_delta)?;
+            let body_length = i32::try_from(body).ok()?;
+            Some((body_length, varint_size(body_length).checked_add(body)?))
+        };
+        // As the first record of an empty batch with its own timestamp as the base, the record
+        // is as small as it gets: refuse what could never fit.
+        let smallest = encoded_size(0, 0).map_or(usize::MAX, |(_, size)| size);
+        if smallest > self.limit.saturating_sub(BATCH_HEADER_SIZE) {
+            return Err(too_large(smallest));
+        }
+        let offset_delta = i32::try_from(self.record_count).unwrap_or(i32::MAX);
+        let (body_length, record_size) =
+            encoded_size(offset_delta, timestamp_delta).ok_or_else(|| too_large(usize::MAX))?;
         let end = self.size.saturating_add(record_size);
         if end > self.limit || self.record_count >= RECORD_COUNT_MAX {
             return Ok(Push::Full);
         }
-        let header = RecordHeader {
-            record_size: U32::new(
-                u32::try_from(record_size).map_err(|_| too_long("record", record_size))?,
-            ),
-            timestamp_delta: I32::new(delta),
-            key_size: U32::new(key_size),
-            value_size: U32::new(
-                u32::try_from(record.value.len())
-                    .map_err(|_| too_long("value", record.value.len()))?,
-            ),
-            header_count: U16::new(u16::try_from(record.headers.len()).unwrap_or(u16::MAX)),
-            attributes: U16::new(0),
-        };
-        let mut at = self.size;
-        at = put(buffer, at, header.as_bytes());
-        if let Some(key) = record.key {
-            at = put(buffer, at, key);
-        }
-        at = put(buffer, at, record.value);
-        for entry in record.headers {
-            let name_size = u16::try_from(entry.name.len()).unwrap_or(u16::MAX);
-            let value_size = u32::try_from(entry.value.len())
-                .map_err(|_| too_long("header value", entry.value.len()))?;
-            at = put(buffer, at, &name_size.to_le_bytes());
-            at = put(buffer, at, &value_size.to_le_bytes());
-            at = put(buffer, at, entry.name.as_bytes());
-            at = put(buffer, at, entry.value);
-        }
-        debug_assert_eq!(at, end, "encoded_size disagrees with the bytes written");
+        let written =
+            encode_record(buffer, self.size, record, body_length, offset_delta, timestamp_delta);
+        debug_assert_eq!(written, Some(end), "the record's size disagrees with its bytes");
         self.size = end;
         self.record_count = self.record_count.saturating_add(1);
         self.max_timestamp = if self.record_count == 1 {
@@ -1123,13 +1189,19 @@ impl BatchEncoder {
         self.record_count == 0
     }
 
-    /// The batch's first timestamp.
+    /// The batch's base timestamp.
     #[must_use]
-    pub fn first_timestamp(&self) -> i64 {
-        self.first_timestamp
+    pub fn base_timestamp(&self) -> i64 {
+        self.base_timestamp
     }
 
-    /// Writes the header and CRCs into `buffer` and returns the batch's size: the batch is
+    /// The records encoded so far in `buffer` (what a compressing producer compresses).
+    #[must_use]
+    pub fn record_bytes<'b>(&self, buffer: &'b [u8]) -> &'b [u8] {
+        buffer.get(BATCH_HEADER_SIZE..self.size).unwrap_or_default()
+    }
+
+    /// Writes the header and CRC into `buffer` and returns the batch's size: the batch is
     /// `buffer[..size]`.
     ///
     /// # Errors
@@ -1137,50 +1209,114 @@ impl BatchEncoder {
     /// [`EncodeError::EmptyBatch`] if no record was appended; [`EncodeError::BufferTooSmall`]
     /// if `buffer` is shorter than the batch.
     pub fn finish(&self, buffer: &mut [u8]) -> Result<usize, EncodeError> {
+        self.write_header(buffer, Compression::None, self.size)
+    }
+
+    /// Writes a compressed batch into `out`: the header, then `compressed` (the records of
+    /// [`record_bytes`](Self::record_bytes) compressed with `compression`), then the CRC.
+    /// Returns the batch's size: the batch is `out[..size]`.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::EmptyBatch`] if no record was appended; [`EncodeError::BufferTooSmall`]
+    /// if `out` cannot hold the batch.
+    pub fn finish_compressed(
+        &self,
+        compression: Compression,
+        compressed: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        let size = BATCH_HEADER_SIZE.saturating_add(compressed.len());
+        let Some(target) = out.get_mut(BATCH_HEADER_SIZE..size) else {
+            return Err(EncodeError::BufferTooSmall { size: out.len(), min: size });
+        };
+        target.copy_from_slice(compressed);
+        self.write_header(out, compression, size)
+    }
+
+    fn write_header(
+        &self,
+        buffer: &mut [u8],
+        compression: Compression,
+        size: usize,
+    ) -> Result<usize, EncodeError> {
         if self.record_count == 0 {
             return Err(EncodeError::EmptyBatch);
         }
-        let batch_size = u32::try_from(self.size).map_err(|_| EncodeError::TooLong {
-            field: "batch",
-            size: self.size,
-            max: self.limit,
-        })?;
-        let Some(batch) = buffer.get_mut(..self.size) else {
-            return Err(EncodeError::BufferTooSmall { size: buffer.len(), min: self.size });
+        let too_long = || EncodeError::TooLong { field: "batch", size, max: self.limit };
+        let batch_length =
+            i32::try_from(size.saturating_sub(LENGTH_PREFIX_SIZE)).map_err(|_| too_long())?;
+        let count = i32::try_from(self.record_count).map_err(|_| too_long())?;
+        let Some(batch) = buffer.get_mut(..size) else {
+            return Err(EncodeError::BufferTooSmall { size: buffer.len(), min: size });
         };
         let mut header = BatchHeader::new_zeroed();
-        header.batch_size = U32::new(batch_size);
-        header.magic = U16::new(BATCH_MAGIC);
-        header.version = BATCH_VERSION;
-        header.producer_epoch = U16::new(self.producer_epoch);
-        header.record_count = U32::new(self.record_count);
-        header.first_timestamp = I64::new(self.first_timestamp);
+        header.batch_length = I32::new(batch_length);
+        header.partition_leader_epoch = I32::new(NO_LEADER_EPOCH);
+        header.magic = BATCH_MAGIC;
+        header.attributes =
+            I16::new(i16::from_be_bytes(compression.attribute_bits().to_be_bytes()));
+        header.last_offset_delta = I32::new(count.saturating_sub(1));
+        header.base_timestamp = I64::new(self.base_timestamp);
         header.max_timestamp = I64::new(self.max_timestamp);
         header.producer_id = I64::new(self.producer_id);
+        header.producer_epoch = I16::new(self.producer_epoch);
         header.base_sequence = I32::new(self.base_sequence);
+        header.record_count = I32::new(count);
         if let Some(slot) = batch.get_mut(..BATCH_HEADER_SIZE) {
             slot.copy_from_slice(header.as_bytes());
         }
         header.crc = U32::new(crc32c::crc32c(batch.get(CRC_START..).unwrap_or_default()));
-        header.seal_stamp();
         if let Some(slot) = batch.get_mut(..BATCH_HEADER_SIZE) {
             slot.copy_from_slice(header.as_bytes());
         }
-        Ok(self.size)
+        Ok(size)
     }
 }
 
-/// Copies `bytes` to `at` in `buffer` and returns the position after them. Callers checked the
-/// bounds; an out-of-range copy is skipped rather than panicking.
-fn put(buffer: &mut [u8], at: usize, bytes: &[u8]) -> usize {
-    let end = at.saturating_add(bytes.len());
-    if let Some(target) = buffer.get_mut(at..end) {
-        target.copy_from_slice(bytes);
+/// Writes one record at `at`; returns the position after it (`None` if `buffer` is too short,
+/// which the caller's size check rules out).
+fn encode_record(
+    buffer: &mut [u8],
+    at: usize,
+    record: &Record<'_>,
+    body_length: i32,
+    offset_delta: i32,
+    timestamp_delta: i64,
+) -> Option<usize> {
+    let length = |size: usize| i32::try_from(size).ok();
+    let mut at = put_varint(buffer, at, body_length)?;
+    at = put(buffer, at, &[0])?;
+    at = put_varlong(buffer, at, timestamp_delta)?;
+    at = put_varint(buffer, at, offset_delta)?;
+    match record.key {
+        None => at = put_varint(buffer, at, -1)?,
+        Some(key) => {
+            at = put_varint(buffer, at, length(key.len())?)?;
+            at = put(buffer, at, key)?;
+        }
     }
-    end
+    at = put_varint(buffer, at, length(record.value.len())?)?;
+    at = put(buffer, at, record.value)?;
+    at = put_varint(buffer, at, length(record.headers.len())?)?;
+    for header in record.headers {
+        at = put_varint(buffer, at, length(header.name.len())?)?;
+        at = put(buffer, at, header.name.as_bytes())?;
+        at = put_varint(buffer, at, length(header.value.len())?)?;
+        at = put(buffer, at, header.value)?;
+    }
+    Some(at)
 }
 
-/// Iterator over concatenated batches (a fetch response body), validating each.
+/// Copies `bytes` to `at` in `buffer` and returns the position after them, or `None` if they do
+/// not fit.
+fn put(buffer: &mut [u8], at: usize, bytes: &[u8]) -> Option<usize> {
+    let end = at.checked_add(bytes.len())?;
+    buffer.get_mut(at..end)?.copy_from_slice(bytes);
+    Some(end)
+}
+
+/// Iterator over concatenated batches (a fetch response's records), validating each.
 ///
 /// After an error it yields nothing more.
 #[derive(Debug, Clone)]
@@ -1218,232 +1354,4 @@ impl<'a> Iterator for Batches<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restamping_the_producer_fields_keeps_the_batch_valid() {
-        let mut buffer = [0u8; 512];
-        let mut builder = BatchBuilder::new(&mut buffer, 5).unwrap().with_producer(3, 1, 40);
-        let _ = builder.push(&Record::value(b"x", 5)).unwrap();
-        let size = builder.finish().unwrap().len();
-        restamp_producer(&mut buffer[..size], 9, 2, 0).unwrap();
-        let view = BatchView::validate(&buffer[..size], 1 << 20).unwrap();
-        let header = view.header();
-        assert_eq!(
-            (header.producer_id(), header.producer_epoch(), header.base_sequence()),
-            (9, 2, 0)
-        );
-        assert!(restamp_producer(&mut buffer[..10], 1, 1, 1).is_err());
-    }
-    use proptest::prelude::*;
-
-    fn build(records: &[Record<'_>], buffer: &mut [u8]) -> usize {
-        let mut builder = BatchBuilder::new(buffer, records[0].timestamp).unwrap();
-        for record in records {
-            assert_eq!(builder.push(record).unwrap(), Push::Appended);
-        }
-        builder.finish().unwrap().len()
-    }
-
-    #[test]
-    fn round_trip_with_keys_and_headers() {
-        let headers = [Header { name: "trace", value: b"abc" }, Header { name: "é", value: b"" }];
-        let records = [
-            Record { key: Some(b"k1"), value: b"v1", timestamp: 1000, headers: &headers },
-            Record { key: None, value: b"", timestamp: 990, headers: &[] },
-            Record { key: Some(b""), value: b"third", timestamp: 1500, headers: &[] },
-        ];
-        let mut buffer = vec![0; 1024];
-        let size = build(&records, &mut buffer);
-        let view = BatchView::validate(&buffer[..size], 1 << 20).unwrap();
-        assert_eq!(view.record_count(), 3);
-        assert_eq!(view.header().max_timestamp(), 1500);
-        let decoded: Vec<_> = view.records().collect();
-        assert_eq!(decoded.len(), 3);
-        assert_eq!(decoded[0].key, Some(&b"k1"[..]));
-        let names: Vec<_> = decoded[0].headers.clone().map(|h| h.unwrap().name).collect();
-        assert_eq!(names, ["trace", "é"]);
-        assert_eq!(decoded[1].key, None);
-        assert_eq!(decoded[1].timestamp, 990);
-        assert_eq!(decoded[2].key, Some(&b""[..]));
-        assert_eq!(decoded[2].offset_delta, 2);
-    }
-
-    #[test]
-    fn full_is_an_outcome_not_an_error() {
-        let mut buffer = vec![0; BATCH_HEADER_SIZE + 2 * (RECORD_HEADER_SIZE + 10)];
-        let mut builder = BatchBuilder::new(&mut buffer, 0).unwrap();
-        let record = Record::value(&[7; 10], 0);
-        assert_eq!(builder.push(&record).unwrap(), Push::Appended);
-        assert_eq!(builder.push(&record).unwrap(), Push::Appended);
-        assert_eq!(builder.push(&record).unwrap(), Push::Full);
-        assert_eq!(builder.record_count(), 2);
-        let batch = builder.finish().unwrap();
-        assert_eq!(batch.len(), BATCH_HEADER_SIZE + 2 * (RECORD_HEADER_SIZE + 10));
-        BatchView::validate(batch, u32::MAX).unwrap();
-    }
-
-    #[test]
-    fn oversized_record_is_an_error_even_in_an_empty_batch() {
-        let mut buffer = vec![0; 128];
-        let mut builder = BatchBuilder::new(&mut buffer, 0).unwrap();
-        assert!(matches!(
-            builder.push(&Record::value(&[0; 100], 0)),
-            Err(EncodeError::RecordTooLarge { .. })
-        ));
-        assert!(matches!(builder.finish(), Err(EncodeError::EmptyBatch)));
-    }
-
-    #[test]
-    fn stamping_keeps_the_crc_valid() {
-        let mut buffer = vec![0; 256];
-        let size = build(&[Record::value(b"x", 5)], &mut buffer);
-        stamp(&mut buffer[..size], 123_456, 9).unwrap();
-        let view = BatchView::validate(&buffer[..size], 1 << 20).unwrap();
-        assert_eq!(view.base_offset(), 123_456);
-        assert_eq!(view.header().term(), 9);
-        assert_eq!(view.next_offset(), 123_457);
-    }
-
-    #[test]
-    fn every_bit_flip_is_detected() {
-        let mut buffer = vec![0; 256];
-        let size = build(&[Record::value(b"payload", 5), Record::value(b"two", 6)], &mut buffer);
-        stamp(&mut buffer[..size], 77, 1).unwrap();
-        for bit in 0..size * 8 {
-            let mut copy = buffer[..size].to_vec();
-            copy[bit / 8] ^= 1 << (bit % 8);
-            assert!(BatchView::validate(&copy, 1 << 20).is_err(), "flip of bit {bit} accepted");
-        }
-    }
-
-    #[test]
-    fn batch_size_limit_is_enforced() {
-        let mut buffer = vec![0; 512];
-        let size = build(&[Record::value(&[1; 300], 0)], &mut buffer);
-        assert!(BatchView::validate(&buffer[..size], u32::try_from(size).unwrap()).is_ok());
-        assert!(matches!(
-            BatchView::validate(&buffer[..size], u32::try_from(size - 1).unwrap()),
-            Err(DecodeError::TooLarge { field: "batch_size", .. })
-        ));
-    }
-
-    #[test]
-    fn a_new_stamp_over_an_old_batch_is_rejected() {
-        // A header torn after the base offset: the new offset lands on an older batch.
-        let mut buffer = vec![0; 256];
-        let size = build(&[Record::value(b"old", 5)], &mut buffer);
-        stamp(&mut buffer[..size], 10, 0).unwrap();
-        buffer[..8].copy_from_slice(&500u64.to_le_bytes());
-        let error = BatchView::validate(&buffer[..size], 1 << 20).unwrap_err();
-        assert!(
-            matches!(error, DecodeError::BadChecksum { context: "batch stamp", .. }),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn padding_round_trips_and_is_not_a_batch() {
-        let mut chunk_tail = vec![0xAA; 300];
-        write_padding(&mut chunk_tail, 77, 2).unwrap();
-        let header = validate_padding(&chunk_tail).unwrap();
-        assert_eq!((header.base_offset(), header.batch_len(), header.term()), (77, 300, 2));
-        assert!(matches!(
-            BatchView::validate(&chunk_tail, u32::MAX),
-            Err(DecodeError::SizeMismatch { .. }) | Err(DecodeError::BadMagic { .. })
-        ));
-        assert!(BatchView::validate_prefix(&chunk_tail, u32::MAX).is_err());
-        assert!(write_padding(&mut [0; 63], 0, 0).is_err());
-    }
-
-    #[test]
-    fn batches_iterator_walks_concatenated_batches() {
-        let mut buffer = vec![0; 256];
-        let first = build(&[Record::value(b"a", 1)], &mut buffer);
-        let mut joined = buffer[..first].to_vec();
-        let mut second_buffer = vec![0; 256];
-        let second = build(&[Record::value(b"b", 1), Record::value(b"c", 2)], &mut second_buffer);
-        joined.extend_from_slice(&second_buffer[..second]);
-        let counts: Vec<u32> =
-            Batches::new(&joined, 1 << 20).map(|b| b.unwrap().record_count()).collect();
-        assert_eq!(counts, [1, 2]);
-        joined.pop();
-        let results: Vec<_> = Batches::new(&joined, 1 << 20).collect();
-        assert!(results[0].is_ok() && results[1].is_err() && results.len() == 2);
-    }
-
-    prop_compose! {
-        fn arb_record()(
-            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
-            value in proptest::collection::vec(any::<u8>(), 0..300),
-            delta in -100_000i64..100_000,
-            headers in proptest::collection::vec(("[a-z]{1,8}", proptest::collection::vec(any::<u8>(), 0..16)), 0..4),
-        ) -> (Option<Vec<u8>>, Vec<u8>, i64, Vec<(String, Vec<u8>)>) {
-            (key, value, delta, headers)
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn encode_validate_iterate_gives_back_the_records(
-            records in proptest::collection::vec(arb_record(), 1..30),
-            base in 0u64..u64::MAX / 2,
-        ) {
-            let first_timestamp = 1_700_000_000_000i64;
-            let header_storage: Vec<Vec<Header<'_>>> = records.iter()
-                .map(|(_, _, _, headers)| headers.iter().map(|(n, v)| Header { name: n, value: v }).collect())
-                .collect();
-            let inputs: Vec<Record<'_>> = records.iter().zip(&header_storage)
-                .map(|((key, value, delta, _), headers)| Record {
-                    key: key.as_deref(), value, timestamp: first_timestamp + delta, headers,
-                })
-                .collect();
-            let mut buffer = vec![0; 64 * 1024];
-            let mut builder = BatchBuilder::new(&mut buffer, first_timestamp).unwrap();
-            for record in &inputs {
-                prop_assert_eq!(builder.push(record).unwrap(), Push::Appended);
-            }
-            let batch = builder.finish().unwrap();
-            stamp(batch, base, 0).unwrap();
-            let view = BatchView::validate(batch, 1 << 20).unwrap();
-            prop_assert_eq!(view.base_offset(), base);
-            let decoded: Vec<_> = view.records().collect();
-            prop_assert_eq!(decoded.len(), inputs.len());
-            for (got, want) in decoded.iter().zip(&inputs) {
-                prop_assert_eq!(got.key, want.key);
-                prop_assert_eq!(got.value, want.value);
-                prop_assert_eq!(got.timestamp, want.timestamp);
-                let headers: Vec<Header<'_>> = got.headers.clone().map(Result::unwrap).collect();
-                prop_assert_eq!(&headers[..], want.headers);
-            }
-        }
-
-        #[test]
-        fn random_bytes_never_panic_the_validator(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let _ = BatchView::validate(&bytes, 1 << 20);
-            let _ = BatchView::validate_prefix(&bytes, 1 << 20);
-            let _ = validate_padding(&bytes);
-            for batch in Batches::new(&bytes, 1 << 20) {
-                let _ = batch.map(|b| b.records().count());
-            }
-        }
-
-        #[test]
-        fn mutated_batches_never_panic_and_never_pass_with_changed_content(
-            flips in proptest::collection::vec((0usize..400, any::<u8>()), 1..6),
-        ) {
-            let mut buffer = vec![0; 400];
-            let size = build(&[Record { key: Some(b"key"), value: &[5; 100], timestamp: 9, headers: &[Header { name: "h", value: b"v" }] }, Record::value(&[6; 150], 10)], &mut buffer);
-            let original = buffer[..size].to_vec();
-            let mut mutated = original.clone();
-            for (at, value) in flips {
-                if at < size { mutated[at] ^= value; }
-            }
-            // The stamp CRC covers the stamped fields, so any change is detected.
-            if let Ok(view) = BatchView::validate(&mutated, 1 << 20) {
-                prop_assert_eq!(view.as_bytes(), &original[..]);
-            }
-        }
-    }
-}
+mod tests;

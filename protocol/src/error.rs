@@ -105,6 +105,14 @@ pub enum DecodeError {
         /// Byte position of the string.
         position: usize,
     },
+    /// Well formed, but asks for something this build does not support.
+    #[error("{context}: {feature} are not supported")]
+    Unsupported {
+        /// The structure being decoded.
+        context: &'static str,
+        /// What is not supported.
+        feature: &'static str,
+    },
     /// Bytes are left after the last field of a message.
     #[error("{context}: {extra} unexpected bytes after the last field")]
     TrailingBytes {

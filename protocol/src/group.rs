@@ -163,8 +163,8 @@ fn put_partitions(out: &mut Vec<u8>, partitions: &[u32]) -> Result<(), EncodeErr
 pub struct ProducerIdentity {
     /// The producer id (-1 in a request for a new one).
     pub producer_id: i64,
-    /// The epoch.
-    pub producer_epoch: u16,
+    /// The epoch, 0 to `i16::MAX` (Kafka's `int16`; -1 only in a request for a new id).
+    pub producer_epoch: i16,
 }
 
 impl ProducerIdentity {
@@ -176,7 +176,7 @@ impl ProducerIdentity {
     pub fn decode(body: &[u8], context: &'static str) -> Result<Self, DecodeError> {
         let mut reader = Reader::new(body, context);
         let producer_id = i64::from_le_bytes(reader.u64("producer_id")?.to_le_bytes());
-        let producer_epoch = reader.u16("producer_epoch")?;
+        let producer_epoch = i16::from_le_bytes(reader.u16("producer_epoch")?.to_le_bytes());
         reader.finish()?;
         Ok(Self { producer_id, producer_epoch })
     }
@@ -184,7 +184,7 @@ impl ProducerIdentity {
     /// Encodes the body.
     pub fn encode(&self, out: &mut Vec<u8>) {
         put_u64(out, u64::from_le_bytes(self.producer_id.to_le_bytes()));
-        put_u16(out, self.producer_epoch);
+        put_u16(out, u16::from_le_bytes(self.producer_epoch.to_le_bytes()));
     }
 }
 

@@ -6,8 +6,8 @@
 //! read from the input. The byte-by-byte format is written down in `protocol/README.md`; the
 //! `const` assertions beside each header struct keep the two in step.
 //!
-//! A record batch has the same bytes on the producer's wire, in the broker's ring log and on the
-//! consumer's wire: see [`batch`].
+//! A record batch is Kafka's RecordBatch v2 and has the same bytes on the producer's wire, in the
+//! broker's ring log and on the consumer's wire: see [`batch`].
 
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -29,11 +29,12 @@ pub mod group;
 pub mod limits;
 pub mod message;
 pub mod topic;
+pub mod varint;
 mod wire;
 
 pub use batch::{
-    BatchBuilder, BatchEncoder, BatchHeader, BatchView, Batches, Header, Push, Record, RecordView,
-    Records,
+    BatchBuilder, BatchEncoder, BatchHeader, BatchView, Batches, Compression, Header, HeaderView,
+    Push, Record, RecordView, Records,
 };
 pub use code::ErrorCode;
 pub use error::{DecodeError, EncodeError};

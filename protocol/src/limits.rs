@@ -10,26 +10,24 @@ pub const FRAME_HEADER_SIZE: usize = 20;
 /// Largest frame body the protocol allows. Brokers default to a lower limit.
 pub const FRAME_BODY_SIZE_MAX: u32 = 64 << 20;
 
-/// Size of the fixed record batch header.
-pub const BATCH_HEADER_SIZE: usize = 64;
+/// Size of the fixed record batch header (Kafka's RecordBatch v2).
+pub const BATCH_HEADER_SIZE: usize = 61;
 
 /// Largest record batch the protocol allows (header included).
 pub const BATCH_SIZE_MAX: u32 = 16 << 20;
 
-/// Size of the fixed header in front of every record.
-pub const RECORD_HEADER_SIZE: usize = 20;
+/// Bytes of the smallest record: a length, attributes, timestamp and offset deltas, no key, an
+/// empty value and no headers, one byte each.
+pub const RECORD_SIZE_MIN: usize = 7;
+
+/// Bytes of the smallest batch: a header and one smallest record.
+pub const BATCH_SIZE_MIN: usize = BATCH_HEADER_SIZE + RECORD_SIZE_MIN;
 
 /// Most records one batch may hold.
 pub const RECORD_COUNT_MAX: u32 = 1 << 20;
 
 /// Most headers one record may carry.
-pub const RECORD_HEADER_COUNT_MAX: u16 = 64;
-
-/// Longest record header name, in bytes of UTF-8.
-pub const HEADER_NAME_SIZE_MAX: u16 = 255;
-
-/// Size of the fixed part of one record header entry (name size and value size).
-pub const HEADER_ENTRY_FIXED_SIZE: usize = 6;
+pub const RECORD_HEADER_COUNT_MAX: u16 = 1024;
 
 /// Longest topic name, in bytes.
 pub const TOPIC_NAME_SIZE_MAX: usize = 200;
@@ -60,7 +58,7 @@ pub const GROUP_MEMBER_COUNT_MAX: u32 = 1024;
 pub const GROUP_OFFSET_COUNT_MAX: u32 = 65_536;
 
 const _: () = assert!(BATCH_SIZE_MAX <= FRAME_BODY_SIZE_MAX);
-const _: () = assert!(BATCH_HEADER_SIZE + RECORD_HEADER_SIZE <= 4096);
+const _: () = assert!(BATCH_SIZE_MIN <= 4096);
 
 /// Batches per producer and partition the broker remembers to recognise retries; an idempotent
 /// producer keeps at most this many requests in flight.

@@ -238,7 +238,7 @@ pub struct ProducerGrant {
     /// The id.
     pub producer_id: i64,
     /// The epoch.
-    pub producer_epoch: u16,
+    pub producer_epoch: i16,
 }
 
 /// A member's view of its group, answered to a join or heartbeat.
@@ -941,7 +941,7 @@ impl Coordinator {
     pub async fn init_producer(
         &self,
         producer_id: i64,
-        epoch: u16,
+        epoch: i16,
     ) -> Result<ProducerGrant, GroupError> {
         let fresh = |producer_id| ProducerGrant { producer_id, producer_epoch: 0 };
         if producer_id < 0 {
@@ -950,7 +950,7 @@ impl Coordinator {
         if !self.store.producer_id_issued(producer_id).await {
             return Err(GroupError::UnknownProducer { producer_id });
         }
-        match epoch.checked_add(1) {
+        match epoch.checked_add(1).filter(|next| *next > 0) {
             Some(next) => Ok(ProducerGrant { producer_id, producer_epoch: next }),
             // The epoch space is used up: start over with a new id.
             None => Ok(fresh(self.store.next_producer_id().await?)),

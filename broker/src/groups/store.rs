@@ -532,7 +532,12 @@ fn replay(log: &log::Log, path: &str) -> Result<(State, Replayed), StoreError> {
                 offset,
                 reason: "batch failed validation",
             })?;
-            for (index, record) in batch.records().enumerate() {
+            let records = batch.records().ok_or_else(|| StoreError::Corrupt {
+                path: path.to_owned(),
+                offset,
+                reason: "compressed batch (the broker writes none)",
+            })?;
+            for (index, record) in records.enumerate() {
                 let record_offset = batch.base_offset() + index as u64;
                 if record_offset < offset {
                     continue;
@@ -543,7 +548,8 @@ fn replay(log: &log::Log, path: &str) -> Result<(State, Replayed), StoreError> {
                     reason,
                 };
                 let change =
-                    decode(record.key.unwrap_or_default(), record.value).map_err(corrupt)?;
+                    decode(record.key.unwrap_or_default(), record.value.unwrap_or_default())
+                        .map_err(corrupt)?;
                 replayed.records += 1;
                 match change {
                     Change::SnapshotStart => snapshot = Some(State::default()),

@@ -27,6 +27,7 @@
 //!    directory is locked ([`DataDir`]).
 //! 8. Every size is bounded and checked: [`LogConfig::new`].
 
+mod entry;
 mod index;
 #[allow(unsafe_code, reason = "audited core; see raw/mod.rs")]
 mod raw;
@@ -64,9 +65,9 @@ pub const CHUNK_COUNT_MAX: u64 = raw::CHUNK_COUNT_MAX;
 pub const CAPACITY_MAX: u64 = 1 << 40;
 /// Smallest ring: [`CHUNK_COUNT_MIN`] chunks of [`CHUNK_SIZE_MIN`].
 pub const CAPACITY_MIN: u64 = CHUNK_SIZE_MIN * CHUNK_COUNT_MIN;
-/// Smallest batch limit a log accepts: two batch headers.
+/// Smallest batch limit a log accepts (a batch of one small record).
 const BATCH_SIZE_MIN: u32 = 128;
-const _: () = assert!(BATCH_SIZE_MIN as usize == 2 * BATCH_HEADER_SIZE);
+const _: () = assert!(BATCH_SIZE_MIN as usize >= ringmq_protocol::limits::BATCH_SIZE_MIN);
 
 /// Chunk count aimed at when the chunk size is chosen automatically.
 pub const CHUNK_COUNT_DEFAULT: u64 = 64;
@@ -172,7 +173,10 @@ impl LogConfig {
                 format!("128 to {BATCH_SIZE_MAX} bytes"),
             ));
         }
-        let batch_size_max = batch_size_max.min(u32::try_from(chunk_size).unwrap_or(u32::MAX));
+        // Any batch fits an empty chunk with its framing (its entry, the close entry and end
+        // marker).
+        let room = chunk_size - entry::CHUNK_FRAMING_SIZE as u64;
+        let batch_size_max = batch_size_max.min(u32::try_from(room).unwrap_or(u32::MAX));
         Ok(Self { capacity: count * chunk_size, chunk_size, batch_size_max, prefault: true })
     }
 
@@ -539,8 +543,36 @@ fn start(
         &superblock,
         config.batch_size_max,
     );
+    // The recovered log's batches: the offset index, each chunk's first offset, and how many
+    // entries the tail chunk holds (the writer goes on after them).
+    let index = OffsetIndex::new(layout.capacity(), layout.chunk_size());
+    let head_position = layout.generation_start(recovered.head_generation);
+    let mut index_fill = index.fill_cursor(head_position);
+    let mut chunk_first_offset = vec![0u64; layout.slot_count()].into_boxed_slice();
+    let mut tail_entries = 0usize;
+    recovery::walk(
+        &exclusive.file()[layout.data_start_bytes()..],
+        &layout,
+        head_position,
+        recovered.head_offset,
+        recovered.tail_position,
+        |batch| {
+            index.note(&mut index_fill, batch.position, batch.base_offset);
+            let generation = layout.generation(batch.position);
+            if batch.position % layout.chunk_size() == 0 {
+                chunk_first_offset[layout.slot(generation)] = batch.base_offset;
+            }
+            if Some(generation) == recovered.tail_generation {
+                tail_entries += 1;
+            }
+        },
+    )
+    .map_err(|error| StorageError::Superblock {
+        path: path.to_owned(),
+        problem: format!("recovered log does not walk: {error}"),
+    })?;
     if recovered.mode == RecoveryMode::Scanned {
-        clean_after_scan(&mut exclusive, &layout, &recovered);
+        clean_after_scan(&mut exclusive, &layout, &recovered, tail_entries);
     }
     // Everything recovered is made durable before anything new is accepted.
     exclusive.flush_all().map_err(io_error("sync after recovery"))?;
@@ -561,30 +593,6 @@ fn start(
     .encode();
     write_both_copies(&mut exclusive, &page);
     exclusive.flush_all().map_err(io_error("write the superblock"))?;
-
-    let index = OffsetIndex::new(layout.capacity(), layout.chunk_size());
-    let head_position = layout.generation_start(recovered.head_generation);
-    let mut index_fill = index.fill_cursor(head_position);
-    let mut chunk_first_offset = vec![0u64; layout.slot_count()].into_boxed_slice();
-    recovery::walk(
-        &exclusive.file()[layout.data_start_bytes()..],
-        &layout,
-        head_position,
-        recovered.head_offset,
-        recovered.tail_position,
-        config.batch_size_max,
-        |batch| {
-            index.note(&mut index_fill, batch.position, batch.base_offset);
-            if batch.position % layout.chunk_size() == 0 {
-                chunk_first_offset[layout.slot(layout.generation(batch.position))] =
-                    batch.base_offset;
-            }
-        },
-    )
-    .map_err(|error| StorageError::Superblock {
-        path: path.to_owned(),
-        problem: format!("recovered log does not walk: {error}"),
-    })?;
 
     let next_generation = recovered.next_generation();
     let published = match recovered.tail_generation {
@@ -615,15 +623,15 @@ fn start(
         checkpoint_rejected: recovered.checkpoint_rejected.clone(),
         superblock_repaired: skipped.map(|problem| problem.to_string()),
     };
-    let writer = LogWriter::new(
-        cursor,
-        std::sync::Arc::clone(&shared),
-        recovered.tail_position,
-        recovered.next_offset,
+    let resume = writer::Resume {
+        tail: recovered.tail_position,
+        next_offset: recovered.next_offset,
         index_fill,
         chunk_first_offset,
-        state.term,
-    );
+        term: state.term,
+        entries: tail_entries,
+    };
+    let writer = LogWriter::new(cursor, std::sync::Arc::clone(&shared), resume);
     Ok((Log { shared }, writer, report))
 }
 
@@ -670,16 +678,28 @@ fn check_geometry(
     Ok(())
 }
 
-/// Zeroes the rest of the tail chunk and blanks the first header of every chunk outside the log,
-/// so nothing from before the crash can follow the new tail.
-fn clean_after_scan(exclusive: &mut Exclusive, layout: &Layout, recovered: &recovery::Recovered) {
-    let data = &mut exclusive.file_mut()[layout.data_start_bytes()..];
+/// Zeroes the rest of the tail chunk (between its last batch and its last entry) and blanks the
+/// first batch header and first entry of every chunk outside the log, so nothing from before the
+/// crash can follow the new tail.
+fn clean_after_scan(
+    exclusive: &mut Exclusive,
+    layout: &Layout,
+    recovered: &recovery::Recovered,
+    tail_entries: usize,
+) {
+    let data_start = layout.data_start_bytes();
+    let data = &mut exclusive.file_mut()[data_start..];
+    let chunk = layout.chunk_bytes();
     if let Some(tail) = recovered.tail_generation {
         let place = layout.data_index(recovered.tail_position);
-        let chunk_end = layout.slot_start(layout.slot(tail)) + layout.chunk_bytes();
-        // The tail may sit exactly at its chunk's end.
-        if place < chunk_end && recovered.tail_position < layout.generation_start(tail + 1) {
-            data[place..chunk_end].fill(0);
+        let chunk_start = layout.slot_start(layout.slot(tail));
+        // The tail may sit exactly at its chunk's end (a chunk left whole).
+        let table = entry::entry_place(chunk, tail_entries.saturating_sub(1))
+            .filter(|_| tail_entries > 0)
+            .unwrap_or(chunk);
+        let keep_from = chunk_start + table;
+        if place < keep_from && recovered.tail_position < layout.generation_start(tail + 1) {
+            data[place..keep_from].fill(0);
         }
     }
     for slot in 0..layout.slot_count() {
@@ -693,6 +713,8 @@ fn clean_after_scan(exclusive: &mut Exclusive, layout: &Layout, recovered: &reco
         if !retained {
             let start = layout.slot_start(slot);
             data[start..start + BATCH_HEADER_SIZE].fill(0);
+            let first_entry = start + chunk - entry::ENTRY_SIZE;
+            data[first_entry..start + chunk].fill(0);
         }
     }
 }

@@ -25,6 +25,7 @@ use thiserror::Error;
 use ringmq_protocol::batch::BatchHeader;
 use ringmq_protocol::limits::BATCH_HEADER_SIZE;
 
+use super::entry::{read_end_marker, END_MARKER_SIZE};
 use super::index::Hint;
 use super::raw::{Lease, LeaseError, RingCore};
 use super::Log;
@@ -209,7 +210,14 @@ impl Log {
             let found = loop {
                 let rest = &bytes[at..];
                 let left_in_chunk = chunk_end - (position + at as u64);
-                if left_in_chunk < BATCH_HEADER_SIZE as u64 {
+                if left_in_chunk < END_MARKER_SIZE as u64 {
+                    break None;
+                }
+                if let Some(next) = read_end_marker(rest) {
+                    // The chunk's batches end here; the log goes on at the next chunk.
+                    if next != expected {
+                        return Err(Restart::Lapped);
+                    }
                     break None;
                 }
                 if rest.len() < BATCH_HEADER_SIZE {
@@ -219,9 +227,6 @@ impl Log {
                 let header = BatchHeader::peek(rest).map_err(|_| Restart::Lapped)?;
                 if header.base_offset() != expected {
                     return Err(Restart::Lapped);
-                }
-                if header.is_padding() {
-                    break None;
                 }
                 let size = header.batch_len();
                 if size > rest.len() || size < BATCH_HEADER_SIZE {
@@ -234,7 +239,7 @@ impl Log {
                 expected = header.next_offset();
             };
             let Some(start) = found else {
-                // Padding or the chunk's end: the log continues at the next chunk.
+                // The end marker or the chunk's end: the log continues at the next chunk.
                 position = chunk_end;
                 continue;
             };
@@ -244,9 +249,12 @@ impl Log {
             let mut end_offset = target;
             while end < bytes.len() {
                 let rest = &bytes[end..];
+                if read_end_marker(rest).is_some() {
+                    break;
+                }
                 let Ok(header) = BatchHeader::peek(rest) else { break };
                 let size = header.batch_len();
-                if header.is_padding() || size > rest.len() || size < BATCH_HEADER_SIZE {
+                if size > rest.len() || size < BATCH_HEADER_SIZE {
                     break;
                 }
                 if batch_count > 0 && end - start + size > max_bytes {

@@ -22,9 +22,11 @@
 
 use std::fmt;
 
-use ringmq_protocol::batch::{validate_padding, BatchHeader, BatchView};
-use ringmq_protocol::limits::BATCH_HEADER_SIZE;
+use ringmq_protocol::batch::{BatchHeader, BatchView};
 
+use super::entry::{
+    entry_place, read_end_marker, Entry as RingEntry, NoEntry, END_MARKER_SIZE, ENTRY_SIZE,
+};
 use super::raw::{Layout, GENERATION_MAX};
 use super::superblock::{Checkpoint, Superblock};
 
@@ -106,14 +108,14 @@ fn chunk_rest<'a>(data: &'a [u8], layout: &Layout, position: u64) -> &'a [u8] {
     &data[place..chunk_end]
 }
 
-/// One entry at the start of `rest` (the remainder of a chunk).
+/// What a header walk finds at the start of `rest` (the remainder of a chunk).
 enum Entry {
     Batch {
         base_offset: u64,
         next_offset: u64,
         size: usize,
     },
-    /// Explicit padding, or a remainder too short for any header: the chunk ends here.
+    /// The end marker, or a remainder too short for one: the chunk's batches end here.
     ChunkEnd,
 }
 
@@ -122,11 +124,12 @@ enum Entry {
 enum Stop {
     /// Zeroed bytes: nothing was ever written here (or recovery blanked it).
     Blank,
-    /// A valid batch from an earlier lap: older offsets than expected.
+    /// A valid entry from an earlier lap: older offsets than expected.
     Stale,
-    /// Bytes that do not start with a batch header: the middle of an earlier lap's data.
+    /// Bytes that are not what the chunk's framing says: the middle of an earlier lap's data.
     Garbage(String),
-    /// A batch header whose batch fails validation, or was never stamped: a torn write.
+    /// An entry that fails its CRC, or whose batch fails validation or does not match it: a
+    /// torn write.
     Torn(String),
 }
 
@@ -134,73 +137,49 @@ impl Stop {
     fn reason(&self) -> String {
         match self {
             Stop::Blank => "blank".to_owned(),
-            Stop::Stale => "stale batch from an earlier lap".to_owned(),
+            Stop::Stale => "stale entry from an earlier lap".to_owned(),
             Stop::Garbage(reason) | Stop::Torn(reason) => reason.clone(),
         }
     }
 }
 
-fn read_entry(
-    rest: &[u8],
-    expected: Option<u64>,
-    batch_size_max: u32,
-    full: bool,
-) -> Result<Entry, Stop> {
-    if rest.len() < BATCH_HEADER_SIZE {
+/// Reads the batch header (or end marker) at the start of `rest` for a walk: sizes and dense
+/// offsets only, no CRC.
+fn read_header(rest: &[u8], expected: u64) -> Result<Entry, Stop> {
+    if rest.len() < END_MARKER_SIZE {
         return Ok(Entry::ChunkEnd);
     }
-    if rest[..BATCH_HEADER_SIZE].iter().all(|&byte| byte == 0) {
-        return Err(Stop::Blank);
-    }
-    let garbage = |error: &dyn std::fmt::Display| Stop::Garbage(error.to_string());
-    let header = BatchHeader::peek(rest).map_err(|error| garbage(&error))?;
-    if header.is_padding() {
-        let padding = validate_padding(rest).map_err(|error| garbage(&error))?;
-        if padding.batch_len() != rest.len() {
-            return Err(Stop::Garbage(format!(
-                "padding of {} bytes does not reach the chunk end",
-                padding.batch_len()
-            )));
-        }
-        return match expected {
-            Some(offset) if padding.base_offset() == offset => Ok(Entry::ChunkEnd),
-            Some(offset) if padding.base_offset() < offset => Err(Stop::Stale),
-            Some(offset) => Err(Stop::Garbage(format!(
-                "padding names offset {}, expected {offset}",
-                padding.base_offset()
-            ))),
-            None => Err(Stop::Garbage("a chunk cannot start with padding".to_owned())),
+    if let Some(next) = read_end_marker(rest) {
+        return match next {
+            next if next == expected => Ok(Entry::ChunkEnd),
+            next if next < expected => Err(Stop::Stale),
+            next => {
+                Err(Stop::Garbage(format!("end marker names offset {next}, expected {expected}")))
+            }
         };
     }
+    if rest[..END_MARKER_SIZE].iter().all(|&byte| byte == 0) {
+        return Err(Stop::Blank);
+    }
+    let header = BatchHeader::peek(rest).map_err(|error| Stop::Garbage(error.to_string()))?;
     let size = header.batch_len();
-    if size < BATCH_HEADER_SIZE || size > rest.len() {
+    if size > rest.len() {
         return Err(Stop::Torn(format!(
             "batch size {size} does not fit the {} bytes left in the chunk",
             rest.len()
         )));
     }
-    if full {
-        BatchView::validate(&rest[..size], batch_size_max)
-            .map_err(|error| Stop::Torn(error.to_string()))?;
-    } else if header.record_count() == 0 {
+    if header.record_count() == 0 {
         return Err(Stop::Torn("batch holds no records".to_owned()));
     }
-    if let Some(offset) = expected {
-        // The writer copies a batch, then stamps its base offset: an unstamped one was torn.
-        if header.base_offset() == 0 && offset != 0 {
-            return Err(Stop::Torn(
-                "batch was copied but never stamped with its offset".to_owned(),
-            ));
-        }
-        if header.base_offset() < offset {
-            return Err(Stop::Stale);
-        }
-        if header.base_offset() != offset {
-            return Err(Stop::Garbage(format!(
-                "batch has base offset {}, expected {offset}",
-                header.base_offset()
-            )));
-        }
+    if header.base_offset() < expected {
+        return Err(Stop::Stale);
+    }
+    if header.base_offset() != expected {
+        return Err(Stop::Garbage(format!(
+            "batch has base offset {}, expected {expected}",
+            header.base_offset()
+        )));
     }
     Ok(Entry::Batch { base_offset: header.base_offset(), next_offset: header.next_offset(), size })
 }
@@ -214,14 +193,13 @@ pub(crate) fn walk(
     from: u64,
     from_offset: u64,
     to: u64,
-    batch_size_max: u32,
     mut visit: impl FnMut(BatchAt),
 ) -> Result<u64, WalkError> {
     let mut position = from;
     let mut expected = from_offset;
     while position < to {
         let rest = chunk_rest(data, layout, position);
-        let entry = read_entry(rest, Some(expected), batch_size_max, false)
+        let entry = read_header(rest, expected)
             .map_err(|stop| WalkError { position, reason: stop.reason() })?;
         match entry {
             Entry::ChunkEnd => position += rest.len() as u64,
@@ -243,45 +221,94 @@ pub(crate) fn walk(
 struct ChunkScan {
     first_offset: Option<u64>,
     end_offset: u64,
-    /// Bytes from the chunk start covered by valid entries.
+    /// Bytes from the chunk start covered by valid batches.
     valid: u64,
-    /// Whether the valid entries reach the chunk end (padding or a too-short remainder).
+    /// Valid batch entries.
+    entries: usize,
+    /// Whether the chunk was closed: its close entry and end marker are there and agree.
     complete: bool,
     stop: Option<Stop>,
 }
 
+/// Validates one chunk through its entry table: each entry in turn, and the batch it names in
+/// full, up to the close entry or the first entry or batch that fails (see `entry`).
 fn scan_chunk(chunk: &[u8], batch_size_max: u32) -> ChunkScan {
-    let mut scan =
-        ChunkScan { first_offset: None, end_offset: 0, valid: 0, complete: false, stop: None };
+    let mut scan = ChunkScan {
+        first_offset: None,
+        end_offset: 0,
+        valid: 0,
+        entries: 0,
+        complete: false,
+        stop: None,
+    };
     let mut at = 0usize;
-    loop {
-        let rest = &chunk[at..];
-        if rest.is_empty() {
-            scan.complete = scan.first_offset.is_some();
-            break;
+    let stop = loop {
+        let Some(place) = entry_place(chunk.len(), scan.entries) else {
+            break Stop::Garbage("the entry table fills the chunk".to_owned());
+        };
+        if place < at + END_MARKER_SIZE {
+            break Stop::Garbage("the entry table runs into the batches".to_owned());
         }
-        let expected = scan.first_offset.map(|_| scan.end_offset);
-        match read_entry(rest, expected, batch_size_max, true) {
-            Ok(Entry::ChunkEnd) if scan.first_offset.is_some() => {
+        let entry = match RingEntry::decode(&chunk[place..place + ENTRY_SIZE]) {
+            Ok(entry) => entry,
+            Err(NoEntry::Blank) => break Stop::Blank,
+            Err(NoEntry::BadCrc) => break Stop::Torn("ring entry fails its CRC".to_owned()),
+        };
+        let (entry_offset, is_close) = match entry {
+            RingEntry::Batch { base_offset, .. } => (base_offset, false),
+            RingEntry::Close { next_offset, .. } => (next_offset, true),
+        };
+        if scan.first_offset.is_some() && entry_offset != scan.end_offset {
+            break if entry_offset < scan.end_offset {
+                Stop::Stale
+            } else {
+                Stop::Garbage(format!(
+                    "entry names offset {entry_offset}, expected {}",
+                    scan.end_offset
+                ))
+            };
+        }
+        match entry {
+            RingEntry::Close { next_offset, .. } => {
+                if scan.first_offset.is_none() {
+                    break Stop::Garbage("a chunk is closed before its first batch".to_owned());
+                }
+                if read_end_marker(&chunk[at..]) != Some(next_offset) {
+                    break Stop::Torn("the chunk's close entry has no end marker".to_owned());
+                }
                 scan.complete = true;
-                break;
+                return scan;
             }
-            Ok(Entry::ChunkEnd) => {
-                scan.stop = Some(Stop::Garbage("chunk holds no batch".to_owned()));
-                break;
-            }
-            Ok(Entry::Batch { base_offset, next_offset, size }) => {
+            RingEntry::Batch { base_offset, size, leader_epoch, crc } => {
+                let size = size as usize;
+                let Some(bytes) =
+                    chunk.get(at..at + size).filter(|_| at + size + END_MARKER_SIZE <= place)
+                else {
+                    break Stop::Torn(format!(
+                        "a batch of {size} bytes does not fit where its entry puts it"
+                    ));
+                };
+                let view = match BatchView::validate(bytes, batch_size_max) {
+                    Ok(view) => view,
+                    Err(error) => break Stop::Torn(error.to_string()),
+                };
+                let header = view.header();
+                if header.base_offset() != base_offset
+                    || header.partition_leader_epoch() != leader_epoch
+                    || header.crc() != crc
+                {
+                    break Stop::Torn("the batch does not match its ring entry".to_owned());
+                }
+                debug_assert!(!is_close);
                 scan.first_offset.get_or_insert(base_offset);
-                scan.end_offset = next_offset;
+                scan.end_offset = header.next_offset();
                 at += size;
                 scan.valid = u64::try_from(at).expect("a position in a chunk fits u64");
-            }
-            Err(stop) => {
-                scan.stop = Some(stop);
-                break;
+                scan.entries += 1;
             }
         }
-    }
+    };
+    scan.stop = Some(stop);
     scan
 }
 
@@ -294,7 +321,7 @@ pub(crate) fn recover(
 ) -> Recovered {
     let mut checkpoint_rejected = None;
     if let Some(checkpoint) = superblock.clean {
-        match confirm_checkpoint(data, layout, &checkpoint, batch_size_max) {
+        match confirm_checkpoint(data, layout, &checkpoint) {
             Ok(recovered) => return recovered,
             Err(error) => checkpoint_rejected = Some(error.to_string()),
         }
@@ -308,7 +335,6 @@ fn confirm_checkpoint(
     data: &[u8],
     layout: &Layout,
     checkpoint: &Checkpoint,
-    batch_size_max: u32,
 ) -> Result<Recovered, WalkError> {
     let Checkpoint { head_position, head_offset, tail_position, next_offset } = *checkpoint;
     let reject = |reason: &str| WalkError { position: head_position, reason: reason.to_owned() };
@@ -328,8 +354,7 @@ fn confirm_checkpoint(
     {
         return Err(reject("positions beyond the lease table's range"));
     }
-    let walked =
-        walk(data, layout, head_position, head_offset, tail_position, batch_size_max, |_| ())?;
+    let walked = walk(data, layout, head_position, head_offset, tail_position, |_| ())?;
     if walked != next_offset {
         return Err(reject(
             "batches between head and tail do not end at the checkpoint's next offset",
@@ -450,7 +475,8 @@ fn scan(data: &[u8], layout: &Layout, durable_offset: u64, batch_size_max: u32) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringmq_protocol::batch::{stamp, write_padding};
+    use crate::log::entry::{end_marker, CLOSE_SIZE};
+    use ringmq_protocol::batch::stamp;
     use ringmq_protocol::{BatchBuilder, Record};
 
     const CHUNK: u64 = 1024;
@@ -469,11 +495,14 @@ mod tests {
         builder.finish().unwrap().to_vec()
     }
 
-    /// Writes batches as the ring writer would: padding at chunk ends, wrapping.
+    /// Writes batches as the ring writer would: a ring entry per batch, an end marker and close
+    /// entry when a chunk is left, wrapping.
     struct Image {
         data: Vec<u8>,
         position: u64,
         offset: u64,
+        /// Entries in the chunk being written.
+        entries: usize,
         layout: Layout,
     }
 
@@ -483,24 +512,43 @@ mod tests {
                 data: vec![0; (CHUNK * SLOTS) as usize],
                 position: 0,
                 offset: 0,
+                entries: 0,
                 layout: layout(),
             }
+        }
+
+        fn chunk_start(&self) -> usize {
+            ((self.position / CHUNK % SLOTS) * CHUNK) as usize
+        }
+
+        fn write_entry(&mut self, entry: RingEntry) {
+            let place = self.chunk_start() + entry_place(CHUNK as usize, self.entries).unwrap();
+            self.data[place..place + ENTRY_SIZE].copy_from_slice(&entry.encode());
+            self.entries += 1;
         }
 
         fn append(&mut self, records: usize) -> BatchAt {
             let mut bytes = batch(records, self.offset as u8);
             let chunk_end = (self.position / CHUNK + 1) * CHUNK;
-            if self.position + bytes.len() as u64 > chunk_end {
+            let framing = (self.entries + 1) * ENTRY_SIZE + CLOSE_SIZE;
+            if self.position + (bytes.len() + framing) as u64 > chunk_end {
                 let place = (self.position % self.layout.capacity()) as usize;
-                let rest = (chunk_end - self.position) as usize;
-                if rest >= BATCH_HEADER_SIZE {
-                    write_padding(&mut self.data[place..place + rest], self.offset, 0).unwrap();
-                }
+                self.data[place..place + END_MARKER_SIZE].copy_from_slice(&end_marker(self.offset));
+                self.write_entry(RingEntry::Close { next_offset: self.offset, leader_epoch: 0 });
                 self.position = chunk_end;
+                self.entries = 0;
             }
             stamp(&mut bytes, self.offset, 0).unwrap();
             let place = (self.position % self.layout.capacity()) as usize;
             self.data[place..place + bytes.len()].copy_from_slice(&bytes);
+            let crc = BatchHeader::peek(&bytes).unwrap().crc();
+            let size = bytes.len() as u32;
+            self.write_entry(RingEntry::Batch {
+                base_offset: self.offset,
+                size,
+                leader_epoch: 0,
+                crc,
+            });
             let at = BatchAt {
                 position: self.position,
                 base_offset: self.offset,
@@ -550,16 +598,11 @@ mod tests {
         let layout = image.layout;
         let head = layout.generation_start(recovered.head_generation);
         let mut seen = Vec::new();
-        let next = walk(
-            &image.data,
-            &layout,
-            head,
-            recovered.head_offset,
-            recovered.tail_position,
-            1 << 20,
-            |b| seen.push(b.base_offset),
-        )
-        .unwrap();
+        let next =
+            walk(&image.data, &layout, head, recovered.head_offset, recovered.tail_position, |b| {
+                seen.push(b.base_offset)
+            })
+            .unwrap();
         assert_eq!(next, image.offset);
         assert_eq!(
             seen,
@@ -610,7 +653,7 @@ mod tests {
             batches.push(image.append(2));
         }
         // Lose the middle of chunk 1 (an unsynced page): chunks 2 and 3 are valid but cut off.
-        let lost = batches.iter().find(|b| b.position > CHUNK + 300).unwrap();
+        let lost = batches.iter().find(|b| b.position > CHUNK + 200).unwrap();
         let place = lost.position as usize;
         image.data[place..place + 64].fill(0xEE);
         let recovered = recover(&image.data, &image.layout, &superblock(3, None), 1 << 20);
@@ -668,24 +711,54 @@ mod tests {
             let layout = image.layout;
             let head = layout.generation_start(recovered.head_generation);
             let mut expected = recovered.head_offset;
-            walk(
-                &image.data,
-                &layout,
-                head,
-                recovered.head_offset,
-                recovered.tail_position,
-                1 << 20,
-                |b| {
-                    let rest = chunk_rest(&image.data, &layout, b.position);
-                    let size = BatchHeader::peek(rest).unwrap().batch_len();
-                    let view = BatchView::validate(&rest[..size], 1 << 20)
-                        .expect("served batch validates");
-                    assert_eq!(view.base_offset(), expected);
-                    expected = view.next_offset();
-                },
-            )
+            walk(&image.data, &layout, head, recovered.head_offset, recovered.tail_position, |b| {
+                let rest = chunk_rest(&image.data, &layout, b.position);
+                let size = BatchHeader::peek(rest).unwrap().batch_len();
+                let view =
+                    BatchView::validate(&rest[..size], 1 << 20).expect("served batch validates");
+                assert_eq!(view.base_offset(), expected);
+                expected = view.next_offset();
+            })
             .unwrap();
             assert_eq!(expected, recovered.next_offset);
         }
+    }
+
+    /// The torn write the ring's entries exist for: a new batch's base offset landed on an older
+    /// lap's batch (valid on its own), with or without the new batch's entry.
+    #[test]
+    fn a_new_offset_over_an_old_batch_is_never_accepted() {
+        let mut image = Image::new();
+        while image.position < CHUNK * SLOTS + 300 {
+            image.append(2);
+        }
+        let end_offset = image.offset;
+        // The lap-old batch that now lies right after the tail, in the tail chunk's slot.
+        let place = (image.position % image.layout.capacity()) as usize;
+        let old = BatchHeader::peek(&image.data[place..])
+            .map(|header| (header.batch_len(), header.crc()));
+        let (old_size, _) = old.expect("an older lap's batch follows the tail");
+        let new_batch = batch(3, 0xAB);
+        let new_crc = BatchHeader::peek(&new_batch).unwrap().crc();
+        // Only the first 8 bytes of the new batch (its stamped base offset) reached the disk.
+        image.data[place..place + 8].copy_from_slice(&end_offset.to_be_bytes());
+        let without_entry = recover(&image.data, &image.layout, &superblock(0, None), 1 << 20);
+        assert_eq!(without_entry.next_offset, end_offset, "an old entry does not name the offset");
+        // And its entry too: the old batch's CRC is not the one the entry names.
+        let entry = RingEntry::Batch {
+            base_offset: end_offset,
+            size: old_size as u32,
+            leader_epoch: 0,
+            crc: new_crc,
+        };
+        image.write_entry(entry);
+        let with_entry = recover(&image.data, &image.layout, &superblock(0, None), 1 << 20);
+        assert_eq!(with_entry.next_offset, end_offset);
+        let truncation = with_entry.truncated.expect("a torn write");
+        assert!(
+            truncation.reason.contains("does not match its ring entry"),
+            "{}",
+            truncation.reason
+        );
     }
 }

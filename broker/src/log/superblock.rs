@@ -7,7 +7,7 @@
 //! ```text
 //! byte  size  field            notes
 //!    0     8  magic            "RINGMQLG"
-//!    8     4  format_version   1
+//!    8     4  format_version   2 (1: ringmq 0.1's own batch format, refused)
 //!   12     4  superblock_size  4096 (bytes per copy)
 //!   16     8  capacity         bytes in the data area
 //!   24     8  chunk_size       bytes per chunk
@@ -41,7 +41,7 @@ pub(crate) const DATA_START: u64 = DATA_START_BYTES as u64;
 /// The magic of a ring file.
 pub(crate) const MAGIC: [u8; 8] = *b"RINGMQLG";
 /// The format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 const FLAG_CLEAN: u32 = 1;
 const CRC_SPAN: usize = 88;
@@ -111,6 +111,13 @@ impl std::fmt::Display for SuperblockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::BadMagic => f.write_str("not a ringmq ring file (bad magic)"),
+            Self::Version(1) => write!(
+                f,
+                "format version 1 (ringmq 0.1's own batch format), but this build reads version \
+                 {FORMAT_VERSION} (Kafka record batches) and does not migrate files: read what you \
+                 need with the old broker, then move this data directory aside and start with an \
+                 empty one"
+            ),
             Self::Version(found) => {
                 write!(f, "format version {found}, but this build reads version {FORMAT_VERSION}")
             }
@@ -253,15 +260,17 @@ mod tests {
         let file = vec![0u8; DATA_START as usize];
         assert_eq!(Superblock::choose(&file).unwrap_err(), SuperblockError::BadMagic);
         let mut page = sample(1).encode();
-        page[8] = 2; // format version 2
-        let crc = crc32c::crc32c(&page[..CRC_SPAN]);
-        page[CRC_SPAN..CRC_SPAN + 4].copy_from_slice(&crc.to_le_bytes());
-        let mut file = vec![0u8; DATA_START as usize];
-        file[..SUPERBLOCK_SIZE].copy_from_slice(&page);
-        file[SUPERBLOCK_SIZE..].copy_from_slice(&page);
-        let error = Superblock::choose(&file).unwrap_err();
-        assert_eq!(error, SuperblockError::Version(2));
-        assert!(error.to_string().contains("format version 2"));
+        for (version, says) in [(3u8, "format version 3"), (1, "move this data directory aside")] {
+            page[8] = version;
+            let crc = crc32c::crc32c(&page[..CRC_SPAN]);
+            page[CRC_SPAN..CRC_SPAN + 4].copy_from_slice(&crc.to_le_bytes());
+            let mut file = vec![0u8; DATA_START as usize];
+            file[..SUPERBLOCK_SIZE].copy_from_slice(&page);
+            file[SUPERBLOCK_SIZE..].copy_from_slice(&page);
+            let error = Superblock::choose(&file).unwrap_err();
+            assert_eq!(error, SuperblockError::Version(u32::from(version)));
+            assert!(error.to_string().contains(says), "{error}");
+        }
         assert_eq!(
             Superblock::decode(&[0; SUPERBLOCK_SIZE]).unwrap_err(),
             SuperblockError::BadMagic

@@ -1,12 +1,14 @@
-//! The single writer of a partition log: append, pad at chunk ends, reclaim the oldest chunk.
+//! The single writer of a partition log: append (the batch, its stamp, its ring entry), leave a
+//! chunk with its end marker and close entry, reclaim the oldest chunk.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ringmq_protocol::batch::{stamp, write_padding};
+use ringmq_protocol::batch::stamp;
 use ringmq_protocol::limits::BATCH_HEADER_SIZE;
 use ringmq_protocol::BatchView;
 
+use super::entry::{end_marker, Entry, CLOSE_SIZE, END_MARKER_SIZE, ENTRY_SIZE};
 use super::raw::{Claim, WriteCursor};
 use super::superblock::Checkpoint;
 use super::{Shared, StorageError};
@@ -22,8 +24,10 @@ pub struct LogWriter {
     next_offset: u64,
     /// End of the claimed chunk (equal to `tail` when no chunk is claimed).
     chunk_end: u64,
-    /// The held chunk is full and padded; the next append must claim another first.
+    /// The held chunk is closed (or none is held); the next append must claim another first.
     needs_chunk: bool,
+    /// Ring entries written in the held chunk.
+    entries: usize,
     index_fill: u64,
     /// Base offset of the first batch of each chunk slot's current generation.
     chunk_first_offset: Box<[u64]>,
@@ -41,16 +45,26 @@ pub struct Appended {
     pub end_position: u64,
 }
 
+/// Where a recovered log's writer goes on.
+#[derive(Debug)]
+pub(super) struct Resume {
+    /// Position where the next batch goes.
+    pub(super) tail: u64,
+    /// Offset the next record gets.
+    pub(super) next_offset: u64,
+    /// The offset index's fill cursor.
+    pub(super) index_fill: u64,
+    /// Base offset of the first batch of each chunk slot's current generation.
+    pub(super) chunk_first_offset: Box<[u64]>,
+    /// The term stamped on batches.
+    pub(super) term: u32,
+    /// Ring entries in the tail chunk.
+    pub(super) entries: usize,
+}
+
 impl LogWriter {
-    pub(super) fn new(
-        cursor: WriteCursor,
-        shared: Arc<Shared>,
-        tail: u64,
-        next_offset: u64,
-        index_fill: u64,
-        chunk_first_offset: Box<[u64]>,
-        term: u32,
-    ) -> Self {
+    pub(super) fn new(cursor: WriteCursor, shared: Arc<Shared>, resume: Resume) -> Self {
+        let Resume { tail, next_offset, index_fill, chunk_first_offset, term, entries } = resume;
         let layout = *cursor.core().layout();
         let (chunk_end, needs_chunk) = match cursor.claimed() {
             Some(generation) => {
@@ -69,7 +83,26 @@ impl LogWriter {
             index_fill,
             chunk_first_offset,
             term,
+            entries,
         }
+    }
+
+    /// The term as the batches' `partitionLeaderEpoch` carries it.
+    fn leader_epoch(&self) -> i32 {
+        i32::try_from(self.term).unwrap_or(i32::MAX)
+    }
+
+    /// Where the held chunk's next entry goes.
+    fn entry_position(&self, index: usize) -> u64 {
+        let from_end = (index as u64 + 1) * ENTRY_SIZE as u64;
+        self.chunk_end - from_end
+    }
+
+    /// Whether a batch of `size` bytes fits the held chunk: after it and its entry the chunk still
+    /// has room to be closed.
+    fn fits(&self, size: u64) -> bool {
+        let framing = (self.entries as u64 + 1) * ENTRY_SIZE as u64 + CLOSE_SIZE as u64;
+        self.tail + size + framing <= self.chunk_end
     }
 
     /// Offset the next record gets.
@@ -78,8 +111,8 @@ impl LogWriter {
     }
 
     /// Appends a validated batch: one copy into the mapping, base offset and term stamped in
-    /// place, then published to readers. When this returns the batch survives a broker crash
-    /// (`kill -9`); call [`super::Log::sync`] for an OS crash.
+    /// place, its ring entry written, then published to readers. When this returns the batch
+    /// survives a broker crash (`kill -9`); call [`super::Log::sync`] for an OS crash.
     ///
     /// # Errors
     ///
@@ -93,7 +126,7 @@ impl LogWriter {
         if size > u64::from(self.shared.batch_size_max) {
             return Err(StorageError::BatchTooLarge { size, max: self.shared.batch_size_max });
         }
-        if !self.needs_chunk && self.tail + size > self.chunk_end {
+        if !self.needs_chunk && !self.fits(size) {
             self.close_chunk();
         }
         if self.needs_chunk {
@@ -102,9 +135,18 @@ impl LogWriter {
         let layout = *self.cursor.core().layout();
         let position = self.tail;
         let base_offset = self.next_offset;
+        let leader_epoch = self.leader_epoch();
         self.cursor.write(position, bytes);
-        stamp(self.cursor.bytes_mut(position, BATCH_HEADER_SIZE as u64), base_offset, self.term)
+        stamp(self.cursor.bytes_mut(position, BATCH_HEADER_SIZE as u64), base_offset, leader_epoch)
             .expect("a validated batch holds a header");
+        let entry = Entry::Batch {
+            base_offset,
+            size: u32::try_from(size).expect("a batch is at most BATCH_SIZE_MAX"),
+            leader_epoch,
+            crc: batch.header().crc(),
+        };
+        self.cursor.write(self.entry_position(self.entries), &entry.encode());
+        self.entries += 1;
         if position.is_multiple_of(layout.chunk_size()) {
             let slot = layout.slot(layout.generation(position));
             self.chunk_first_offset[slot] = base_offset;
@@ -121,15 +163,15 @@ impl LogWriter {
         Ok(Appended { base_offset, next_offset: self.next_offset, end_position: self.tail })
     }
 
-    /// Pads the rest of the held chunk and publishes up to its end.
+    /// Leaves the held chunk: its end marker after the last batch, its close entry, then
+    /// publishes up to its end.
     fn close_chunk(&mut self) {
-        let rest = self.chunk_end - self.tail;
-        if rest >= BATCH_HEADER_SIZE as u64 {
-            let tail = self.cursor.bytes_mut(self.tail, rest);
-            write_padding(tail, self.next_offset, self.term)
-                .expect("padding fits the rest of the chunk");
-        }
-        // A remainder shorter than a header needs no marker: readers and recovery skip it.
+        // INVARIANT: every append left `CLOSE_SIZE` bytes free for this (see `fits`).
+        let close =
+            Entry::Close { next_offset: self.next_offset, leader_epoch: self.leader_epoch() };
+        self.cursor.write(self.entry_position(self.entries), &close.encode());
+        self.cursor.write(self.tail, &end_marker(self.next_offset));
+        debug_assert!(self.tail + END_MARKER_SIZE as u64 <= self.entry_position(self.entries));
         self.tail = self.chunk_end;
         self.cursor.publish(self.tail);
         self.needs_chunk = true;
@@ -160,6 +202,7 @@ impl LogWriter {
                 self.tail = layout.generation_start(generation);
                 self.chunk_end = layout.generation_start(generation + 1);
                 self.needs_chunk = false;
+                self.entries = 0;
                 Ok(())
             }
             Claim::Busy { readers } => Err(StorageError::ChunkBusy { readers }),

@@ -536,13 +536,11 @@ impl<'c> Session<'c> {
             }
             Err(error) => {
                 let message = format!("record batch rejected: {error}");
-                return self.error(
-                    output,
-                    opcode,
-                    ErrorCode::CorruptBatch,
-                    correlation_id,
-                    &message,
-                );
+                let code = match error {
+                    DecodeError::Unsupported { .. } => ErrorCode::UnsupportedRequest,
+                    _ => ErrorCode::CorruptBatch,
+                };
+                return self.error(output, opcode, code, correlation_id, &message);
             }
         };
         let config = &self.context.config;

@@ -5,7 +5,6 @@
 use std::fs;
 use std::path::Path;
 
-use ringmq_protocol::batch::write_padding;
 use ringmq_protocol::group::{
     CommitOffsets, Entries, GroupName, GroupTopic, Heartbeat, JoinGroup, LeaveGroup,
     PartitionOffset, ProducerIdentity,
@@ -45,8 +44,6 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     let small = batch(&[(b"hello", None), (b"world", Some(b"key"))], &[]);
     let with_headers = batch(&[(b"v", Some(b"k"))], &[Header { name: "trace", value: b"abc" }]);
-    let mut padding = vec![0u8; 200];
-    write_padding(&mut padding, 42, 0).expect("padding");
     let requests = [
         Request::Handshake(Handshake { version_min: 1, version_max: 1, client_name: "fuzz" }),
         Request::Ping,
@@ -80,7 +77,6 @@ fn main() {
     }
     seeds.push(("decode_batch", "small".into(), small.clone()));
     seeds.push(("decode_batch", "headers".into(), with_headers.clone()));
-    seeds.push(("decode_batch", "padding".into(), padding));
     // A consumer group's requests, and an idempotent producer's batch.
     let offsets = [PartitionOffset { partition: 0, offset: 1 }];
     let group = [

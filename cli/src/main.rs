@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use ringmq_client::{
-    Acks, Client, ClientError, ConsumerRecord, ProducerRecord, StartOffset, TopicConfig,
+    Acks, Client, ClientError, Compression, ConsumerRecord, ProducerRecord, StartOffset,
+    TopicConfig,
 };
 
 #[derive(Debug, Parser)]
@@ -113,6 +114,19 @@ struct ProduceArgs {
     /// How long a batch waits for more messages, ms.
     #[arg(long, default_value_t = 5, value_name = "MS")]
     linger_ms: u64,
+    /// Compress batches: none, gzip, snappy, lz4 or zstd (the broker stores them compressed;
+    /// consumers decompress).
+    #[arg(long, value_enum, default_value_t = CompressionArg::None, value_name = "CODEC")]
+    compression: CompressionArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -457,6 +471,13 @@ async fn produce(client: &Client, args: ProduceArgs, timeout: Duration) -> anyho
         .producer()
         .acks(acks)
         .linger(Duration::from_millis(args.linger_ms))
+        .compression(match args.compression {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        })
         .timeout(timeout)
         .build()
         .await?;

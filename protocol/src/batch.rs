@@ -55,9 +55,7 @@ use crate::error::{DecodeError, EncodeError};
 use crate::limits::{
     BATCH_HEADER_SIZE, BATCH_SIZE_MAX, RECORD_COUNT_MAX, RECORD_HEADER_COUNT_MAX, RECORD_SIZE_MIN,
 };
-use crate::varint::{
-    put_varint, put_varlong, read_varint, read_varlong, varint_size, varlong_size,
-};
+use crate::varint::{put_varlong, read_varint, read_varlong, varint_size, varlong_size};
 use crate::wire::to_u64;
 
 /// The `magic` of a v2 record batch.
@@ -608,28 +606,133 @@ fn validate_body(
     Ok(())
 }
 
-/// Parses every record of an uncompressed records block: `header.record_count()` of them,
-/// filling it exactly. Returns the largest timestamp.
+/// Checks every record of an uncompressed records block: `header.record_count()` of them,
+/// filling it exactly (each as [`parse_record`] reads it, without building views: this runs on
+/// every produced batch). Returns the largest timestamp.
 fn validate_records(records: &[u8], header: &BatchHeader) -> Result<i64, DecodeError> {
-    let mut position = 0usize;
+    let mut rest = records;
     let mut max_timestamp = i64::MIN;
+    let base_timestamp = header.base_timestamp();
     for index in 0..header.record_count() {
-        let (record, next) = parse_record(records, position, header.base_timestamp(), index)?;
-        for entry in record.headers.clone().checked() {
-            entry?;
-        }
-        max_timestamp = max_timestamp.max(record.timestamp);
-        position = next;
+        let (after, timestamp) = check_record(rest, base_timestamp, index)
+            .map_err(|problem| problem.into_error(records.len()))?;
+        max_timestamp = max_timestamp.max(timestamp);
+        rest = after;
     }
-    if position != records.len() {
+    if !rest.is_empty() {
         return Err(DecodeError::SizeMismatch {
             context: "batch",
             field: "batchLength",
             declared: to_u64(records.len().saturating_add(BATCH_HEADER_SIZE)),
-            actual: to_u64(position.saturating_add(BATCH_HEADER_SIZE)),
+            actual: to_u64(
+                records.len().saturating_sub(rest.len()).saturating_add(BATCH_HEADER_SIZE),
+            ),
         });
     }
     Ok(max_timestamp)
+}
+
+/// What is wrong with a record field, and how many bytes of the block were left at it.
+struct RecordProblem {
+    field: &'static str,
+    reason: &'static str,
+    remaining: usize,
+}
+
+impl RecordProblem {
+    #[cold]
+    fn new(rest: &[u8], field: &'static str, reason: &'static str) -> Self {
+        Self { field, reason, remaining: rest.len() }
+    }
+
+    #[cold]
+    fn into_error(self, block_len: usize) -> DecodeError {
+        DecodeError::InvalidValue {
+            context: "record",
+            field: self.field,
+            position: block_len.saturating_sub(self.remaining),
+            value: 0,
+            reason: self.reason,
+        }
+    }
+}
+
+/// The varint at the start of `rest`, and the bytes after it.
+#[inline]
+fn take_varint<'b>(rest: &'b [u8], field: &'static str) -> Result<(i32, &'b [u8]), RecordProblem> {
+    match read_varint(rest) {
+        Ok((value, size)) => Ok((value, rest.get(size..).unwrap_or_default())),
+        Err(_) => Err(RecordProblem::new(rest, field, "not a varint")),
+    }
+}
+
+/// A field of `length` bytes at the start of `rest` (-1: null, where `nullable`), and the bytes
+/// after it.
+#[inline]
+fn take_field<'b>(
+    rest: &'b [u8],
+    length: i32,
+    field: &'static str,
+    nullable: bool,
+) -> Result<(&'b [u8], &'b [u8]), RecordProblem> {
+    if length == -1 && nullable {
+        return Ok((&[], rest));
+    }
+    let Ok(size) = usize::try_from(length) else {
+        return Err(RecordProblem::new(rest, field, "negative length"));
+    };
+    rest.split_at_checked(size)
+        .ok_or_else(|| RecordProblem::new(rest, field, "runs past the record"))
+}
+
+/// Checks the record at the start of `bytes`: returns the bytes after it and its timestamp.
+#[inline]
+fn check_record(
+    bytes: &[u8],
+    base_timestamp: i64,
+    index: u32,
+) -> Result<(&[u8], i64), RecordProblem> {
+    let (length, rest) = take_varint(bytes, "length")?;
+    let (body, after) = take_field(rest, length, "length", false)?;
+    let Some((_attributes, rest)) = body.split_first() else {
+        return Err(RecordProblem::new(body, "attributes", "missing"));
+    };
+    let (timestamp_delta, rest) = match read_varlong(rest) {
+        Ok((value, size)) => (value, rest.get(size..).unwrap_or_default()),
+        Err(_) => return Err(RecordProblem::new(rest, "timestampDelta", "not a varlong")),
+    };
+    let (offset_delta, rest) = take_varint(rest, "offsetDelta")?;
+    if u32::try_from(offset_delta).ok() != Some(index) {
+        return Err(RecordProblem::new(
+            rest,
+            "offsetDelta",
+            "record offset deltas count 0, 1, 2, ... within a batch",
+        ));
+    }
+    let (key_length, rest) = take_varint(rest, "keyLength")?;
+    let (_key, rest) = take_field(rest, key_length, "key", true)?;
+    let (value_length, rest) = take_varint(rest, "valueLength")?;
+    let (_value, rest) = take_field(rest, value_length, "value", true)?;
+    let (header_count, mut rest) = take_varint(rest, "headerCount")?;
+    if !(0..=i32::from(RECORD_HEADER_COUNT_MAX)).contains(&header_count) {
+        return Err(RecordProblem::new(rest, "headerCount", "0 to RECORD_HEADER_COUNT_MAX"));
+    }
+    for _ in 0..header_count {
+        let (key_length, after_length) = take_varint(rest, "headerKeyLength")?;
+        let (key, after_key) = take_field(after_length, key_length, "headerKey", false)?;
+        if std::str::from_utf8(key).is_err() {
+            return Err(RecordProblem::new(after_length, "headerKey", "not valid UTF-8"));
+        }
+        let (value_length, after_value_length) = take_varint(after_key, "headerValueLength")?;
+        (_, rest) = take_field(after_value_length, value_length, "headerValue", true)?;
+    }
+    if !rest.is_empty() {
+        return Err(RecordProblem::new(rest, "length", "bytes left after the record's last field"));
+    }
+    let Some(timestamp) = base_timestamp.checked_add(timestamp_delta) else {
+        return Err(RecordProblem::new(body, "timestampDelta", "the timestamp overflows"));
+    };
+    Ok((after, timestamp))
 }
 
 /// A cursor over one record's bytes, for the varint fields.
@@ -641,6 +744,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[cold]
     fn error(&self, field: &'static str, reason: &'static str) -> DecodeError {
         DecodeError::InvalidValue {
             context: "record",
@@ -651,6 +755,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline]
     fn varint(&mut self, field: &'static str) -> Result<i32, DecodeError> {
         let rest = self.bytes.get(self.at..).unwrap_or_default();
         let (value, size) = read_varint(rest).map_err(|_| self.error(field, "not a varint"))?;
@@ -658,6 +763,7 @@ impl<'a> Cursor<'a> {
         Ok(value)
     }
 
+    #[inline]
     fn varlong(&mut self, field: &'static str) -> Result<i64, DecodeError> {
         let rest = self.bytes.get(self.at..).unwrap_or_default();
         let (value, size) = read_varlong(rest).map_err(|_| self.error(field, "not a varlong"))?;
@@ -672,6 +778,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `length` bytes (a non-negative varint length), or `None` for -1 if `nullable`.
+    #[inline]
     fn bytes(
         &mut self,
         length: i32,
@@ -839,11 +946,6 @@ pub struct HeaderView<'a> {
 }
 
 impl<'a> RecordHeaders<'a> {
-    /// Every header, checked, then whether the headers fill the record exactly.
-    fn checked(self) -> CheckedHeaders<'a> {
-        CheckedHeaders { headers: self, done: false }
-    }
-
     fn parse(&mut self) -> Result<HeaderView<'a>, DecodeError> {
         let mut cursor = Cursor {
             bytes: self.bytes.get(self.position..).unwrap_or_default(),
@@ -877,42 +979,6 @@ impl<'a> Iterator for RecordHeaders<'a> {
     }
 }
 
-/// The headers of a record being validated, then a check that nothing follows them.
-struct CheckedHeaders<'a> {
-    headers: RecordHeaders<'a>,
-    done: bool,
-}
-
-impl Iterator for CheckedHeaders<'_> {
-    type Item = Result<(), DecodeError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        if self.headers.remaining == 0 {
-            self.done = true;
-            let trailing = self.headers.position != self.headers.bytes.len();
-            return trailing.then(|| {
-                Err(DecodeError::SizeMismatch {
-                    context: "record",
-                    field: "length",
-                    declared: to_u64(self.headers.bytes.len()),
-                    actual: to_u64(self.headers.position),
-                })
-            });
-        }
-        self.headers.remaining = self.headers.remaining.saturating_sub(1);
-        match self.headers.parse() {
-            Ok(_) => Some(Ok(())),
-            Err(error) => {
-                self.done = true;
-                Some(Err(error))
-            }
-        }
-    }
-}
-
 /// A record header to encode: a UTF-8 name and a byte value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
@@ -943,28 +1009,50 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Encoded size of a length-prefixed field of `size` bytes, or `None` past `i32`.
-fn field_size(size: usize) -> Option<usize> {
-    let length = i32::try_from(size).ok()?;
-    varint_size(length).checked_add(size)
+/// Bytes of the varint of a non-negative length (zig-zag doubles it): no conversion, no loop.
+#[inline]
+fn length_size(length: usize) -> usize {
+    match length {
+        0..=63 => 1,
+        64..=8191 => 2,
+        8192..=1_048_575 => 3,
+        1_048_576..=134_217_727 => 4,
+        _ => 5,
+    }
 }
 
-/// Bytes of a record's body (after its length varint) at `offset_delta` with `timestamp_delta`.
-fn record_body_size(record: &Record<'_>, offset_delta: i32, timestamp_delta: i64) -> Option<usize> {
-    let headers = i32::try_from(record.headers.len()).ok()?;
+/// Encoded size of a length-prefixed field of `size` bytes.
+#[inline]
+fn field_size(size: usize) -> usize {
+    length_size(size).wrapping_add(size)
+}
+
+/// Bytes of a record's body (after its length varint) at `offset_delta` with `timestamp_delta`,
+/// if every field is within `limit` (which keeps the sums far from overflow).
+#[inline]
+fn record_body_size(
+    record: &Record<'_>,
+    offset_delta: i32,
+    timestamp_delta: i64,
+    limit: usize,
+) -> Option<usize> {
+    let key = record.key.map_or(0, <[u8]>::len);
+    if key > limit || record.value.len() > limit {
+        return None;
+    }
     let mut size = 1usize
-        .checked_add(varlong_size(timestamp_delta))?
-        .checked_add(varint_size(offset_delta))?;
-    size = size.checked_add(match record.key {
-        None => varint_size(-1),
-        Some(key) => field_size(key.len())?,
-    })?;
-    size = size.checked_add(field_size(record.value.len())?)?;
-    size = size.checked_add(varint_size(headers))?;
+        .wrapping_add(varlong_size(timestamp_delta))
+        .wrapping_add(varint_size(offset_delta))
+        .wrapping_add(if record.key.is_some() { field_size(key) } else { 1 })
+        .wrapping_add(field_size(record.value.len()))
+        .wrapping_add(length_size(record.headers.len()));
     for header in record.headers {
+        if header.name.len() > limit || header.value.len() > limit {
+            return None;
+        }
         size = size
-            .checked_add(field_size(header.name.len())?)?
-            .checked_add(field_size(header.value.len())?)?;
+            .checked_add(field_size(header.name.len()))?
+            .checked_add(field_size(header.value.len()))?;
     }
     Some(size)
 }
@@ -1140,22 +1228,23 @@ impl BatchEncoder {
             size: size.saturating_add(BATCH_HEADER_SIZE),
             max: self.limit,
         };
+        let limit = self.limit;
         let encoded_size = |offset_delta: i32, timestamp_delta: i64| {
-            let body = record_body_size(record, offset_delta, timestamp_delta)?;
+            let body = record_body_size(record, offset_delta, timestamp_delta, limit)?;
             let body_length = i32::try_from(body).ok()?;
             Some((body_length, varint_size(body_length).checked_add(body)?))
         };
-        // As the first record of an empty batch with its own timestamp as the base, the record
-        // is as small as it gets: refuse what could never fit.
-        let smallest = encoded_size(0, 0).map_or(usize::MAX, |(_, size)| size);
-        if smallest > self.limit.saturating_sub(BATCH_HEADER_SIZE) {
-            return Err(too_large(smallest));
-        }
         let offset_delta = i32::try_from(self.record_count).unwrap_or(i32::MAX);
         let (body_length, record_size) =
             encoded_size(offset_delta, timestamp_delta).ok_or_else(|| too_large(usize::MAX))?;
         let end = self.size.saturating_add(record_size);
         if end > self.limit || self.record_count >= RECORD_COUNT_MAX {
+            // As the first record of an empty batch with its own timestamp as the base, the
+            // record is as small as it gets: refuse what could never fit.
+            let smallest = encoded_size(0, 0).map_or(usize::MAX, |(_, size)| size);
+            if smallest > self.limit.saturating_sub(BATCH_HEADER_SIZE) {
+                return Err(too_large(smallest));
+            }
             return Ok(Push::Full);
         }
         let written =
@@ -1285,35 +1374,57 @@ fn encode_record(
     timestamp_delta: i64,
 ) -> Option<usize> {
     let length = |size: usize| i32::try_from(size).ok();
-    let mut at = put_varint(buffer, at, body_length)?;
-    at = put(buffer, at, &[0])?;
-    at = put_varlong(buffer, at, timestamp_delta)?;
-    at = put_varint(buffer, at, offset_delta)?;
+    let record_size = varint_size(body_length).checked_add(usize::try_from(body_length).ok()?)?;
+    let end = at.checked_add(record_size)?;
+    let mut out = Out { rest: buffer.get_mut(at..end)? };
+    out.varint(body_length)?;
+    out.bytes(&[0])?;
+    out.varlong(timestamp_delta)?;
+    out.varint(offset_delta)?;
     match record.key {
-        None => at = put_varint(buffer, at, -1)?,
+        None => out.varint(-1)?,
         Some(key) => {
-            at = put_varint(buffer, at, length(key.len())?)?;
-            at = put(buffer, at, key)?;
+            out.varint(length(key.len())?)?;
+            out.bytes(key)?;
         }
     }
-    at = put_varint(buffer, at, length(record.value.len())?)?;
-    at = put(buffer, at, record.value)?;
-    at = put_varint(buffer, at, length(record.headers.len())?)?;
+    out.varint(length(record.value.len())?)?;
+    out.bytes(record.value)?;
+    out.varint(length(record.headers.len())?)?;
     for header in record.headers {
-        at = put_varint(buffer, at, length(header.name.len())?)?;
-        at = put(buffer, at, header.name.as_bytes())?;
-        at = put_varint(buffer, at, length(header.value.len())?)?;
-        at = put(buffer, at, header.value)?;
+        out.varint(length(header.name.len())?)?;
+        out.bytes(header.name.as_bytes())?;
+        out.varint(length(header.value.len())?)?;
+        out.bytes(header.value)?;
     }
-    Some(at)
+    out.rest.is_empty().then_some(end)
 }
 
-/// Copies `bytes` to `at` in `buffer` and returns the position after them, or `None` if they do
-/// not fit.
-fn put(buffer: &mut [u8], at: usize, bytes: &[u8]) -> Option<usize> {
-    let end = at.checked_add(bytes.len())?;
-    buffer.get_mut(at..end)?.copy_from_slice(bytes);
-    Some(end)
+/// The unwritten rest of a record's bytes; each write fills its front.
+struct Out<'a> {
+    rest: &'a mut [u8],
+}
+
+impl Out<'_> {
+    #[inline]
+    fn bytes(&mut self, bytes: &[u8]) -> Option<()> {
+        let (target, rest) = std::mem::take(&mut self.rest).split_at_mut_checked(bytes.len())?;
+        target.copy_from_slice(bytes);
+        self.rest = rest;
+        Some(())
+    }
+
+    #[inline]
+    fn varlong(&mut self, value: i64) -> Option<()> {
+        let size = put_varlong(self.rest, 0, value)?;
+        self.rest = std::mem::take(&mut self.rest).get_mut(size..)?;
+        Some(())
+    }
+
+    #[inline]
+    fn varint(&mut self, value: i32) -> Option<()> {
+        self.varlong(i64::from(value))
+    }
 }
 
 /// Iterator over concatenated batches (a fetch response's records), validating each.

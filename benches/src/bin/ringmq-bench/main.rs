@@ -177,9 +177,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let broker_args = vec![
         "--sync".to_owned(),
         args.sync.clone(),
-        "--default-capacity".to_owned(),
+        "--partition-capacity-default".to_owned(),
         args.capacity.to_string(),
-        "--read-buffers".to_owned(),
+        "--read-buffer-count".to_owned(),
         "256".to_owned(),
     ]
     .into_iter()

@@ -1,38 +1,36 @@
-//! Criterion benchmarks of the produce and fetch request handlers in isolation: a request frame
-//! body in, a response out, through the same functions the broker's connection task calls
-//! (decode, validate in place, append under the writer lock; read a view of the log, encode the
-//! response head), without sockets.
+//! Criterion benchmarks of the produce and fetch paths in isolation: a request frame body in, a
+//! response out, through the broker core that every front end calls (decode; validate in place
+//! and append under the writer lock; read a view of the log and encode the response head),
+//! without sockets.
 //!
 //! Run: `cargo bench -p ringmq-benches --bench handlers`.
 
 #![allow(clippy::unwrap_used, reason = "a benchmark that cannot set up should stop loudly")]
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringmq_benches::fill_batch;
-use ringmq_broker::log::DataDir;
-use ringmq_broker::topics::{TopicDefaults, Topics};
+use ringmq_broker::config::Config;
+use ringmq_broker::core::Core;
+use ringmq_broker::metrics::Metrics;
 use ringmq_protocol::message::{Fetch, FetchReply, Produce, ProduceReply};
 use ringmq_protocol::{Acks, BatchView, Opcode, Request};
 
 fn handlers(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let defaults = TopicDefaults {
-        partition_count: 1,
-        capacity: 256 << 20,
-        batch_size_max: 1 << 20,
-        prefault: true,
-        capacity_max: 1 << 30,
-        partition_count_max: 16,
-        topic_count_max: 16,
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        partition_capacity_default: 256 << 20,
+        partition_capacity_max: 1 << 30,
+        ..Config::default()
     };
-    let metrics = std::sync::Arc::new(ringmq_broker::metrics::Metrics::new());
-    let topics = Topics::open(DataDir::lock(dir.path()).unwrap(), defaults, metrics).unwrap();
-    let topic = topics.create("bench", 1, 256 << 20, 0).unwrap();
-    let partition = std::sync::Arc::clone(&topic.partitions()[0]);
+    let core = runtime.block_on(Core::open(&config, Arc::new(Metrics::new()))).unwrap();
+    runtime.block_on(core.create_topic("bench", 1, 256 << 20, 0)).unwrap();
+    let topic = core.topic("bench").unwrap();
+    let partition = core.partition(&topic, 0).unwrap();
 
     let mut batch = vec![0u8; 64 << 10];
     let size = fill_batch(&mut batch, 1024, 0).unwrap();
@@ -47,7 +45,6 @@ fn handlers(c: &mut Criterion) {
     .encode(&mut body)
     .unwrap();
     let mut out = Vec::with_capacity(4096);
-    let deadline = || tokio::time::Instant::now() + Duration::from_secs(10);
 
     let mut group = c.benchmark_group("handler");
     group.throughput(Throughput::Bytes(size as u64));
@@ -58,11 +55,11 @@ fn handlers(c: &mut Criterion) {
             else {
                 unreachable!()
             };
-            let view =
-                BatchView::validate(produce.batch, partition.log().batch_size_max()).unwrap();
-            let appended = runtime.block_on(partition.append(&view, deadline())).unwrap();
+            let produced = runtime
+                .block_on(core.produce(&partition, produce.batch, produce.acks, None))
+                .unwrap();
             out.clear();
-            let reply = ProduceReply { base_offset: appended.appended.base_offset };
+            let reply = ProduceReply { base_offset: produced.base_offset };
             ringmq_protocol::message::encode_response_frame(Opcode::Produce, 1, &mut out, |body| {
                 reply.encode(body);
                 Ok(())
@@ -74,12 +71,12 @@ fn handlers(c: &mut Criterion) {
 
     let records_per_batch =
         BatchView::validate(&batch[..size], 1 << 20).unwrap().record_count() as u64;
-    let mut offset = partition.log().earliest_offset();
+    let mut offset = core.offsets(&partition).earliest;
     group.bench_function("fetch/1KiB", |b| {
         b.iter(|| {
-            let log = partition.log();
-            if offset + records_per_batch >= log.next_offset() {
-                offset = log.earliest_offset() + records_per_batch;
+            let offsets = core.offsets(&partition);
+            if offset + records_per_batch >= offsets.next {
+                offset = offsets.earliest + records_per_batch;
             }
             let mut request = Vec::new();
             Request::Fetch(Fetch {
@@ -96,7 +93,7 @@ fn handlers(c: &mut Criterion) {
             else {
                 unreachable!()
             };
-            let outcome = log.read(fetch.offset, fetch.max_bytes as usize).unwrap();
+            let outcome = core.read(&partition, fetch.offset, fetch.max_bytes as usize).unwrap();
             out.clear();
             FetchReply::encode_frame_head(
                 1,

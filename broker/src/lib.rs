@@ -16,6 +16,7 @@
 )]
 
 pub mod config;
+pub mod core;
 pub mod groups;
 pub mod log;
 pub mod metrics;

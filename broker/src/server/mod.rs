@@ -7,6 +7,7 @@
 
 mod connection;
 mod request;
+mod response;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,27 +23,18 @@ use ringmq_protocol::message::ErrorBody;
 use ringmq_protocol::ErrorCode;
 
 use crate::config::{self, Config};
-use crate::groups::store::{GroupStore, StoreError};
-use crate::groups::{Coordinator, GroupSettings};
-use crate::log::{DataDir, StorageError};
-use crate::metrics::{GroupLag, Metrics, PartitionGauges};
-use crate::partition::{Partition, SyncPolicy};
+use crate::core::{Core, OpenError};
+use crate::metrics::Metrics;
+use crate::partition::SyncPolicy;
 use crate::pool::BufferPool;
-use crate::topics::{TopicDefaults, TopicError, Topics};
 
 /// Why the broker could not start or stopped with an error.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// The data directory could not be locked or opened.
+    /// The data directory, a topic or the group state log could not be opened.
     #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// A topic could not be opened or recovered.
-    #[error(transparent)]
-    Topic(#[from] TopicError),
-    /// The group state log could not be opened or replayed.
-    #[error(transparent)]
-    Groups(#[from] StoreError),
+    Open(#[from] OpenError),
     /// The listen address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -54,20 +46,15 @@ pub enum ServerError {
     /// The read buffer pool could not be built.
     #[error(transparent)]
     Pool(#[from] crate::pool::InvalidPool),
-    /// A startup task failed.
-    #[error("startup failed: {0}")]
-    Startup(String),
 }
 
 /// Shared by every connection.
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) config: Config,
-    pub(crate) topics: Arc<Topics>,
-    pub(crate) groups: Arc<Coordinator>,
+    pub(crate) core: Arc<Core>,
     pub(crate) pool: BufferPool,
     pub(crate) pool_available: Arc<Notify>,
-    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// A broker that has opened its data directory and bound its address, ready to serve.
@@ -86,52 +73,8 @@ impl Broker {
     ///
     /// [`ServerError`] naming what failed.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
-        let data_dir = config.data_dir.clone();
-        let defaults = TopicDefaults {
-            partition_count: config.partition_count_default,
-            capacity: config.partition_capacity_default,
-            batch_size_max: config.batch_size_max,
-            prefault: config.prefault,
-            capacity_max: config.partition_capacity_max,
-            partition_count_max: config.partition_count_max,
-            topic_count_max: config.topic_count_max,
-        };
         let metrics = Arc::new(Metrics::new());
-        let topic_metrics = Arc::clone(&metrics);
-        let (group_capacity, sync, request_timeout) =
-            (config.group_log_capacity, config.sync, config.request_timeout);
-        let (topics, store) =
-            tokio::task::spawn_blocking(move || -> Result<(Topics, GroupStore), ServerError> {
-                let dir = DataDir::lock(&data_dir)?;
-                let (store, replayed) = GroupStore::open(
-                    &dir,
-                    group_capacity,
-                    defaults.prefault,
-                    sync,
-                    request_timeout,
-                    topic_metrics.sync_histogram(),
-                )?;
-                tracing::info!(
-                    records = replayed.records,
-                    snapshots = replayed.snapshots,
-                    committed_offsets = replayed.offsets,
-                    "group state log replayed"
-                );
-                Ok((Topics::open(dir, defaults, topic_metrics)?, store))
-            })
-            .await
-            .map_err(|error| ServerError::Startup(error.to_string()))??;
-        let topics = Arc::new(topics);
-        let groups = Arc::new(Coordinator::new(
-            store,
-            Arc::clone(&topics),
-            GroupSettings {
-                session_timeout_min: config.group_session_timeout_min,
-                session_timeout_max: config.group_session_timeout_max,
-            },
-            Arc::clone(&metrics),
-        ));
-        groups.forget_missing_topics().await;
+        let core = Arc::new(Core::open(&config, metrics).await?);
         let pool_available = Arc::new(Notify::new());
         let wake = Arc::clone(&pool_available);
         let buffer_size = config::read_buffer_size(config.frame_size_max);
@@ -150,7 +93,7 @@ impl Broker {
             ),
             None => None,
         };
-        let context = Arc::new(Context { config, topics, groups, pool, pool_available, metrics });
+        let context = Arc::new(Context { config, core, pool, pool_available });
         Ok(Self { context, listener, metrics_listener })
     }
 
@@ -174,13 +117,19 @@ impl Broker {
 
     /// The broker's topics (for in-process tests and tools).
     #[doc(hidden)]
-    pub fn topics(&self) -> Arc<Topics> {
-        Arc::clone(&self.context.topics)
+    pub fn topics(&self) -> Arc<crate::topics::Topics> {
+        self.context.core.topics()
+    }
+
+    /// The broker core (for in-process tests and benchmarks).
+    #[doc(hidden)]
+    pub fn core(&self) -> Arc<Core> {
+        Arc::clone(&self.context.core)
     }
 
     /// The broker's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
-        Arc::clone(&self.context.metrics)
+        Arc::clone(self.context.core.metrics())
     }
 
     /// Serves until `shutdown` completes, then stops gracefully.
@@ -198,7 +147,7 @@ impl Broker {
             let scraped = Arc::clone(&context);
             let render: crate::metrics::Render = Arc::new(move || {
                 let context = Arc::clone(&scraped);
-                Box::pin(async move { render_metrics(&context).await })
+                Box::pin(async move { context.core.render_metrics(context.pool.stats()).await })
             });
             background.spawn(crate::metrics::serve_http(metrics_listener, render));
         }
@@ -229,7 +178,7 @@ impl Broker {
                     });
                 }
                 Err(_) => {
-                    context.metrics.connection_refused();
+                    context.core.metrics().connection_refused();
                     tracing::warn!(%peer, limit = config.connection_count_max, "connection refused: at the connection limit");
                     connections.spawn(refuse(stream, config.connection_count_max));
                 }
@@ -247,52 +196,13 @@ impl Broker {
             connections.shutdown().await;
         }
         background.shutdown().await;
-        let closing = Arc::clone(&context);
-        let closed = tokio::task::spawn_blocking(move || {
-            closing.topics.close_blocking();
-            if let Err(error) = closing.groups.store().close_blocking() {
-                tracing::error!(%error, "closing the group state log failed; it will recover by a full scan");
-            }
-        })
-        .await;
+        let closing = Arc::clone(&context.core);
+        let closed = tokio::task::spawn_blocking(move || closing.close_blocking()).await;
         if let Err(error) = closed {
             tracing::error!(%error, "closing partitions failed");
         }
         tracing::info!("stopped");
     }
-}
-
-/// The metrics page: every partition's gauges, the pool's and the groups' lags, read now.
-async fn render_metrics(context: &Context) -> String {
-    let lags = context.groups.lags().await;
-    let lags: Vec<GroupLag<'_>> = lags
-        .iter()
-        .map(|lag| GroupLag {
-            group: &lag.key.group,
-            topic: &lag.key.topic,
-            partition: lag.key.partition,
-            records: lag.records,
-        })
-        .collect();
-    let topics = context.topics.all();
-    let partitions: Vec<PartitionGauges<'_>> = topics
-        .iter()
-        .flat_map(|topic| topic.partitions().iter().map(move |partition| (topic, partition)))
-        .map(|(topic, partition)| {
-            let log = partition.log();
-            PartitionGauges {
-                topic: topic.name(),
-                partition: partition.index(),
-                capacity: log.capacity(),
-                used_bytes: log.used_bytes(),
-                wraps: log.published_end() / log.capacity().max(1),
-                earliest_offset: log.earliest_offset(),
-                next_offset: log.next_offset(),
-                durable_offset: log.durable_offset(),
-            }
-        })
-        .collect();
-    context.metrics.render(&partitions, context.pool.stats(), &lags)
 }
 
 /// Answers a connection over the limit with `TooManyConnections` and closes it.
@@ -306,7 +216,7 @@ async fn refuse(stream: TcpStream, limit: u32) {
         &mut frame,
     );
     let _ =
-        tokio::time::timeout(Duration::from_secs(1), connection::write_all(&stream, &frame)).await;
+        tokio::time::timeout(Duration::from_secs(1), response::write_all(&stream, &frame)).await;
 }
 
 /// The `interval` sync policy: sync every partition with unsynced data (the group state log
@@ -319,15 +229,6 @@ async fn sync_every(context: Arc<Context>, interval: Duration, mut stop: watch::
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        let sync = |partition: &Arc<Partition>| {
-            let end = partition.log().published_end();
-            if end > partition.synced_position() {
-                partition.request_sync(end);
-            }
-        };
-        for topic in context.topics.all() {
-            topic.partitions().iter().for_each(sync);
-        }
-        sync(context.groups.store().partition());
+        context.core.sync_all();
     }
 }

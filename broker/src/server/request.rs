@@ -5,7 +5,6 @@
 //! trusted). Nothing here panics on input.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,19 +17,14 @@ use ringmq_protocol::message::{
     CreateTopic, Fetch, Handshake, HandshakeReply, PartitionState, Produce, ProduceReply,
     TopicDescription, TopicList, TopicName,
 };
-use ringmq_protocol::{
-    Acks, BatchView, DecodeError, ErrorCode, FrameHead, Opcode, Request, PROTOCOL_VERSION,
-};
+use ringmq_protocol::{Acks, DecodeError, ErrorCode, FrameHead, Opcode, Request, PROTOCOL_VERSION};
 
-use super::connection::{encode_ok, CloseReason, Failure, Output, Pending};
+use super::response::{encode_ok, CloseReason, Failure, Output, Pending};
 use super::Context;
+use crate::core::{PartitionHandle, ProduceError, TopicHandle};
 use crate::groups::{Assignment, GroupError, GroupListing, ProducerGrant};
 use crate::log::StorageError;
-use crate::metrics::Metrics;
-use crate::partition::SyncPolicy;
-use crate::partition::{AppendError, Partition};
-use crate::producers::SequenceError;
-use crate::topics::{Topic, TopicError};
+use crate::topics::TopicError;
 
 /// Session timeout of a member that asks for none.
 const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +34,7 @@ pub(crate) struct Session<'c> {
     context: &'c Context,
     peer: SocketAddr,
     /// The topic of the last request, so a steady stream of requests skips the registry lookup.
-    cached: Option<Arc<Topic>>,
+    cached: Option<TopicHandle>,
 }
 
 impl<'c> Session<'c> {
@@ -103,7 +97,7 @@ impl<'c> Session<'c> {
             Request::Produce(produce) => self.produce(output, correlation_id, &produce).await,
             Request::Fetch(fetch) => self.fetch(output, correlation_id, &fetch),
             Request::Stats => {
-                let stats = self.context.metrics.snapshot();
+                let stats = self.context.core.metrics().snapshot();
                 output.respond(|out| {
                     encode_ok(out, Opcode::Stats, correlation_id, |body| {
                         stats.encode(body);
@@ -117,15 +111,12 @@ impl<'c> Session<'c> {
             Request::JoinGroup(join) => self.join_group(output, correlation_id, &join).await,
             Request::Heartbeat(heartbeat) => {
                 let peer = self.peer.to_string();
-                let result = self
-                    .context
-                    .groups
-                    .heartbeat(heartbeat.group, heartbeat.member_id, &peer)
-                    .await;
+                let result =
+                    self.context.core.heartbeat(heartbeat.group, heartbeat.member_id, &peer).await;
                 self.assignment(output, Opcode::Heartbeat, correlation_id, result);
             }
             Request::LeaveGroup(leave) => {
-                match self.context.groups.leave(leave.group, leave.member_id).await {
+                match self.context.core.leave_group(leave.group, leave.member_id).await {
                     Ok(()) => output.respond(|out| {
                         encode_ok(out, Opcode::LeaveGroup, correlation_id, |_| Ok(()))
                     }),
@@ -138,7 +129,7 @@ impl<'c> Session<'c> {
                 self.commit_offsets(output, correlation_id, &commit).await
             }
             Request::FetchCommitted(names) => {
-                let offsets = self.context.groups.committed(names.group, names.topic).await;
+                let offsets = self.context.core.committed_offsets(names.group, names.topic).await;
                 output.respond(|out| {
                     encode_ok(out, Opcode::FetchCommitted, correlation_id, |body| {
                         CommittedOffsets::encode(&offsets, body)
@@ -146,7 +137,7 @@ impl<'c> Session<'c> {
                 });
             }
             Request::ListGroups => {
-                let groups = self.context.groups.list().await;
+                let groups = self.context.core.list_groups().await;
                 let summaries: Vec<_> = groups.iter().map(GroupListing::summary).collect();
                 output.respond(|out| {
                     encode_ok(out, Opcode::ListGroups, correlation_id, |body| {
@@ -194,7 +185,8 @@ impl<'c> Session<'c> {
         next: u64,
     ) {
         let failure = Failure { opcode, code, correlation_id, message };
-        output.respond(|out| failure.answer(out, &self.context.metrics, self.peer, earliest, next));
+        let metrics = self.context.core.metrics();
+        output.respond(|out| failure.answer(out, metrics, self.peer, earliest, next));
     }
 
     fn malformed(
@@ -235,7 +227,7 @@ impl<'c> Session<'c> {
             version: PROTOCOL_VERSION,
             broker_name: concat!("ringmq ", env!("CARGO_PKG_VERSION")),
             frame_size_max: config.frame_size_max,
-            batch_size_max: config.batch_size_max,
+            batch_size_max: self.context.core.settings().batch_size_max,
         };
         output.respond(|out| {
             encode_ok(out, Opcode::Handshake, correlation_id, |body| reply.encode(body));
@@ -248,15 +240,10 @@ impl<'c> Session<'c> {
         correlation_id: u32,
         create: &CreateTopic<'_>,
     ) {
-        let topics = Arc::clone(&self.context.topics);
-        let name = create.name.to_owned();
         let (partitions, capacity, chunk_size) =
             (create.partition_count, create.capacity, u64::from(create.chunk_size));
-        let created = tokio::task::spawn_blocking(move || {
-            topics.create(&name, partitions, capacity, chunk_size)
-        })
-        .await
-        .unwrap_or_else(|source| Err(TopicError::TaskFailed { task: "create the topic", source }));
+        let created =
+            self.context.core.create_topic(create.name, partitions, capacity, chunk_size).await;
         match created {
             Ok(_) => output
                 .respond(|out| encode_ok(out, Opcode::CreateTopic, correlation_id, |_| Ok(()))),
@@ -271,7 +258,7 @@ impl<'c> Session<'c> {
         name: &TopicName<'_>,
     ) {
         self.cached = None;
-        match self.context.groups.delete_topic(name.name).await {
+        match self.context.core.delete_topic(name.name).await {
             Ok(()) => output
                 .respond(|out| encode_ok(out, Opcode::DeleteTopic, correlation_id, |_| Ok(()))),
             Err(error) => self.topic_error(output, Opcode::DeleteTopic, correlation_id, &error),
@@ -285,7 +272,7 @@ impl<'c> Session<'c> {
         identity: ProducerIdentity,
     ) {
         let granted =
-            self.context.groups.init_producer(identity.producer_id, identity.producer_epoch).await;
+            self.context.core.init_producer(identity.producer_id, identity.producer_epoch).await;
         match granted {
             Ok(ProducerGrant { producer_id, producer_epoch }) => {
                 tracing::debug!(peer = %self.peer, producer_id, producer_epoch, "producer id granted");
@@ -307,8 +294,11 @@ impl<'c> Session<'c> {
             ms => Duration::from_millis(u64::from(ms)),
         };
         let peer = self.peer.to_string();
-        let result =
-            self.context.groups.join(join.group, join.topic, join.member_id, session, &peer).await;
+        let result = self
+            .context
+            .core
+            .join_group(join.group, join.topic, join.member_id, session, &peer)
+            .await;
         self.assignment(output, Opcode::JoinGroup, correlation_id, result);
     }
 
@@ -350,8 +340,14 @@ impl<'c> Session<'c> {
         let offsets: Vec<PartitionOffset> = commit.offsets.iter().collect();
         let result = self
             .context
-            .groups
-            .commit(commit.group, commit.topic, commit.member_id, commit.generation, &offsets)
+            .core
+            .commit_offsets(
+                commit.group,
+                commit.topic,
+                commit.member_id,
+                commit.generation,
+                &offsets,
+            )
             .await;
         match result {
             Ok(()) => output
@@ -361,7 +357,7 @@ impl<'c> Session<'c> {
     }
 
     async fn describe_group(&self, output: &mut Output, correlation_id: u32, group: &str) {
-        let info = match self.context.groups.describe(group).await {
+        let info = match self.context.core.describe_group(group).await {
             Ok(info) => info,
             Err(error) => {
                 return self.group_error(output, Opcode::DescribeGroup, correlation_id, &error)
@@ -440,7 +436,7 @@ impl<'c> Session<'c> {
     }
 
     fn list_topics(&self, output: &mut Output, correlation_id: u32) {
-        let list = self.context.topics.list();
+        let list = self.context.core.list_topics();
         output.respond(|out| {
             encode_ok(out, Opcode::ListTopics, correlation_id, |body| {
                 TopicList::encode(list.iter().map(|(name, count)| (&**name, *count)), body)
@@ -449,22 +445,22 @@ impl<'c> Session<'c> {
     }
 
     fn describe_topic(&self, output: &mut Output, correlation_id: u32, name: &TopicName<'_>) {
-        let Some(topic) = self.context.topics.get(name.name) else {
-            let message = format!("topic {:?} does not exist", name.name);
-            self.error(
-                output,
-                Opcode::DescribeTopic.as_u8(),
-                ErrorCode::UnknownTopic,
-                correlation_id,
-                &message,
-            );
-            return;
+        let core = &self.context.core;
+        let topic = match core.topic(name.name) {
+            Ok(topic) => topic,
+            Err(error) => {
+                return self.topic_error(output, Opcode::DescribeTopic, correlation_id, &error)
+            }
         };
-        let settings = topic.settings();
-        let states = topic.partitions().iter().map(|partition| PartitionState {
-            partition: partition.index(),
-            earliest_offset: partition.log().earliest_offset(),
-            next_offset: partition.log().next_offset(),
+        let settings = *topic.settings();
+        let partitions = core.partitions(&topic);
+        let states = partitions.iter().map(|partition| {
+            let offsets = core.offsets(partition);
+            PartitionState {
+                partition: partition.index(),
+                earliest_offset: offsets.earliest,
+                next_offset: offsets.next,
+            }
         });
         output.respond(|out| {
             encode_ok(out, Opcode::DescribeTopic, correlation_id, |body| {
@@ -485,28 +481,22 @@ impl<'c> Session<'c> {
         &mut self,
         topic: &str,
         partition: u32,
-    ) -> Result<Arc<Partition>, (ErrorCode, String)> {
+    ) -> Result<PartitionHandle, (ErrorCode, String)> {
+        let core = &self.context.core;
         let cached =
             self.cached.as_ref().filter(|cached| cached.name() == topic && !cached.is_deleted());
-        let topic_arc = match cached {
-            Some(topic) => Arc::clone(topic),
+        let handle = match cached {
+            Some(handle) => handle.clone(),
             None => {
-                let found = self.context.topics.get(topic).ok_or_else(|| {
-                    (ErrorCode::UnknownTopic, format!("topic {topic:?} does not exist"))
-                })?;
-                self.cached = Some(Arc::clone(&found));
+                let found = core
+                    .topic(topic)
+                    .map_err(|error| (ErrorCode::UnknownTopic, error.to_string()))?;
+                self.cached = Some(found.clone());
                 found
             }
         };
-        topic_arc.partitions().get(partition as usize).cloned().ok_or_else(|| {
-            (
-                ErrorCode::UnknownPartition,
-                format!(
-                    "topic {topic:?} has no partition {partition} (it has {})",
-                    topic_arc.partitions().len()
-                ),
-            )
-        })
+        core.partition(&handle, partition)
+            .map_err(|error| (ErrorCode::UnknownPartition, error.to_string()))
     }
 
     async fn produce(&mut self, output: &mut Output, correlation_id: u32, produce: &Produce<'_>) {
@@ -518,106 +508,36 @@ impl<'c> Session<'c> {
                 return self.error(output, opcode, code, correlation_id, &message)
             }
         };
-        let batch_size_max = partition.log().batch_size_max();
-        let batch = match BatchView::validate(produce.batch, batch_size_max) {
-            Ok(batch) => batch,
-            Err(DecodeError::TooLarge { field: "batch_size", size, max, .. }) => {
-                let message = format!(
-                    "batch of {size} bytes is larger than {}/{} accepts ({max} bytes)",
-                    produce.topic, produce.partition
-                );
-                return self.error(
-                    output,
-                    opcode,
-                    ErrorCode::BatchTooLarge,
-                    correlation_id,
-                    &message,
-                );
-            }
-            Err(error) => {
-                let message = format!("record batch rejected: {error}");
-                let code = match error {
-                    DecodeError::Unsupported { .. } => ErrorCode::UnsupportedRequest,
-                    _ => ErrorCode::CorruptBatch,
-                };
-                return self.error(output, opcode, code, correlation_id, &message);
-            }
-        };
-        let config = &self.context.config;
         let timeout = match produce.timeout_ms {
-            0 => config.request_timeout,
-            ms => Duration::from_millis(u64::from(ms)).min(config.request_timeout),
+            0 => None,
+            ms => Some(Duration::from_millis(u64::from(ms))),
         };
-        let deadline = Instant::now() + timeout;
-        let stored = match partition.append(&batch, deadline).await {
-            Ok(stored) => stored,
+        let core = &self.context.core;
+        let produced = match core.produce(&partition, produce.batch, produce.acks, timeout).await {
+            Ok(produced) => produced,
             Err(error) => {
-                let code = match &error {
-                    AppendError::Busy { .. } => ErrorCode::Busy,
-                    AppendError::Closed => ErrorCode::UnknownTopic,
-                    AppendError::Sequence(SequenceError::Fenced { .. }) => {
-                        ErrorCode::ProducerFenced
-                    }
-                    AppendError::Sequence(_) => ErrorCode::OutOfOrderSequence,
-                    AppendError::Storage(StorageError::Poisoned { .. }) => {
-                        ErrorCode::PartitionPoisoned
-                    }
-                    AppendError::Storage(StorageError::BatchTooLarge { .. }) => {
-                        ErrorCode::BatchTooLarge
-                    }
-                    AppendError::Storage(_) => ErrorCode::StorageError,
-                };
-                let message = match code {
-                    ErrorCode::UnknownTopic => format!("topic {:?} was deleted", produce.topic),
-                    _ => error.to_string(),
-                };
-                return self.error(output, opcode, code, correlation_id, &message);
+                let code = produce_error_code(&error);
+                return self.error(output, opcode, code, correlation_id, &error.to_string());
             }
         };
-        let appended = stored.appended;
-        let metrics = &self.context.metrics;
-        let size = produce.batch.len() as u64;
-        Metrics::add(&metrics.produce_requests, 1);
-        if stored.duplicate {
-            metrics.duplicate_batch();
-            tracing::debug!(peer = %self.peer, topic = produce.topic, partition = produce.partition, base_offset = appended.base_offset, "retried batch already written; acknowledged with its offset");
-        } else {
-            Metrics::add(&metrics.records_in, u64::from(batch.record_count()));
-            Metrics::add(&metrics.bytes_in, size);
-            Metrics::add(&metrics.produce_copy_bytes, size);
-            partition.counters().produced(u64::from(batch.record_count()), size);
+        if produced.duplicate {
+            tracing::debug!(peer = %self.peer, topic = produce.topic, partition = produce.partition, base_offset = produced.base_offset, "retried batch already written; acknowledged with its offset");
         }
-        let acks = match (produce.acks, config.sync) {
-            (Acks::None, _) => Acks::None,
-            (_, SyncPolicy::Always) => Acks::Synced,
-            (acks, _) => acks,
-        };
-        match acks {
-            Acks::None => {
-                if config.sync == SyncPolicy::Always {
-                    partition.request_sync(appended.end_position);
-                }
-                metrics.produce_took(started.elapsed());
-            }
-            Acks::Written => {
-                let reply = ProduceReply { base_offset: appended.base_offset };
+        match (produced.acks, produced.sync) {
+            (Acks::None, _) => {}
+            (_, Some(wait)) => output.push(Pending::Synced {
+                correlation_id,
+                wait,
+                base_offset: produced.base_offset,
+                started,
+            }),
+            (_, None) => {
+                let reply = ProduceReply { base_offset: produced.base_offset };
                 output.respond(|out| {
                     encode_ok(out, Opcode::Produce, correlation_id, |body| {
                         reply.encode(body);
                         Ok(())
                     })
-                });
-                metrics.produce_took(started.elapsed());
-            }
-            Acks::Synced => {
-                partition.request_sync(appended.end_position);
-                output.push(Pending::Synced {
-                    correlation_id,
-                    partition,
-                    position: appended.end_position,
-                    base_offset: appended.base_offset,
-                    deadline,
-                    started,
                 });
             }
         }
@@ -633,7 +553,8 @@ impl<'c> Session<'c> {
         let config = &self.context.config;
         // Leave room in the frame for the reply header; one batch always fits.
         let max_bytes = (fetch.max_bytes as usize).min(config.frame_size_max as usize - 64).max(1);
-        let wait = Duration::from_millis(u64::from(fetch.max_wait_ms)).min(config.fetch_wait_max);
+        let wait =
+            self.context.core.fetch_wait(Duration::from_millis(u64::from(fetch.max_wait_ms)));
         // Not read yet: any next offset differs from this, so the first wait reads first.
         let partition_next = u64::MAX;
         output.push(Pending::Fetch {
@@ -645,5 +566,22 @@ impl<'c> Session<'c> {
             deadline: Instant::now() + wait,
             seen_next: partition_next,
         });
+    }
+}
+
+/// The native protocol's code for each way a produce can fail.
+fn produce_error_code(error: &ProduceError) -> ErrorCode {
+    match error {
+        ProduceError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+        ProduceError::TopicDeleted { .. } => ErrorCode::UnknownTopic,
+        ProduceError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+        ProduceError::CorruptBatch(_) => ErrorCode::CorruptBatch,
+        ProduceError::Unsupported(_) => ErrorCode::UnsupportedRequest,
+        ProduceError::Busy { .. } => ErrorCode::Busy,
+        ProduceError::Fenced(_) => ErrorCode::ProducerFenced,
+        ProduceError::OutOfOrderSequence(_) => ErrorCode::OutOfOrderSequence,
+        ProduceError::Poisoned(_) => ErrorCode::PartitionPoisoned,
+        ProduceError::Storage(StorageError::BatchTooLarge { .. }) => ErrorCode::BatchTooLarge,
+        _ => ErrorCode::StorageError,
     }
 }

@@ -1,0 +1,90 @@
+//! The core's domain errors: what went wrong, with the facts, whichever protocol asked. Each front
+//! end maps them to its own codes in one table (`server::code_of`, the Kafka listener's table).
+
+use ringmq_protocol::DecodeError;
+
+use crate::log::{Poison, StorageError};
+use crate::producers::SequenceError;
+
+/// Why a produce was refused; nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProduceError {
+    /// The topic has no such partition.
+    #[error("topic {topic:?} has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many it has.
+        count: usize,
+    },
+    /// The topic was deleted while the request was on its way.
+    #[error("topic {topic:?} was deleted")]
+    TopicDeleted {
+        /// The topic.
+        topic: String,
+    },
+    /// The batch is larger than the partition accepts.
+    #[error("batch of {size} bytes is larger than {topic}/{partition} accepts ({max} bytes)")]
+    BatchTooLarge {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The batch's size.
+        size: u64,
+        /// The partition's limit.
+        max: u64,
+    },
+    /// The batch is malformed.
+    #[error("record batch rejected: {0}")]
+    CorruptBatch(#[source] DecodeError),
+    /// The batch asks for what the broker does not do (transactions).
+    #[error("record batch rejected: {0}")]
+    Unsupported(#[source] DecodeError),
+    /// The chunk the append needs stayed leased by readers past the deadline.
+    #[error("the oldest chunk is still being read by {readers} reader(s); try again")]
+    Busy {
+        /// Leases still held.
+        readers: u64,
+    },
+    /// A newer epoch of this producer id exists.
+    #[error(transparent)]
+    Fenced(SequenceError),
+    /// The batch leaves a gap in its producer's sequence.
+    #[error(transparent)]
+    OutOfOrderSequence(SequenceError),
+    /// The partition stopped after an I/O failure.
+    #[error("partition log stopped after an i/o failure: {0}")]
+    Poisoned(Poison),
+    /// Storage failed otherwise.
+    #[error(transparent)]
+    Storage(StorageError),
+}
+
+/// Why a fetch got no batches.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The offset is below the earliest held or past the next.
+    #[error(
+        "offset {offset} is out of range for {topic}/{partition}: it holds {earliest} to {next}"
+    )]
+    OffsetOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: u64,
+        /// Earliest offset held.
+        earliest: u64,
+        /// Offset the next record gets.
+        next: u64,
+    },
+    /// Too many readers on the chunk, or the writer lapped the read; retry.
+    #[error("the partition is busy (too many concurrent readers, or rewritten faster than it could be read); retry")]
+    Busy,
+}

@@ -1,0 +1,694 @@
+//! The broker core: the one API every front end (the native server, the Kafka listener) calls.
+//!
+//! Produce, fetch and the wait for new data, offsets, topic administration, consumer groups and
+//! producer ids are decided here, once: limits, durability, idempotence and the metrics of each
+//! are the same whichever protocol a request came in. The core returns domain errors; each front
+//! end maps them to its own error codes in one table, decodes its requests and encodes its
+//! responses, and never reaches past the core into topics, partitions or the log.
+//!
+//! ```text
+//! server/ (native)     kafka/      ->  core  ->  topics -> partitions -> log (ring)
+//!                                            ->  groups (coordinator, store), producers, metrics
+//! ```
+
+mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::futures::Notified;
+use tokio::time::Instant;
+
+use ringmq_protocol::group::PartitionOffset;
+use ringmq_protocol::{Acks, BatchView, DecodeError};
+
+pub use self::error::{FetchError, ProduceError};
+use crate::config::Config;
+use crate::groups::store::{GroupStore, StoreError};
+use crate::groups::{
+    Assignment, Coordinator, GroupError, GroupInfo, GroupListing, GroupSettings, Lag, ProducerGrant,
+};
+use crate::log::{DataDir, ReadError, ReadOutcome, StorageError};
+use crate::metrics::{GroupLag, Metrics, PartitionGauges};
+use crate::partition::{AppendError, Partition, SyncPolicy};
+use crate::pool::PoolStats;
+use crate::topics::{Topic, TopicDefaults, TopicError, TopicSettings, Topics};
+
+/// What the core needs of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreSettings {
+    /// When the broker syncs on its own.
+    pub sync: SyncPolicy,
+    /// Longest a produce may wait for its sync or a busy chunk.
+    pub request_timeout: Duration,
+    /// Longest long-poll wait a fetch may ask for.
+    pub fetch_wait_max: Duration,
+    /// Largest batch, broker-wide (a topic may accept less).
+    pub batch_size_max: u32,
+}
+
+/// Why the core could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The data directory could not be locked or opened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A topic could not be opened or recovered.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The group state log could not be opened or replayed.
+    #[error(transparent)]
+    Groups(#[from] StoreError),
+    /// The task opening the data directory did not finish.
+    #[error("opening the data directory did not finish: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
+}
+
+/// A partition a request named, as the core hands it to front ends: an opaque handle that the
+/// core's calls take.
+#[derive(Debug, Clone)]
+pub struct PartitionHandle {
+    partition: Arc<Partition>,
+}
+
+impl PartitionHandle {
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        self.partition.topic()
+    }
+
+    /// The partition's index.
+    pub fn index(&self) -> u32 {
+        self.partition.index()
+    }
+
+    /// Whether both handles name the same partition of the same topic instance.
+    pub fn same_as(&self, other: &PartitionHandle) -> bool {
+        Arc::ptr_eq(&self.partition, &other.partition)
+    }
+}
+
+/// A topic a request named, opaque like [`PartitionHandle`] (front ends keep one to skip the
+/// registry lookup on a stream of requests to it).
+#[derive(Debug, Clone)]
+pub struct TopicHandle {
+    topic: Arc<Topic>,
+}
+
+impl TopicHandle {
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        self.topic.name()
+    }
+
+    /// Whether the topic was deleted since the handle was taken.
+    pub fn is_deleted(&self) -> bool {
+        self.topic.is_deleted()
+    }
+
+    /// The topic's settings.
+    pub fn settings(&self) -> &TopicSettings {
+        self.topic.settings()
+    }
+}
+
+/// A partition's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// Earliest offset held.
+    pub earliest: u64,
+    /// Offset the next record gets (a consumer can read everything below it).
+    pub next: u64,
+    /// Every record below it is synced to disk.
+    pub durable: u64,
+}
+
+/// A produced batch.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    /// Offset of its first record (its original offset if it was a retry).
+    pub base_offset: u64,
+    /// Whether it was an idempotent producer's retry of a batch already written.
+    pub duplicate: bool,
+    /// The durability the broker applied (a `SyncPolicy::Always` broker syncs everything).
+    pub acks: Acks,
+    /// For `Acks::Synced`: the sync to wait for before acknowledging.
+    pub sync: Option<SyncWait>,
+}
+
+/// A sync an acknowledgement waits for: everything below `position` of `partition`.
+#[derive(Debug, Clone)]
+pub struct SyncWait {
+    /// The partition.
+    pub partition: PartitionHandle,
+    /// The position the sync must reach.
+    pub position: u64,
+    /// When the produce gives up waiting.
+    pub deadline: Instant,
+}
+
+/// How a sync a produce waits for stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncState {
+    /// Synced: acknowledge.
+    Done,
+    /// The sync failed; the partition refuses writes until restart.
+    Failed(String),
+    /// The deadline passed first: the batch is written but not known to be synced.
+    TimedOut,
+    /// Still syncing.
+    Pending,
+}
+
+/// The broker core: topics, their partitions, groups and producer ids, and the metrics of them.
+#[derive(Debug)]
+pub struct Core {
+    settings: CoreSettings,
+    topics: Arc<Topics>,
+    groups: Arc<Coordinator>,
+    metrics: Arc<Metrics>,
+}
+
+impl Core {
+    /// Locks and opens the data directory of `config`: every topic's partitions recovered, the
+    /// group state log replayed.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`] naming what failed.
+    pub async fn open(config: &Config, metrics: Arc<Metrics>) -> Result<Self, OpenError> {
+        let data_dir = config.data_dir.clone();
+        let defaults = TopicDefaults {
+            partition_count: config.partition_count_default,
+            capacity: config.partition_capacity_default,
+            batch_size_max: config.batch_size_max,
+            prefault: config.prefault,
+            capacity_max: config.partition_capacity_max,
+            partition_count_max: config.partition_count_max,
+            topic_count_max: config.topic_count_max,
+        };
+        let topic_metrics = Arc::clone(&metrics);
+        let (group_capacity, sync, request_timeout) =
+            (config.group_log_capacity, config.sync, config.request_timeout);
+        let (topics, store) =
+            tokio::task::spawn_blocking(move || -> Result<(Topics, GroupStore), OpenError> {
+                let dir = DataDir::lock(&data_dir)?;
+                let (store, replayed) = GroupStore::open(
+                    &dir,
+                    group_capacity,
+                    defaults.prefault,
+                    sync,
+                    request_timeout,
+                    topic_metrics.sync_histogram(),
+                )?;
+                tracing::info!(
+                    records = replayed.records,
+                    snapshots = replayed.snapshots,
+                    committed_offsets = replayed.offsets,
+                    "group state log replayed"
+                );
+                Ok((Topics::open(dir, defaults, topic_metrics)?, store))
+            })
+            .await
+            .map_err(OpenError::Interrupted)??;
+        let topics = Arc::new(topics);
+        let groups = Arc::new(Coordinator::new(
+            store,
+            Arc::clone(&topics),
+            GroupSettings {
+                session_timeout_min: config.group_session_timeout_min,
+                session_timeout_max: config.group_session_timeout_max,
+            },
+            Arc::clone(&metrics),
+        ));
+        groups.forget_missing_topics().await;
+        let settings = CoreSettings {
+            sync: config.sync,
+            request_timeout: config.request_timeout,
+            fetch_wait_max: config.fetch_wait_max,
+            batch_size_max: config.batch_size_max,
+        };
+        Ok(Self { settings, topics, groups, metrics })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &CoreSettings {
+        &self.settings
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The topic registry (for in-process tests and tools).
+    #[doc(hidden)]
+    pub fn topics(&self) -> Arc<Topics> {
+        Arc::clone(&self.topics)
+    }
+
+    // ----- topics -------------------------------------------------------------------------
+
+    /// Creates a topic; 0 for a setting takes the broker's default. The rings are allocated on
+    /// the blocking pool.
+    ///
+    /// # Errors
+    ///
+    /// [`TopicError`]: a bad name or setting, a limit, an existing topic, or storage failure.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        capacity: u64,
+        chunk_size: u64,
+    ) -> Result<(), TopicError> {
+        let topics = Arc::clone(&self.topics);
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            topics.create(&name, partitions, capacity, chunk_size).map(drop)
+        })
+        .await
+        .unwrap_or_else(|source| Err(TopicError::TaskFailed { task: "create the topic", source }))
+    }
+
+    /// Deletes a topic and forgets every group's committed offsets on it (see
+    /// [`Coordinator::delete_topic`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TopicError::Unknown`], or an I/O failure removing the files.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        self.groups.delete_topic(name).await
+    }
+
+    /// Every topic's name and partition count, sorted by name.
+    pub fn list_topics(&self) -> Vec<(Arc<str>, u32)> {
+        self.topics.list()
+    }
+
+    /// The topic named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`TopicError::Unknown`].
+    pub fn topic(&self, name: &str) -> Result<TopicHandle, TopicError> {
+        self.topics
+            .get(name)
+            .map(|topic| TopicHandle { topic })
+            .ok_or_else(|| TopicError::Unknown(name.to_owned()))
+    }
+
+    /// Partition `index` of `topic`.
+    ///
+    /// # Errors
+    ///
+    /// [`ProduceError::UnknownPartition`] with the partition count.
+    pub fn partition(
+        &self,
+        topic: &TopicHandle,
+        index: u32,
+    ) -> Result<PartitionHandle, ProduceError> {
+        let partitions = topic.topic.partitions();
+        partitions
+            .get(usize::try_from(index).unwrap_or(usize::MAX))
+            .map(|partition| PartitionHandle { partition: Arc::clone(partition) })
+            .ok_or_else(|| ProduceError::UnknownPartition {
+                topic: topic.name().to_owned(),
+                partition: index,
+                count: partitions.len(),
+            })
+    }
+
+    /// Every partition of `topic`, by index.
+    pub fn partitions(&self, topic: &TopicHandle) -> Vec<PartitionHandle> {
+        let partitions = topic.topic.partitions().iter();
+        partitions.map(|partition| PartitionHandle { partition: Arc::clone(partition) }).collect()
+    }
+
+    /// A partition's offsets now.
+    pub fn offsets(&self, partition: &PartitionHandle) -> PartitionOffsets {
+        let log = partition.partition.log();
+        PartitionOffsets {
+            earliest: log.earliest_offset(),
+            next: log.next_offset(),
+            durable: log.durable_offset(),
+        }
+    }
+
+    /// The largest batch `partition` accepts.
+    pub fn batch_size_max(&self, partition: &PartitionHandle) -> u32 {
+        partition.partition.log().batch_size_max()
+    }
+
+    // ----- produce ------------------------------------------------------------------------
+
+    /// Validates `batch` in place and appends it to `partition` (one copy into the ring), unless
+    /// it is an idempotent producer's retry; counts it; and, for `Acks::Synced` (or a broker that
+    /// syncs always), asks for the sync the acknowledgement must wait for. `timeout` bounds the
+    /// wait for a busy chunk and the sync (capped at the request timeout; `None`: the request
+    /// timeout).
+    ///
+    /// # Errors
+    ///
+    /// A [`ProduceError`] naming what was refused; nothing was written then.
+    pub async fn produce(
+        &self,
+        partition: &PartitionHandle,
+        batch: &[u8],
+        acks: Acks,
+        timeout: Option<Duration>,
+    ) -> Result<Produced, ProduceError> {
+        let started = Instant::now();
+        let log = partition.partition.log();
+        let view =
+            BatchView::validate(batch, log.batch_size_max()).map_err(|error| match error {
+                DecodeError::TooLarge { field: "batch_size", size, max, .. } => {
+                    ProduceError::BatchTooLarge {
+                        topic: partition.topic().to_owned(),
+                        partition: partition.index(),
+                        size,
+                        max,
+                    }
+                }
+                DecodeError::Unsupported { .. } => ProduceError::Unsupported(error),
+                error => ProduceError::CorruptBatch(error),
+            })?;
+        let timeout = timeout.map_or(self.settings.request_timeout, |timeout| {
+            timeout.min(self.settings.request_timeout)
+        });
+        let deadline = started + timeout;
+        let stored = partition
+            .partition
+            .append(&view, deadline)
+            .await
+            .map_err(|error| ProduceError::from_append(error, partition))?;
+        let metrics = &self.metrics;
+        let size = batch.len() as u64;
+        Metrics::add(&metrics.produce_requests, 1);
+        if stored.duplicate {
+            metrics.duplicate_batch();
+        } else {
+            Metrics::add(&metrics.records_in, u64::from(view.record_count()));
+            Metrics::add(&metrics.bytes_in, size);
+            Metrics::add(&metrics.produce_copy_bytes, size);
+            partition.partition.counters().produced(u64::from(view.record_count()), size);
+        }
+        let acks = match (acks, self.settings.sync) {
+            (Acks::None, _) => Acks::None,
+            (_, SyncPolicy::Always) => Acks::Synced,
+            (acks, _) => acks,
+        };
+        let position = stored.appended.end_position;
+        let sync = match acks {
+            Acks::Synced => {
+                partition.partition.request_sync(position);
+                Some(SyncWait { partition: partition.clone(), position, deadline })
+            }
+            Acks::None if self.settings.sync == SyncPolicy::Always => {
+                partition.partition.request_sync(position);
+                None
+            }
+            _ => None,
+        };
+        if sync.is_none() {
+            metrics.produce_took(started.elapsed());
+        }
+        Ok(Produced {
+            base_offset: stored.appended.base_offset,
+            duplicate: stored.duplicate,
+            acks,
+            sync,
+        })
+    }
+
+    /// How the sync `wait` stands now.
+    pub fn sync_state(&self, wait: &SyncWait) -> SyncState {
+        let partition = &wait.partition.partition;
+        if partition.synced_position() >= wait.position {
+            SyncState::Done
+        } else if let Some(failure) = partition.sync_failure() {
+            SyncState::Failed(failure.to_string())
+        } else if Instant::now() >= wait.deadline {
+            SyncState::TimedOut
+        } else {
+            SyncState::Pending
+        }
+    }
+
+    /// Completes when the sync `wait` may have changed state (register it, then check
+    /// [`sync_state`](Self::sync_state), then await it).
+    pub async fn sync_changed(&self, wait: &SyncWait) {
+        let partition = &wait.partition.partition;
+        let done = partition.sync_done();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        if self.sync_state(wait) != SyncState::Pending {
+            return;
+        }
+        let _ = tokio::time::timeout_at(wait.deadline, done).await;
+    }
+
+    /// Waits for the sync `wait` (for front ends that answer in line) and says how it ended.
+    pub async fn wait_synced(&self, wait: &SyncWait, started: Instant) -> SyncState {
+        loop {
+            match self.sync_state(wait) {
+                SyncState::Pending => self.sync_changed(wait).await,
+                state => {
+                    if state == SyncState::Done {
+                        self.metrics.produce_took(started.elapsed());
+                    }
+                    return state;
+                }
+            }
+        }
+    }
+
+    /// Counts a synced produce that a front end acknowledged (for waits it ran itself).
+    pub fn produce_acknowledged(&self, started: Instant) {
+        self.metrics.produce_took(started.elapsed());
+    }
+
+    // ----- fetch --------------------------------------------------------------------------
+
+    /// The long-poll wait a fetch asking for `requested` gets.
+    pub fn fetch_wait(&self, requested: Duration) -> Duration {
+        requested.min(self.settings.fetch_wait_max)
+    }
+
+    /// Reads whole batches of `partition` from the one holding `offset`, up to about
+    /// `max_bytes` (at least one batch): a view of the mapped ring, no copy.
+    ///
+    /// # Errors
+    ///
+    /// [`FetchError::OffsetOutOfRange`] with the partition's range, or [`FetchError::Busy`].
+    pub fn read(
+        &self,
+        partition: &PartitionHandle,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReadOutcome, FetchError> {
+        partition.partition.log().read(offset, max_bytes).map_err(|error| match error {
+            ReadError::OffsetOutOfRange { offset, earliest, next } => {
+                FetchError::OffsetOutOfRange {
+                    topic: partition.topic().to_owned(),
+                    partition: partition.index(),
+                    offset,
+                    earliest,
+                    next,
+                }
+            }
+            _ => FetchError::Busy,
+        })
+    }
+
+    /// Counts a read that a front end sent, `started` when it began.
+    pub fn fetched(&self, partition: &PartitionHandle, outcome: &ReadOutcome, started: Instant) {
+        let size = outcome.batches.len() as u64;
+        let metrics = &self.metrics;
+        Metrics::add(&metrics.fetch_requests, 1);
+        Metrics::add(&metrics.bytes_out, size);
+        Metrics::add(&metrics.records_out, outcome.record_count);
+        partition.partition.counters().fetched(outcome.record_count, size);
+        metrics.fetch_took(started.elapsed());
+    }
+
+    /// A future that completes after the next append to `partition` (create it, enable it,
+    /// then check the offsets, then await it).
+    pub fn appended<'p>(&self, partition: &'p PartitionHandle) -> Notified<'p> {
+        partition.partition.appended()
+    }
+
+    // ----- groups and producer ids ----------------------------------------------------------
+
+    /// See [`Coordinator::join`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Coordinator::join`].
+    pub async fn join_group(
+        &self,
+        group: &str,
+        topic: &str,
+        member_id: &str,
+        session_timeout: Duration,
+        client: &str,
+    ) -> Result<Assignment, GroupError> {
+        self.groups.join(group, topic, member_id, session_timeout, client).await
+    }
+
+    /// See [`Coordinator::heartbeat`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Coordinator::heartbeat`].
+    pub async fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        client: &str,
+    ) -> Result<Assignment, GroupError> {
+        self.groups.heartbeat(group, member_id, client).await
+    }
+
+    /// See [`Coordinator::leave`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Coordinator::leave`].
+    pub async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), GroupError> {
+        self.groups.leave(group, member_id).await
+    }
+
+    /// See [`Coordinator::commit`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Coordinator::commit`].
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        member_id: &str,
+        generation: u32,
+        offsets: &[PartitionOffset],
+    ) -> Result<(), GroupError> {
+        self.groups.commit(group, topic, member_id, generation, offsets).await
+    }
+
+    /// The committed offsets of `group` on `topic`.
+    pub async fn committed_offsets(&self, group: &str, topic: &str) -> Vec<PartitionOffset> {
+        self.groups.committed(group, topic).await
+    }
+
+    /// Every group with members or committed offsets, sorted by name.
+    pub async fn list_groups(&self) -> Vec<GroupListing> {
+        self.groups.list().await
+    }
+
+    /// See [`Coordinator::describe`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Coordinator::describe`].
+    pub async fn describe_group(&self, group: &str) -> Result<GroupInfo, GroupError> {
+        self.groups.describe(group).await
+    }
+
+    /// A fresh producer id (`producer_id` < 0), or the next epoch of `producer_id`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Coordinator::init_producer`].
+    pub async fn init_producer(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Result<ProducerGrant, GroupError> {
+        self.groups.init_producer(producer_id, epoch).await
+    }
+
+    // ----- the broker's own upkeep -----------------------------------------------------------
+
+    /// Asks for a sync of every partition (the group state log included) with unsynced data:
+    /// the `interval` sync policy's tick.
+    pub fn sync_all(&self) {
+        let sync = |partition: &Arc<Partition>| {
+            let end = partition.log().published_end();
+            if end > partition.synced_position() {
+                partition.request_sync(end);
+            }
+        };
+        for topic in self.topics.all() {
+            topic.partitions().iter().for_each(sync);
+        }
+        sync(self.groups.store().partition());
+    }
+
+    /// The metrics page: every partition's gauges, the pool's and the groups' lags, read now.
+    pub async fn render_metrics(&self, pool: PoolStats) -> String {
+        let lags: Vec<Lag> = self.groups.lags().await;
+        let lags: Vec<GroupLag<'_>> = lags
+            .iter()
+            .map(|lag| GroupLag {
+                group: &lag.key.group,
+                topic: &lag.key.topic,
+                partition: lag.key.partition,
+                records: lag.records,
+            })
+            .collect();
+        let topics = self.topics.all();
+        let partitions: Vec<PartitionGauges<'_>> = topics
+            .iter()
+            .flat_map(|topic| topic.partitions().iter().map(move |partition| (topic, partition)))
+            .map(|(topic, partition)| {
+                let log = partition.log();
+                PartitionGauges {
+                    topic: topic.name(),
+                    partition: partition.index(),
+                    capacity: log.capacity(),
+                    used_bytes: log.used_bytes(),
+                    wraps: log.published_end() / log.capacity().max(1),
+                    earliest_offset: log.earliest_offset(),
+                    next_offset: log.next_offset(),
+                    durable_offset: log.durable_offset(),
+                }
+            })
+            .collect();
+        self.metrics.render(&partitions, pool, &lags)
+    }
+
+    /// Syncs every partition and the group state log and writes clean-shutdown checkpoints.
+    /// Blocks.
+    pub fn close_blocking(&self) {
+        self.topics.close_blocking();
+        if let Err(error) = self.groups.store().close_blocking() {
+            tracing::error!(%error, "closing the group state log failed; it will recover by a full scan");
+        }
+    }
+}
+
+impl ProduceError {
+    fn from_append(error: AppendError, partition: &PartitionHandle) -> Self {
+        let topic = partition.topic();
+        use crate::producers::SequenceError;
+        match error {
+            AppendError::Busy { readers } => ProduceError::Busy { readers },
+            AppendError::Closed => ProduceError::TopicDeleted { topic: topic.to_owned() },
+            AppendError::Sequence(error @ SequenceError::Fenced { .. }) => {
+                ProduceError::Fenced(error)
+            }
+            AppendError::Sequence(error) => ProduceError::OutOfOrderSequence(error),
+            AppendError::Storage(StorageError::Poisoned(poison)) => ProduceError::Poisoned(poison),
+            AppendError::Storage(StorageError::BatchTooLarge { size, max }) => {
+                ProduceError::BatchTooLarge {
+                    topic: topic.to_owned(),
+                    partition: partition.index(),
+                    size,
+                    max: u64::from(max),
+                }
+            }
+            AppendError::Storage(error) => ProduceError::Storage(error),
+        }
+    }
+}

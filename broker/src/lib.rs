@@ -18,6 +18,7 @@
 pub mod config;
 pub mod core;
 pub mod groups;
+mod kafka;
 pub mod log;
 pub mod metrics;
 pub mod partition;

@@ -59,21 +59,26 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (address, metrics) = match (broker.local_addr(), broker.metrics_addr()) {
-            (Ok(address), Ok(metrics)) => (address, metrics),
-            (Err(error), _) | (_, Err(error)) => {
-                eprintln!("error: cannot read the listening address: {error}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let (address, metrics, kafka) =
+            match (broker.local_addr(), broker.metrics_addr(), broker.kafka_addr()) {
+                (Ok(address), Ok(metrics), Ok(kafka)) => (address, metrics, kafka),
+                (Err(error), ..) | (_, Err(error), _) | (.., Err(error)) => {
+                    eprintln!("error: cannot read the listening address: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
         let metrics = match metrics {
             Some(metrics) => format!("metrics at http://{metrics}/metrics"),
             None => "metrics off".to_owned(),
         };
+        let kafka = match kafka {
+            Some(kafka) => format!("kafka at {kafka}"),
+            None => "kafka off".to_owned(),
+        };
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(
             stdout,
-            "ringmq listening on {address}, data in {}, {metrics}",
+            "ringmq listening on {address}, data in {}, {metrics}, {kafka}",
             data_dir.display()
         );
         let _ = stdout.flush();

@@ -19,6 +19,7 @@ async fn a_failed_sync_poisons_the_partition_instead_of_acknowledging() {
         prefault: false,
         partition_capacity_default: 4 << 20,
         metrics: false,
+        kafka: false,
         ..Config::default()
     };
     let broker = Broker::start(config).await.unwrap();

@@ -45,6 +45,7 @@ fn harness() -> &'static Harness {
             request_timeout: Duration::from_secs(1),
             prefault: false,
             metrics: false,
+            kafka: false,
             group_log_capacity: 16 << 20,
             ..Config::default()
         };

@@ -24,6 +24,8 @@ pub(crate) enum Section {
     Groups,
     /// Logs and metrics.
     Observability,
+    /// The Kafka listener.
+    Kafka,
 }
 
 impl Section {
@@ -36,6 +38,7 @@ impl Section {
             Section::Timeouts => "Timeouts",
             Section::Groups => "Consumer groups",
             Section::Observability => "Observability",
+            Section::Kafka => "Kafka listener",
         }
     }
 }

@@ -135,6 +135,37 @@ impl Kind for Directory {
     }
 }
 
+/// A host name or IP address (letters, digits, `.`, `-`, `:`), or empty.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Host;
+
+impl Kind for Host {
+    type Value = String;
+
+    fn value_name(&self) -> &'static str {
+        "HOST"
+    }
+
+    fn accepted(&self) -> String {
+        "a host name or IP address (or empty), at most 253 characters".to_owned()
+    }
+
+    fn parse(&self, raw: &Raw<'_>) -> Option<String> {
+        let text = raw.as_text()?.trim();
+        let valid = text.len() <= 253
+            && text.bytes().all(|byte| byte.is_ascii_alphanumeric() || b".-:".contains(&byte));
+        valid.then(|| text.to_owned())
+    }
+
+    fn to_toml(&self, value: &String) -> toml::Value {
+        toml::Value::String(value.clone())
+    }
+
+    fn show(&self, value: &String) -> String {
+        value.clone()
+    }
+}
+
 /// A whole number in `min..=max`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Count<T> {

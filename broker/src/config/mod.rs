@@ -30,7 +30,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use thiserror::Error;
 
 use self::declare::{settings, Setting};
-use self::kind::{Address, Choice, Count, Directory, Millis, Raw, Size, Switch};
+use self::kind::{Address, Choice, Count, Directory, Host, Millis, Raw, Size, Switch};
 use crate::groups::store::STATE_CAPACITY_MIN;
 use crate::log::{CAPACITY_MAX, CAPACITY_MIN};
 pub use crate::partition::SyncPolicy;
@@ -163,6 +163,25 @@ settings! {
 
         /// Address of the metrics endpoint (`/metrics`, Prometheus text format).
         metrics_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9878)), Address;
+    }
+    Kafka {
+        /// Serve Kafka's protocol, so Kafka clients and tools work unmodified.
+        kafka: bool = true, Switch;
+
+        /// Address Kafka clients connect to.
+        kafka_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9092)), Address;
+
+        /// Host name Kafka clients are told to connect to (metadata and coordinator answers).
+        ///
+        /// Empty: the IP address of `kafka_listen`. Set it when listening on `0.0.0.0` or behind
+        /// a name clients resolve.
+        kafka_advertised_host: String = String::new(), Host;
+
+        /// Create a topic when a Kafka client asks for its metadata and it does not exist.
+        ///
+        /// With the broker's defaults for partitions and capacity, as Kafka's
+        /// `auto.create.topics.enable` does.
+        kafka_auto_create_topics: bool = true, Switch;
     }
 }
 

@@ -28,7 +28,7 @@ use crate::groups::store::{GroupStore, StoreError};
 use crate::groups::{
     Assignment, Coordinator, GroupError, GroupInfo, GroupListing, GroupSettings, Lag, ProducerGrant,
 };
-use crate::log::{DataDir, ReadError, ReadOutcome, StorageError};
+use crate::log::{DataDir, ReadError, ReadOutcome, StorageError, TimedOffset};
 use crate::metrics::{GroupLag, Metrics, PartitionGauges};
 use crate::partition::{AppendError, Partition, SyncPolicy};
 use crate::pool::PoolStats;
@@ -334,6 +334,20 @@ impl Core {
             next: log.next_offset(),
             durable: log.durable_offset(),
         }
+    }
+
+    /// The earliest record of `partition` whose timestamp is at least `timestamp`.
+    pub fn offset_for_timestamp(
+        &self,
+        partition: &PartitionHandle,
+        timestamp: i64,
+    ) -> Option<TimedOffset> {
+        partition.partition.log().offset_for_timestamp(timestamp)
+    }
+
+    /// The first record of `partition` with its largest timestamp.
+    pub fn max_timestamp(&self, partition: &PartitionHandle) -> Option<TimedOffset> {
+        partition.partition.log().max_timestamp_offset()
     }
 
     /// The largest batch `partition` accepts.

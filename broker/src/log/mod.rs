@@ -34,6 +34,7 @@ mod raw;
 mod reader;
 pub mod recovery;
 mod superblock;
+mod time_index;
 mod writer;
 
 use std::io;
@@ -48,11 +49,12 @@ use ringmq_protocol::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
 use self::index::OffsetIndex;
 use self::raw::{DirLock, Exclusive, Layout, RingCore, RingFile};
 pub use self::raw::{LayoutError, RingFileError};
-pub use self::reader::{LogBytes, ReadError, ReadOutcome, Scan};
+pub use self::reader::{LogBytes, ReadError, ReadOutcome, Scan, TimedOffset};
 use self::recovery::{RecoveryMode, Truncation};
 use self::superblock::{
     Checkpoint, Superblock, DATA_START, DATA_START_BYTES, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
 };
+use self::time_index::TimeIndex;
 pub use self::writer::{Appended, LogWriter};
 
 /// Smallest chunk: one page.
@@ -373,6 +375,7 @@ pub struct Log {
 struct Shared {
     core: crate::sync::Arc<RingCore>,
     index: OffsetIndex,
+    time_index: TimeIndex,
     path: PathBuf,
     batch_size_max: u32,
     head_position: AtomicU64,
@@ -549,6 +552,7 @@ fn start(
     let head_position = layout.generation_start(recovered.head_generation);
     let mut index_fill = index.fill_cursor(head_position);
     let mut chunk_first_offset = vec![0u64; layout.slot_count()].into_boxed_slice();
+    let time_index = TimeIndex::new(layout.slot_count());
     let mut tail_entries = 0usize;
     recovery::walk(
         &exclusive.file()[layout.data_start_bytes()..],
@@ -561,7 +565,9 @@ fn start(
             let generation = layout.generation(batch.position);
             if batch.position % layout.chunk_size() == 0 {
                 chunk_first_offset[layout.slot(generation)] = batch.base_offset;
+                time_index.start(layout.slot(generation), batch.base_offset);
             }
+            time_index.note(layout.slot(generation), batch.max_timestamp);
             if Some(generation) == recovered.tail_generation {
                 tail_entries += 1;
             }
@@ -603,6 +609,7 @@ fn start(
     let shared = std::sync::Arc::new(Shared {
         core,
         index,
+        time_index,
         path: path.to_owned(),
         batch_size_max: config.batch_size_max,
         head_position: AtomicU64::new(head_position),

@@ -139,7 +139,76 @@ enum Restart {
     Busy,
 }
 
+/// The first record at or after a time, as [`Log::offset_for_timestamp`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOffset {
+    /// Its offset.
+    pub offset: u64,
+    /// Its timestamp (a compressed batch's `maxTimestamp`, whose records are not read).
+    pub timestamp: i64,
+}
+
 impl Log {
+    /// The first record with the largest timestamp held (Kafka's `ListOffsets` with -3).
+    pub fn max_timestamp_offset(&self) -> Option<TimedOffset> {
+        let (layout, head, tail) = self.generations()?;
+        let max =
+            self.shared.time_index.max((head..=tail).map(|generation| layout.slot(generation)))?;
+        self.offset_for_timestamp(max)
+    }
+
+    /// The layout and the first and last chunk generations holding published bytes.
+    fn generations(&self) -> Option<(super::raw::Layout, u64, u64)> {
+        let shared = &self.shared;
+        let layout = *shared.core.layout();
+        let head = layout.generation(shared.head_position.load(Ordering::Acquire));
+        let end = shared.core.published_end();
+        (end > 0).then(|| (layout, head, layout.generation(end - 1)))
+    }
+
+    /// The earliest record whose timestamp is at least `timestamp`, through the sparse time
+    /// index: the first chunk whose running maximum timestamp reaches it, then that chunk's
+    /// batches (and, in an uncompressed batch, its records). `None` if no record held is that
+    /// recent. A compressed batch answers with its base offset and `maxTimestamp`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Option<TimedOffset> {
+        let (layout, head, tail) = self.generations()?;
+        let slots = (head..=tail).map(|generation| layout.slot(generation));
+        let (first_offset, is_head) = self.shared.time_index.find(slots, timestamp)?;
+        let mut offset = if is_head { self.earliest_offset() } else { first_offset };
+        loop {
+            let outcome = match self.read(offset, 1 << 20) {
+                Ok(outcome) => outcome,
+                Err(ReadError::OffsetOutOfRange { earliest, next, .. }) if offset < next => {
+                    offset = earliest;
+                    continue;
+                }
+                Err(_) => return None,
+            };
+            if outcome.batch_count == 0 {
+                return None;
+            }
+            for batch in ringmq_protocol::Batches::new(&outcome.batches, u32::MAX) {
+                let Ok(batch) = batch else { return None };
+                if batch.header().max_timestamp() < timestamp || batch.next_offset() <= offset {
+                    continue;
+                }
+                let Some(records) = batch.records() else {
+                    let offset = batch.base_offset().max(offset);
+                    return Some(TimedOffset { offset, timestamp: batch.header().max_timestamp() });
+                };
+                let found = records
+                    .map(|record| {
+                        (batch.base_offset() + u64::from(record.offset_delta), record.timestamp)
+                    })
+                    .find(|&(at, time)| at >= offset && time >= timestamp);
+                if let Some((offset, timestamp)) = found {
+                    return Some(TimedOffset { offset, timestamp });
+                }
+            }
+            offset = outcome.end_offset;
+        }
+    }
+
     /// Walks every batch held, from the earliest; see [`Scan`].
     pub fn scan(&self, max_bytes: usize) -> Scan<'_> {
         Scan { log: self, offset: self.earliest_offset(), max_bytes }

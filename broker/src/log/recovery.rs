@@ -85,6 +85,7 @@ pub(crate) struct BatchAt {
     pub(crate) position: u64,
     pub(crate) base_offset: u64,
     pub(crate) next_offset: u64,
+    pub(crate) max_timestamp: i64,
 }
 
 /// Why a walk or scan stopped.
@@ -113,6 +114,7 @@ enum Entry {
     Batch {
         base_offset: u64,
         next_offset: u64,
+        max_timestamp: i64,
         size: usize,
     },
     /// The end marker, or a remainder too short for one: the chunk's batches end here.
@@ -181,7 +183,12 @@ fn read_header(rest: &[u8], expected: u64) -> Result<Entry, Stop> {
             header.base_offset()
         )));
     }
-    Ok(Entry::Batch { base_offset: header.base_offset(), next_offset: header.next_offset(), size })
+    Ok(Entry::Batch {
+        base_offset: header.base_offset(),
+        next_offset: header.next_offset(),
+        max_timestamp: header.max_timestamp(),
+        size,
+    })
 }
 
 /// Walks batch headers from `from` (a batch start with base offset `from_offset`) to `to`,
@@ -203,8 +210,8 @@ pub(crate) fn walk(
             .map_err(|stop| WalkError { position, reason: stop.reason() })?;
         match entry {
             Entry::ChunkEnd => position += rest.len() as u64,
-            Entry::Batch { base_offset, next_offset, size } => {
-                visit(BatchAt { position, base_offset, next_offset });
+            Entry::Batch { base_offset, next_offset, max_timestamp, size } => {
+                visit(BatchAt { position, base_offset, next_offset, max_timestamp });
                 position += size as u64;
                 expected = next_offset;
             }
@@ -553,6 +560,7 @@ mod tests {
                 position: self.position,
                 base_offset: self.offset,
                 next_offset: self.offset + records as u64,
+                max_timestamp: 0,
             };
             self.position += bytes.len() as u64;
             self.offset += records as u64;

@@ -646,3 +646,31 @@ fn os_crash_images_keep_every_synced_record() {
         }
     }
 }
+
+/// `ListOffsets` by time: the earliest record at or after a timestamp, across chunks and laps,
+/// with timestamps that do not grow with offsets.
+#[test]
+fn offsets_are_found_by_timestamp() {
+    let (log, mut writer, _) = open_in_memory(&config(8)).unwrap();
+    // Batch k holds 3 records at times 1000 * k + 0, 10, 20, except batch 7 which goes back in time.
+    for k in 0..200u64 {
+        let base = if k == 7 { 0 } else { 1000 * k as i64 };
+        let mut buffer = vec![0; 4096];
+        let mut builder = BatchBuilder::new(&mut buffer, base).unwrap();
+        for i in 0..3 {
+            let _ = builder.push(&Record::value(&[k as u8; 100], base + 10 * i)).unwrap();
+        }
+        let size = builder.finish().unwrap().len();
+        writer.append(&BatchView::validate(&buffer[..size], 2048).unwrap()).unwrap();
+    }
+    assert!(log.earliest_offset() > 0, "the ring lapped");
+    let earliest = log.earliest_offset();
+    let first_held = earliest.div_ceil(3);
+    let found = log.offset_for_timestamp(1000 * 150 + 5).unwrap();
+    assert_eq!((found.offset, found.timestamp), (150 * 3 + 1, 150_010));
+    let found = log.offset_for_timestamp(0).unwrap();
+    assert_eq!(found.offset, earliest, "everything is at or after time 0");
+    assert!(first_held > 8);
+    assert_eq!(log.offset_for_timestamp(199_021), None, "nothing that recent");
+    assert_eq!(log.offset_for_timestamp(199_020).unwrap().offset, 199 * 3 + 2);
+}

@@ -147,10 +147,12 @@ impl LogWriter {
         };
         self.cursor.write(self.entry_position(self.entries), &entry.encode());
         self.entries += 1;
+        let slot = layout.slot(layout.generation(position));
         if position.is_multiple_of(layout.chunk_size()) {
-            let slot = layout.slot(layout.generation(position));
             self.chunk_first_offset[slot] = base_offset;
+            self.shared.time_index.start(slot, base_offset);
         }
+        self.shared.time_index.note(slot, batch.header().max_timestamp());
         self.shared.index.note(&mut self.index_fill, position, base_offset);
         self.tail += size;
         self.next_offset = base_offset + u64::from(batch.record_count());

@@ -9,6 +9,8 @@ mod connection;
 mod request;
 mod response;
 
+pub(crate) use response::write_all;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use ringmq_protocol::ErrorCode;
 
 use crate::config::{self, Config};
 use crate::core::{Core, OpenError};
+use crate::kafka::{KafkaContext, KafkaSettings};
 use crate::metrics::Metrics;
 use crate::partition::SyncPolicy;
 use crate::pool::BufferPool;
@@ -63,6 +66,7 @@ pub struct Broker {
     context: Arc<Context>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    kafka: Option<(TcpListener, Arc<KafkaContext>)>,
 }
 
 impl Broker {
@@ -93,8 +97,41 @@ impl Broker {
             ),
             None => None,
         };
+        let kafka = match config.kafka {
+            false => None,
+            true => {
+                let address = config.kafka_listen;
+                let listener = TcpListener::bind(address)
+                    .await
+                    .map_err(|source| ServerError::Bind { address, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| ServerError::Bind { address, source })?;
+                let advertised_host = match config.kafka_advertised_host.as_str() {
+                    "" => bound.ip().to_string(),
+                    host => host.to_owned(),
+                };
+                let settings = KafkaSettings {
+                    request_size_max: config.frame_size_max,
+                    idle_timeout: config.idle_timeout,
+                    frame_timeout: config.frame_timeout,
+                    write_timeout: config.write_timeout,
+                    request_timeout: config.request_timeout,
+                    auto_create_topics: config.kafka_auto_create_topics,
+                    advertised_host,
+                    advertised_port: i32::from(bound.port()),
+                };
+                let context = KafkaContext {
+                    core: Arc::clone(&core),
+                    pool: pool.clone(),
+                    pool_available: Arc::clone(&pool_available),
+                    settings,
+                };
+                Some((listener, Arc::new(context)))
+            }
+        };
         let context = Arc::new(Context { config, core, pool, pool_available });
-        Ok(Self { context, listener, metrics_listener })
+        Ok(Self { context, listener, metrics_listener, kafka })
     }
 
     /// The address of the metrics endpoint, if it is on.
@@ -113,6 +150,15 @@ impl Broker {
     /// The operating system's error.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address of the Kafka listener, if it is on.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    pub fn kafka_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.kafka.as_ref().map(|(listener, _)| listener.local_addr()).transpose()
     }
 
     /// The broker's topics (for in-process tests and tools).
@@ -134,7 +180,7 @@ impl Broker {
 
     /// Serves until `shutdown` completes, then stops gracefully.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let Self { context, listener, metrics_listener } = self;
+        let Self { context, listener, metrics_listener, kafka } = self;
         let config = &context.config;
         let limit = Arc::new(Semaphore::new(config.connection_count_max as usize));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -150,6 +196,16 @@ impl Broker {
                 Box::pin(async move { context.core.render_metrics(context.pool.stats()).await })
             });
             background.spawn(crate::metrics::serve_http(metrics_listener, render));
+        }
+        if let Some((kafka_listener, kafka_context)) = kafka {
+            // With the connections: shutdown waits for it (and its connections) to finish.
+            let stop = stop_rx.clone();
+            connections.spawn(crate::kafka::serve(
+                kafka_listener,
+                kafka_context,
+                Arc::clone(&limit),
+                stop,
+            ));
         }
         tokio::pin!(shutdown);
         loop {

@@ -17,10 +17,13 @@ pub(crate) struct Broker {
     pub(crate) address: String,
     /// `host:port` of the metrics endpoint.
     pub(crate) metrics: String,
+    /// `host:port` of the Kafka listener.
+    pub(crate) kafka: String,
     pub(crate) data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     args: Vec<String>,
     listen: String,
+    kafka_listen: String,
     log_path: PathBuf,
 }
 
@@ -35,10 +38,12 @@ impl Broker {
             child: None,
             address: String::new(),
             metrics: String::new(),
+            kafka: String::new(),
             data_dir,
             _temp: Some(temp),
             args,
             listen: "127.0.0.1:0".to_owned(),
+            kafka_listen: "127.0.0.1:0".to_owned(),
             log_path,
         };
         broker.spawn().unwrap_or_else(|error| panic!("{error}"));
@@ -50,6 +55,7 @@ impl Broker {
     pub(crate) fn restart_same_port(&mut self) {
         self.kill();
         self.listen = self.address.clone();
+        self.kafka_listen = self.kafka.clone();
         // The port may linger for a moment after the kill; retry briefly.
         let mut attempts = 0;
         while let Err(error) = self.spawn() {
@@ -68,12 +74,14 @@ impl Broker {
             .args([
                 "--prefault",
                 "false",
-                "--default-capacity",
+                "--partition-capacity-default",
                 "8MiB",
                 "--group-log-capacity",
                 "16MiB",
                 "--metrics-listen",
                 "127.0.0.1:0",
+                "--kafka-listen",
+                &self.kafka_listen,
             ])
             .args(&self.args)
             .env("RUST_LOG", "info")
@@ -104,6 +112,12 @@ impl Broker {
             .split("metrics at http://")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        self.kafka = line
+            .split("kafka at ")
+            .nth(1)
+            .map(|rest| rest.trim().split(',').next().unwrap_or_default())
             .unwrap_or_default()
             .to_owned();
         self.child = Some(child);
@@ -174,6 +188,7 @@ impl Broker {
     pub(crate) fn restart(&mut self) {
         self.kill();
         self.listen = "127.0.0.1:0".to_owned();
+        self.kafka_listen = "127.0.0.1:0".to_owned();
         self.spawn().unwrap_or_else(|error| panic!("{error}"));
     }
 

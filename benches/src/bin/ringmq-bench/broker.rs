@@ -24,7 +24,8 @@ impl BrokerProcess {
             .tempdir()
             .context("creating a data directory")?;
         let mut child = Command::new(&binary)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--kafka-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
             .args(args)
             .env("RUST_LOG", "warn")

@@ -1,0 +1,510 @@
+//! The Kafka APIs other than fetch and the consumer groups: versions, metadata, produce, offsets
+//! by position and time, the coordinator, producer ids, topic administration and configs. Each
+//! decodes nothing itself (the crate did), calls the core, and encodes with the crate.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kafka_protocol::error::ResponseError as Kafka;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    ProducerId, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use ringmq_protocol::Acks;
+use tokio::time::Instant;
+
+use super::{codes, encoded, Answer, KafkaContext, Request, NODE_ID, SERVED};
+use crate::core::{PartitionHandle, SyncState, TopicHandle};
+use crate::topics::TopicError;
+
+/// `ListOffsets` timestamps with a meaning of their own.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+/// Kafka's "not requested" value of the authorized-operations bit fields.
+const OPERATIONS_UNKNOWN: i32 = i32::MIN;
+
+/// Kafka's `DescribeConfigs` resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_owned())
+}
+
+fn topic_name(value: &str) -> TopicName {
+    TopicName(text(value))
+}
+
+/// The `ApiVersions` answer, at version 0 with `error_code` (KIP-511).
+pub(super) fn api_versions(error_code: i16) -> Result<BytesMut, String> {
+    let response =
+        ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(served());
+    encoded(&response, 0)
+}
+
+/// The `ApiVersions` answer at a served version.
+pub(super) fn api_versions_at(version: i16) -> Result<BytesMut, String> {
+    encoded(&ApiVersionsResponse::default().with_api_keys(served()), version)
+}
+
+fn served() -> Vec<ApiVersion> {
+    SERVED
+        .iter()
+        .map(|&(api, min, max)| {
+            ApiVersion::default()
+                .with_api_key(api as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect()
+}
+
+/// `Metadata`: the one broker, and the topics asked for (every topic for none, or a null list),
+/// each with its partitions led by this broker. A topic that does not exist is created when both
+/// the client and the broker allow it.
+pub(super) async fn metadata(
+    context: &KafkaContext,
+    request: &MetadataRequest,
+    version: i16,
+) -> Result<BytesMut, String> {
+    let core = &context.core;
+    let names: Vec<String> = match &request.topics {
+        Some(topics) if !topics.is_empty() || version == 0 => topics
+            .iter()
+            .filter_map(|topic| topic.name.as_ref().map(|name| name.to_string()))
+            .collect(),
+        _ => core.list_topics().iter().map(|(name, _)| name.to_string()).collect(),
+    };
+    // Version 0 has no flag and lets the broker decide.
+    let may_create =
+        context.settings.auto_create_topics && (request.allow_auto_topic_creation || version < 4);
+    let mut topics = Vec::with_capacity(names.len());
+    for name in names {
+        let mut found = core.topic(&name);
+        if matches!(found, Err(TopicError::Unknown(_))) && may_create {
+            match core.create_topic(&name, 0, 0, 0).await {
+                Ok(()) | Err(TopicError::Exists(_)) => {
+                    tracing::info!(topic = %name, "topic created for a kafka client's metadata request");
+                    found = core.topic(&name);
+                }
+                Err(error) => found = Err(error),
+            }
+        }
+        topics.push(match found {
+            Ok(topic) => topic_metadata(context, &topic),
+            Err(error) => MetadataResponseTopic::default()
+                .with_name(Some(topic_name(&name)))
+                .with_error_code(codes::topic(&error))
+                .with_topic_authorized_operations(OPERATIONS_UNKNOWN),
+        });
+    }
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(NODE_ID))
+        .with_host(text(&context.settings.advertised_host))
+        .with_port(context.settings.advertised_port);
+    let response = MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(text("ringmq")))
+        .with_controller_id(BrokerId(NODE_ID))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(OPERATIONS_UNKNOWN);
+    encoded(&response, version)
+}
+
+fn topic_metadata(context: &KafkaContext, topic: &TopicHandle) -> MetadataResponseTopic {
+    let partitions = context
+        .core
+        .partitions(topic)
+        .iter()
+        .map(|partition| {
+            MetadataResponsePartition::default()
+                .with_partition_index(partition_number(partition.index()))
+                .with_leader_id(BrokerId(NODE_ID))
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![BrokerId(NODE_ID)])
+                .with_isr_nodes(vec![BrokerId(NODE_ID)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(topic.name())))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(OPERATIONS_UNKNOWN)
+}
+
+fn partition_number(index: u32) -> i32 {
+    i32::try_from(index).unwrap_or(i32::MAX)
+}
+
+fn offset_number(offset: u64) -> i64 {
+    i64::try_from(offset).unwrap_or(i64::MAX)
+}
+
+/// The partition `index` of topic `name`, or the Kafka error to answer.
+pub(super) fn partition_of(
+    context: &KafkaContext,
+    name: &str,
+    index: i32,
+) -> Result<PartitionHandle, i16> {
+    let core = &context.core;
+    let topic = core.topic(name).map_err(|error| codes::topic(&error))?;
+    let index = u32::try_from(index).map_err(|_| Kafka::UnknownTopicOrPartition.code())?;
+    core.partition(&topic, index).map_err(|error| codes::produce(&error))
+}
+
+/// `Produce`: every partition's batch through the core, with `acks` 0 (no answer), 1 (in the
+/// ring: survives a broker crash) or -1 (the strongest the broker offers: synced to disk).
+pub(super) async fn produce(
+    context: &KafkaContext,
+    request: &Request,
+    body: ProduceRequest,
+) -> Result<Answer, String> {
+    let acks = match body.acks {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Written),
+        -1 => Some(Acks::Synced),
+        _ => None,
+    };
+    let timeout =
+        u64::try_from(body.timeout_ms).ok().filter(|&ms| ms > 0).map(Duration::from_millis);
+    let mut responses = Vec::with_capacity(body.topic_data.len());
+    for topic in body.topic_data {
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let mut response = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let outcome = match (acks, &data.records, &body.transactional_id) {
+                (None, ..) => Err((Kafka::InvalidRequiredAcks.code(), None)),
+                (_, _, Some(_)) => Err((Kafka::TransactionalIdAuthorizationFailed.code(), None)),
+                (_, None, _) => Err((Kafka::CorruptMessage.code(), Some("no records".to_owned()))),
+                (Some(acks), Some(records), None) => {
+                    produce_one(context, &topic.name, data.index, records, acks, timeout).await
+                }
+            };
+            match outcome {
+                Ok((base_offset, earliest)) => {
+                    response =
+                        response.with_base_offset(base_offset).with_log_start_offset(earliest)
+                }
+                Err((code, message)) => {
+                    tracing::info!(client = %request.client_id, topic = %topic.name.0, partition = data.index, code, message = message.as_deref().unwrap_or(""), "kafka produce failed");
+                    response = response
+                        .with_error_code(code)
+                        .with_error_message(message.map(|m| text(&m)));
+                }
+            }
+            partitions.push(response);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    if acks == Some(Acks::None) {
+        return Ok(Answer::Nothing);
+    }
+    encoded(&ProduceResponse::default().with_responses(responses), request.version)
+        .map(Answer::Body)
+}
+
+/// One partition's batch: its base offset and the partition's earliest offset, or the code and
+/// message to answer.
+async fn produce_one(
+    context: &KafkaContext,
+    topic: &TopicName,
+    index: i32,
+    records: &bytes::Bytes,
+    acks: Acks,
+    timeout: Option<Duration>,
+) -> Result<(i64, i64), (i16, Option<String>)> {
+    let core = &context.core;
+    let started = Instant::now();
+    let handle = partition_of(context, topic, index).map_err(|code| (code, None))?;
+    // Kafka's rule, which clients follow: one batch per partition in a produce.
+    if let Some(length) = records.get(8..12) {
+        let first = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        let first = usize::try_from(first).unwrap_or(0).saturating_add(12);
+        if first < records.len() {
+            let message = format!(
+                "a produce carries one record batch per partition; this one has {} bytes after \
+                 its first batch of {first}",
+                records.len() - first
+            );
+            return Err((Kafka::InvalidRecord.code(), Some(message)));
+        }
+    }
+    let produced = core
+        .produce(&handle, records, acks, timeout)
+        .await
+        .map_err(|error| (codes::produce(&error), Some(error.to_string())))?;
+    if let Some(wait) = &produced.sync {
+        let state = core.wait_synced(wait, started).await;
+        if state != SyncState::Done {
+            return Err((codes::sync(&state), Some(format!("{state:?}"))));
+        }
+    }
+    Ok((offset_number(produced.base_offset), offset_number(core.offsets(&handle).earliest)))
+}
+
+/// `ListOffsets`: the earliest or next offset, the first offset at or after a time (through the
+/// sparse time index), or (version 7) the offset of the largest timestamp.
+pub(super) fn list_offsets(
+    context: &KafkaContext,
+    request: &ListOffsetsRequest,
+    version: i16,
+) -> Result<BytesMut, String> {
+    let core = &context.core;
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|asked| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(asked.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        // A single replica that never changed: epoch 0 (from version 4 on).
+                        .with_leader_epoch(if version >= 4 { 0 } else { -1 });
+                    let handle = match partition_of(context, &topic.name, asked.partition_index) {
+                        Ok(handle) => handle,
+                        Err(code) => return response.with_error_code(code).with_leader_epoch(-1),
+                    };
+                    let offsets = core.offsets(&handle);
+                    match asked.timestamp {
+                        LATEST => response.with_offset(offset_number(offsets.next)),
+                        EARLIEST => response.with_offset(offset_number(offsets.earliest)),
+                        MAX_TIMESTAMP => match core.max_timestamp(&handle) {
+                            Some(found) => response
+                                .with_offset(offset_number(found.offset))
+                                .with_timestamp(found.timestamp),
+                            None => response,
+                        },
+                        timestamp if timestamp < 0 => {
+                            response.with_error_code(Kafka::InvalidRequest.code())
+                        }
+                        timestamp => match core.offset_for_timestamp(&handle, timestamp) {
+                            Some(found) => response
+                                .with_offset(offset_number(found.offset))
+                                .with_timestamp(found.timestamp),
+                            None => response,
+                        },
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    encoded(&ListOffsetsResponse::default().with_topics(topics), version)
+}
+
+/// `FindCoordinator`: this broker coordinates every group (and would every transaction).
+pub(super) fn find_coordinator(
+    context: &KafkaContext,
+    _request: &FindCoordinatorRequest,
+    version: i16,
+) -> Result<BytesMut, String> {
+    let response = FindCoordinatorResponse::default()
+        .with_node_id(BrokerId(NODE_ID))
+        .with_host(text(&context.settings.advertised_host))
+        .with_port(context.settings.advertised_port);
+    encoded(&response, version)
+}
+
+/// `InitProducerId`: a producer id and epoch for an idempotent producer, from the same blocks
+/// native producers get theirs from. Transactional ids are refused: the broker has no
+/// transactions.
+pub(super) async fn init_producer_id(
+    context: &KafkaContext,
+    request: &InitProducerIdRequest,
+    version: i16,
+) -> Result<BytesMut, String> {
+    let mut response =
+        InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    if request.transactional_id.is_some() {
+        response = response.with_error_code(Kafka::TransactionalIdAuthorizationFailed.code());
+        return encoded(&response, version);
+    }
+    let core = &context.core;
+    let (id, epoch) = (request.producer_id.0, request.producer_epoch);
+    // An id the broker does not know (its data was replaced) gets a new one.
+    let granted = match core.init_producer(id, epoch).await {
+        Err(crate::groups::GroupError::UnknownProducer { .. }) => core.init_producer(-1, -1).await,
+        other => other,
+    };
+    response = match granted {
+        Ok(grant) => response
+            .with_producer_id(ProducerId(grant.producer_id))
+            .with_producer_epoch(grant.producer_epoch),
+        Err(error) => response.with_error_code(codes::group(&error)),
+    };
+    encoded(&response, version)
+}
+
+/// `CreateTopics`: `num_partitions` -1 takes the broker's default; a replication factor other
+/// than -1 or 1 is refused (one node); config `retention.bytes` sets the ring capacity per
+/// partition (retention is by size), `cleanup.policy` must be `delete` (no compaction), and other
+/// configs are ignored.
+pub(super) async fn create_topics(
+    context: &KafkaContext,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> Result<BytesMut, String> {
+    let core = &context.core;
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let name = topic.name.to_string();
+        let mut result = CreatableTopicResult::default()
+            .with_name(topic.name.clone())
+            .with_num_partitions(topic.num_partitions)
+            .with_replication_factor(1);
+        let mut capacity = 0u64;
+        let mut refused: Option<(i16, String)> = None;
+        if !matches!(topic.replication_factor, -1 | 1) {
+            refused = Some((
+                Kafka::InvalidReplicationFactor.code(),
+                format!("replication factor {} on a single node", topic.replication_factor),
+            ));
+        }
+        for config in &topic.configs {
+            let value = config.value.as_ref().map(|value| value.to_string()).unwrap_or_default();
+            match config.name.as_str() {
+                "retention.bytes" => match value.parse::<u64>() {
+                    Ok(bytes) => capacity = bytes,
+                    Err(_) => {
+                        refused = Some((
+                            Kafka::InvalidConfig.code(),
+                            format!("retention.bytes {value:?}"),
+                        ))
+                    }
+                },
+                "cleanup.policy" if value != "delete" => {
+                    refused = Some((
+                        Kafka::InvalidConfig.code(),
+                        "only cleanup.policy=delete (no compaction)".to_owned(),
+                    ))
+                }
+                other => tracing::debug!(topic = %name, config = other, "topic config ignored"),
+            }
+        }
+        let partitions = u32::try_from(topic.num_partitions).unwrap_or(0);
+        if refused.is_none() && !request.validate_only {
+            if let Err(error) = core.create_topic(&name, partitions, capacity, 0).await {
+                refused = Some((codes::topic(&error), error.to_string()));
+            }
+        }
+        if let Some((code, message)) = refused {
+            result = result.with_error_code(code).with_error_message(Some(text(&message)));
+        } else if let Ok(handle) = core.topic(&name) {
+            result = result.with_num_partitions(
+                i32::try_from(handle.settings().partitions).unwrap_or(i32::MAX),
+            );
+        }
+        results.push(result);
+    }
+    encoded(&CreateTopicsResponse::default().with_topics(results), version)
+}
+
+/// `DeleteTopics`, by name.
+pub(super) async fn delete_topics(
+    context: &KafkaContext,
+    request: &DeleteTopicsRequest,
+    version: i16,
+) -> Result<BytesMut, String> {
+    let mut results = Vec::with_capacity(request.topic_names.len());
+    for name in &request.topic_names {
+        let mut result = DeletableTopicResult::default().with_name(Some(name.clone()));
+        if let Err(error) = context.core.delete_topic(name).await {
+            result = result
+                .with_error_code(codes::topic(&error))
+                .with_error_message(Some(text(&error.to_string())));
+        }
+        results.push(result);
+    }
+    encoded(&DeleteTopicsResponse::default().with_responses(results), version)
+}
+
+/// `DescribeConfigs`: a topic's settings under Kafka's names (read-only), and the broker's.
+pub(super) fn describe_configs(
+    context: &KafkaContext,
+    request: &DescribeConfigsRequest,
+    version: i16,
+) -> Result<BytesMut, String> {
+    let core = &context.core;
+    let config = |name: &str, value: String| {
+        DescribeConfigsResourceResult::default()
+            .with_name(text(name))
+            .with_value(Some(text(&value)))
+            .with_read_only(true)
+            .with_config_source(5)
+    };
+    let results = request
+        .resources
+        .iter()
+        .map(|resource| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let configs = match resource.resource_type {
+                RESOURCE_TOPIC => match core.topic(&resource.resource_name) {
+                    Ok(topic) => {
+                        let settings = topic.settings();
+                        vec![
+                            config("cleanup.policy", "delete".to_owned()),
+                            config("retention.bytes", settings.capacity.to_string()),
+                            config("retention.ms", "-1".to_owned()),
+                            config("segment.bytes", settings.chunk_size.to_string()),
+                            config("max.message.bytes", settings.batch_size_max.to_string()),
+                        ]
+                    }
+                    Err(error) => {
+                        return result
+                            .with_error_code(codes::topic(&error))
+                            .with_error_message(Some(text(&error.to_string())))
+                    }
+                },
+                RESOURCE_BROKER => vec![
+                    config("message.max.bytes", core.settings().batch_size_max.to_string()),
+                    config(
+                        "auto.create.topics.enable",
+                        context.settings.auto_create_topics.to_string(),
+                    ),
+                ],
+                _ => return result.with_error_code(Kafka::InvalidRequest.code()),
+            };
+            let wanted = resource.configuration_keys.as_ref();
+            let configs = configs
+                .into_iter()
+                .filter(|entry| wanted.is_none_or(|keys| keys.contains(&entry.name)))
+                .collect();
+            result.with_configs(configs)
+        })
+        .collect();
+    encoded(&DescribeConfigsResponse::default().with_results(results), version)
+}

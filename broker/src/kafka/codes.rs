@@ -1,0 +1,83 @@
+//! The one table from the core's domain errors to the Kafka error codes a client acts on
+//! (documented in the README's compatibility section).
+
+use kafka_protocol::error::ResponseError as Kafka;
+
+use crate::core::{FetchError, ProduceError, SyncState};
+use crate::groups::GroupError;
+use crate::topics::TopicError;
+
+/// No error.
+pub(crate) const NONE: i16 = 0;
+
+/// A produce that was refused.
+pub(crate) fn produce(error: &ProduceError) -> i16 {
+    match error {
+        ProduceError::UnknownPartition { .. } | ProduceError::TopicDeleted { .. } => {
+            Kafka::UnknownTopicOrPartition.code()
+        }
+        ProduceError::BatchTooLarge { .. } => Kafka::MessageTooLarge.code(),
+        ProduceError::CorruptBatch(_) => Kafka::CorruptMessage.code(),
+        ProduceError::Unsupported(_) => Kafka::UnsupportedForMessageFormat.code(),
+        // Retriable: the chunk the append needs is still being read.
+        ProduceError::Busy { .. } => Kafka::RequestTimedOut.code(),
+        ProduceError::Fenced(_) => Kafka::InvalidProducerEpoch.code(),
+        ProduceError::OutOfOrderSequence(_) => Kafka::OutOfOrderSequenceNumber.code(),
+        ProduceError::Poisoned(_) | ProduceError::Storage(_) => Kafka::KafkaStorageError.code(),
+    }
+}
+
+/// A sync an `acks = all` produce waited for, when it did not end well.
+pub(crate) fn sync(state: &SyncState) -> i16 {
+    match state {
+        SyncState::Done => NONE,
+        SyncState::Failed(_) => Kafka::KafkaStorageError.code(),
+        SyncState::TimedOut | SyncState::Pending => Kafka::RequestTimedOut.code(),
+    }
+}
+
+/// A fetch that got no batches.
+pub(crate) fn fetch(error: &FetchError) -> i16 {
+    match error {
+        FetchError::OffsetOutOfRange { .. } => Kafka::OffsetOutOfRange.code(),
+        // Retriable: the client fetches again.
+        _ => Kafka::RequestTimedOut.code(),
+    }
+}
+
+/// A topic operation that failed.
+pub(crate) fn topic(error: &TopicError) -> i16 {
+    match error {
+        TopicError::Unknown(_) => Kafka::UnknownTopicOrPartition.code(),
+        TopicError::Exists(_) => Kafka::TopicAlreadyExists.code(),
+        TopicError::InvalidName { .. } => Kafka::InvalidTopicException.code(),
+        TopicError::TooManyPartitions { .. } => Kafka::InvalidPartitions.code(),
+        TopicError::CapacityTooLarge { .. } | TopicError::InvalidGeometry(_) => {
+            Kafka::InvalidConfig.code()
+        }
+        TopicError::TooMany { .. } => Kafka::PolicyViolation.code(),
+        TopicError::Storage(_) | TopicError::Io { .. } => Kafka::KafkaStorageError.code(),
+        _ => Kafka::UnknownServerError.code(),
+    }
+}
+
+/// A group or producer-id operation that failed.
+pub(crate) fn group(error: &GroupError) -> i16 {
+    match error {
+        GroupError::InvalidName { .. } => Kafka::InvalidGroupId.code(),
+        GroupError::UnknownTopic(_) | GroupError::UnknownPartition { .. } => {
+            Kafka::UnknownTopicOrPartition.code()
+        }
+        GroupError::UnknownMember { .. } => Kafka::UnknownMemberId.code(),
+        GroupError::StaleGeneration { .. } => Kafka::IllegalGeneration.code(),
+        GroupError::NotAssigned { .. } => Kafka::RebalanceInProgress.code(),
+        GroupError::NotEmpty { .. } => Kafka::NonEmptyGroup.code(),
+        GroupError::OtherTopic { .. } => Kafka::InconsistentGroupProtocol.code(),
+        GroupError::OffsetPastEnd { .. } => Kafka::OffsetOutOfRange.code(),
+        GroupError::UnknownProducer { .. } => Kafka::UnknownProducerId.code(),
+        GroupError::TooManyGroups { .. }
+        | GroupError::TooManyMembers { .. }
+        | GroupError::TooManyOffsets { .. } => Kafka::GroupMaxSizeReached.code(),
+        _ => Kafka::CoordinatorNotAvailable.code(),
+    }
+}

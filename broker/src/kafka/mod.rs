@@ -1,0 +1,363 @@
+//! The Kafka listener: Kafka's wire protocol in front of the broker core, so Kafka clients and
+//! tools (librdkafka and kcat, confluent-kafka, kafka-python, the Java client) work unmodified.
+//!
+//! A connection reads one request at a time (a 4-byte big-endian size, then the request) into a
+//! pooled buffer, checks its body against the API's schema ([`guard`]), decodes it with the
+//! `kafka-protocol` crate, calls the core and writes the response; requests of one connection are
+//! answered in order, as Kafka's broker does. Record batches are Kafka's v2 batches, which are
+//! ringmq's own: a produced batch is a slice of the pooled buffer, validated in place and copied
+//! once into the ring; a fetch response is written with one vectored write, its batches straight
+//! from the mapped ring ([`fetch`]). Every other response is encoded by the crate.
+//!
+//! Errors: a request whose size is over the frame limit, or whose header or body does not decode,
+//! closes the connection with one log line naming the peer and the reason (the stream cannot be
+//! trusted after it, and Kafka's broker does the same); an API or version this listener does not
+//! serve closes it too, except `ApiVersions`, which is answered at version 0 with
+//! `UNSUPPORTED_VERSION` and the versions served (KIP-511). Domain errors map to the Kafka code a
+//! client acts on in one table ([`codes`]).
+
+mod admin;
+mod codes;
+mod fetch;
+mod guard;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::core::Core;
+use crate::pool::{BufferPool, PooledBuffer};
+
+/// The APIs served and their version ranges (what `ApiVersions` answers).
+pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 10),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 4),
+    (ApiKey::DeleteTopics, 1, 4),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 2),
+];
+
+/// The id of this broker in Kafka's metadata (a single node).
+pub(crate) const NODE_ID: i32 = 0;
+
+/// Settings of the Kafka listener.
+#[derive(Debug, Clone)]
+pub(crate) struct KafkaSettings {
+    /// Largest request accepted, bytes (after the size prefix).
+    pub(crate) request_size_max: u32,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) frame_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) auto_create_topics: bool,
+    /// Host and port clients are told to connect to.
+    pub(crate) advertised_host: String,
+    pub(crate) advertised_port: i32,
+}
+
+/// What every Kafka connection shares.
+#[derive(Debug)]
+pub(crate) struct KafkaContext {
+    pub(crate) core: Arc<Core>,
+    pub(crate) pool: BufferPool,
+    pub(crate) pool_available: Arc<Notify>,
+    pub(crate) settings: KafkaSettings,
+}
+
+/// Accepts Kafka connections until `stop` turns true; `limit` is shared with the native listener.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    context: Arc<KafkaContext>,
+    limit: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "kafka accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            context.core.metrics().connection_refused();
+            tracing::warn!(%peer, "kafka connection refused: at the connection limit");
+            continue;
+        };
+        let context = Arc::clone(&context);
+        let stop = stop.clone();
+        connections.spawn(async move {
+            context.core.metrics().connection_opened();
+            tracing::info!(%peer, protocol = "kafka", "connection opened");
+            let reason = Connection { stream, peer, context: &context, stop }.run().await;
+            crate::metrics::Metrics::add(&context.core.metrics().connections_closed, 1);
+            tracing::info!(%peer, protocol = "kafka", %reason, "connection closed");
+            drop(permit);
+        });
+    }
+    // The accept loop stops first; connections finish the request they are on.
+    while connections.join_next().await.is_some() {}
+}
+
+/// A request frame in a pooled buffer, shared as `Bytes` so decoded fields (record batches
+/// included) are slices of it, not copies.
+struct Frame {
+    buffer: PooledBuffer,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+}
+
+/// A decoded request: its header and body.
+pub(crate) struct Request {
+    pub(crate) api: ApiKey,
+    pub(crate) version: i16,
+    pub(crate) client_id: String,
+}
+
+/// What a handler answers.
+pub(crate) enum Answer {
+    /// No response (a produce with `acks = 0`).
+    Nothing,
+    /// A response body encoded by the crate.
+    Body(BytesMut),
+    /// A fetch response, written from the mapped ring.
+    Fetch(fetch::FetchAnswer),
+}
+
+struct Connection<'c> {
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: &'c KafkaContext,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection<'_> {
+    async fn run(&mut self) -> String {
+        loop {
+            let settings = &self.context.settings;
+            let mut size = [0u8; 4];
+            let read = tokio::select! {
+                _ = self.stop.changed() => return "broker shutting down".to_owned(),
+                read = tokio::time::timeout(settings.idle_timeout, self.stream.read_exact(&mut size)) => read,
+            };
+            match read {
+                Err(_) => return "idle timeout".to_owned(),
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return "closed by the client".to_owned()
+                }
+                Ok(Err(error)) => return error.to_string(),
+                Ok(Ok(_)) => {}
+            }
+            let size = i32::from_be_bytes(size);
+            let limit = settings.request_size_max;
+            let Some(size) =
+                usize::try_from(size).ok().filter(|size| (8..=limit as usize).contains(size))
+            else {
+                self.context.core.metrics().error(ringmq_protocol::ErrorCode::FrameTooLarge);
+                tracing::warn!(peer = %self.peer, size, limit, "kafka request of a size outside 8 to the limit; closing the connection");
+                return format!("request of {size} bytes (the limit is {limit})");
+            };
+            let frame = match self.read_frame(size).await {
+                Ok(frame) => frame,
+                Err(reason) => return reason,
+            };
+            match self.handle(frame).await {
+                Ok(()) => {}
+                Err(reason) => return reason,
+            }
+        }
+    }
+
+    /// Reads a request of `size` bytes into a pooled buffer, within the frame timeout.
+    async fn read_frame(&mut self, size: usize) -> Result<Bytes, String> {
+        let context = self.context;
+        let deadline = Instant::now() + context.settings.request_timeout;
+        let mut buffer = loop {
+            let available = context.pool_available.notified();
+            match context.pool.try_acquire() {
+                Ok(buffer) => break buffer,
+                Err(exhausted) => {
+                    if tokio::time::timeout_at(deadline, available).await.is_err() {
+                        return Err(format!("no read buffer became free: {exhausted}"));
+                    }
+                }
+            }
+        };
+        if size > buffer.len() {
+            return Err(format!("request of {size} bytes is larger than a read buffer"));
+        }
+        let read = tokio::time::timeout(
+            context.settings.frame_timeout,
+            self.stream.read_exact(&mut buffer[..size]),
+        )
+        .await;
+        match read {
+            Err(_) => Err("a request did not arrive whole within the frame timeout".to_owned()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Ok(Ok(_)) => Ok(Bytes::from_owner(Frame { buffer, len: size })),
+        }
+    }
+
+    /// Decodes one request, handles it and writes its answer. `Err` closes the connection.
+    async fn handle(&mut self, mut frame: Bytes) -> Result<(), String> {
+        let peer = self.peer;
+        let reject = |reason: String| {
+            tracing::warn!(%peer, %reason, "malformed kafka request; closing the connection");
+            reason
+        };
+        let head: [u8; 8] = frame.get(..8).and_then(|head| head.try_into().ok()).unwrap_or([0; 8]);
+        let api_key = i16::from_be_bytes([head[0], head[1]]);
+        let version = i16::from_be_bytes([head[2], head[3]]);
+        let correlation_id = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        let Ok(api) = ApiKey::try_from(api_key) else {
+            return Err(reject(format!("unknown API key {api_key}")));
+        };
+        let served = SERVED.iter().find(|(served, ..)| *served == api);
+        let Some(&(_, min, max)) = served else {
+            return Err(reject(format!("{api:?} is not served by this broker")));
+        };
+        if !(min..=max).contains(&version) {
+            if api == ApiKey::ApiVersions {
+                // KIP-511: a v0 body with a v0 header, saying which versions are served.
+                let body = admin::api_versions(
+                    kafka_protocol::error::ResponseError::UnsupportedVersion.code(),
+                );
+                return self.write_body(correlation_id, api, 0, body?).await;
+            }
+            return Err(reject(format!(
+                "{api:?} version {version} is not served (versions {min} to {max})"
+            )));
+        }
+        let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+            .map_err(|error| reject(format!("{api:?} v{version} header: {error}")))?;
+        guard::check(api, version, &frame)
+            .map_err(|error| reject(format!("{api:?} v{version} body: {error}")))?;
+        let body = RequestKind::decode(api, &mut frame, version)
+            .map_err(|error| reject(format!("{api:?} v{version} body: {error:#}")))?;
+        let request = Request {
+            api,
+            version,
+            client_id: header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default(),
+        };
+        let answer = self.dispatch(&request, body).await?;
+        match answer {
+            Answer::Nothing => Ok(()),
+            Answer::Body(body) => self.write_body(correlation_id, api, version, body).await,
+            Answer::Fetch(answer) => {
+                let header = self.header(correlation_id, api, version)?;
+                let written = fetch::write(
+                    &self.stream,
+                    &header,
+                    answer,
+                    self.context,
+                    self.context.settings.write_timeout,
+                )
+                .await;
+                written.map_err(|error| error.to_string())
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, request: &Request, body: RequestKind) -> Result<Answer, String> {
+        let context = self.context;
+        let version = request.version;
+        let api = request.api;
+        let encode = |result: Result<BytesMut, String>| {
+            result.map(Answer::Body).map_err(|error| {
+                tracing::error!(?api, version, %error, "a kafka response did not encode");
+                format!("encoding the {api:?} v{version} response failed: {error}")
+            })
+        };
+        match body {
+            RequestKind::ApiVersions(_) => encode(admin::api_versions_at(version)),
+            RequestKind::Metadata(body) => encode(admin::metadata(context, &body, version).await),
+            RequestKind::Produce(body) => admin::produce(context, request, body).await,
+            RequestKind::Fetch(body) => Ok(fetch::fetch(context, body, version).await),
+            RequestKind::ListOffsets(body) => encode(admin::list_offsets(context, &body, version)),
+            RequestKind::FindCoordinator(body) => {
+                encode(admin::find_coordinator(context, &body, version))
+            }
+            RequestKind::InitProducerId(body) => {
+                encode(admin::init_producer_id(context, &body, version).await)
+            }
+            RequestKind::CreateTopics(body) => {
+                encode(admin::create_topics(context, body, version).await)
+            }
+            RequestKind::DeleteTopics(body) => {
+                encode(admin::delete_topics(context, &body, version).await)
+            }
+            RequestKind::DescribeConfigs(body) => {
+                encode(admin::describe_configs(context, &body, version))
+            }
+            _ => Err(format!("{:?} is not served by this broker", request.api)),
+        }
+    }
+
+    /// The response header, as bytes.
+    fn header(&self, correlation_id: i32, api: ApiKey, version: i16) -> Result<BytesMut, String> {
+        let mut header = BytesMut::with_capacity(16);
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut header, api.response_header_version(version))
+            .map_err(|error| format!("encoding the response header failed: {error:#}"))?;
+        Ok(header)
+    }
+
+    async fn write_body(
+        &mut self,
+        correlation_id: i32,
+        api: ApiKey,
+        version: i16,
+        body: BytesMut,
+    ) -> Result<(), String> {
+        let header = self.header(correlation_id, api, version)?;
+        let size = i32::try_from(header.len() + body.len())
+            .map_err(|_| "response too large".to_owned())?;
+        let mut out = BytesMut::with_capacity(4 + header.len() + body.len());
+        out.put_i32(size);
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&body);
+        let write = crate::server::write_all(&self.stream, &out);
+        match tokio::time::timeout(self.context.settings.write_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => {
+                Err("the client did not read its response within the write timeout".to_owned())
+            }
+        }
+    }
+}
+
+/// Encodes a response body at `version`.
+pub(crate) fn encoded(message: &impl Encodable, version: i16) -> Result<BytesMut, String> {
+    let mut body = BytesMut::new();
+    message.encode(&mut body, version).map_err(|error| format!("{error:#}"))?;
+    Ok(body)
+}

@@ -1,0 +1,550 @@
+//! The Kafka listener on the wire: the real `ringmq` binary, spoken to over TCP with requests
+//! encoded by the `kafka-protocol` crate (an encoder that is not ringmq's). Every API the broker
+//! serves is called at every version it serves; every response must decode completely at that
+//! version and encode back to the same bytes (so the hand-encoded fetch response is exactly what
+//! the crate would write), and must say what it should. Then the errors: bad requests close their
+//! own connection and nothing else, refused batches get the code a client acts on.
+
+#![allow(clippy::unwrap_used, reason = "tests fail on error")]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, InitProducerIdRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use support::Broker;
+
+/// Kafka error codes the tests expect.
+const NONE: i16 = 0;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const CORRUPT_MESSAGE: i16 = 2;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const INVALID_REQUIRED_ACKS: i16 = 21;
+const UNSUPPORTED_VERSION: i16 = 35;
+const INVALID_RECORD: i16 = 87;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+
+/// A Kafka connection that sends one request and reads its response.
+struct Wire {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Wire {
+    fn connect(address: &str) -> Self {
+        let stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Self { stream, correlation_id: 0 }
+    }
+
+    /// Sends raw bytes (a size prefix is not added).
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn send<R: Request>(&mut self, version: i16, body: &R) -> i32 {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("kafka-wire-test")));
+        let mut frame = BytesMut::new();
+        header.encode(&mut frame, R::header_version(version)).unwrap();
+        body.encode(&mut frame, version).unwrap_or_else(|error| {
+            panic!("encoding {:?} v{version}: {error}", ApiKey::try_from(R::KEY).unwrap())
+        });
+        let mut out = (frame.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&frame);
+        self.stream.write_all(&out).unwrap();
+        self.correlation_id
+    }
+
+    /// Reads one response frame, or `None` when the broker closed the connection.
+    fn receive_frame(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        if self.stream.read_exact(&mut size).is_err() {
+            return None;
+        }
+        let mut frame = vec![0u8; u32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut frame).unwrap();
+        Some(Bytes::from(frame))
+    }
+
+    /// Sends `body` at `version` and returns the response, checked to decode completely and to
+    /// encode back to the bytes the broker sent.
+    fn call<R: Request>(&mut self, version: i16, body: &R) -> R::Response {
+        let correlation_id = self.send(version, body);
+        let frame = self.receive_frame().expect("a response");
+        decode_response::<R::Response>(frame, version, correlation_id)
+    }
+
+    /// Whether the broker closed the connection (reads end) within the read timeout.
+    fn closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
+    }
+}
+
+fn decode_response<M: Decodable + Encodable + HeaderVersion>(
+    frame: Bytes,
+    version: i16,
+    correlation_id: i32,
+) -> M {
+    let name = std::any::type_name::<M>().rsplit("::").next().unwrap_or_default();
+    let mut body = frame.clone();
+    let header = ResponseHeader::decode(&mut body, M::header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, correlation_id, "{name} v{version}: correlation id");
+    let header_size = frame.len() - body.len();
+    let response = M::decode(&mut body, version)
+        .unwrap_or_else(|error| panic!("{name} v{version} does not decode: {error:#}"));
+    assert_eq!(body.remaining(), 0, "{name} v{version}: bytes after the response");
+    let mut again = BytesMut::new();
+    response.encode(&mut again, version).unwrap();
+    assert!(
+        again[..] == frame[header_size..],
+        "{name} v{version}: the response is not what the crate encodes for the same values"
+    );
+    response
+}
+
+fn name(text: &str) -> TopicName {
+    TopicName(StrBytes::from_string(text.to_owned()))
+}
+
+fn text(value: &str) -> StrBytes {
+    StrBytes::from_string(value.to_owned())
+}
+
+/// A record batch of `values`, encoded by the crate.
+fn batch(values: &[&str]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: index as i64,
+            // Offset minus sequence constant: the crate puts the records in one batch.
+            sequence: index as i32 - 1,
+            timestamp: 1_700_000_000_000 + index as i64,
+            key: Some(Bytes::from(format!("key-{index}"))),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut out, records.iter(), &options).unwrap();
+    out.freeze()
+}
+
+fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default().with_name(name(topic)).with_partition_data(vec![
+            PartitionProduceData::default().with_index(partition).with_records(Some(records)),
+        ]),
+    ])
+}
+
+fn fetch_request(topic: &str, offset: i64, version: i16, max_wait_ms: i32) -> FetchRequest {
+    let mut partition = FetchPartition::default()
+        .with_partition(0)
+        .with_fetch_offset(offset)
+        .with_partition_max_bytes(1 << 20);
+    if version >= 5 {
+        partition = partition.with_log_start_offset(-1);
+    }
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(4 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![partition])])
+}
+
+/// Creates `topic` with one partition.
+fn create(wire: &mut Wire, topic: &str) {
+    let request = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(1)
+            .with_replication_factor(-1),
+    ]);
+    assert_eq!(wire.call(4, &request).topics[0].error_code, NONE, "creating {topic}");
+}
+
+/// The value of every record in a record set.
+fn values(records: Option<Bytes>) -> Vec<String> {
+    let mut records = records.unwrap_or_default();
+    let mut values = Vec::new();
+    while records.has_remaining() {
+        let set = RecordBatchDecoder::decode(&mut records).unwrap();
+        for record in set.records {
+            values.push(String::from_utf8(record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    values
+}
+
+/// The versions of `api` the broker says it serves.
+fn served(versions: &ApiVersionsResponse, api: ApiKey) -> std::ops::RangeInclusive<i16> {
+    let entry = versions
+        .api_keys
+        .iter()
+        .find(|entry| entry.api_key == api as i16)
+        .unwrap_or_else(|| panic!("{api:?} is not listed by ApiVersions"));
+    entry.min_version..=entry.max_version
+}
+
+#[test]
+fn every_served_version_of_every_api_answers_what_the_crate_decodes() {
+    let broker = Broker::start(&[]);
+    let mut wire = Wire::connect(&broker.kafka);
+    let (host, port) = broker.kafka.rsplit_once(':').unwrap();
+    let port: i32 = port.parse().unwrap();
+
+    let versions = wire.call(
+        3,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(text("kafka-wire-test"))
+            .with_client_software_version(text("1.0")),
+    );
+    assert_eq!(versions.error_code, NONE);
+    for version in served(&versions, ApiKey::ApiVersions) {
+        let mut request = ApiVersionsRequest::default();
+        if version >= 3 {
+            request = request
+                .with_client_software_name(text("kafka-wire-test"))
+                .with_client_software_version(text("1.0"));
+        }
+        let answer = wire.call(version, &request);
+        assert_eq!(answer.error_code, NONE, "ApiVersions v{version}");
+        assert_eq!(answer.api_keys, versions.api_keys, "ApiVersions v{version}");
+    }
+
+    for version in served(&versions, ApiKey::Metadata) {
+        let topic = format!("metadata-{version}");
+        let mut request = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(&topic)))]));
+        if version >= 4 {
+            request = request.with_allow_auto_topic_creation(true);
+        }
+        let answer = wire.call(version, &request);
+        assert_eq!(answer.brokers.len(), 1, "Metadata v{version}");
+        assert_eq!(answer.brokers[0].host.as_str(), host, "Metadata v{version}");
+        assert_eq!(answer.brokers[0].port, port, "Metadata v{version}");
+        assert_eq!(answer.topics.len(), 1, "Metadata v{version}");
+        let described = &answer.topics[0];
+        assert_eq!(described.error_code, NONE, "Metadata v{version}: {topic} auto-created");
+        assert_eq!(described.name.as_ref().map(|name| name.0.as_str()), Some(topic.as_str()));
+        assert!(!described.partitions.is_empty(), "Metadata v{version}");
+        assert_eq!(described.partitions[0].leader_id.0, answer.brokers[0].node_id.0);
+    }
+
+    for version in served(&versions, ApiKey::CreateTopics) {
+        let topic = format!("created-{version}");
+        let request = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(&topic))
+                .with_num_partitions(2)
+                .with_replication_factor(1)
+                .with_configs(vec![CreatableTopicConfig::default()
+                    .with_name(text("retention.bytes"))
+                    .with_value(Some(text("4194304")))]),
+        ]);
+        let answer = wire.call(version, &request);
+        assert_eq!(answer.topics[0].error_code, NONE, "CreateTopics v{version}");
+        let again = wire.call(version, &request);
+        assert_eq!(again.topics[0].error_code, TOPIC_ALREADY_EXISTS, "CreateTopics v{version}");
+    }
+
+    // One topic takes every produce version, so offsets follow each other.
+    let mut produced = Vec::new();
+    for version in served(&versions, ApiKey::Produce) {
+        let values = [format!("v{version}-a"), format!("v{version}-b")];
+        let records = batch(&[&values[0], &values[1]]);
+        let answer = wire.call(version, &produce_request("created-2", 0, records, -1));
+        let partition = &answer.responses[0].partition_responses[0];
+        assert_eq!(
+            partition.error_code,
+            NONE,
+            "Produce v{version}: {:?}\n{}",
+            partition.error_message,
+            broker.log()
+        );
+        assert_eq!(partition.base_offset, produced.len() as i64, "Produce v{version}");
+        produced.extend(values);
+    }
+
+    for version in served(&versions, ApiKey::Fetch) {
+        let answer = wire.call(version, &fetch_request("created-2", 0, version, 0));
+        let partition = &answer.responses[0].partitions[0];
+        assert_eq!(partition.error_code, NONE, "Fetch v{version}");
+        assert_eq!(partition.high_watermark, produced.len() as i64, "Fetch v{version}");
+        assert_eq!(values(partition.records.clone()), produced, "Fetch v{version}");
+        // From the middle of the second batch: that whole batch and the rest.
+        let answer = wire.call(version, &fetch_request("created-2", 3, version, 0));
+        let fetched = values(answer.responses[0].partitions[0].records.clone());
+        assert_eq!(fetched, produced[2..], "Fetch v{version} from offset 3");
+        // At the end, with no wait: an empty record set, not an error.
+        let end = produced.len() as i64;
+        let answer = wire.call(version, &fetch_request("created-2", end, version, 0));
+        let partition = &answer.responses[0].partitions[0];
+        assert_eq!(partition.error_code, NONE, "Fetch v{version} at the end");
+        assert!(values(partition.records.clone()).is_empty(), "Fetch v{version} at the end");
+    }
+
+    for version in served(&versions, ApiKey::ListOffsets) {
+        let ask = |timestamp| ListOffsetsPartition::default().with_timestamp(timestamp);
+        let mut asked = vec![ask(-2), ask(-1), ask(1_700_000_000_001)];
+        if version >= 7 {
+            asked.push(ask(-3));
+        }
+        let request = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name("created-2"))
+            .with_partitions(asked)]);
+        let answer = wire.call(version, &request);
+        let offsets: Vec<i64> =
+            answer.topics[0].partitions.iter().map(|partition| partition.offset).collect();
+        for partition in &answer.topics[0].partitions {
+            assert_eq!(partition.error_code, NONE, "ListOffsets v{version}");
+        }
+        // Each batch's records are 0 and 1 ms after the base time: the first record at or
+        // after base + 1 is the second of the first batch.
+        let mut expected = vec![0, produced.len() as i64, 1];
+        if version >= 7 {
+            // The largest timestamp is base + 1, first reached by offset 1.
+            expected.push(1);
+        }
+        assert_eq!(offsets, expected, "ListOffsets v{version}");
+    }
+
+    for version in served(&versions, ApiKey::FindCoordinator) {
+        let answer = wire.call(version, &FindCoordinatorRequest::default().with_key(text("g")));
+        assert_eq!(answer.error_code, NONE, "FindCoordinator v{version}");
+        assert_eq!((answer.host.as_str(), answer.port), (host, port));
+    }
+
+    let mut producer_ids = Vec::new();
+    for version in served(&versions, ApiKey::InitProducerId) {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
+        let answer = wire.call(version, &request);
+        assert_eq!(answer.error_code, NONE, "InitProducerId v{version}");
+        assert!(answer.producer_id.0 >= 0, "InitProducerId v{version}");
+        assert!(!producer_ids.contains(&answer.producer_id.0), "producer ids are not reused");
+        producer_ids.push(answer.producer_id.0);
+    }
+
+    for version in served(&versions, ApiKey::DescribeConfigs) {
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(text("created-2"))
+                .with_configuration_keys(None),
+        ]);
+        let answer = wire.call(version, &request);
+        let result = &answer.results[0];
+        assert_eq!(result.error_code, NONE, "DescribeConfigs v{version}");
+        let retention = result
+            .configs
+            .iter()
+            .find(|config| config.name.as_str() == "retention.bytes")
+            .and_then(|config| config.value.as_ref().map(|value| value.to_string()));
+        assert_eq!(retention.as_deref(), Some("4194304"), "DescribeConfigs v{version}");
+    }
+
+    for version in served(&versions, ApiKey::DeleteTopics) {
+        let topic = format!("doomed-{version}");
+        let create = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(&topic))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]);
+        assert_eq!(wire.call(4, &create).topics[0].error_code, NONE);
+        let request = DeleteTopicsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topic_names(vec![name(&topic), name("never-created")]);
+        let answer = wire.call(version, &request);
+        let codes: Vec<i16> = answer.responses.iter().map(|result| result.error_code).collect();
+        assert_eq!(codes, [NONE, UNKNOWN_TOPIC_OR_PARTITION], "DeleteTopics v{version}");
+        let metadata = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(&topic)))]))
+            .with_allow_auto_topic_creation(false);
+        let gone = wire.call(4, &metadata);
+        assert_eq!(gone.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION, "{topic} is gone");
+    }
+}
+
+#[test]
+fn an_unserved_api_versions_version_is_answered_with_the_versions_served() {
+    let broker = Broker::start(&[]);
+    let mut wire = Wire::connect(&broker.kafka);
+    // KIP-511: a client newer than the broker sends its newest ApiVersions; the answer is a
+    // version 0 response saying UNSUPPORTED_VERSION, with the versions the broker serves.
+    let mut frame = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::ApiVersions as i16)
+        .with_request_api_version(99)
+        .with_correlation_id(7)
+        .encode(&mut frame, 1)
+        .unwrap();
+    let mut out = (frame.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&frame);
+    wire.send_raw(&out);
+    let answer: ApiVersionsResponse = decode_response(wire.receive_frame().unwrap(), 0, 7);
+    assert_eq!(answer.error_code, UNSUPPORTED_VERSION);
+    let produce = answer.api_keys.iter().find(|entry| entry.api_key == ApiKey::Produce as i16);
+    assert!(produce.is_some(), "the versions served are listed");
+    // The connection stays usable.
+    let answer = wire.call(0, &ApiVersionsRequest::default());
+    assert_eq!(answer.error_code, NONE);
+}
+
+#[test]
+fn a_malformed_request_closes_its_connection_and_harms_nothing_else() {
+    let broker = Broker::start(&["--frame-size-max", "1MiB"]);
+    let mut keeper = Wire::connect(&broker.kafka);
+    create(&mut keeper, "kept");
+    let answer = keeper.call(7, &produce_request("kept", 0, batch(&["safe"]), -1));
+    assert_eq!(answer.responses[0].partition_responses[0].error_code, NONE);
+
+    let header = |api: i16, version: i16| {
+        let mut frame = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(api)
+            .with_request_api_version(version)
+            .with_correlation_id(1)
+            .with_client_id(Some(text("bad")))
+            .encode(&mut frame, 1)
+            .unwrap();
+        frame.to_vec()
+    };
+    let framed = |body: &[u8]| {
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    };
+    let mut produce_with_a_huge_array = header(ApiKey::Produce as i16, 7);
+    produce_with_a_huge_array.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id
+    produce_with_a_huge_array.extend_from_slice(&1i16.to_be_bytes()); // acks
+    produce_with_a_huge_array.extend_from_slice(&5000i32.to_be_bytes()); // timeout
+    produce_with_a_huge_array.extend_from_slice(&i32::MAX.to_be_bytes()); // 2^31 topics, none sent
+    let mut metadata_cut_short = header(ApiKey::Metadata as i16, 1);
+    metadata_cut_short.extend_from_slice(&3i32.to_be_bytes()); // three topics, none sent
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a size over the frame limit", (2u32 << 20).to_be_bytes().to_vec()),
+        ("a negative size", (-5i32).to_be_bytes().to_vec()),
+        ("an unknown API key", framed(&header(999, 0))),
+        ("an API that is not served", framed(&header(ApiKey::SaslHandshake as i16, 1))),
+        ("an unserved version", framed(&header(ApiKey::Produce as i16, 1))),
+        ("an array longer than its request", framed(&produce_with_a_huge_array)),
+        ("a request cut short", framed(&metadata_cut_short)),
+        ("a header cut short", framed(&[0, 3, 0, 1, 0])),
+    ];
+    for (case, bytes) in cases {
+        let mut wire = Wire::connect(&broker.kafka);
+        wire.send_raw(&bytes);
+        assert!(wire.closed(), "{case}: the connection is closed");
+        // The other connection and the stored batch are untouched.
+        let answer = keeper.call(11, &fetch_request("kept", 0, 11, 0));
+        assert_eq!(values(answer.responses[0].partitions[0].records.clone()), ["safe"], "{case}");
+    }
+    let log = broker.log();
+    for reason in ["unknown API key 999", "SaslHandshake is not served", "Produce version 1"] {
+        assert!(log.contains(reason), "the log names the reason {reason:?}:\n{log}");
+    }
+}
+
+#[test]
+fn refused_batches_get_the_code_a_kafka_client_acts_on() {
+    let broker = Broker::start(&["--batch-size-max", "64KiB"]);
+    let mut wire = Wire::connect(&broker.kafka);
+    create(&mut wire, "refusals");
+    let ok = wire.call(9, &produce_request("refusals", 0, batch(&["first"]), 1));
+    assert_eq!(ok.responses[0].partition_responses[0].error_code, NONE);
+
+    let code = |wire: &mut Wire, request: ProduceRequest| {
+        let answer = wire.call(9, &request);
+        let partition = answer.responses[0].partition_responses[0].clone();
+        (partition.error_code, partition.error_message.map(|m| m.to_string()).unwrap_or_default())
+    };
+    let mut corrupt = batch(&["flipped"]).to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xFF;
+    let (error, message) = code(&mut wire, produce_request("refusals", 0, corrupt.into(), 1));
+    assert_eq!(error, CORRUPT_MESSAGE, "{message}");
+    assert!(message.contains("CRC"), "the message says what was wrong: {message}");
+
+    let large = "x".repeat(100 << 10);
+    let (error, message) = code(&mut wire, produce_request("refusals", 0, batch(&[&large]), 1));
+    assert_eq!(error, MESSAGE_TOO_LARGE, "{message}");
+
+    let (error, _) = code(&mut wire, produce_request("refusals", 7, batch(&["nowhere"]), 1));
+    assert_eq!(error, UNKNOWN_TOPIC_OR_PARTITION);
+
+    let (error, _) = code(&mut wire, produce_request("refusals", 0, batch(&["odd acks"]), 2));
+    assert_eq!(error, INVALID_REQUIRED_ACKS);
+
+    // A produce never creates a topic (a client's metadata request does).
+    let (error, _) = code(&mut wire, produce_request("not-created", 0, batch(&["lost"]), 1));
+    assert_eq!(error, UNKNOWN_TOPIC_OR_PARTITION);
+
+    let two = [batch(&["one"]), batch(&["two"])].concat();
+    let (error, message) = code(&mut wire, produce_request("refusals", 0, two.into(), 1));
+    assert_eq!(error, INVALID_RECORD, "{message}");
+    assert!(message.contains("one record batch per partition"), "{message}");
+
+    let answer = wire.call(11, &fetch_request("refusals", 0, 11, 0));
+    assert_eq!(values(answer.responses[0].partitions[0].records.clone()), ["first"]);
+    let answer = wire.call(11, &fetch_request("refusals", 5, 11, 0));
+    let partition = &answer.responses[0].partitions[0];
+    assert_eq!(partition.error_code, OFFSET_OUT_OF_RANGE);
+    assert_eq!((partition.log_start_offset, partition.high_watermark), (0, 1));
+}
+
+#[test]
+fn a_long_poll_is_answered_when_a_batch_arrives() {
+    let broker = Broker::start(&[]);
+    let mut waiting = Wire::connect(&broker.kafka);
+    let mut producer = Wire::connect(&broker.kafka);
+    create(&mut producer, "polled");
+    let created = producer.call(7, &produce_request("polled", 0, batch(&["before"]), 1));
+    assert_eq!(created.responses[0].partition_responses[0].error_code, NONE);
+    // A fetch at the end that may wait up to 20 s (the broker caps it at fetch_wait_max).
+    let correlation_id = waiting.send(11, &fetch_request("polled", 1, 11, 20_000));
+    std::thread::sleep(Duration::from_millis(200));
+    let answer = producer.call(7, &produce_request("polled", 0, batch(&["after"]), 1));
+    assert_eq!(answer.responses[0].partition_responses[0].error_code, NONE);
+    let frame = waiting.receive_frame().unwrap();
+    let answer: kafka_protocol::messages::FetchResponse =
+        decode_response(frame, 11, correlation_id);
+    assert_eq!(values(answer.responses[0].partitions[0].records.clone()), ["after"]);
+}

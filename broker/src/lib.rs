@@ -19,6 +19,14 @@ pub mod config;
 pub mod core;
 pub mod groups;
 mod kafka;
+/// The Kafka listener's request parsing, for the fuzz targets.
+#[doc(hidden)]
+pub use kafka::parse_for_fuzzing as parse_kafka_request_for_fuzzing;
+/// The Kafka APIs and versions served (key, first, last), for the fuzz targets' corpus.
+#[doc(hidden)]
+pub fn kafka_served_for_fuzzing() -> Vec<(i16, i16, i16)> {
+    kafka::SERVED.iter().map(|&(api, min, max)| (api as i16, min, max)).collect()
+}
 pub mod log;
 pub mod metrics;
 pub mod partition;

@@ -548,3 +548,195 @@ fn a_long_poll_is_answered_when_a_batch_arrives() {
         decode_response(frame, 11, correlation_id);
     assert_eq!(values(answer.responses[0].partitions[0].records.clone()), ["after"]);
 }
+
+#[test]
+fn every_served_version_of_the_group_apis_answers_what_the_crate_decodes() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+        ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    };
+    const MEMBER_ID_REQUIRED: i16 = 79;
+    const UNKNOWN_MEMBER_ID: i16 = 25;
+    const ILLEGAL_GENERATION: i16 = 22;
+
+    let broker = Broker::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    let mut wire = Wire::connect(&broker.kafka);
+    create(&mut wire, "grouped");
+    let produced = wire.call(7, &produce_request("grouped", 0, batch(&["a", "b", "c"]), 1));
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, NONE);
+    let versions = wire.call(0, &ApiVersionsRequest::default());
+    let group_id = |name: &str| GroupId(text(name));
+
+    // A one-member group through its whole life at each JoinGroup version.
+    for version in served(&versions, ApiKey::JoinGroup) {
+        let group = format!("group-v{version}");
+        let instance = (version >= 5).then(|| text(&format!("instance-{version}")));
+        let join = |member_id: StrBytes| {
+            let mut request = JoinGroupRequest::default()
+                .with_group_id(group_id(&group))
+                .with_session_timeout_ms(10_000)
+                .with_member_id(member_id)
+                .with_protocol_type(text("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(text("range"))
+                    .with_metadata(Bytes::from_static(b"subscription"))]);
+            if version >= 1 {
+                request = request.with_rebalance_timeout_ms(10_000);
+            }
+            if version >= 5 {
+                request = request.with_group_instance_id(instance.clone());
+            }
+            request
+        };
+        let mut joined = wire.call(version, &join(StrBytes::default()));
+        if version >= 4 && instance.is_none() {
+            assert_eq!(joined.error_code, MEMBER_ID_REQUIRED, "JoinGroup v{version}");
+            assert!(!joined.member_id.is_empty(), "JoinGroup v{version} gives a member id");
+            joined = wire.call(version, &join(joined.member_id.clone()));
+        }
+        assert_eq!(joined.error_code, NONE, "JoinGroup v{version}");
+        assert_eq!(joined.leader, joined.member_id, "JoinGroup v{version}: the only member leads");
+        assert_eq!(joined.protocol_name.as_ref().map(|name| name.as_str()), Some("range"));
+        assert_eq!(joined.members.len(), 1, "JoinGroup v{version}: the leader sees its members");
+        assert_eq!(&joined.members[0].metadata[..], b"subscription");
+        let (member, generation) = (joined.member_id.clone(), joined.generation_id);
+
+        let step = version.min(3);
+        let mut sync = SyncGroupRequest::default()
+            .with_group_id(group_id(&group))
+            .with_generation_id(generation)
+            .with_member_id(member.clone())
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(member.clone())
+                .with_assignment(Bytes::from_static(b"all of it"))]);
+        if step >= 3 {
+            sync = sync.with_group_instance_id(instance.clone());
+        }
+        let synced = wire.call(step, &sync);
+        assert_eq!(synced.error_code, NONE, "SyncGroup v{step}");
+        assert_eq!(&synced.assignment[..], b"all of it", "SyncGroup v{step}");
+
+        let beat = |generation: i32| {
+            let request = HeartbeatRequest::default()
+                .with_group_id(group_id(&group))
+                .with_generation_id(generation)
+                .with_member_id(member.clone());
+            match step >= 3 {
+                true => request.with_group_instance_id(instance.clone()),
+                false => request,
+            }
+        };
+        assert_eq!(wire.call(step, &beat(generation)).error_code, NONE, "Heartbeat v{step}");
+        let stale = wire.call(step, &beat(generation + 7)).error_code;
+        assert_eq!(stale, ILLEGAL_GENERATION, "Heartbeat v{step} of another generation");
+
+        let described = wire.call(
+            version.min(5),
+            &DescribeGroupsRequest::default().with_groups(vec![group_id(&group)]),
+        );
+        let description = &described.groups[0];
+        assert_eq!(description.group_state.as_str(), "Stable");
+        assert_eq!(description.protocol_type.as_str(), "consumer");
+        assert_eq!(description.members.len(), 1);
+        assert_eq!(&description.members[0].member_assignment[..], b"all of it");
+
+        let leave = if step >= 3 {
+            LeaveGroupRequest::default().with_group_id(group_id(&group)).with_members(vec![
+                MemberIdentity::default()
+                    .with_member_id(member.clone())
+                    .with_group_instance_id(instance.clone()),
+            ])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(group_id(&group))
+                .with_member_id(member.clone())
+        };
+        let left = wire.call(step, &leave);
+        let code = if step >= 3 { left.members[0].error_code } else { left.error_code };
+        assert_eq!(code, NONE, "LeaveGroup v{step}");
+        let gone = wire.call(step, &beat(generation)).error_code;
+        assert_eq!(gone, UNKNOWN_MEMBER_ID, "Heartbeat v{step} after leaving");
+    }
+
+    // Commits without members (generation -1), then fetched at every version.
+    for version in served(&versions, ApiKey::OffsetCommit) {
+        let group = format!("committer-v{version}");
+        let mut request = OffsetCommitRequest::default()
+            .with_group_id(group_id(&group))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(name("grouped"))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(2),
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(9)
+                        .with_committed_offset(0),
+                ])]);
+        if version <= 4 {
+            request = request.with_retention_time_ms(-1);
+        }
+        let answer = wire.call(version, &request);
+        let codes: Vec<i16> =
+            answer.topics[0].partitions.iter().map(|partition| partition.error_code).collect();
+        assert_eq!(codes[0], NONE, "OffsetCommit v{version}");
+        assert_eq!(codes[1], UNKNOWN_TOPIC_OR_PARTITION, "OffsetCommit v{version}: partition 9");
+    }
+    for version in served(&versions, ApiKey::OffsetFetch) {
+        let request = OffsetFetchRequest::default()
+            .with_group_id(group_id("committer-v2"))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(name("grouped"))
+                .with_partition_indexes(vec![0])]));
+        let answer = wire.call(version, &request);
+        let partition = &answer.topics[0].partitions[0];
+        assert_eq!(
+            (partition.error_code, partition.committed_offset),
+            (NONE, 2),
+            "OffsetFetch v{version}"
+        );
+        let never =
+            OffsetFetchRequest::default().with_group_id(group_id("never")).with_topics(Some(vec![
+                OffsetFetchRequestTopic::default()
+                    .with_name(name("grouped"))
+                    .with_partition_indexes(vec![0]),
+            ]));
+        let answer = wire.call(version, &never);
+        assert_eq!(answer.topics[0].partitions[0].committed_offset, -1, "OffsetFetch v{version}");
+        if version >= 2 {
+            // No topics named: every partition the group committed.
+            let all = wire.call(
+                version,
+                &OffsetFetchRequest::default()
+                    .with_group_id(group_id("committer-v3"))
+                    .with_topics(None),
+            );
+            assert_eq!(all.topics.len(), 1, "OffsetFetch v{version} of every topic");
+            assert_eq!(all.topics[0].partitions[0].committed_offset, 2);
+        }
+    }
+    for version in served(&versions, ApiKey::ListGroups) {
+        let answer = wire.call(version, &ListGroupsRequest::default());
+        let listed: Vec<&str> =
+            answer.groups.iter().map(|group| group.group_id.0.as_str()).collect();
+        assert!(listed.contains(&"committer-v8"), "ListGroups v{version}: {listed:?}");
+    }
+    for version in served(&versions, ApiKey::DescribeGroups) {
+        let answer = wire.call(
+            version,
+            &DescribeGroupsRequest::default()
+                .with_groups(vec![group_id("committer-v2"), group_id("no-such-group")]),
+        );
+        let states: Vec<&str> =
+            answer.groups.iter().map(|group| group.group_state.as_str()).collect();
+        assert_eq!(states, ["Empty", "Dead"], "DescribeGroups v{version}");
+    }
+}

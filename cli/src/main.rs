@@ -509,12 +509,14 @@ async fn produce(client: &Client, args: ProduceArgs, timeout: Duration) -> anyho
         (ok, first_error)
     });
     let mut sent = 0u64;
-    let mut lines = input.lines();
+    // Bytes up to each newline, as they are: not UTF-8 checked, a carriage return kept (as
+    // kcat -P does), so what is sent is what the file holds.
+    let mut lines = input.split(b'\n');
     loop {
         let line = tokio::task::block_in_place(|| lines.next());
         let Some(line) = line else { break };
         let line = line.map_err(|error| anyhow::anyhow!("cannot read input: {error}"))?;
-        let mut record = ProducerRecord::new(&args.topic, line.as_bytes());
+        let mut record = ProducerRecord::new(&args.topic, &line[..]);
         if let Some(key) = &args.key {
             record = record.key(key.as_bytes());
         }

@@ -15,7 +15,11 @@ use ringmq_protocol::{Acks, BatchBuilder, Header, Record, Request};
 const TIMESTAMP: i64 = 1_700_000_000_000;
 
 /// A batch of `values`, each record with `headers`, stamped as `producer` (id, epoch, sequence).
-fn batch_of(values: &[&[u8]], headers: &[Header<'_>], producer: Option<(i64, i16, i32)>) -> Vec<u8> {
+fn batch_of(
+    values: &[&[u8]],
+    headers: &[Header<'_>],
+    producer: Option<(i64, i16, i32)>,
+) -> Vec<u8> {
     let mut buffer = vec![0u8; 4096];
     let mut builder = BatchBuilder::new(&mut buffer, TIMESTAMP).expect("buffer");
     if let Some((id, epoch, sequence)) = producer {

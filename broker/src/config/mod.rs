@@ -151,6 +151,13 @@ settings! {
         /// Longest session timeout a group member may ask for.
         group_session_timeout_max: Duration = Duration::from_secs(300),
             Millis::new(10, 24 * HOUR_MS);
+
+        /// How long a Kafka consumer group that starts empty waits for more members before its
+        /// first assignment (Kafka's `group.initial.rebalance.delay.ms`).
+        ///
+        /// Each member joining within the delay extends it, up to the group's rebalance timeout,
+        /// so consumers started together get one assignment instead of one per arrival.
+        group_initial_rebalance_delay: Duration = Duration::from_secs(3), Millis::new(0, HOUR_MS);
     }
     Observability {
         /// Log format on stderr: text or json.

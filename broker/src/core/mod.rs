@@ -16,6 +16,7 @@ mod error;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
@@ -24,9 +25,11 @@ use ringmq_protocol::{Acks, BatchView, DecodeError};
 
 pub use self::error::{FetchError, ProduceError};
 use crate::config::Config;
-use crate::groups::store::{GroupStore, StoreError};
+use crate::groups::store::{GroupStore, OffsetKey, StoreError};
 use crate::groups::{
-    Assignment, Coordinator, GroupError, GroupInfo, GroupListing, GroupSettings, Lag, ProducerGrant,
+    Assignment, ClassicDescription, Coordinator, GroupError, GroupInfo, GroupListing,
+    GroupSettings, JoinRequest, Joined, Lag, MemberRef, ProducerGrant, Reply, SyncRequest,
+    TopicCommit,
 };
 use crate::log::{DataDir, ReadError, ReadOutcome, StorageError, TimedOffset};
 use crate::metrics::{GroupLag, Metrics, PartitionGauges};
@@ -219,6 +222,7 @@ impl Core {
             GroupSettings {
                 session_timeout_min: config.group_session_timeout_min,
                 session_timeout_max: config.group_session_timeout_max,
+                initial_rebalance_delay: config.group_initial_rebalance_delay,
             },
             Arc::clone(&metrics),
         ));
@@ -607,6 +611,71 @@ impl Core {
     /// As [`Coordinator::describe`].
     pub async fn describe_group(&self, group: &str) -> Result<GroupInfo, GroupError> {
         self.groups.describe(group).await
+    }
+
+    /// Kafka's `JoinGroup`; see [`Coordinator::join_classic`].
+    pub async fn join_kafka_group(&self, request: JoinRequest) -> Reply<Joined> {
+        self.groups.join_classic(request).await
+    }
+
+    /// Kafka's `SyncGroup`; see [`Coordinator::sync_classic`].
+    pub async fn sync_kafka_group(&self, request: SyncRequest) -> Reply<Bytes> {
+        self.groups.sync_classic(request).await
+    }
+
+    /// Kafka's `Heartbeat`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Coordinator::heartbeat_classic`].
+    pub async fn heartbeat_kafka_group(
+        &self,
+        group: &str,
+        generation: i32,
+        member: &MemberRef,
+    ) -> Result<(), GroupError> {
+        self.groups.heartbeat_classic(group, generation, member).await
+    }
+
+    /// Kafka's `LeaveGroup`: each member's outcome.
+    pub async fn leave_kafka_group(
+        &self,
+        group: &str,
+        members: &[MemberRef],
+    ) -> Vec<Result<(), GroupError>> {
+        self.groups.leave_classic(group, members).await
+    }
+
+    /// Kafka's `OffsetCommit`: each topic's outcome, partition by partition.
+    ///
+    /// # Errors
+    ///
+    /// As [`Coordinator::commit_classic`].
+    pub async fn commit_kafka_offsets(
+        &self,
+        group: &str,
+        generation: i32,
+        member: &MemberRef,
+        topics: &[(String, Vec<PartitionOffset>)],
+    ) -> Result<Vec<TopicCommit>, GroupError> {
+        self.groups.commit_classic(group, generation, member, topics).await
+    }
+
+    /// Every committed offset of `group`, on every topic.
+    pub async fn committed_offsets_all(&self, group: &str) -> Vec<(OffsetKey, u64)> {
+        let mut all = self.groups.store().all_committed().await;
+        all.retain(|(key, _)| key.group == group);
+        all
+    }
+
+    /// A group described in Kafka's terms.
+    pub async fn describe_kafka_group(&self, group: &str) -> ClassicDescription {
+        self.groups.describe_classic(group).await
+    }
+
+    /// Applies the Kafka groups' deadlines (the broker calls it a few times a second).
+    pub async fn kafka_group_upkeep(&self) {
+        self.groups.classic_upkeep().await;
     }
 
     /// A fresh producer id (`producer_id` < 0), or the next epoch of `producer_id`.

@@ -34,7 +34,13 @@
 //! in between. Group requests are per member and per second, not per message; a broker with many
 //! busy groups under `sync = always` would want a lock per group.
 
+mod classic;
 pub mod store;
+
+pub use classic::{
+    ClassicDescription, ClassicMemberInfo, GroupState, JoinRequest, Joined, JoinedMember,
+    MemberRef, Reply, SyncRequest, TopicCommit,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +67,8 @@ pub struct GroupSettings {
     pub session_timeout_min: Duration,
     /// Longest session timeout.
     pub session_timeout_max: Duration,
+    /// How long a Kafka group that starts empty waits for more members before assigning.
+    pub initial_rebalance_delay: Duration,
 }
 
 /// Why a group request failed.
@@ -182,6 +190,68 @@ pub enum GroupError {
         /// The limit.
         max: u32,
     },
+    /// The name is in use by live members of the other kind of consumer (native or Kafka).
+    #[error("group {group:?} has {members} live {kind} member(s); a group name is used by one kind of consumer at a time while it has members")]
+    OtherKind {
+        /// The group.
+        group: String,
+        /// Its live members.
+        members: usize,
+        /// Their kind: `native` or `Kafka`.
+        kind: &'static str,
+    },
+    /// A Kafka member's generation is not the group's.
+    #[error("member {member:?} of group {group:?} is in generation {got}, the group in {current}; join again")]
+    IllegalGeneration {
+        /// The group.
+        group: String,
+        /// The member id.
+        member: String,
+        /// The generation given.
+        got: i32,
+        /// The group's generation.
+        current: i32,
+    },
+    /// The Kafka group is rebalancing: join again.
+    #[error("group {group:?} is rebalancing; join again")]
+    RebalanceInProgress {
+        /// The group.
+        group: String,
+    },
+    /// A Kafka member's protocol type or assignors do not match the group's.
+    #[error("group {group:?}: protocol type {protocol_type:?} or its assignors are not those of the group's members")]
+    InconsistentProtocol {
+        /// The group.
+        group: String,
+        /// The protocol type given.
+        protocol_type: String,
+    },
+    /// A new Kafka member must join again with the member id given (`JoinGroup` version 4+).
+    #[error("group {group:?}: join again with member id {member:?}")]
+    MemberIdRequired {
+        /// The group.
+        group: String,
+        /// The member id to join with.
+        member: String,
+    },
+    /// Another member has taken over this static member's instance id.
+    #[error("group {group:?}: instance {instance:?} was taken over by a newer member")]
+    FencedInstance {
+        /// The group.
+        group: String,
+        /// The instance id.
+        instance: String,
+    },
+    /// A Kafka member asked for a session timeout outside the broker's bounds.
+    #[error("session timeout {requested:?} is outside the broker's {min:?} to {max:?}")]
+    InvalidSessionTimeout {
+        /// The timeout asked for.
+        requested: Duration,
+        /// The shortest allowed.
+        min: Duration,
+        /// The longest allowed.
+        max: Duration,
+    },
     /// The state log failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -192,13 +262,22 @@ impl GroupError {
     pub fn code(&self) -> ErrorCode {
         match self {
             GroupError::InvalidName { .. }
+            | GroupError::OtherKind { .. }
+            | GroupError::InconsistentProtocol { .. }
+            | GroupError::MemberIdRequired { .. }
+            | GroupError::InvalidSessionTimeout { .. }
             | GroupError::OtherTopic { .. }
             | GroupError::UnknownPartition { .. }
             | GroupError::OffsetPastEnd { .. }
             | GroupError::UnknownProducer { .. } => ErrorCode::InvalidRequest,
             GroupError::UnknownTopic(_) => ErrorCode::UnknownTopic,
-            GroupError::UnknownMember { .. } => ErrorCode::UnknownMember,
-            GroupError::StaleGeneration { .. } => ErrorCode::StaleGeneration,
+            GroupError::UnknownMember { .. } | GroupError::FencedInstance { .. } => {
+                ErrorCode::UnknownMember
+            }
+            GroupError::StaleGeneration { .. } | GroupError::IllegalGeneration { .. } => {
+                ErrorCode::StaleGeneration
+            }
+            GroupError::RebalanceInProgress { .. } => ErrorCode::RebalanceInProgress,
             GroupError::NotAssigned { .. } => ErrorCode::NotAssigned,
             GroupError::NotEmpty { .. } => ErrorCode::GroupNotEmpty,
             GroupError::TooManyGroups { .. }
@@ -221,6 +300,24 @@ pub struct GroupListing {
     pub member_count: u32,
     /// Current generation (0 without members).
     pub generation: u32,
+    /// Who its members are.
+    pub kind: GroupKind,
+    /// Its state in Kafka's terms (a native group with members is `Stable`).
+    pub state: GroupState,
+}
+
+/// The kind of consumers a group has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupKind {
+    /// No live members: only committed offsets.
+    Offsets,
+    /// Native consumers (the broker assigns).
+    Native,
+    /// Kafka consumers of this protocol type (`consumer` for Kafka's consumer clients).
+    Kafka {
+        /// The protocol type.
+        protocol_type: String,
+    },
 }
 
 /// How far a group's committed offset is behind its partition's end.
@@ -297,6 +394,15 @@ pub struct GroupInfo {
     pub members: Vec<MemberInfo>,
     /// Committed offsets.
     pub offsets: Vec<OffsetInfo>,
+}
+
+/// Every group with live members, by kind.
+#[derive(Debug, Default)]
+struct Groups {
+    /// Groups of native consumers (the broker assigns their partitions).
+    native: HashMap<String, Group>,
+    /// Groups of Kafka consumers (the classic protocol: a member assigns).
+    classic: HashMap<String, classic::ClassicGroup>,
 }
 
 #[derive(Debug)]
@@ -455,7 +561,9 @@ fn heartbeat_interval(session_timeout: Duration) -> Duration {
 /// The group coordinator.
 #[derive(Debug)]
 pub struct Coordinator {
-    groups: Mutex<HashMap<String, Group>>,
+    /// Native and Kafka groups, under one lock: one name space, and no commit lands between a
+    /// check and a rebalance of either kind.
+    state: Mutex<Groups>,
     store: GroupStore,
     topics: Arc<Topics>,
     settings: GroupSettings,
@@ -481,7 +589,7 @@ impl Coordinator {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
         Self {
-            groups: Mutex::new(HashMap::new()),
+            state: Mutex::new(Groups::default()),
             store,
             topics,
             settings,
@@ -524,9 +632,19 @@ impl Coordinator {
         let session_timeout = session_timeout
             .clamp(self.settings.session_timeout_min, self.settings.session_timeout_max);
         let now = Instant::now();
-        let mut groups = self.groups.lock().await;
-        self.touch(&mut groups, group_name, now);
-        if !groups.contains_key(group_name) && groups.len() >= GROUP_COUNT_MAX as usize {
+        let mut state = self.state.lock().await;
+        let Groups { native: groups, classic } = &mut *state;
+        if let Some(members) = classic::live_members(classic, group_name) {
+            return Err(GroupError::OtherKind {
+                group: group_name.to_owned(),
+                members,
+                kind: "Kafka",
+            });
+        }
+        self.touch(groups, group_name, now);
+        if !groups.contains_key(group_name)
+            && groups.len() + classic.len() >= GROUP_COUNT_MAX as usize
+        {
             // Groups whose members all expired unnoticed do not count; look for them at most
             // once a second, so joins at the limit cannot keep everyone else waiting.
             let since_start = u64::try_from((now - self.started).as_millis()).unwrap_or(u64::MAX);
@@ -535,10 +653,10 @@ impl Coordinator {
                 self.last_sweep_ms.store(since_start.max(1), Ordering::Relaxed);
                 let names: Vec<String> = groups.keys().cloned().collect();
                 for name in names {
-                    self.touch(&mut groups, &name, now);
+                    self.touch(groups, &name, now);
                 }
             }
-            if groups.len() >= GROUP_COUNT_MAX as usize {
+            if groups.len() + classic.len() >= GROUP_COUNT_MAX as usize {
                 return Err(GroupError::TooManyGroups { max: GROUP_COUNT_MAX });
             }
         }
@@ -601,12 +719,13 @@ impl Coordinator {
         client: &str,
     ) -> Result<Assignment, GroupError> {
         let now = Instant::now();
-        let mut groups = self.groups.lock().await;
+        let mut state = self.state.lock().await;
+        let groups = &mut state.native;
         let unknown = || GroupError::UnknownMember {
             group: group_name.to_owned(),
             member: member_id.to_owned(),
         };
-        let group = self.touch(&mut groups, group_name, now).ok_or_else(unknown)?;
+        let group = self.touch(groups, group_name, now).ok_or_else(unknown)?;
         let member = group.members.get_mut(member_id).ok_or_else(unknown)?;
         member.deadline = now + member.session_timeout;
         if member.client != client {
@@ -661,12 +780,13 @@ impl Coordinator {
     ///
     /// [`GroupError::UnknownMember`] if it was not a member.
     pub async fn leave(&self, group_name: &str, member_id: &str) -> Result<(), GroupError> {
-        let mut groups = self.groups.lock().await;
+        let mut state = self.state.lock().await;
+        let groups = &mut state.native;
         let unknown = || GroupError::UnknownMember {
             group: group_name.to_owned(),
             member: member_id.to_owned(),
         };
-        let group = self.touch(&mut groups, group_name, Instant::now()).ok_or_else(unknown)?;
+        let group = self.touch(groups, group_name, Instant::now()).ok_or_else(unknown)?;
         if !group.members.contains_key(member_id) {
             return Err(unknown());
         }
@@ -692,36 +812,23 @@ impl Coordinator {
         generation: u32,
         offsets: &[PartitionOffset],
     ) -> Result<(), GroupError> {
-        validate_group_name(group_name)
-            .map_err(|reason| GroupError::InvalidName { name: group_name.to_owned(), reason })?;
-        let found =
-            self.topics.get(topic).ok_or_else(|| GroupError::UnknownTopic(topic.to_owned()))?;
-        for entry in offsets {
-            let Some(partition) = found.partitions().get(entry.partition as usize) else {
-                return Err(GroupError::UnknownPartition {
-                    topic: topic.to_owned(),
-                    partition: entry.partition,
-                    count: found.partitions().len(),
-                });
-            };
-            let end = partition.log().next_offset();
-            if entry.offset > end {
-                return Err(GroupError::OffsetPastEnd {
-                    topic: topic.to_owned(),
-                    partition: entry.partition,
-                    offset: entry.offset,
-                    end,
-                });
-            }
-        }
+        let found = self.check_offsets(group_name, topic, offsets)?;
         // Held across the store write: a rebalance cannot move a partition between the check
         // and the commit landing.
-        let mut groups = self.groups.lock().await;
+        let mut state = self.state.lock().await;
+        let Groups { native: groups, classic } = &mut *state;
         // The topic checked above may have been deleted (and its offsets forgotten) since.
         if !self.topics.get(topic).is_some_and(|now| Arc::ptr_eq(&now, &found)) {
             return Err(GroupError::UnknownTopic(topic.to_owned()));
         }
-        let group = self.touch(&mut groups, group_name, Instant::now());
+        if let Some(members) = classic::live_members(classic, group_name) {
+            return Err(GroupError::OtherKind {
+                group: group_name.to_owned(),
+                members,
+                kind: "Kafka",
+            });
+        }
+        let group = self.touch(groups, group_name, Instant::now());
         match (member_id, group) {
             ("", None) => {}
             ("", Some(group)) => {
@@ -769,6 +876,49 @@ impl Coordinator {
                 }
             }
         }
+        self.store_offsets(group_name, topic, offsets).await
+    }
+
+    /// Checks a commit's group name, topic, partitions and offsets (none past its partition's
+    /// end); returns the topic, to check it is still the same one under the lock.
+    fn check_offsets(
+        &self,
+        group_name: &str,
+        topic: &str,
+        offsets: &[PartitionOffset],
+    ) -> Result<Arc<crate::topics::Topic>, GroupError> {
+        validate_group_name(group_name)
+            .map_err(|reason| GroupError::InvalidName { name: group_name.to_owned(), reason })?;
+        let found =
+            self.topics.get(topic).ok_or_else(|| GroupError::UnknownTopic(topic.to_owned()))?;
+        for entry in offsets {
+            let Some(partition) = found.partitions().get(entry.partition as usize) else {
+                return Err(GroupError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition: entry.partition,
+                    count: found.partitions().len(),
+                });
+            };
+            let end = partition.log().next_offset();
+            if entry.offset > end {
+                return Err(GroupError::OffsetPastEnd {
+                    topic: topic.to_owned(),
+                    partition: entry.partition,
+                    offset: entry.offset,
+                    end,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes checked offsets to the store, within the group's limit on committed offsets.
+    async fn store_offsets(
+        &self,
+        group_name: &str,
+        topic: &str,
+        offsets: &[PartitionOffset],
+    ) -> Result<(), GroupError> {
         let (existing, new) = self.store.offset_counts(group_name, topic, offsets).await;
         if existing + new > GROUP_OFFSET_COUNT_MAX as usize {
             return Err(GroupError::TooManyOffsets {
@@ -789,7 +939,7 @@ impl Coordinator {
     ///
     /// [`TopicError`] from the deletion; the offsets are forgotten whenever the topic is gone.
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
-        let _groups = self.groups.lock().await;
+        let _state = self.state.lock().await;
         let old = self.topics.get(name);
         let deleted = self.topics.delete(name).await;
         let gone = match (&old, self.topics.get(name)) {
@@ -847,19 +997,36 @@ impl Coordinator {
                 topic: String::new(),
                 member_count: 0,
                 generation: 0,
+                kind: GroupKind::Offsets,
+                state: GroupState::Empty,
             });
         }
-        let mut groups = self.groups.lock().await;
+        let mut state = self.state.lock().await;
+        let Groups { native: groups, classic } = &mut *state;
+        for (name, protocol_type, state, members, generation) in Self::classic_listings(classic) {
+            let listing = GroupListing {
+                group: name.clone(),
+                topic: String::new(),
+                member_count: u32::try_from(members)
+                    .expect("a group has at most GROUP_MEMBER_COUNT_MAX members"),
+                generation: u32::try_from(generation).unwrap_or(0),
+                kind: GroupKind::Kafka { protocol_type: protocol_type.to_owned() },
+                state,
+            };
+            summaries.insert(name.clone(), listing);
+        }
         let now = Instant::now();
         let names: Vec<String> = groups.keys().cloned().collect();
         for name in names {
-            let Some(group) = self.touch(&mut groups, &name, now) else { continue };
+            let Some(group) = self.touch(groups, &name, now) else { continue };
             let listing = GroupListing {
                 group: name.clone(),
                 topic: group.topic.clone().unwrap_or_default(),
                 member_count: u32::try_from(group.members.len())
                     .expect("a group has at most GROUP_MEMBER_COUNT_MAX members"),
                 generation: group.generation,
+                kind: GroupKind::Native,
+                state: GroupState::Stable,
             };
             summaries.insert(name, listing);
         }
@@ -887,7 +1054,8 @@ impl Coordinator {
                 committed,
             })
             .collect();
-        let mut groups = self.groups.lock().await;
+        let mut state = self.state.lock().await;
+        let Groups { native: groups, classic } = &mut *state;
         let mut info = GroupInfo {
             group: group_name.to_owned(),
             topic: String::new(),
@@ -895,7 +1063,7 @@ impl Coordinator {
             members: Vec::new(),
             offsets,
         };
-        if let Some(group) = self.touch(&mut groups, group_name, Instant::now()) {
+        if let Some(group) = self.touch(groups, group_name, Instant::now()) {
             info.topic = group.topic.clone().unwrap_or_default();
             info.generation = group.generation;
             info.members = group
@@ -906,6 +1074,21 @@ impl Coordinator {
                     client: member.client.clone(),
                     generation: member.generation,
                     partitions: group.held_by(id),
+                })
+                .collect();
+        } else if let Some(group) = classic.get(group_name) {
+            // A Kafka group: its members (their assignments are the clients' bytes).
+            let generation = u32::try_from(group.generation()).unwrap_or(0);
+            info.generation = generation;
+            info.members = group
+                .describe()
+                .members
+                .into_iter()
+                .map(|member| MemberInfo {
+                    member_id: member.member_id,
+                    client: member.client_host,
+                    generation,
+                    partitions: Vec::new(),
                 })
                 .collect();
         }

@@ -157,6 +157,7 @@ fn fixture(partitions: u32) -> Fixture {
     let settings = GroupSettings {
         session_timeout_min: Duration::from_millis(100),
         session_timeout_max: Duration::from_secs(60),
+        initial_rebalance_delay: Duration::from_millis(50),
     };
     Fixture { _temp: temp, coordinator: Coordinator::new(store, topics, settings, metrics) }
 }
@@ -351,4 +352,223 @@ async fn a_deleted_topic_s_committed_offsets_are_forgotten() {
     groups.delete_topic("t").await.unwrap();
     fixture.coordinator.topics.create("t", 2, 0, 0).unwrap();
     assert_eq!(groups.committed("g", "t").await, []);
+}
+
+// ----- Kafka's classic protocol ----------------------------------------------------------------
+
+fn kafka_join(group: &str, member_id: &str, instance: Option<&str>) -> JoinRequest {
+    JoinRequest {
+        group: group.to_owned(),
+        member_id: member_id.to_owned(),
+        instance_id: instance.map(str::to_owned),
+        client_id: "test".to_owned(),
+        client_host: "127.0.0.1".to_owned(),
+        session_timeout: Duration::from_secs(1),
+        rebalance_timeout: Duration::from_secs(2),
+        protocol_type: "consumer".to_owned(),
+        protocols: vec![
+            ("range".to_owned(), bytes::Bytes::from_static(b"range-metadata")),
+            ("roundrobin".to_owned(), bytes::Bytes::new()),
+        ],
+        require_known_member_id: false,
+    }
+}
+
+async fn answer<T: std::fmt::Debug>(reply: Reply<T>) -> Result<T, GroupError> {
+    match reply {
+        Reply::Ready(result) => result,
+        Reply::Waiting(receiver) => receiver.await.expect("the group answers"),
+    }
+}
+
+fn pending<T: std::fmt::Debug>(
+    reply: Reply<T>,
+) -> tokio::sync::oneshot::Receiver<Result<T, GroupError>> {
+    match reply {
+        Reply::Waiting(receiver) => receiver,
+        Reply::Ready(result) => panic!("expected to wait, answered {result:?}"),
+    }
+}
+
+fn member(id: &str) -> MemberRef {
+    MemberRef { member_id: id.to_owned(), instance_id: None }
+}
+
+/// Two members joined and synced: (leader, follower, generation).
+async fn stable_pair(coordinator: &Coordinator, group: &str) -> (String, String, i32) {
+    let first = pending(coordinator.join_classic(kafka_join(group, "", None)).await);
+    let second = pending(coordinator.join_classic(kafka_join(group, "", None)).await);
+    // The initial delay (50 ms in the fixture) passes, then the upkeep completes the join.
+    tokio::time::advance(Duration::from_millis(60)).await;
+    coordinator.classic_upkeep().await;
+    let (first, second) = (first.await.unwrap().unwrap(), second.await.unwrap().unwrap());
+    assert_eq!(first.generation, second.generation);
+    assert_eq!(first.leader, first.member_id, "the earliest member leads");
+    assert_eq!(first.protocol, "range", "both prefer range");
+    assert_eq!(first.members.len(), 2, "the leader sees every member");
+    assert!(second.members.is_empty(), "a follower sees none");
+    let follower_sync = pending(
+        coordinator
+            .sync_classic(SyncRequest {
+                group: group.to_owned(),
+                generation: second.generation,
+                member_id: second.member_id.clone(),
+                instance_id: None,
+                assignments: Vec::new(),
+            })
+            .await,
+    );
+    let leader_sync = coordinator
+        .sync_classic(SyncRequest {
+            group: group.to_owned(),
+            generation: first.generation,
+            member_id: first.member_id.clone(),
+            instance_id: None,
+            assignments: vec![
+                (first.member_id.clone(), bytes::Bytes::from_static(b"p0")),
+                (second.member_id.clone(), bytes::Bytes::from_static(b"p1")),
+            ],
+        })
+        .await;
+    assert_eq!(&answer(leader_sync).await.unwrap()[..], b"p0");
+    assert_eq!(&follower_sync.await.unwrap().unwrap()[..], b"p1", "the follower waited for it");
+    (first.member_id, second.member_id, first.generation)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kafka_group_joins_syncs_and_rebalances_when_a_session_expires() {
+    let fixture = fixture(2);
+    let coordinator = &fixture.coordinator;
+    let (leader, follower, generation) = stable_pair(coordinator, "k").await;
+    coordinator.heartbeat_classic("k", generation, &member(&leader)).await.unwrap();
+    let stale = coordinator.heartbeat_classic("k", generation - 1, &member(&leader)).await;
+    assert!(matches!(stale, Err(GroupError::IllegalGeneration { .. })), "{stale:?}");
+    // The follower falls silent; the leader keeps heartbeating.
+    for _ in 0..6 {
+        tokio::time::advance(Duration::from_millis(250)).await;
+        coordinator.classic_upkeep().await;
+        let _ = coordinator.heartbeat_classic("k", generation, &member(&leader)).await;
+    }
+    let beat = coordinator.heartbeat_classic("k", generation, &member(&leader)).await;
+    assert!(matches!(beat, Err(GroupError::RebalanceInProgress { .. })), "{beat:?}");
+    let gone = coordinator.heartbeat_classic("k", generation, &member(&follower)).await;
+    assert!(matches!(gone, Err(GroupError::UnknownMember { .. })), "{gone:?}");
+    let rejoined = answer(coordinator.join_classic(kafka_join("k", &leader, None)).await).await;
+    let rejoined = rejoined.unwrap();
+    assert_eq!(rejoined.generation, generation + 1);
+    assert_eq!(rejoined.members.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_does_not_join_again_is_removed_at_the_rebalance_deadline() {
+    let fixture = fixture(2);
+    let coordinator = &fixture.coordinator;
+    let (leader, follower, generation) = stable_pair(coordinator, "k").await;
+    // The follower's metadata changes: a rebalance; the leader never joins again.
+    let mut changed = kafka_join("k", &follower, None);
+    changed.protocols[0].1 = bytes::Bytes::from_static(b"new subscription");
+    let waiting = pending(coordinator.join_classic(changed).await);
+    for _ in 0..9 {
+        tokio::time::advance(Duration::from_millis(250)).await;
+        coordinator.classic_upkeep().await;
+        let _ = coordinator.heartbeat_classic("k", generation, &member(&leader)).await;
+    }
+    let joined = waiting.await.unwrap().unwrap();
+    assert_eq!(joined.generation, generation + 1);
+    assert_eq!(joined.leader, follower, "the remaining member leads");
+    let gone = coordinator.heartbeat_classic("k", joined.generation, &member(&leader)).await;
+    assert!(matches!(gone, Err(GroupError::UnknownMember { .. })), "{gone:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_static_member_back_with_a_new_id_keeps_its_assignment_without_a_rebalance() {
+    let fixture = fixture(2);
+    let coordinator = &fixture.coordinator;
+    let first = pending(coordinator.join_classic(kafka_join("s", "", Some("a"))).await);
+    let second = pending(coordinator.join_classic(kafka_join("s", "", Some("b"))).await);
+    tokio::time::advance(Duration::from_millis(60)).await;
+    coordinator.classic_upkeep().await;
+    let (a, b) = (first.await.unwrap().unwrap(), second.await.unwrap().unwrap());
+    let sync = |id: &str, instance: &str, assignments: Vec<(String, bytes::Bytes)>| SyncRequest {
+        group: "s".to_owned(),
+        generation: a.generation,
+        member_id: id.to_owned(),
+        instance_id: Some(instance.to_owned()),
+        assignments,
+    };
+    let b_sync = pending(coordinator.sync_classic(sync(&b.member_id, "b", Vec::new())).await);
+    let assignments = vec![
+        (a.member_id.clone(), bytes::Bytes::from_static(b"a's")),
+        (b.member_id.clone(), bytes::Bytes::from_static(b"b's")),
+    ];
+    answer(coordinator.sync_classic(sync(&a.member_id, "a", assignments)).await).await.unwrap();
+    b_sync.await.unwrap().unwrap();
+
+    // "a" restarts: an empty member id, the same instance id, different metadata.
+    let mut again = kafka_join("s", "", Some("a"));
+    again.protocols[0].1 = bytes::Bytes::from_static(b"owns nothing yet");
+    let back = answer(coordinator.join_classic(again).await).await.unwrap();
+    assert_ne!(back.member_id, a.member_id, "a new member id");
+    assert_eq!(back.generation, a.generation, "no rebalance");
+    assert!(back.members.is_empty() && back.leader == a.member_id, "it does not assign");
+    let assignment = answer(coordinator.sync_classic(sync(&back.member_id, "a", Vec::new())).await);
+    assert_eq!(&assignment.await.unwrap()[..], b"a's", "the assignment it had");
+    coordinator.heartbeat_classic("s", a.generation, &member(&b.member_id)).await.unwrap();
+    let old = MemberRef { member_id: a.member_id.clone(), instance_id: Some("a".to_owned()) };
+    let fenced = coordinator.heartbeat_classic("s", a.generation, &old).await;
+    assert!(matches!(fenced, Err(GroupError::FencedInstance { .. })), "{fenced:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn version_4_joins_are_given_a_member_id_to_join_with() {
+    let fixture = fixture(1);
+    let coordinator = &fixture.coordinator;
+    let mut request = kafka_join("v4", "", None);
+    request.require_known_member_id = true;
+    let asked = answer(coordinator.join_classic(request.clone()).await).await;
+    let Err(GroupError::MemberIdRequired { member: id, .. }) = asked else {
+        panic!("expected MemberIdRequired, got {asked:?}")
+    };
+    request.member_id = id.clone();
+    let waiting = pending(coordinator.join_classic(request).await);
+    tokio::time::advance(Duration::from_millis(60)).await;
+    coordinator.classic_upkeep().await;
+    assert_eq!(waiting.await.unwrap().unwrap().member_id, id);
+    let unknown = answer(coordinator.join_classic(kafka_join("v4", "made-up", None)).await).await;
+    assert!(matches!(unknown, Err(GroupError::UnknownMember { .. })), "{unknown:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn kafka_and_native_groups_share_names_offsets_and_refuse_each_other_while_live() {
+    let fixture = fixture(2);
+    let coordinator = &fixture.coordinator;
+    let (leader, _, generation) = stable_pair(coordinator, "shared").await;
+    let native = coordinator.join("shared", "t", "", SESSION, "native").await;
+    assert!(matches!(native, Err(GroupError::OtherKind { kind: "Kafka", .. })), "{native:?}");
+    let native_commit = coordinator.commit("shared", "t", "", 0, &offsets(&[(0, 0)])).await;
+    assert!(matches!(native_commit, Err(GroupError::OtherKind { .. })), "{native_commit:?}");
+
+    // A simple commit (no member) is refused while the group has members; a member's lands.
+    let topics = vec![("t".to_owned(), offsets(&[(0, 0), (1, 0), (7, 0)]))];
+    let simple = coordinator.commit_classic("shared", -1, &member(""), &topics).await;
+    assert!(matches!(simple, Err(GroupError::UnknownMember { .. })), "{simple:?}");
+    let outcome = coordinator.commit_classic("shared", generation, &member(&leader), &topics).await;
+    let outcome = outcome.unwrap();
+    assert!(outcome[0].checked[0].is_ok() && outcome[0].checked[1].is_ok());
+    assert!(matches!(outcome[0].checked[2], Err(GroupError::UnknownPartition { .. })));
+    assert!(outcome[0].stored.is_ok());
+    assert_eq!(coordinator.committed("shared", "t").await, offsets(&[(0, 0), (1, 0)]));
+
+    // A native group refuses Kafka members the same way.
+    coordinator.join("native-only", "t", "", SESSION, "native").await.unwrap();
+    let kafka = answer(coordinator.join_classic(kafka_join("native-only", "", None)).await).await;
+    assert!(matches!(kafka, Err(GroupError::OtherKind { kind: "native", .. })), "{kafka:?}");
+    let listed = coordinator.list().await;
+    let kinds: Vec<(&str, &GroupKind)> =
+        listed.iter().map(|listing| (listing.group.as_str(), &listing.kind)).collect();
+    assert!(kinds.contains(&("native-only", &GroupKind::Native)), "{kinds:?}");
+    assert!(
+        kinds.contains(&("shared", &GroupKind::Kafka { protocol_type: "consumer".to_owned() })),
+        "{kinds:?}"
+    );
 }

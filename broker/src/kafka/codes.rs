@@ -9,6 +9,14 @@ use crate::topics::TopicError;
 
 /// No error.
 pub(crate) const NONE: i16 = 0;
+/// An offset outside the partition.
+pub(crate) const OFFSET_OUT_OF_RANGE: i16 = 1;
+/// No such topic or partition.
+pub(crate) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// Commit metadata over Kafka's limit.
+pub(crate) const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+/// A group id the broker does not accept.
+pub(crate) const INVALID_GROUP_ID: i16 = 24;
 
 /// A produce that was refused.
 pub(crate) fn produce(error: &ProduceError) -> i16 {
@@ -69,7 +77,16 @@ pub(crate) fn group(error: &GroupError) -> i16 {
             Kafka::UnknownTopicOrPartition.code()
         }
         GroupError::UnknownMember { .. } => Kafka::UnknownMemberId.code(),
-        GroupError::StaleGeneration { .. } => Kafka::IllegalGeneration.code(),
+        GroupError::StaleGeneration { .. } | GroupError::IllegalGeneration { .. } => {
+            Kafka::IllegalGeneration.code()
+        }
+        GroupError::RebalanceInProgress { .. } => Kafka::RebalanceInProgress.code(),
+        GroupError::InconsistentProtocol { .. } | GroupError::OtherKind { .. } => {
+            Kafka::InconsistentGroupProtocol.code()
+        }
+        GroupError::MemberIdRequired { .. } => Kafka::MemberIdRequired.code(),
+        GroupError::FencedInstance { .. } => Kafka::FencedInstanceId.code(),
+        GroupError::InvalidSessionTimeout { .. } => Kafka::InvalidSessionTimeout.code(),
         GroupError::NotAssigned { .. } => Kafka::RebalanceInProgress.code(),
         GroupError::NotEmpty { .. } => Kafka::NonEmptyGroup.code(),
         GroupError::OtherTopic { .. } => Kafka::InconsistentGroupProtocol.code(),

@@ -19,6 +19,7 @@
 mod admin;
 mod codes;
 mod fetch;
+mod groups;
 mod guard;
 
 use std::net::SocketAddr;
@@ -49,6 +50,14 @@ pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 2),
+    (ApiKey::JoinGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 3),
+    (ApiKey::Heartbeat, 0, 3),
+    (ApiKey::LeaveGroup, 0, 3),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
 ];
 
 /// The id of this broker in Kafka's metadata (a single node).
@@ -139,6 +148,8 @@ pub(crate) struct Request {
     pub(crate) api: ApiKey,
     pub(crate) version: i16,
     pub(crate) client_id: String,
+    /// The client's IP address.
+    pub(crate) client_host: String,
 }
 
 /// What a handler answers.
@@ -226,45 +237,29 @@ impl Connection<'_> {
     }
 
     /// Decodes one request, handles it and writes its answer. `Err` closes the connection.
-    async fn handle(&mut self, mut frame: Bytes) -> Result<(), String> {
+    async fn handle(&mut self, frame: Bytes) -> Result<(), String> {
         let peer = self.peer;
-        let reject = |reason: String| {
+        let parsed = parse(frame).map_err(|reason| {
             tracing::warn!(%peer, %reason, "malformed kafka request; closing the connection");
             reason
-        };
-        let head: [u8; 8] = frame.get(..8).and_then(|head| head.try_into().ok()).unwrap_or([0; 8]);
-        let api_key = i16::from_be_bytes([head[0], head[1]]);
-        let version = i16::from_be_bytes([head[2], head[3]]);
-        let correlation_id = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-        let Ok(api) = ApiKey::try_from(api_key) else {
-            return Err(reject(format!("unknown API key {api_key}")));
-        };
-        let served = SERVED.iter().find(|(served, ..)| *served == api);
-        let Some(&(_, min, max)) = served else {
-            return Err(reject(format!("{api:?} is not served by this broker")));
-        };
-        if !(min..=max).contains(&version) {
-            if api == ApiKey::ApiVersions {
+        })?;
+        let (correlation_id, api, version, header, body) = match parsed {
+            Parsed::Request { correlation_id, api, version, header, body } => {
+                (correlation_id, api, version, header, body)
+            }
+            Parsed::UnsupportedApiVersions { correlation_id } => {
                 // KIP-511: a v0 body with a v0 header, saying which versions are served.
                 let body = admin::api_versions(
                     kafka_protocol::error::ResponseError::UnsupportedVersion.code(),
                 );
-                return self.write_body(correlation_id, api, 0, body?).await;
+                return self.write_body(correlation_id, ApiKey::ApiVersions, 0, body?).await;
             }
-            return Err(reject(format!(
-                "{api:?} version {version} is not served (versions {min} to {max})"
-            )));
-        }
-        let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
-            .map_err(|error| reject(format!("{api:?} v{version} header: {error}")))?;
-        guard::check(api, version, &frame)
-            .map_err(|error| reject(format!("{api:?} v{version} body: {error}")))?;
-        let body = RequestKind::decode(api, &mut frame, version)
-            .map_err(|error| reject(format!("{api:?} v{version} body: {error:#}")))?;
+        };
         let request = Request {
             api,
             version,
             client_id: header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default(),
+            client_host: self.peer.ip().to_string(),
         };
         let answer = self.dispatch(&request, body).await?;
         match answer {
@@ -288,13 +283,9 @@ impl Connection<'_> {
     async fn dispatch(&mut self, request: &Request, body: RequestKind) -> Result<Answer, String> {
         let context = self.context;
         let version = request.version;
-        let api = request.api;
-        let encode = |result: Result<BytesMut, String>| {
-            result.map(Answer::Body).map_err(|error| {
-                tracing::error!(?api, version, %error, "a kafka response did not encode");
-                format!("encoding the {api:?} v{version} response failed: {error}")
-            })
-        };
+        // `Err` closes the connection: a response that did not encode (logged where it failed)
+        // or a held group request the broker's shutdown ended.
+        let encode = |result: Result<BytesMut, String>| result.map(Answer::Body);
         match body {
             RequestKind::ApiVersions(_) => encode(admin::api_versions_at(version)),
             RequestKind::Metadata(body) => encode(admin::metadata(context, &body, version).await),
@@ -315,6 +306,30 @@ impl Connection<'_> {
             }
             RequestKind::DescribeConfigs(body) => {
                 encode(admin::describe_configs(context, &body, version))
+            }
+            RequestKind::JoinGroup(body) => {
+                encode(groups::join_group(context, request, body, &mut self.stop).await)
+            }
+            RequestKind::SyncGroup(body) => {
+                encode(groups::sync_group(context, request, body, &mut self.stop).await)
+            }
+            RequestKind::Heartbeat(body) => {
+                encode(groups::heartbeat(context, request, &body).await)
+            }
+            RequestKind::LeaveGroup(body) => {
+                encode(groups::leave_group(context, request, &body).await)
+            }
+            RequestKind::OffsetCommit(body) => {
+                encode(groups::offset_commit(context, request, &body).await)
+            }
+            RequestKind::OffsetFetch(body) => {
+                encode(groups::offset_fetch(context, request, &body).await)
+            }
+            RequestKind::ListGroups(body) => {
+                encode(groups::list_groups(context, request, &body).await)
+            }
+            RequestKind::DescribeGroups(body) => {
+                encode(groups::describe_groups(context, request, &body).await)
             }
             _ => Err(format!("{:?} is not served by this broker", request.api)),
         }
@@ -355,9 +370,70 @@ impl Connection<'_> {
     }
 }
 
+/// A request frame, parsed.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per request, moved once into the handler; boxing would allocate per request"
+)]
+pub(crate) enum Parsed {
+    /// A request of a served API and version, decoded.
+    Request {
+        correlation_id: i32,
+        api: ApiKey,
+        version: i16,
+        header: RequestHeader,
+        body: RequestKind,
+    },
+    /// `ApiVersions` at a version not served: answered at version 0 (KIP-511).
+    UnsupportedApiVersions { correlation_id: i32 },
+}
+
+/// Parses a request frame (after its size prefix): the API and version must be served, the
+/// header must decode, the body must pass the schema [`guard`] and decode. `Err` says what was
+/// wrong; the connection is closed then.
+pub(crate) fn parse(mut frame: Bytes) -> Result<Parsed, String> {
+    let Some(head) = frame.get(..8) else {
+        return Err(format!("a request of {} bytes is shorter than a header", frame.len()));
+    };
+    let api_key = i16::from_be_bytes([head[0], head[1]]);
+    let version = i16::from_be_bytes([head[2], head[3]]);
+    let correlation_id = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    let Ok(api) = ApiKey::try_from(api_key) else {
+        return Err(format!("unknown API key {api_key}"));
+    };
+    let served = SERVED.iter().find(|(served, ..)| *served == api);
+    let Some(&(_, min, max)) = served else {
+        return Err(format!("{api:?} is not served by this broker"));
+    };
+    if !(min..=max).contains(&version) {
+        if api == ApiKey::ApiVersions {
+            return Ok(Parsed::UnsupportedApiVersions { correlation_id });
+        }
+        return Err(format!("{api:?} version {version} is not served (versions {min} to {max})"));
+    }
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|error| format!("{api:?} v{version} header: {error}"))?;
+    guard::check(api, version, &frame)
+        .map_err(|error| format!("{api:?} v{version} body: {error}"))?;
+    let body = RequestKind::decode(api, &mut frame, version)
+        .map_err(|error| format!("{api:?} v{version} body: {error:#}"))?;
+    Ok(Parsed::Request { correlation_id, api, version, header, body })
+}
+
+/// The request parsing of the Kafka listener, for the fuzz target: `Err` for a request the
+/// listener would close the connection on.
+#[doc(hidden)]
+pub fn parse_for_fuzzing(frame: &[u8]) -> Result<(), String> {
+    parse(Bytes::copy_from_slice(frame)).map(drop)
+}
+
 /// Encodes a response body at `version`.
-pub(crate) fn encoded(message: &impl Encodable, version: i16) -> Result<BytesMut, String> {
+pub(crate) fn encoded<M: Encodable>(message: &M, version: i16) -> Result<BytesMut, String> {
     let mut body = BytesMut::new();
-    message.encode(&mut body, version).map_err(|error| format!("{error:#}"))?;
+    message.encode(&mut body, version).map_err(|error| {
+        let message = std::any::type_name::<M>().rsplit("::").next().unwrap_or_default();
+        tracing::error!(message, version, error = %format!("{error:#}"), "a kafka response did not encode");
+        format!("encoding the {message} v{version} response failed: {error:#}")
+    })?;
     Ok(body)
 }

@@ -197,6 +197,18 @@ impl Broker {
             });
             background.spawn(crate::metrics::serve_http(metrics_listener, render));
         }
+        if kafka.is_some() {
+            // Kafka groups' deadlines (sessions, join and sync phases), ten times a second.
+            let core = Arc::clone(&context.core);
+            background.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    core.kafka_group_upkeep().await;
+                }
+            });
+        }
         if let Some((kafka_listener, kafka_context)) = kafka {
             // With the connections: shutdown waits for it (and its connections) to finish.
             let stop = stop_rx.clone();

@@ -1,0 +1,332 @@
+//! Real Kafka clients against the real `ringmq` binary's Kafka listener, on loopback: kcat
+//! (librdkafka's command-line tool), and the Python clients kafka-python and confluent-kafka
+//! through the scripts in `tests/kafka/`. `.ci/run` installs them; run elsewhere without them,
+//! these tests fail and say what to install, unless `RINGMQ_SKIP_KAFKA_CLIENTS=1`.
+
+#![allow(clippy::unwrap_used, reason = "tests fail on error")]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{workspace_binary, Broker};
+
+/// Whether the tests needing `tool` run: it is installed, or skipping was asked for.
+fn available(tool: &str, check: &[&str], install: &str) -> bool {
+    if std::env::var_os("RINGMQ_SKIP_KAFKA_CLIENTS").is_some() {
+        eprintln!("skipped: RINGMQ_SKIP_KAFKA_CLIENTS is set");
+        return false;
+    }
+    let found = Command::new(tool)
+        .args(check)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(found, "{tool} {check:?} failed: install {install} (.ci/run does), or set RINGMQ_SKIP_KAFKA_CLIENTS=1");
+    true
+}
+
+fn kcat_available() -> bool {
+    available("kcat", &["-V"], "kcat (apt-get install kcat)")
+}
+
+fn python_available(module: &str) -> bool {
+    available(
+        "python3",
+        &["-c", &format!("import {module}")],
+        "the Python Kafka clients (pip install kafka-python confluent-kafka lz4 python-snappy zstandard)",
+    )
+}
+
+/// A broker for Kafka clients: groups form quickly.
+fn broker() -> Broker {
+    Broker::start(&["--group-initial-rebalance-delay-ms", "200"])
+}
+
+/// Runs a command with `stdin`, failing the test (with its output) if it fails or outlives
+/// `timeout`.
+fn run(command: &mut Command, stdin: &[u8], timeout: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let pid = child.id();
+    let (done, waited) = std::sync::mpsc::channel();
+    let watchdog = std::thread::spawn(move || {
+        if waited.recv_timeout(timeout).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    writer.join().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn kcat(broker: &Broker, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    run(Command::new("kcat").args(["-b", &broker.kafka]).args(args), stdin, Duration::from_secs(60))
+        .stdout
+}
+
+fn cli(broker: &Broker, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    let binary = workspace_binary("ringmq-cli", "ringmq-cli");
+    run(
+        Command::new(binary).args(args).args(["--broker", &broker.address]),
+        stdin,
+        Duration::from_secs(60),
+    )
+    .stdout
+}
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("kafka")
+}
+
+/// Runs a script of `tests/kafka/` against the broker; returns its output.
+fn script(broker: &Broker, name: &str, client: &str, extra: &[&str]) -> String {
+    let output = run(
+        Command::new("python3")
+            .arg(scripts().join(name))
+            .args([client, &broker.kafka])
+            .args(extra)
+            .env("PYTHONUNBUFFERED", "1"),
+        b"",
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(stdout.lines().last() == Some("ok"), "{name} {client} did not finish:\n{stdout}");
+    eprintln!("{stdout}");
+    stdout
+}
+
+#[test]
+fn kcat_lists_metadata_produces_a_file_and_consumes_from_an_offset() {
+    if !kcat_available() {
+        return;
+    }
+    let broker = broker();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let lines: Vec<String> = (0..1000).map(|i| format!("line {i:04}")).collect();
+    std::fs::write(file.path(), lines.join("\n") + "\n").unwrap();
+    // A file, one message per line, to partition 0 of a topic created on first use.
+    kcat(&broker, &["-P", "-t", "kcat-file", "-p", "0", "-l", file.path().to_str().unwrap()], b"");
+
+    let metadata = String::from_utf8(kcat(&broker, &["-L", "-t", "kcat-file"], b"")).unwrap();
+    assert!(metadata.contains(&format!("broker 0 at {}", broker.kafka)), "{metadata}");
+    assert!(metadata.contains("topic \"kcat-file\" with 1 partitions"), "{metadata}");
+
+    let from_990 =
+        kcat(&broker, &["-C", "-t", "kcat-file", "-o", "990", "-e", "-f", "%o %s\n"], b"");
+    let expected: String = (990..1000).map(|i| format!("{i} line {i:04}\n")).collect();
+    assert_eq!(String::from_utf8(from_990).unwrap(), expected);
+    // A negative offset counts back from the end.
+    let last_two = kcat(&broker, &["-C", "-t", "kcat-file", "-o", "-2", "-e", "-f", "%o\n"], b"");
+    assert_eq!(String::from_utf8(last_two).unwrap(), "998\n999\n");
+}
+
+#[test]
+fn kcat_keys_headers_and_timestamps_round_trip() {
+    if !kcat_available() {
+        return;
+    }
+    let broker = broker();
+    let input = b"alpha:first\nbeta:second\n";
+    kcat(&broker, &["-P", "-t", "kcat-keys", "-K:", "-H", "origin=kcat", "-H", "n=1"], input);
+    let out = kcat(&broker, &["-C", "-t", "kcat-keys", "-e", "-f", "%k=%s|%h|%T\n"], b"");
+    let out = String::from_utf8(out).unwrap();
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for (row, (key, value)) in rows.iter().zip([("alpha", "first"), ("beta", "second")]) {
+        let fields: Vec<&str> = row.split('|').collect();
+        assert_eq!(fields[0], format!("{key}={value}"));
+        assert_eq!(fields[1], "origin=kcat,n=1");
+        let timestamp: i64 = fields[2].parse().unwrap();
+        assert!(timestamp > 1_600_000_000_000, "a creation time in ms: {timestamp}");
+    }
+}
+
+#[test]
+fn a_kcat_consumer_group_commits_and_resumes() {
+    if !kcat_available() {
+        return;
+    }
+    let broker = broker();
+    let first: String = (0..50).map(|i| format!("{i}\n")).collect();
+    kcat(&broker, &["-P", "-t", "kcat-group"], first.as_bytes());
+    let group = [
+        "-G",
+        "kcat-readers",
+        "kcat-group",
+        "-X",
+        "auto.offset.reset=earliest",
+        "-e",
+        "-f",
+        "%s\n",
+    ];
+    let read = kcat(&broker, &group, b"");
+    assert_eq!(String::from_utf8(read).unwrap(), first);
+    let second: String = (50..60).map(|i| format!("{i}\n")).collect();
+    kcat(&broker, &["-P", "-t", "kcat-group"], second.as_bytes());
+    // The group resumes from its commit: only the new messages.
+    let read = kcat(&broker, &group, b"");
+    assert_eq!(String::from_utf8(read).unwrap(), second);
+    // The native CLI sees the Kafka group and its committed offset.
+    let described = cli(&broker, &["group", "describe", "kcat-readers"], b"");
+    let described = String::from_utf8(described).unwrap();
+    assert!(described.contains("kcat-group") && described.contains("60"), "{described}");
+}
+
+#[test]
+fn messages_from_ringmq_cli_are_read_byte_identical_by_kcat_and_back() {
+    if !kcat_available() {
+        return;
+    }
+    let broker = broker();
+    // Bytes that trip encoders: multi-byte UTF-8, invalid UTF-8, control bytes, a carriage
+    // return, format characters, a long line, an empty line.
+    let mut lines: Vec<Vec<u8>> = vec![
+        "héllo wörld ✓ 日本".as_bytes().to_vec(),
+        vec![0xff, 0xfe, 0x00, 0x01, 0x7f, b'x'],
+        b"tab\there \\ backslash %s %d %% \"quoted\"".to_vec(),
+        b"carriage return\r".to_vec(),
+        Vec::new(),
+        vec![b'z'; 10_000],
+    ];
+    lines.extend((0..200).map(|i| format!("numbered {i}").into_bytes()));
+    let mut input = lines.join(&b'\n');
+    input.push(b'\n');
+
+    cli(&broker, &["topic", "create", "from-cli", "--partitions", "1"], b"");
+    cli(&broker, &["produce", "from-cli"], &input);
+    let read = kcat(&broker, &["-C", "-t", "from-cli", "-e", "-D", "\n", "-f", "%s\n"], b"");
+    assert!(read == input, "kcat read what ringmq-cli produced, byte for byte");
+
+    // kcat -P skips empty lines (its own rule); everything else must arrive as it was.
+    lines.retain(|line| !line.is_empty());
+    let mut input = lines.join(&b'\n');
+    input.push(b'\n');
+    kcat(&broker, &["-P", "-t", "from-kcat", "-p", "0"], &input);
+    let read = cli(&broker, &["consume", "from-kcat"], b"");
+    assert!(read == input, "ringmq-cli read what kcat produced, byte for byte");
+}
+
+#[test]
+fn kafka_python_round_trips_100k_messages_and_every_codec() {
+    if python_available("kafka") {
+        script(&broker(), "roundtrip.py", "kafka-python", &[]);
+    }
+}
+
+#[test]
+fn confluent_kafka_round_trips_100k_messages_and_every_codec() {
+    if python_available("confluent_kafka") {
+        script(&broker(), "roundtrip.py", "confluent-kafka", &[]);
+    }
+}
+
+fn group_member_killed(client: &str) {
+    let broker = broker();
+    let work = tempfile::tempdir().unwrap();
+    script(&broker, "group_kill.py", client, &[work.path().to_str().unwrap()]);
+}
+
+#[test]
+fn kafka_python_group_member_killed_its_partitions_resume_from_the_commit() {
+    if python_available("kafka") {
+        group_member_killed("kafka-python");
+    }
+}
+
+#[test]
+fn confluent_kafka_group_member_killed_its_partitions_resume_from_the_commit() {
+    if python_available("confluent_kafka") {
+        group_member_killed("confluent-kafka");
+    }
+}
+
+fn static_member_restarted(client: &str) {
+    let broker = broker();
+    let work = tempfile::tempdir().unwrap();
+    script(&broker, "static_member.py", client, &[work.path().to_str().unwrap()]);
+}
+
+#[test]
+fn kafka_python_static_member_restarted_keeps_its_partitions() {
+    if python_available("kafka") {
+        static_member_restarted("kafka-python");
+    }
+}
+
+#[test]
+fn confluent_kafka_static_member_restarted_keeps_its_partitions() {
+    if python_available("confluent_kafka") {
+        static_member_restarted("confluent-kafka");
+    }
+}
+
+/// Runs `idempotent_restart.py`, killing the broker (SIGKILL) and starting it again on the same
+/// data and ports once a third of the messages are acknowledged.
+fn idempotent_producer_across_a_kill(client: &str) {
+    let mut broker = broker();
+    let mut child = Command::new("python3")
+        .arg(scripts().join("idempotent_restart.py"))
+        .args([client, &broker.kafka])
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (mut killed, mut output) = (false, String::new());
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        output.push_str(&line);
+        output.push('\n');
+        let acked = line.strip_prefix("acked ").and_then(|count| count.parse::<u32>().ok());
+        if !killed && acked.is_some_and(|count| count >= 6000) {
+            broker.restart_same_port();
+            killed = true;
+        }
+        assert!(Instant::now() < deadline, "the producer took over 300 s:\n{output}");
+    }
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(killed, "the broker was never killed:\n{output}");
+    assert!(status.success() && output.ends_with("ok\n"), "{output}\n{stderr}\n{}", broker.log());
+    eprintln!("{output}");
+}
+
+#[test]
+fn kafka_python_idempotent_producer_across_a_broker_kill_stores_each_message_once() {
+    if python_available("kafka") {
+        idempotent_producer_across_a_kill("kafka-python");
+    }
+}
+
+#[test]
+fn confluent_kafka_idempotent_producer_across_a_broker_kill_stores_each_message_once() {
+    if python_available("confluent_kafka") {
+        idempotent_producer_across_a_kill("confluent-kafka");
+    }
+}

@@ -40,8 +40,8 @@ for side, args in (("A", sys.argv[2]), ("B", sys.argv[3])):
           f"(min {produce[0]:,.0f}, max {produce[-1]:,.0f}), consume median "
           f"{statistics.median(consume):,.0f}, allocations/msg median {statistics.median(allocs):.2g}")
 med = lambda side, col: statistics.median(float(r[col]) for r in rows if r[0] == side)
-print(f"A / B produce: {med('A', 1) / med('B', 1):.3f}")
-if med("B", 2):
-    print(f"A / B consume: {med('A', 2) / med('B', 2):.3f}")
+for name, col in (("produce", 1), ("consume", 2)):
+    if med("B", col):  # a run that does not produce (or consume) reports 0
+        print(f"A / B {name}: {med('A', col) / med('B', col):.3f}")
 PY
 rm -f "$results"

@@ -79,6 +79,7 @@ fn sweep_writes_a_chart_and_csv() {
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[0].starts_with("mode,message_size"));
     assert!(lines[1].starts_with("produce,64,5000"), "{}", lines[1]);
+    assert!(lines[1].ends_with(",native"), "{}", lines[1]);
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("throughput by message size"));
 }
@@ -92,4 +93,42 @@ fn bad_arguments_are_one_line() {
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("--size must be at least 16 bytes"), "{stderr}");
+}
+
+#[cfg(not(feature = "kafka"))]
+#[test]
+fn kafka_mode_without_the_feature_says_how_to_build_it() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+        .args(["--protocol", "kafka", "--count", "10"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("--features kafka"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// The Kafka mode (librdkafka through the broker's Kafka listener) counts the same way: one copy
+/// in, none out. Run with `cargo test -p ringmq-benches --features kafka --test bench_tool`.
+#[cfg(feature = "kafka")]
+#[test]
+fn kafka_mode_counters_add_up() {
+    let report = bench(&[
+        "--protocol",
+        "kafka",
+        "--mode",
+        "end-to-end",
+        "--count",
+        "20000",
+        "--size",
+        "512",
+        "--no-idempotence",
+    ]);
+    assert_eq!(report["protocol"], "kafka");
+    assert_eq!(report["latency_us"]["samples"], 20000, "one latency sample per message");
+    assert_eq!(report["broker_records_in"], 20000);
+    assert!(report["broker_records_out"].as_u64().unwrap() >= 20000);
+    assert_eq!(report["produce_copy_ratio"].as_f64().unwrap(), 1.0, "one copy into the log");
+    assert_eq!(report["fetch_copy_ratio"].as_f64().unwrap(), 0.0, "fetches from the mapping");
+    assert!(report["consume_msgs_per_s"].as_f64().is_some_and(|value| value > 0.0));
 }

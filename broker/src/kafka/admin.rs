@@ -18,18 +18,17 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    ProducerId, TopicName,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use ringmq_protocol::Acks;
 use tokio::time::Instant;
 
+use super::wire::Out;
 use super::{codes, encoded, Answer, KafkaContext, Request, NODE_ID, SERVED};
 use crate::core::{PartitionHandle, SyncState, TopicHandle};
 use crate::topics::TopicError;
@@ -185,15 +184,17 @@ pub(super) async fn produce(
     };
     let timeout =
         u64::try_from(body.timeout_ms).ok().filter(|&ms| ms > 0).map(Duration::from_millis);
-    let mut responses = Vec::with_capacity(body.topic_data.len());
-    for topic in body.topic_data {
-        let mut partitions = Vec::with_capacity(topic.partition_data.len());
-        for data in topic.partition_data {
-            let mut response = PartitionProduceResponse::default()
-                .with_index(data.index)
-                .with_base_offset(-1)
-                .with_log_append_time_ms(-1)
-                .with_log_start_offset(-1);
+    // Encoded here as the partitions are handled (one allocation: the hot path); a test checks
+    // it against the crate's encoder at every version.
+    let version = request.version;
+    let partitions: usize = body.topic_data.iter().map(|topic| topic.partition_data.len()).sum();
+    let names: usize = body.topic_data.iter().map(|topic| topic.name.len()).sum();
+    let mut out = Out::new(16 + names + 8 * body.topic_data.len() + 48 * partitions, version >= 9);
+    out.length(body.topic_data.len());
+    for topic in &body.topic_data {
+        out.string(&topic.name);
+        out.length(topic.partition_data.len());
+        for data in &topic.partition_data {
             let outcome = match (acks, &data.records, &body.transactional_id) {
                 (None, ..) => Err((Kafka::InvalidRequiredAcks.code(), None)),
                 (_, _, Some(_)) => Err((Kafka::TransactionalIdAuthorizationFailed.code(), None)),
@@ -202,31 +203,34 @@ pub(super) async fn produce(
                     produce_one(context, &topic.name, data.index, records, acks, timeout).await
                 }
             };
-            match outcome {
-                Ok((base_offset, earliest)) => {
-                    response =
-                        response.with_base_offset(base_offset).with_log_start_offset(earliest)
-                }
+            let (code, base_offset, earliest, message) = match outcome {
+                Ok((base_offset, earliest)) => (codes::NONE, base_offset, earliest, None),
                 Err((code, message)) => {
                     tracing::info!(client = %request.client_id, topic = %topic.name.0, partition = data.index, code, message = message.as_deref().unwrap_or(""), "kafka produce failed");
-                    response = response
-                        .with_error_code(code)
-                        .with_error_message(message.map(|m| text(&m)));
+                    (code, -1, -1, message)
                 }
+            };
+            out.i32(data.index);
+            out.i16(code);
+            out.i64(base_offset);
+            out.i64(-1); // log_append_time_ms: the producer's timestamps are kept
+            if version >= 5 {
+                out.i64(earliest);
             }
-            partitions.push(response);
+            if version >= 8 {
+                out.length(0); // record_errors
+                out.nullable_string(message.as_deref());
+            }
+            out.tags();
         }
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_partition_responses(partitions),
-        );
+        out.tags();
     }
+    out.i32(0); // throttle_time_ms
+    out.tags();
     if acks == Some(Acks::None) {
         return Ok(Answer::Nothing);
     }
-    encoded(&ProduceResponse::default().with_responses(responses), request.version)
-        .map(Answer::Body)
+    Ok(Answer::Body(out.bytes))
 }
 
 /// One partition's batch: its base offset and the partition's earliest offset, or the code and

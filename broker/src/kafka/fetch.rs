@@ -12,45 +12,62 @@
 
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::ops::Range;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use kafka_protocol::messages::FetchRequest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{codes, KafkaContext};
+use kafka_protocol::messages::ApiKey;
+
+use super::wire::Out;
+use super::{codes, KafkaContext, ResponseHead};
 use crate::core::{FetchError, PartitionHandle};
 use crate::log::ReadOutcome;
 
 /// A fetch response ready to write: encoded bytes with the record sets to splice in.
 pub(crate) struct FetchAnswer {
     /// Everything but the record sets.
-    own: Vec<u8>,
-    /// In order: own bytes, or the record set of `reads[i]`.
-    parts: Vec<Part>,
-    reads: Vec<(PartitionHandle, ReadOutcome)>,
+    own: bytes::BytesMut,
+    /// The partitions, each with its answer and where in `own` its record set goes.
+    asked: Vec<Asked>,
     started: Instant,
-}
-
-enum Part {
-    Own(Range<usize>),
-    Records(usize),
 }
 
 /// One partition's answer.
 enum Answered {
-    Data { offsets: (u64, u64), read: usize },
-    Failed { code: i16, offsets: (u64, u64) },
+    /// Its batches (none if the response was full before it).
+    Data {
+        offsets: (u64, u64),
+        read: Option<(PartitionHandle, ReadOutcome)>,
+    },
+    Failed {
+        code: i16,
+        offsets: (u64, u64),
+    },
 }
 
-/// The partitions asked for, resolved once.
+impl Asked {
+    /// The record set of its answer (empty if none).
+    fn records(&self) -> &[u8] {
+        match &self.answer {
+            Some(Answered::Data { read: Some((_, outcome)), .. }) => &outcome.batches,
+            _ => &[],
+        }
+    }
+}
+
+/// A partition asked for, resolved once, with its answer of the current attempt.
 struct Asked {
-    topic: String,
-    partitions: Vec<(i32, Result<PartitionHandle, i16>, u64, usize)>,
+    index: i32,
+    handle: Result<PartitionHandle, i16>,
+    offset: u64,
+    max: usize,
+    answer: Option<Answered>,
+    /// Where in the encoded response its record set is spliced in.
+    splice: usize,
 }
 
 /// Handles a fetch: reads, waits for data while needed, and returns the answer to write.
@@ -60,90 +77,95 @@ pub(crate) async fn fetch(
     version: i16,
 ) -> super::Answer {
     let core = &context.core;
-    let asked: Vec<Asked> = request
-        .topics
-        .iter()
-        .map(|topic| Asked {
-            topic: topic.topic.to_string(),
-            partitions: topic
-                .partitions
-                .iter()
-                .map(|partition| {
-                    let handle =
-                        super::admin::partition_of(context, &topic.topic, partition.partition);
-                    let offset = u64::try_from(partition.fetch_offset).unwrap_or(u64::MAX);
-                    let max = usize::try_from(partition.partition_max_bytes).unwrap_or(0);
-                    (partition.partition, handle, offset, max)
-                })
-                .collect(),
-        })
-        .collect();
+    // Every partition asked for, topic by topic, in one vector (one allocation).
+    let mut asked: Vec<Asked> =
+        Vec::with_capacity(request.topics.iter().map(|topic| topic.partitions.len()).sum());
+    for topic in &request.topics {
+        for partition in &topic.partitions {
+            asked.push(Asked {
+                index: partition.partition,
+                handle: super::admin::partition_of(context, &topic.topic, partition.partition),
+                offset: u64::try_from(partition.fetch_offset).unwrap_or(u64::MAX),
+                max: usize::try_from(partition.partition_max_bytes).unwrap_or(0),
+                answer: None,
+                splice: 0,
+            });
+        }
+    }
     let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
     let deadline = Instant::now() + core.fetch_wait(max_wait);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX).max(1);
     loop {
         let started = Instant::now();
-        let mut reads = Vec::new();
-        let mut answered: Vec<Vec<Answered>> = Vec::with_capacity(asked.len());
         let mut total = 0usize;
         let mut failed = false;
-        for topic in &asked {
-            let mut partitions = Vec::with_capacity(topic.partitions.len());
-            for (_, handle, offset, partition_max) in &topic.partitions {
-                let handle = match handle {
-                    Ok(handle) => handle,
-                    Err(code) => {
-                        failed = true;
-                        partitions.push(Answered::Failed { code: *code, offsets: (0, 0) });
-                        continue;
-                    }
-                };
-                // The first batch is always sent, however large; after it, the limits hold.
-                let room = if total == 0 {
-                    (*partition_max).max(1)
-                } else {
-                    (*partition_max).min(max_bytes.saturating_sub(total))
-                };
-                let offsets = core.offsets(handle);
-                if room == 0 && total > 0 {
-                    partitions.push(Answered::Data {
-                        offsets: (offsets.earliest, offsets.next),
-                        read: usize::MAX,
-                    });
+        for entry in &mut asked {
+            let handle = match &entry.handle {
+                Ok(handle) => handle,
+                Err(code) => {
+                    failed = true;
+                    entry.answer = Some(Answered::Failed { code: *code, offsets: (0, 0) });
                     continue;
                 }
-                match core.read(handle, *offset, room) {
-                    Ok(outcome) => {
-                        total += outcome.batches.len();
-                        let offsets = (outcome.earliest_offset, outcome.next_offset);
-                        partitions.push(Answered::Data { offsets, read: reads.len() });
-                        reads.push((handle.clone(), outcome));
-                    }
-                    Err(error) => {
-                        failed = true;
-                        let offsets = match error {
-                            FetchError::OffsetOutOfRange { earliest, next, .. } => (earliest, next),
-                            FetchError::Busy => (offsets.earliest, offsets.next),
-                        };
-                        partitions.push(Answered::Failed { code: codes::fetch(&error), offsets });
-                    }
-                }
+            };
+            // The first batch is always sent, however large; after it, the limits hold.
+            let room = if total == 0 {
+                entry.max.max(1)
+            } else {
+                entry.max.min(max_bytes.saturating_sub(total))
+            };
+            let offsets = core.offsets(handle);
+            if room == 0 && total > 0 {
+                let offsets = (offsets.earliest, offsets.next);
+                entry.answer = Some(Answered::Data { offsets, read: None });
+                continue;
             }
-            answered.push(partitions);
+            entry.answer = Some(match core.read(handle, entry.offset, room) {
+                Ok(outcome) => {
+                    total += outcome.batches.len();
+                    let offsets = (outcome.earliest_offset, outcome.next_offset);
+                    Answered::Data { offsets, read: Some((handle.clone(), outcome)) }
+                }
+                Err(error) => {
+                    failed = true;
+                    let offsets = match error {
+                        FetchError::OffsetOutOfRange { earliest, next, .. } => (earliest, next),
+                        FetchError::Busy => (offsets.earliest, offsets.next),
+                    };
+                    Answered::Failed { code: codes::fetch(&error), offsets }
+                }
+            });
         }
         if total >= min_bytes || failed || Instant::now() >= deadline {
-            let answer = encode(version, &asked, &answered, reads, started);
+            let answer = encode(version, &request, asked, started);
             return super::Answer::Fetch(answer);
         }
         // Nothing yet: let the leases go and wait for an append to any partition asked for.
-        drop(reads);
-        let handles: Vec<&PartitionHandle> = asked
-            .iter()
-            .flat_map(|topic| {
-                topic.partitions.iter().filter_map(|(_, handle, ..)| handle.as_ref().ok())
-            })
-            .collect();
+        for entry in &mut asked {
+            entry.answer = None;
+        }
+        let mut single: Option<&PartitionHandle> = None;
+        let mut open = 0usize;
+        for entry in &asked {
+            if let Ok(handle) = &entry.handle {
+                open += 1;
+                single = Some(handle);
+            }
+        }
+        if let (1, Some(handle)) = (open, single) {
+            // One partition (the usual consumer): wait on it without allocating.
+            let seen = core.offsets(handle).next;
+            let wait = core.appended(handle);
+            tokio::pin!(wait);
+            wait.as_mut().enable();
+            if core.offsets(handle).next == seen {
+                let _ = tokio::time::timeout_at(deadline, wait).await;
+            }
+            continue;
+        }
+        let handles: Vec<&PartitionHandle> =
+            asked.iter().filter_map(|entry| entry.handle.as_ref().ok()).collect();
         let seen: Vec<u64> = handles.iter().map(|handle| core.offsets(handle).next).collect();
         let mut waits: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
             handles.iter().map(|handle| Box::pin(core.appended(handle))).collect();
@@ -166,93 +188,37 @@ pub(crate) async fn fetch(
     }
 }
 
-/// Kafka's encodings at a version: compact (flexible, version 12) or classic.
-struct Out {
-    bytes: Vec<u8>,
-    flexible: bool,
-}
-
-impl Out {
-    fn i16(&mut self, value: i16) {
-        self.bytes.extend_from_slice(&value.to_be_bytes());
-    }
-
-    fn i32(&mut self, value: i32) {
-        self.bytes.extend_from_slice(&value.to_be_bytes());
-    }
-
-    fn i64(&mut self, value: i64) {
-        self.bytes.extend_from_slice(&value.to_be_bytes());
-    }
-
-    fn uvarint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.bytes.push(u8::try_from(value & 0x7F).unwrap_or(0) | 0x80);
-            value >>= 7;
-        }
-        self.bytes.push(u8::try_from(value).unwrap_or(0));
-    }
-
-    fn length(&mut self, length: usize) {
-        if self.flexible {
-            self.uvarint(length as u64 + 1);
-        } else {
-            self.i32(i32::try_from(length).unwrap_or(i32::MAX));
-        }
-    }
-
-    fn string(&mut self, text: &str) {
-        if self.flexible {
-            self.uvarint(text.len() as u64 + 1);
-        } else {
-            self.i16(i16::try_from(text.len()).unwrap_or(i16::MAX));
-        }
-        self.bytes.extend_from_slice(text.as_bytes());
-    }
-
-    fn null_array(&mut self) {
-        if self.flexible {
-            self.uvarint(0);
-        } else {
-            self.i32(-1);
-        }
-    }
-
-    fn tags(&mut self) {
-        if self.flexible {
-            self.uvarint(0);
-        }
-    }
-}
-
 fn offset_number(offset: u64) -> i64 {
     i64::try_from(offset).unwrap_or(i64::MAX)
 }
 
 fn encode(
     version: i16,
-    asked: &[Asked],
-    answered: &[Vec<Answered>],
-    reads: Vec<(PartitionHandle, ReadOutcome)>,
+    request: &FetchRequest,
+    mut asked: Vec<Asked>,
     started: Instant,
 ) -> FetchAnswer {
-    let mut out = Out { bytes: Vec::with_capacity(128), flexible: version >= 12 };
-    let mut parts = Vec::new();
-    let mut from = 0usize;
+    // Sized for the whole response but its record sets: no growth.
+    let own_size: usize = 16
+        + request.topics.iter().map(|topic| topic.topic.len() + 16).sum::<usize>()
+        + 64 * asked.len();
+    let mut out = Out::new(own_size, version >= 12);
+    let mut entries = asked.iter_mut();
     out.i32(0); // throttle_time_ms
     if version >= 7 {
         out.i16(codes::NONE);
         out.i32(0); // session_id: no fetch sessions, every fetch is a full one
     }
-    out.length(asked.len());
-    for (topic, partitions) in asked.iter().zip(answered) {
+    out.length(request.topics.len());
+    for topic in &request.topics {
         out.string(&topic.topic);
-        out.length(partitions.len());
-        for ((index, ..), answer) in topic.partitions.iter().zip(partitions) {
-            out.i32(*index);
-            let (code, (earliest, next), read) = match answer {
-                Answered::Data { offsets, read } => (codes::NONE, *offsets, Some(*read)),
-                Answered::Failed { code, offsets } => (*code, *offsets, None),
+        out.length(topic.partitions.len());
+        for entry in entries.by_ref().take(topic.partitions.len()) {
+            out.i32(entry.index);
+            let (code, (earliest, next)) = match &entry.answer {
+                Some(Answered::Data { offsets, .. }) => (codes::NONE, *offsets),
+                Some(Answered::Failed { code, offsets }) => (*code, *offsets),
+                None => (codes::NONE, (0, 0)),
             };
             out.i16(code);
             let (high_watermark, start) = if code == codes::NONE || next > 0 {
@@ -269,55 +235,52 @@ fn encode(
             if version >= 11 {
                 out.i32(-1); // preferred_read_replica
             }
-            let records = read
-                .and_then(|read| reads.get(read))
-                .map_or(0, |(_, outcome)| outcome.batches.len());
-            out.length(records);
-            if records > 0 {
-                if let Some(read) = read {
-                    parts.push(Part::Own(from..out.bytes.len()));
-                    parts.push(Part::Records(read));
-                    from = out.bytes.len();
-                }
-            }
+            out.length(entry.records().len());
+            entry.splice = out.bytes.len();
             out.tags();
         }
         out.tags();
     }
     out.tags();
-    parts.push(Part::Own(from..out.bytes.len()));
-    FetchAnswer { own: out.bytes, parts, reads, started }
+    FetchAnswer { own: out.bytes, asked, started }
 }
 
-/// Writes a fetch response: size, `header`, then the body with its record sets from the ring.
+/// Writes a fetch response: its head (size and header, for `request`: correlation id, API,
+/// version), then the body with its record sets from the ring.
 pub(crate) async fn write(
     stream: &TcpStream,
-    header: &BytesMut,
+    request: (i32, ApiKey, i16),
     answer: FetchAnswer,
     context: &KafkaContext,
     timeout: Duration,
 ) -> io::Result<()> {
-    let FetchAnswer { own, parts, reads, started } = answer;
-    let body: usize = parts
-        .iter()
-        .map(|part| match part {
-            Part::Own(range) => range.len(),
-            Part::Records(read) => reads[*read].1.batches.len(),
-        })
-        .sum();
-    let size = i32::try_from(header.len() + body)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "fetch response over 2 GiB"))?
-        .to_be_bytes();
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 2);
-    slices.push(IoSlice::new(&size));
-    slices.push(IoSlice::new(header));
-    for part in &parts {
-        slices.push(match part {
-            Part::Own(range) => IoSlice::new(&own[range.clone()]),
-            Part::Records(read) => IoSlice::new(&reads[*read].1.batches),
-        });
+    let FetchAnswer { own, asked, started } = answer;
+    let spliced = asked.iter().filter(|entry| !entry.records().is_empty());
+    let body = own.len() + spliced.clone().map(|entry| entry.records().len()).sum::<usize>();
+    let (correlation_id, api, version) = request;
+    let head = ResponseHead::new(correlation_id, api, version, body)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+    // Head, then own bytes up to each record set, the record set, ..., the rest of own bytes;
+    // for a few partitions (the usual fetch) the slices are on the stack.
+    let count = 2 + 2 * spliced.clone().count();
+    let mut on_stack = [IoSlice::new(&[]); 16];
+    let mut on_heap = Vec::new();
+    let stacked = count <= on_stack.len();
+    if !stacked {
+        on_heap.reserve_exact(count);
     }
-    let written = tokio::time::timeout(timeout, write_vectored(stream, &mut slices)).await;
+    let mut placed = 0usize;
+    let place = |slice| {
+        if stacked {
+            on_stack[placed] = slice;
+        } else {
+            on_heap.push(slice);
+        }
+        placed += 1;
+    };
+    pieces(head.bytes(), &own, &asked, place);
+    let slices: &mut [IoSlice<'_>] = if stacked { &mut on_stack[..count] } else { &mut on_heap };
+    let written = tokio::time::timeout(timeout, write_vectored(stream, slices)).await;
     match written {
         Err(_) => {
             return Err(io::Error::new(
@@ -327,13 +290,32 @@ pub(crate) async fn write(
         }
         Ok(result) => result?,
     }
-    for (partition, outcome) in &reads {
-        context.core.fetched(partition, outcome, started);
+    for entry in &asked {
+        if let Some(Answered::Data { read: Some((partition, outcome)), .. }) = &entry.answer {
+            context.core.fetched(partition, outcome, started);
+        }
     }
     Ok(())
 }
 
-async fn write_vectored(stream: &TcpStream, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+/// Hands `put` the slices of a fetch response in order: the head, then the encoded bytes up to
+/// each record set, the record set, and the rest of the encoded bytes.
+fn pieces<'a>(head: &'a [u8], own: &'a [u8], asked: &'a [Asked], mut put: impl FnMut(IoSlice<'a>)) {
+    put(IoSlice::new(head));
+    let mut from = 0usize;
+    for entry in asked.iter().filter(|entry| !entry.records().is_empty()) {
+        put(IoSlice::new(&own[from..entry.splice]));
+        put(IoSlice::new(entry.records()));
+        from = entry.splice;
+    }
+    put(IoSlice::new(&own[from..]));
+}
+
+/// Writes every slice, in order, with vectored writes.
+pub(crate) async fn write_vectored(
+    stream: &TcpStream,
+    slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
     let mut remaining: &mut [IoSlice<'_>] = slices;
     IoSlice::advance_slices(&mut remaining, 0);
     while !remaining.is_empty() {

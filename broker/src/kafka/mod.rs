@@ -21,13 +21,15 @@ mod codes;
 mod fetch;
 mod groups;
 mod guard;
+mod wire;
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -147,9 +149,17 @@ impl AsRef<[u8]> for Frame {
 pub(crate) struct Request {
     pub(crate) api: ApiKey,
     pub(crate) version: i16,
-    pub(crate) client_id: String,
-    /// The client's IP address.
-    pub(crate) client_host: String,
+    /// The client's id (a slice of the request frame: no copy).
+    pub(crate) client_id: kafka_protocol::protocol::StrBytes,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+}
+
+impl Request {
+    /// The client's IP address, as Kafka names a member's host.
+    pub(crate) fn client_host(&self) -> String {
+        self.peer.ip().to_string()
+    }
 }
 
 /// What a handler answers.
@@ -258,18 +268,17 @@ impl Connection<'_> {
         let request = Request {
             api,
             version,
-            client_id: header.client_id.as_ref().map(|id| id.to_string()).unwrap_or_default(),
-            client_host: self.peer.ip().to_string(),
+            client_id: header.client_id.unwrap_or_default(),
+            peer: self.peer,
         };
         let answer = self.dispatch(&request, body).await?;
         match answer {
             Answer::Nothing => Ok(()),
             Answer::Body(body) => self.write_body(correlation_id, api, version, body).await,
             Answer::Fetch(answer) => {
-                let header = self.header(correlation_id, api, version)?;
                 let written = fetch::write(
                     &self.stream,
-                    &header,
+                    (correlation_id, api, version),
                     answer,
                     self.context,
                     self.context.settings.write_timeout,
@@ -335,16 +344,6 @@ impl Connection<'_> {
         }
     }
 
-    /// The response header, as bytes.
-    fn header(&self, correlation_id: i32, api: ApiKey, version: i16) -> Result<BytesMut, String> {
-        let mut header = BytesMut::with_capacity(16);
-        ResponseHeader::default()
-            .with_correlation_id(correlation_id)
-            .encode(&mut header, api.response_header_version(version))
-            .map_err(|error| format!("encoding the response header failed: {error:#}"))?;
-        Ok(header)
-    }
-
     async fn write_body(
         &mut self,
         correlation_id: i32,
@@ -352,14 +351,9 @@ impl Connection<'_> {
         version: i16,
         body: BytesMut,
     ) -> Result<(), String> {
-        let header = self.header(correlation_id, api, version)?;
-        let size = i32::try_from(header.len() + body.len())
-            .map_err(|_| "response too large".to_owned())?;
-        let mut out = BytesMut::with_capacity(4 + header.len() + body.len());
-        out.put_i32(size);
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&body);
-        let write = crate::server::write_all(&self.stream, &out);
+        let head = ResponseHead::new(correlation_id, api, version, body.len())?;
+        let mut slices = [IoSlice::new(head.bytes()), IoSlice::new(&body)];
+        let write = fetch::write_vectored(&self.stream, &mut slices);
         match tokio::time::timeout(self.context.settings.write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
@@ -367,6 +361,37 @@ impl Connection<'_> {
                 Err("the client did not read its response within the write timeout".to_owned())
             }
         }
+    }
+}
+
+/// A response's size prefix and header, on the stack: the correlation id, and from the flexible
+/// versions an empty set of tagged fields.
+pub(crate) struct ResponseHead {
+    bytes: [u8; 9],
+    len: usize,
+}
+
+impl ResponseHead {
+    /// The head of a response to `api` at `version` whose body is `body_len` bytes.
+    pub(crate) fn new(
+        correlation_id: i32,
+        api: ApiKey,
+        version: i16,
+        body_len: usize,
+    ) -> Result<Self, String> {
+        let flexible = api.response_header_version(version) >= 1;
+        let header_len = if flexible { 5 } else { 4 };
+        let size = i32::try_from(header_len + body_len)
+            .map_err(|_| format!("a response of {body_len} bytes is over 2 GiB"))?;
+        let mut bytes = [0u8; 9];
+        bytes[..4].copy_from_slice(&size.to_be_bytes());
+        bytes[4..8].copy_from_slice(&correlation_id.to_be_bytes());
+        // bytes[8] stays 0: no tagged fields.
+        Ok(Self { bytes, len: 4 + header_len })
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -429,11 +454,14 @@ pub fn parse_for_fuzzing(frame: &[u8]) -> Result<(), String> {
 
 /// Encodes a response body at `version`.
 pub(crate) fn encoded<M: Encodable>(message: &M, version: i16) -> Result<BytesMut, String> {
-    let mut body = BytesMut::new();
-    message.encode(&mut body, version).map_err(|error| {
+    let failed = |error: String| {
         let message = std::any::type_name::<M>().rsplit("::").next().unwrap_or_default();
-        tracing::error!(message, version, error = %format!("{error:#}"), "a kafka response did not encode");
-        format!("encoding the {message} v{version} response failed: {error:#}")
-    })?;
+        tracing::error!(message, version, %error, "a kafka response did not encode");
+        format!("encoding the {message} v{version} response failed: {error}")
+    };
+    // Sized first: one allocation, not one per doubling.
+    let size = message.compute_size(version).map_err(|error| failed(format!("{error:#}")))?;
+    let mut body = BytesMut::with_capacity(size);
+    message.encode(&mut body, version).map_err(|error| failed(format!("{error:#}")))?;
     Ok(body)
 }

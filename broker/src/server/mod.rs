@@ -9,8 +9,6 @@ mod connection;
 mod request;
 mod response;
 
-pub(crate) use response::write_all;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 pub(crate) struct BrokerProcess {
     child: Child,
     pub(crate) address: String,
+    /// `host:port` of its Kafka listener.
+    pub(crate) kafka: String,
     _data: tempfile::TempDir,
 }
 
@@ -47,7 +49,13 @@ impl BrokerProcess {
             let _ = child.kill();
             bail!("the broker did not start (it printed {line:?})");
         };
-        Ok(Self { address: address.to_owned(), child, _data: data })
+        let kafka = line
+            .split("kafka at ")
+            .nth(1)
+            .and_then(|rest| rest.trim().split(',').next())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Self { address: address.to_owned(), kafka, child, _data: data })
     }
 }
 

@@ -11,6 +11,8 @@
 
 mod broker;
 mod chart;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod rebalance;
 mod report;
 mod workload;
@@ -29,7 +31,7 @@ use ringmq_client::{Acks, Client};
 use ringmq_protocol::message::BrokerStats;
 
 use report::{Latency, Report};
-use workload::{Mode, Workload};
+use workload::{Mode, Protocol, Workload};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +46,13 @@ struct Args {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::EndToEnd)]
     mode: Mode,
+    /// Which front end the clients use: native (ringmq-client) or kafka (librdkafka, through
+    /// the broker's Kafka listener; needs a build with `--features kafka`).
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    protocol: Protocol,
+    /// With --broker and --protocol kafka: the broker's Kafka listener.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9092")]
+    kafka_broker: String,
     /// Producer tasks, each with its own connection.
     #[arg(long, default_value_t = 1, value_name = "N")]
     producers: usize,
@@ -160,6 +169,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Said before a broker is started for nothing.
+    if args.protocol == Protocol::Kafka && !cfg!(feature = "kafka") {
+        anyhow::bail!(
+            "--protocol kafka needs a ringmq-bench built with the Kafka mode: \
+             cargo build --release -p ringmq-benches --features kafka"
+        );
+    }
     let sizes = match &args.sweep {
         Some(series) => {
             let list =
@@ -197,6 +213,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .or_else(|| started.as_ref().map(|broker| broker.address.clone()))
         .context("broker address")?;
+    let kafka_address = match &started {
+        Some(broker) => broker.kafka.clone(),
+        None => args.kafka_broker.clone(),
+    };
     if let Some(rounds) = args.rebalance {
         let session = Duration::from_millis(args.session_timeout_ms);
         let measured = rebalance::measure(&address, args.partitions, session, rounds).await?;
@@ -217,11 +237,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for (index, size) in sizes.iter().copied().enumerate() {
         let count = match (args.count, args.duration) {
             (Some(count), _) => count,
-            (None, Some(seconds)) => estimate_count(&address, &args, size, seconds, index).await?,
+            (None, Some(seconds)) => {
+                estimate_count(&address, &kafka_address, &args, size, seconds, index).await?
+            }
             (None, None) => (512 << 20) / size.max(16) as u64,
         };
         let topic = format!("bench-{}-{size}-{index}", std::process::id());
-        let workload = workload_from(&args, topic, size, count);
+        let workload = workload_from(&args, topic, size, count, &kafka_address);
         let baseline = if args.baseline {
             let bytes = count * size as u64;
             Some(tokio::task::spawn_blocking(move || workload::baseline(bytes)).await??)
@@ -322,6 +344,7 @@ async fn measure(
     let quantile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
     let report = Report {
         mode: workload.mode,
+        protocol: workload.protocol,
         message_size: workload.size,
         messages: workload.count,
         producers: workload.producers,
@@ -397,7 +420,7 @@ fn ratio(part: f64, whole: f64) -> f64 {
 
 /// For `--duration`: a short probe at this size, scaled to the requested time.
 /// The workload the flags describe, for one message size and count.
-fn workload_from(args: &Args, topic: String, size: usize, count: u64) -> Workload {
+fn workload_from(args: &Args, topic: String, size: usize, count: u64, kafka: &str) -> Workload {
     Workload {
         mode: args.mode,
         topic,
@@ -415,11 +438,14 @@ fn workload_from(args: &Args, topic: String, size: usize, count: u64) -> Workloa
         max_in_flight: args.max_in_flight,
         idempotence: !args.no_idempotence,
         fetch_min_bytes: fetch_min_bytes(args),
+        protocol: args.protocol,
+        kafka_address: kafka.to_owned(),
     }
 }
 
 async fn estimate_count(
     address: &str,
+    kafka: &str,
     args: &Args,
     size: usize,
     seconds: f64,
@@ -431,7 +457,7 @@ async fn estimate_count(
         consumers: 1,
         warmup: 0,
         fetch_min_bytes: 1,
-        ..workload_from(args, topic, size, 20_000)
+        ..workload_from(args, topic, size, 20_000, kafka)
     };
     workload::prepare(address, &probe).await?;
     let started = std::time::Instant::now();

@@ -29,6 +29,25 @@ pub(crate) enum Mode {
     EndToEnd,
 }
 
+/// Which of the broker's front ends the clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Protocol {
+    /// ringmq's own protocol, through `ringmq-client`.
+    Native,
+    /// Kafka's, through librdkafka (needs the `kafka` feature).
+    Kafka,
+}
+
+impl Protocol {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Protocol::Native => "native",
+            Protocol::Kafka => "kafka",
+        }
+    }
+}
+
 /// One run's parameters.
 #[derive(Debug, Clone)]
 pub(crate) struct Workload {
@@ -49,6 +68,9 @@ pub(crate) struct Workload {
     /// Idempotent producers (the client's default).
     pub(crate) idempotence: bool,
     pub(crate) fetch_min_bytes: u32,
+    pub(crate) protocol: Protocol,
+    /// The broker's Kafka listener (`host:port`), for the Kafka mode.
+    pub(crate) kafka_address: String,
 }
 
 /// Messages moved in one direction, and how long it took.
@@ -70,11 +92,11 @@ pub(crate) struct Measured {
 /// Counts messages for the progress display.
 pub(crate) type Progress = Arc<AtomicU64>;
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram bounds")
 }
 
-fn nanos_since(epoch: Instant) -> u64 {
+pub(crate) fn nanos_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -192,6 +214,9 @@ async fn produce_all(
     epoch: Instant,
     progress: &Progress,
 ) -> anyhow::Result<()> {
+    if workload.protocol == Protocol::Kafka {
+        return kafka_produce_all(workload, count, latency, epoch, progress).await;
+    }
     let producers = workload.producers.max(1) as u64;
     let mut tasks = Vec::new();
     for index in 0..producers {
@@ -298,6 +323,9 @@ async fn consume_all(
     progress: &Progress,
     count_progress: bool,
 ) -> anyhow::Result<(Histogram<u64>, Instant)> {
+    if workload.protocol == Protocol::Kafka {
+        return kafka_consume_all(workload, count, start, epoch, progress).await;
+    }
     let received = Arc::new(AtomicU64::new(0));
     let consumers = workload.consumers.clamp(1, workload.partitions as usize);
     let mut tasks = Vec::new();
@@ -362,6 +390,56 @@ async fn consume_all(
         bail!("consumers stopped early");
     }
     Ok((latency, finished))
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka_produce_all(
+    workload: &Workload,
+    count: u64,
+    latency: Option<&Arc<Mutex<Histogram<u64>>>>,
+    epoch: Instant,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    crate::kafka::produce_all(&workload.kafka_address, workload, count, latency, epoch, progress)
+        .await
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka_consume_all(
+    workload: &Workload,
+    count: u64,
+    start: StartOffset,
+    epoch: Instant,
+    progress: &Progress,
+) -> anyhow::Result<(Histogram<u64>, Instant)> {
+    crate::kafka::consume_all(&workload.kafka_address, workload, count, start, epoch, progress)
+        .await
+}
+
+#[cfg(not(feature = "kafka"))]
+const NO_KAFKA: &str = "this ringmq-bench was built without the Kafka mode; build it with \
+    `cargo build --release -p ringmq-benches --features kafka`";
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka_produce_all(
+    workload: &Workload,
+    _: u64,
+    _: Option<&Arc<Mutex<Histogram<u64>>>>,
+    _: Instant,
+    _: &Progress,
+) -> anyhow::Result<()> {
+    bail!("{NO_KAFKA} (the broker's Kafka listener: {})", workload.kafka_address)
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka_consume_all(
+    workload: &Workload,
+    _: u64,
+    _: StartOffset,
+    _: Instant,
+    _: &Progress,
+) -> anyhow::Result<(Histogram<u64>, Instant)> {
+    bail!("{NO_KAFKA} (the broker's Kafka listener: {})", workload.kafka_address)
 }
 
 /// The raw-TCP yardstick: `bytes` pushed through a plain loopback socket, in 64 KiB writes, one

@@ -370,6 +370,20 @@ async fn hostile_frames_get_an_error_or_a_close_and_harm_no_one_else() {
             let body = ringmq_protocol::message::ErrorBody::decode(&answer[20..]).unwrap();
             assert!(body.message.contains("fetch request"), "{}", body.message);
 
+            // A request with a status (requests carry 0): refused like any bad header.
+            let mut with_status = raw_socket(&address);
+            let mut head = FrameHead::request(Opcode::Ping, 21, 0);
+            head.status = 7;
+            with_status.write_all(&head.encode()).unwrap();
+            let answer = read_to_close(&mut with_status);
+            let head = FrameHead::decode(&answer, u32::MAX).unwrap();
+            assert_eq!(
+                (head.status, head.correlation_id, head.opcode),
+                (ErrorCode::MalformedFrame.as_u16(), 21, Opcode::Ping.as_u8())
+            );
+            let body = ringmq_protocol::message::ErrorBody::decode(&answer[20..]).unwrap();
+            assert!(body.message.contains("status 7"), "{}", body.message);
+
             // A produce whose batch is corrupt: an error reply, and the connection goes on.
             let mut corrupt = raw_socket(&address);
             let mut buffer = vec![0u8; 256];

@@ -189,6 +189,14 @@ impl ReadBuffer {
                 message: "a response frame was sent to the broker".to_owned(),
             });
         }
+        if head.status != 0 {
+            return Err(Rejected {
+                opcode: head.opcode,
+                code: ErrorCode::MalformedFrame,
+                correlation_id: head.correlation_id,
+                message: format!("a request frame has status {} (requests carry 0)", head.status),
+            });
+        }
         let total = FRAME_HEADER_SIZE + head.body_len();
         if buffered.len() < total {
             self.mark_partial();

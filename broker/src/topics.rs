@@ -211,8 +211,10 @@ impl Topics {
                 fs::remove_dir_all(&path).map_err(io_error(&path, "remove a deleted topic"))?;
                 continue;
             }
-            if name == crate::groups::store::STATE_DIR {
-                continue; // The group state log, opened by the coordinator.
+            if name.starts_with('.') {
+                // Never a topic's name: the broker's own state beside the topics (the group
+                // state log, `.groups`, opened by the coordinator).
+                continue;
             }
             if validate_topic_name(&name).is_err() {
                 // Not ours (lost+found on a mount root, say): leave it alone.

@@ -22,7 +22,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use ringmq_client::{Acks, StartOffset};
 
-use crate::workload::{histogram, nanos_since, Progress, Workload};
+use crate::plan::{histogram, nanos_since, Progress, Workload};
 
 /// Counts acknowledgements and, when measuring, records one in 16 latencies.
 struct Deliveries {

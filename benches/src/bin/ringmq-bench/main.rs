@@ -13,6 +13,7 @@ mod broker;
 mod chart;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod plan;
 mod rebalance;
 mod report;
 mod workload;
@@ -30,8 +31,8 @@ use ringmq_broker::metrics::process_usage;
 use ringmq_client::{Acks, Client};
 use ringmq_protocol::message::BrokerStats;
 
+use plan::{Mode, Protocol, Workload};
 use report::{Latency, Report};
-use workload::{Mode, Protocol, Workload};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -334,7 +335,7 @@ async fn measure(
     }
     let moved = workload.count as f64;
     let bytes = workload.size as f64;
-    let per_second = |phase: Option<workload::Phase>| {
+    let per_second = |phase: Option<plan::Phase>| {
         phase.map(|phase| phase.messages as f64 / phase.seconds.max(1e-9))
     };
     let produce_msgs = per_second(measured.produce);

@@ -16,8 +16,8 @@ pub(crate) struct Latency {
 /// One run's figures. Field names are the JSON keys scripts rely on.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
-    pub(crate) mode: crate::workload::Mode,
-    pub(crate) protocol: crate::workload::Protocol,
+    pub(crate) mode: crate::plan::Mode,
+    pub(crate) protocol: crate::plan::Protocol,
     pub(crate) message_size: usize,
     pub(crate) messages: u64,
     pub(crate) producers: usize,

@@ -520,15 +520,20 @@ impl Core {
         })
     }
 
-    /// Counts a read that a front end sent, `started` when it began.
-    pub fn fetched(&self, partition: &PartitionHandle, outcome: &ReadOutcome, started: Instant) {
+    /// Counts a read that a front end is about to send: counted before the write, so a client
+    /// that has the records and then asks for the counters never sees fewer than it received.
+    pub fn fetched(&self, partition: &PartitionHandle, outcome: &ReadOutcome) {
         let size = outcome.batches.len() as u64;
         let metrics = &self.metrics;
-        Metrics::add(&metrics.fetch_requests, 1);
         Metrics::add(&metrics.bytes_out, size);
         Metrics::add(&metrics.records_out, outcome.record_count);
         partition.partition.counters().fetched(outcome.record_count, size);
-        metrics.fetch_took(started.elapsed());
+    }
+
+    /// Records a fetch answered with data (its response written), `started` when it arrived.
+    pub fn fetch_answered(&self, started: Instant) {
+        Metrics::add(&self.metrics.fetch_requests, 1);
+        self.metrics.fetch_took(started.elapsed());
     }
 
     /// A future that completes after the next append to `partition` (create it, enable it,

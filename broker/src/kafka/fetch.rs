@@ -280,6 +280,13 @@ pub(crate) async fn write(
     };
     pieces(head.bytes(), &own, &asked, place);
     let slices: &mut [IoSlice<'_>] = if stacked { &mut on_stack[..count] } else { &mut on_heap };
+    let mut with_data = false;
+    for entry in &asked {
+        if let Some(Answered::Data { read: Some((partition, outcome)), .. }) = &entry.answer {
+            context.core.fetched(partition, outcome);
+            with_data = true;
+        }
+    }
     let written = tokio::time::timeout(timeout, write_vectored(stream, slices)).await;
     match written {
         Err(_) => {
@@ -290,10 +297,9 @@ pub(crate) async fn write(
         }
         Ok(result) => result?,
     }
-    for entry in &asked {
-        if let Some(Answered::Data { read: Some((partition, outcome)), .. }) = &entry.answer {
-            context.core.fetched(partition, outcome, started);
-        }
+    if with_data {
+        // Counted like a native fetch: one request answered with data.
+        context.core.fetch_answered(started);
     }
     Ok(())
 }

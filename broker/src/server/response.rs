@@ -244,11 +244,12 @@ impl Output {
                                 outcome.batches.len(),
                                 &mut self.out,
                             );
+                            core.fetched(partition, &outcome);
                             let slices = [IoSlice::new(&self.out), IoSlice::new(&outcome.batches)];
                             with_timeout(write_timeout, write_all_vectored(stream, slices)).await?;
                             self.out.clear();
                             self.wrote = true;
-                            core.fetched(partition, &outcome, started);
+                            core.fetch_answered(started);
                             // `outcome` drops here: the lease on the log ends with the write.
                             continue;
                         }

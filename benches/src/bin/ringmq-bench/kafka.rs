@@ -22,7 +22,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use ringmq_client::{Acks, StartOffset};
 
-use crate::plan::{histogram, nanos_since, Progress, Workload};
+use crate::plan::{histogram, nanos_since, Progress, Schedule, Workload};
 
 /// Counts acknowledgements and, when measuring, records one in 16 latencies.
 struct Deliveries {
@@ -145,32 +145,19 @@ fn produce_one(
         .set("message.max.bytes", (workload.batch_bytes.max(workload.size) + 4096).to_string())
         .create_with_context(context)
         .context("creating the librdkafka producer")?;
-    let mut payload: Vec<u8> = (0..workload.size).map(|byte| (byte % 251) as u8).collect();
-    let interval =
-        workload.rate.map(|rate| Duration::from_secs_f64(producers as f64 / rate.max(1) as f64));
-    let started = Instant::now();
-    let wall_at_epoch_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |now| now.as_millis() as i64)
-        - epoch.elapsed().as_millis() as i64;
+    let mut schedule = Schedule::new(workload, index, producers, epoch);
     for sequence in 0..count {
-        let sent = match interval {
-            Some(interval) => {
-                let intended = started + interval.mul_f64(sequence as f64);
-                let now = Instant::now();
-                if intended > now + Duration::from_millis(1) {
-                    producer.poll(intended - now);
-                }
-                u64::try_from(intended.duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+        let intended = schedule.intended(sequence);
+        if let Some(intended) = intended {
+            let now = Instant::now();
+            if intended > now + Duration::from_millis(1) {
+                producer.poll(intended - now);
             }
-            None => nanos_since(epoch),
-        };
-        payload[..8].copy_from_slice(&sent.to_le_bytes());
-        payload[8..16].copy_from_slice(&(index << 48 | sequence).to_le_bytes());
-        let timestamp = wall_at_epoch_ms + (sent / 1_000_000) as i64;
+        }
+        let (_, timestamp) = schedule.stamp(sequence, intended);
         loop {
             let record: BaseRecord<'_, (), [u8]> =
-                BaseRecord::to(&workload.topic).payload(&payload[..]).timestamp(timestamp);
+                BaseRecord::to(&workload.topic).payload(schedule.payload()).timestamp(timestamp);
             match producer.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -90,3 +90,63 @@ pub(crate) fn histogram() -> Histogram<u64> {
 pub(crate) fn nanos_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
+
+/// One producer's messages: their pacing at its share of the rate, and the stamps each carries
+/// (its intended send time and its number in the first 16 bytes, and a record timestamp from the
+/// same clock reading). The same for every front end, so the figures compare.
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    epoch: Instant,
+    started: Instant,
+    interval: Option<Duration>,
+    wall_at_epoch_ms: i64,
+    index: u64,
+    payload: Vec<u8>,
+}
+
+impl Schedule {
+    /// Producer `index` of `producers`, its clock starting now.
+    pub(crate) fn new(workload: &Workload, index: u64, producers: u64, epoch: Instant) -> Self {
+        let interval = workload
+            .rate
+            .map(|rate| Duration::from_secs_f64(producers as f64 / rate.max(1) as f64));
+        let wall_at_epoch_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |now| now.as_millis() as i64)
+            - epoch.elapsed().as_millis() as i64;
+        Self {
+            epoch,
+            started: Instant::now(),
+            interval,
+            wall_at_epoch_ms,
+            index,
+            payload: (0..workload.size).map(|byte| (byte % 251) as u8).collect(),
+        }
+    }
+
+    /// When message `sequence` is meant to be sent, if the run has a rate: the caller waits for
+    /// it when it is more than a millisecond away.
+    pub(crate) fn intended(&self, sequence: u64) -> Option<Instant> {
+        self.interval.map(|interval| self.started + interval.mul_f64(sequence as f64))
+    }
+
+    /// Stamps message `sequence` into the payload: its send time (the intended one, with a
+    /// rate, so a stall shows in the latency) and its number. Returns the send time (ns since
+    /// the epoch) and the record timestamp (ms since the Unix epoch).
+    pub(crate) fn stamp(&mut self, sequence: u64, intended: Option<Instant>) -> (u64, i64) {
+        let sent = match intended {
+            Some(intended) => {
+                u64::try_from(intended.duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+            }
+            None => nanos_since(self.epoch),
+        };
+        self.payload[..8].copy_from_slice(&sent.to_le_bytes());
+        self.payload[8..16].copy_from_slice(&(self.index << 48 | sequence).to_le_bytes());
+        (sent, self.wall_at_epoch_ms + (sent / 1_000_000) as i64)
+    }
+
+    /// The message as last stamped.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}

@@ -17,7 +17,9 @@ use tokio::sync::Mutex;
 
 use ringmq_client::{Client, ProducerRecord, StartOffset, TopicConfig};
 
-use crate::plan::{histogram, nanos_since, Measured, Mode, Phase, Progress, Protocol, Workload};
+use crate::plan::{
+    histogram, nanos_since, Measured, Mode, Phase, Progress, Protocol, Schedule, Workload,
+};
 
 /// Creates the topic (allocating and pre-faulting its rings) and sends the warm-up messages:
 /// everything before the measured part.
@@ -176,16 +178,7 @@ async fn produce_one(
         .idempotence(workload.idempotence)
         .build()
         .await?;
-    let mut payload: Vec<u8> = (0..workload.size).map(|byte| (byte % 251) as u8).collect();
-    // Each producer paces itself to its share of the rate.
-    let interval =
-        workload.rate.map(|rate| Duration::from_secs_f64(producers as f64 / rate.max(1) as f64));
-    let started = Instant::now();
-    // Record timestamps from the same clock reading as the latency stamp: one clock read a message.
-    let wall_at_epoch_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |now| now.as_millis() as i64)
-        - epoch.elapsed().as_millis() as i64;
+    let mut schedule = Schedule::new(workload, index, producers, epoch);
     let (samples, mut sampled) = tokio::sync::mpsc::channel::<(u64, ringmq_client::Delivery)>(4096);
     let recorder = latency.map(|latency| {
         tokio::spawn(async move {
@@ -199,21 +192,15 @@ async fn produce_one(
         })
     });
     for sequence in 0..count {
-        let sent = match interval {
-            Some(interval) => {
-                let intended = started + interval.mul_f64(sequence as f64);
-                if intended > Instant::now() + Duration::from_millis(1) {
-                    tokio::time::sleep_until(intended.into()).await;
-                }
-                u64::try_from(intended.duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+        let intended = schedule.intended(sequence);
+        if let Some(intended) = intended {
+            if intended > Instant::now() + Duration::from_millis(1) {
+                tokio::time::sleep_until(intended.into()).await;
             }
-            None => nanos_since(epoch),
-        };
-        payload[..8].copy_from_slice(&sent.to_le_bytes());
-        payload[8..16].copy_from_slice(&(index << 48 | sequence).to_le_bytes());
-        let timestamp = wall_at_epoch_ms + (sent / 1_000_000) as i64;
+        }
+        let (sent, timestamp) = schedule.stamp(sequence, intended);
         let delivery = producer
-            .send(ProducerRecord::new(&workload.topic, &payload).timestamp(timestamp))
+            .send(ProducerRecord::new(&workload.topic, schedule.payload()).timestamp(timestamp))
             .await?;
         if recorder.is_some() && sequence % 16 == 0 {
             let _ = samples.send((sent, delivery)).await;

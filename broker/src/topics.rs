@@ -121,6 +121,26 @@ pub enum TopicError {
         /// The limit.
         max: u32,
     },
+    /// The topic's rings would pass the broker's limit on ring bytes.
+    #[error("the topic's rings take {requested} bytes; the broker holds {held} of at most {max} (ring_bytes_max)")]
+    RingBytesExceeded {
+        /// Bytes the topic's rings would take (partitions × capacity).
+        requested: u64,
+        /// Bytes the broker's rings take now.
+        held: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The topic's ring files would leave less free disk space than the reserve.
+    #[error("the topic's ring files take {needed} bytes; the disk has {available} free and {reserve} must stay free (disk_reserve)")]
+    DiskFull {
+        /// Bytes the ring files would take.
+        needed: u64,
+        /// Free bytes on the data directory's file system.
+        available: u64,
+        /// The reserve.
+        reserve: u64,
+    },
     /// A topic's settings file could not be read back.
     #[error("{path}: {message}")]
     SettingsFile {
@@ -170,6 +190,10 @@ pub struct TopicDefaults {
     pub partition_count_max: u32,
     /// Most topics the broker holds.
     pub topic_count_max: u32,
+    /// Most ring bytes over all topics (0: no limit).
+    pub ring_bytes_max: u64,
+    /// Free space a creation must leave on the data directory's file system.
+    pub disk_reserve: u64,
 }
 
 /// Every topic of a data directory.
@@ -349,6 +373,7 @@ impl Topics {
         if self.read().len() >= usize::try_from(topic_count_max).unwrap_or(usize::MAX) {
             return Err(TopicError::TooMany { max: topic_count_max });
         }
+        self.check_space(partitions, &config)?;
         let settings = TopicSettings {
             partitions,
             capacity: config.capacity(),
@@ -377,6 +402,32 @@ impl Topics {
             .insert(name, Arc::clone(&topic));
         tracing::info!(topic = %topic.name, partitions = settings.partitions, capacity = settings.capacity, chunk_size = settings.chunk_size, "topic created");
         Ok(topic)
+    }
+
+    /// Refuses a topic whose rings would pass `ring_bytes_max` or eat into `disk_reserve`,
+    /// before anything is allocated. Called under the admin lock, so no creation races it.
+    fn check_space(&self, partitions: u32, config: &LogConfig) -> Result<(), TopicError> {
+        let requested = u64::from(partitions).saturating_mul(config.capacity());
+        let max = self.defaults.ring_bytes_max;
+        if max != 0 {
+            let held = self
+                .read()
+                .values()
+                .map(|topic| u64::from(topic.settings.partitions) * topic.settings.capacity)
+                .fold(0u64, u64::saturating_add);
+            if held.saturating_add(requested) > max {
+                return Err(TopicError::RingBytesExceeded { requested, held, max });
+            }
+        }
+        let needed = u64::from(partitions).saturating_mul(config.file_size());
+        let stats = rustix::fs::statvfs(self.dir.path())
+            .map_err(|error| io_error(self.dir.path(), "read the free space of")(error.into()))?;
+        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+        let reserve = self.defaults.disk_reserve;
+        if needed.saturating_add(reserve) > available {
+            return Err(TopicError::DiskFull { needed, available, reserve });
+        }
+        Ok(())
     }
 
     fn create_files(

@@ -648,6 +648,42 @@ async fn topic_limits_from_the_settings_are_enforced() {
     .await;
 }
 
+/// `ring_bytes_max` and `disk_reserve` refuse a topic before anything is allocated: no file is
+/// left, the other topics keep their data, and a topic that fits is still created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_bytes_and_the_disk_reserve_are_enforced_before_allocating() {
+    let broker =
+        Broker::start(&["--ring-bytes-max", "8MiB", "--partition-capacity-default", "1MiB"]);
+    within(60, async {
+        let mut client = Client::connect(&broker.address).await.unwrap();
+        client.create_topic("kept", TopicConfig::default().partitions(6)).await.unwrap();
+        produce_numbered(&broker.address, "kept", 0..100).await;
+        let error =
+            client.create_topic("over", TopicConfig::default().partitions(3)).await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::Busy), "{error}");
+        let text = error.to_string();
+        assert!(text.contains("3145728") && text.contains("6291456 of at most 8388608"), "{text}");
+        assert!(!broker.data_dir.join("over").exists(), "nothing allocated");
+        // Exactly up to the limit: accepted.
+        client.create_topic("fits", TopicConfig::default().partitions(2)).await.unwrap();
+        assert_eq!(read_partition(&broker.address, "kept", 0).await.len(), 100);
+    })
+    .await;
+    drop(broker);
+
+    // A reserve no disk has: every creation is refused, naming the free space.
+    let broker = Broker::start(&["--disk-reserve", "1PiB"]);
+    within(60, async {
+        let mut client = Client::connect(&broker.address).await.unwrap();
+        let error = client.create_topic("big", TopicConfig::default()).await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::Busy), "{error}");
+        assert!(error.to_string().contains("must stay free (disk_reserve)"), "{error}");
+        assert!(!broker.data_dir.join("big").exists(), "nothing allocated");
+        assert!(client.list_topics().await.unwrap().is_empty());
+    })
+    .await;
+}
+
 /// Batches are stored compressed as the producer sent them: the broker never decompresses (its
 /// bytes in are the compressed size) and consumers read every codec back byte-identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,20 @@ settings! {
 
         /// Most topics the broker holds; creating one more is refused with `Busy`.
         topic_count_max: u32 = TOPIC_COUNT_MAX, Count::new(1, TOPIC_COUNT_MAX);
+
+        /// Most ring bytes the broker holds over all topics (partitions × capacity); 0: no limit
+        /// but the disk.
+        ///
+        /// A topic whose rings would pass it is refused before anything is allocated, so one
+        /// request cannot take the whole disk.
+        ring_bytes_max: u64 = 0, Size::new(0u64, 1 << 50);
+
+        /// Free space a topic creation must leave in the data directory's file system.
+        ///
+        /// A topic whose ring files would eat into it is refused before anything is allocated
+        /// (the rings are allocated in full at creation, so the check is exact but for other
+        /// writers of the same file system).
+        disk_reserve: u64 = 1 << 30, Size::new(0u64, 1 << 50);
     }
     Limits {
         /// Largest request body accepted; a larger frame is refused from its header alone.

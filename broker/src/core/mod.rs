@@ -190,6 +190,8 @@ impl Core {
             capacity_max: config.partition_capacity_max,
             partition_count_max: config.partition_count_max,
             topic_count_max: config.topic_count_max,
+            ring_bytes_max: config.ring_bytes_max,
+            disk_reserve: config.disk_reserve,
         };
         let topic_metrics = Arc::clone(&metrics);
         let (group_capacity, sync, request_timeout) =

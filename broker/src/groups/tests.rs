@@ -150,6 +150,8 @@ fn fixture(partitions: u32) -> Fixture {
         capacity_max: 1 << 30,
         partition_count_max: 1024,
         topic_count_max: 16,
+        ring_bytes_max: 0,
+        disk_reserve: 0,
     };
     let metrics = Arc::new(Metrics::new());
     let topics = Arc::new(Topics::open(dir, defaults, Arc::clone(&metrics)).unwrap());

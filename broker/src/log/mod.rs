@@ -182,6 +182,11 @@ impl LogConfig {
         Ok(Self { capacity: count * chunk_size, chunk_size, batch_size_max, prefault: true })
     }
 
+    /// Bytes a ring file of this geometry takes on disk: the superblocks and the ring.
+    pub fn file_size(&self) -> u64 {
+        DATA_START + self.capacity
+    }
+
     fn layout(&self) -> Result<Layout, StorageError> {
         Layout::new(DATA_START, self.capacity, self.chunk_size).map_err(StorageError::Layout)
     }

@@ -425,7 +425,9 @@ impl<'c> Session<'c> {
             TopicError::TooManyPartitions { .. }
             | TopicError::CapacityTooLarge { .. }
             | TopicError::InvalidGeometry(_) => ErrorCode::InvalidRequest,
-            TopicError::TooMany { .. } => ErrorCode::Busy,
+            TopicError::TooMany { .. }
+            | TopicError::RingBytesExceeded { .. }
+            | TopicError::DiskFull { .. } => ErrorCode::Busy,
             TopicError::TaskFailed { .. } => ErrorCode::Internal,
             _ => ErrorCode::StorageError,
         };

@@ -15,6 +15,7 @@
     warn(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)
 )]
 
+mod admission;
 pub mod config;
 pub mod core;
 pub mod groups;

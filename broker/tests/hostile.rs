@@ -53,8 +53,61 @@ async fn connections_beyond_the_limit_are_refused_clearly() {
     .await;
     let log = broker.log();
     assert!(
-        log.contains("connection refused: at the connection limit")
+        log.contains("connection refused")
+            && log.contains("limit of 4 connections")
             && log.contains("peer=127.0.0.1:"),
+        "{log}"
+    );
+}
+
+/// Connects to `address` from the loopback address `from` (any of 127.0.0.0/8 is local).
+async fn connect_from(from: &str, address: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(address.parse().unwrap()).await.unwrap()
+}
+
+/// One client address cannot take every connection: past its share it is refused (an error
+/// answer on the native port, a closed connection on the Kafka port, both counted together),
+/// while another address still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_gets_at_most_its_share_of_connections() {
+    let broker = Broker::start(&["--connection-count-per-address-max", "2"]);
+    let (native, kafka) = (broker.address.clone(), broker.kafka.clone());
+    within(60, async move {
+        let first = Client::connect(&native).await.unwrap();
+        // The Kafka listener counts against the same share (an ApiVersions v0 answered: the
+        // connection is in).
+        let mut second = TcpStream::connect(&kafka).unwrap();
+        second.write_all(&[0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff]).unwrap();
+        let mut size = [0u8; 4];
+        std::io::Read::read_exact(&mut second, &mut size).unwrap();
+        let error = Client::connect(&native).await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::TooManyConnections), "{error}");
+        assert!(error.to_string().contains("127.0.0.1 already has 2 connections"), "{error}");
+        let mut refused = TcpStream::connect(&kafka).unwrap();
+        refused.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut refused, &mut byte).unwrap_or(0), 0, "closed");
+        // Another address is not held to this one's share.
+        let mut other = connect_from("127.0.0.2", &native).await;
+        let mut frame = Vec::new();
+        Request::Ping.encode_frame(7, &mut frame).unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut other, &frame).await.unwrap();
+        let mut answer = [0u8; 20];
+        tokio::io::AsyncReadExt::read_exact(&mut other, &mut answer).await.unwrap();
+        let head = ringmq_protocol::FrameHead::decode(&answer, u32::MAX).unwrap();
+        assert_eq!((head.status, head.correlation_id), (0, 7));
+        // A closed connection gives its place back.
+        drop((first, second));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut again = Client::connect(&native).await.unwrap();
+        again.ping().await.unwrap();
+    })
+    .await;
+    let log = broker.log();
+    assert!(
+        log.contains("protocol=\"kafka\"") && log.contains("already has 2 connections"),
         "{log}"
     );
 }

@@ -115,6 +115,10 @@ settings! {
         /// Most client connections at once; more are answered `TooManyConnections` and closed.
         connection_count_max: u32 = 1024, Count::new(1, 100_000), renamed "connections_max";
 
+        /// Most connections one client address may hold at once (over both listeners); more
+        /// are refused like those over `connection_count_max`.
+        connection_count_per_address_max: u32 = 1024, Count::new(1, 100_000);
+
         /// Most requests one connection may have unanswered before the broker stops reading it.
         in_flight_count_max: u32 = 128, Count::new(1, 65_536), renamed "in_flight_max";
 

@@ -33,7 +33,9 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
+
+use crate::admission::Admission;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -89,11 +91,12 @@ pub(crate) struct KafkaContext {
     pub(crate) settings: KafkaSettings,
 }
 
-/// Accepts Kafka connections until `stop` turns true; `limit` is shared with the native listener.
+/// Accepts Kafka connections until `stop` turns true; the connection limits are shared with the
+/// native listener.
 pub(crate) async fn serve(
     listener: TcpListener,
     context: Arc<KafkaContext>,
-    limit: Arc<Semaphore>,
+    admission: Arc<Admission>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -112,10 +115,15 @@ pub(crate) async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            context.core.metrics().connection_refused();
-            tracing::warn!(%peer, "kafka connection refused: at the connection limit");
-            continue;
+        let admitted = match admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                // Kafka has no answer before a request: the connection is closed, and the
+                // client retries with its backoff.
+                context.core.metrics().connection_refused();
+                tracing::warn!(%peer, protocol = "kafka", reason = %refused, "connection refused");
+                continue;
+            }
         };
         let context = Arc::clone(&context);
         let stop = stop.clone();
@@ -125,7 +133,7 @@ pub(crate) async fn serve(
             let reason = Connection { stream, peer, context: &context, stop }.run().await;
             crate::metrics::Metrics::add(&context.core.metrics().connections_closed, 1);
             tracing::info!(%peer, protocol = "kafka", %reason, "connection closed");
-            drop(permit);
+            drop(admitted);
         });
     }
     // The accept loop stops first; connections finish the request they are on.

@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
+
+use crate::admission::{Admission, Refused};
 
 use ringmq_protocol::message::ErrorBody;
 use ringmq_protocol::ErrorCode;
@@ -180,7 +182,8 @@ impl Broker {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let Self { context, listener, metrics_listener, kafka } = self;
         let config = &context.config;
-        let limit = Arc::new(Semaphore::new(config.connection_count_max as usize));
+        let admission =
+            Admission::new(config.connection_count_max, config.connection_count_per_address_max);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         let mut background = JoinSet::new();
@@ -213,7 +216,7 @@ impl Broker {
             connections.spawn(crate::kafka::serve(
                 kafka_listener,
                 kafka_context,
-                Arc::clone(&limit),
+                Arc::clone(&admission),
                 stop,
             ));
         }
@@ -234,19 +237,19 @@ impl Broker {
                 }
             };
             let _ = stream.set_nodelay(true);
-            match Arc::clone(&limit).try_acquire_owned() {
-                Ok(permit) => {
+            match admission.admit(peer.ip()) {
+                Ok(admitted) => {
                     let context = Arc::clone(&context);
                     let stop = stop_rx.clone();
                     connections.spawn(async move {
                         connection::serve(stream, peer, context, stop).await;
-                        drop(permit);
+                        drop(admitted);
                     });
                 }
-                Err(_) => {
+                Err(refused) => {
                     context.core.metrics().connection_refused();
-                    tracing::warn!(%peer, limit = config.connection_count_max, "connection refused: at the connection limit");
-                    connections.spawn(refuse(stream, config.connection_count_max));
+                    tracing::warn!(%peer, reason = %refused, "connection refused");
+                    connections.spawn(refuse(stream, refused));
                 }
             }
         }
@@ -271,10 +274,10 @@ impl Broker {
     }
 }
 
-/// Answers a connection over the limit with `TooManyConnections` and closes it.
-async fn refuse(stream: TcpStream, limit: u32) {
+/// Answers a connection over a limit with `TooManyConnections` and closes it.
+async fn refuse(stream: TcpStream, refused: Refused) {
     let mut frame = Vec::with_capacity(128);
-    let message = format!("the broker is at its limit of {limit} connections; try again later");
+    let message = refused.to_string();
     ErrorBody { message: &message, earliest_offset: 0, next_offset: 0 }.encode_frame(
         0,
         ErrorCode::TooManyConnections,

@@ -36,3 +36,4 @@ pub mod producers;
 pub mod server;
 mod sync;
 pub mod topics;
+mod vectored;

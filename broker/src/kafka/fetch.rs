@@ -26,6 +26,7 @@ use super::wire::Out;
 use super::{codes, KafkaContext, ResponseHead};
 use crate::core::{FetchError, PartitionHandle};
 use crate::log::ReadOutcome;
+use crate::vectored::write_all_vectored;
 
 /// A fetch response ready to write: encoded bytes with the record sets to splice in.
 pub(crate) struct FetchAnswer {
@@ -287,7 +288,7 @@ pub(crate) async fn write(
             with_data = true;
         }
     }
-    let written = tokio::time::timeout(timeout, write_vectored(stream, slices)).await;
+    let written = tokio::time::timeout(timeout, write_all_vectored(stream, slices)).await;
     match written {
         Err(_) => {
             return Err(io::Error::new(
@@ -315,23 +316,4 @@ fn pieces<'a>(head: &'a [u8], own: &'a [u8], asked: &'a [Asked], mut put: impl F
         from = entry.splice;
     }
     put(IoSlice::new(&own[from..]));
-}
-
-/// Writes every slice, in order, with vectored writes.
-pub(crate) async fn write_vectored(
-    stream: &TcpStream,
-    slices: &mut [IoSlice<'_>],
-) -> io::Result<()> {
-    let mut remaining: &mut [IoSlice<'_>] = slices;
-    IoSlice::advance_slices(&mut remaining, 0);
-    while !remaining.is_empty() {
-        stream.writable().await?;
-        match stream.try_write_vectored(remaining) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => IoSlice::advance_slices(&mut remaining, written),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
 }

@@ -361,7 +361,7 @@ impl Connection<'_> {
     ) -> Result<(), String> {
         let head = ResponseHead::new(correlation_id, api, version, body.len())?;
         let mut slices = [IoSlice::new(head.bytes()), IoSlice::new(&body)];
-        let write = fetch::write_vectored(&self.stream, &mut slices);
+        let write = crate::vectored::write_all_vectored(&self.stream, &mut slices);
         match tokio::time::timeout(self.context.settings.write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),

@@ -19,6 +19,7 @@ use ringmq_protocol::{ErrorCode, Opcode};
 
 use super::Context;
 use crate::core::{FetchError, PartitionHandle, SyncState, SyncWait};
+use crate::vectored::write_all_vectored;
 
 /// Output a connection may have encoded and unwritten before it stops reading requests.
 const OUTPUT_SOFT_LIMIT: usize = 1 << 20;
@@ -245,8 +246,10 @@ impl Output {
                                 &mut self.out,
                             );
                             core.fetched(partition, &outcome);
-                            let slices = [IoSlice::new(&self.out), IoSlice::new(&outcome.batches)];
-                            with_timeout(write_timeout, write_all_vectored(stream, slices)).await?;
+                            let mut slices =
+                                [IoSlice::new(&self.out), IoSlice::new(&outcome.batches)];
+                            with_timeout(write_timeout, write_all_vectored(stream, &mut slices))
+                                .await?;
                             self.out.clear();
                             self.wrote = true;
                             core.fetch_answered(started);
@@ -388,25 +391,6 @@ pub(crate) async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Resul
         stream.writable().await?;
         match stream.try_write(bytes) {
             Ok(written) => bytes = &bytes[written..],
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
-}
-
-/// Writes all of `slices` with vectored writes.
-pub(super) async fn write_all_vectored<const N: usize>(
-    stream: &TcpStream,
-    mut slices: [IoSlice<'_>; N],
-) -> io::Result<()> {
-    let mut remaining: &mut [IoSlice<'_>] = &mut slices;
-    IoSlice::advance_slices(&mut remaining, 0);
-    while !remaining.is_empty() {
-        stream.writable().await?;
-        match stream.try_write_vectored(remaining) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => IoSlice::advance_slices(&mut remaining, written),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(error) => return Err(error),
         }

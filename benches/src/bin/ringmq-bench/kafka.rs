@@ -78,13 +78,13 @@ fn acks(acks: Acks) -> &'static str {
 /// Sends `count` messages from `workload.producers` producers (threads) and waits for every
 /// acknowledgement; with `latency`, one in 16 has its acknowledgement time recorded.
 pub(crate) async fn produce_all(
-    bootstrap: &str,
     workload: &Workload,
     count: u64,
     latency: Option<&Arc<tokio::sync::Mutex<Histogram<u64>>>>,
     epoch: Instant,
     progress: &Progress,
 ) -> anyhow::Result<()> {
+    let bootstrap = workload.kafka_address.as_str();
     let producers = workload.producers.max(1) as u64;
     let mut threads = Vec::new();
     for index in 0..producers {
@@ -190,13 +190,13 @@ fn produce_one(
 /// each assigned its share of the partitions; returns the latency of each (receive minus send)
 /// and when the last arrived.
 pub(crate) async fn consume_all(
-    bootstrap: &str,
     workload: &Workload,
     count: u64,
     start: StartOffset,
     epoch: Instant,
     progress: &Progress,
 ) -> anyhow::Result<(Histogram<u64>, Instant)> {
+    let bootstrap = workload.kafka_address.as_str();
     let received = Arc::new(AtomicU64::new(0));
     let consumers = workload.consumers.clamp(1, workload.partitions as usize);
     // Where to start, resolved before returning: an end-to-end run starts producing next.

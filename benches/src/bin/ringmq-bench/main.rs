@@ -172,10 +172,7 @@ fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     // Said before a broker is started for nothing.
     if args.protocol == Protocol::Kafka && !cfg!(feature = "kafka") {
-        anyhow::bail!(
-            "--protocol kafka needs a ringmq-bench built with the Kafka mode: \
-             cargo build --release -p ringmq-benches --features kafka"
-        );
+        anyhow::bail!(plan::NO_KAFKA);
     }
     let sizes = match &args.sweep {
         Some(series) => {

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use ringmq_client::Acks;
 
+/// Said when `--protocol kafka` is asked of a build without the Kafka mode.
+pub(crate) const NO_KAFKA: &str = "--protocol kafka needs a ringmq-bench built with the Kafka \
+    mode: cargo build --release -p ringmq-benches --features kafka";
+
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -136,7 +136,14 @@ async fn produce_all(
     progress: &Progress,
 ) -> anyhow::Result<()> {
     if workload.protocol == Protocol::Kafka {
-        return kafka_produce_all(workload, count, latency, epoch, progress).await;
+        #[cfg(feature = "kafka")]
+        return crate::kafka::produce_all(workload, count, latency, epoch, progress).await;
+        #[cfg(not(feature = "kafka"))]
+        bail!(
+            "{} (the broker's Kafka listener: {})",
+            crate::plan::NO_KAFKA,
+            workload.kafka_address
+        );
     }
     let producers = workload.producers.max(1) as u64;
     let mut tasks = Vec::new();
@@ -230,7 +237,14 @@ async fn consume_all(
     count_progress: bool,
 ) -> anyhow::Result<(Histogram<u64>, Instant)> {
     if workload.protocol == Protocol::Kafka {
-        return kafka_consume_all(workload, count, start, epoch, progress).await;
+        #[cfg(feature = "kafka")]
+        return crate::kafka::consume_all(workload, count, start, epoch, progress).await;
+        #[cfg(not(feature = "kafka"))]
+        bail!(
+            "{} (the broker's Kafka listener: {})",
+            crate::plan::NO_KAFKA,
+            workload.kafka_address
+        );
     }
     let received = Arc::new(AtomicU64::new(0));
     let consumers = workload.consumers.clamp(1, workload.partitions as usize);
@@ -296,56 +310,6 @@ async fn consume_all(
         bail!("consumers stopped early");
     }
     Ok((latency, finished))
-}
-
-#[cfg(feature = "kafka")]
-async fn kafka_produce_all(
-    workload: &Workload,
-    count: u64,
-    latency: Option<&Arc<Mutex<Histogram<u64>>>>,
-    epoch: Instant,
-    progress: &Progress,
-) -> anyhow::Result<()> {
-    crate::kafka::produce_all(&workload.kafka_address, workload, count, latency, epoch, progress)
-        .await
-}
-
-#[cfg(feature = "kafka")]
-async fn kafka_consume_all(
-    workload: &Workload,
-    count: u64,
-    start: StartOffset,
-    epoch: Instant,
-    progress: &Progress,
-) -> anyhow::Result<(Histogram<u64>, Instant)> {
-    crate::kafka::consume_all(&workload.kafka_address, workload, count, start, epoch, progress)
-        .await
-}
-
-#[cfg(not(feature = "kafka"))]
-const NO_KAFKA: &str = "this ringmq-bench was built without the Kafka mode; build it with \
-    `cargo build --release -p ringmq-benches --features kafka`";
-
-#[cfg(not(feature = "kafka"))]
-async fn kafka_produce_all(
-    workload: &Workload,
-    _: u64,
-    _: Option<&Arc<Mutex<Histogram<u64>>>>,
-    _: Instant,
-    _: &Progress,
-) -> anyhow::Result<()> {
-    bail!("{NO_KAFKA} (the broker's Kafka listener: {})", workload.kafka_address)
-}
-
-#[cfg(not(feature = "kafka"))]
-async fn kafka_consume_all(
-    workload: &Workload,
-    _: u64,
-    _: StartOffset,
-    _: Instant,
-    _: &Progress,
-) -> anyhow::Result<(Histogram<u64>, Instant)> {
-    bail!("{NO_KAFKA} (the broker's Kafka listener: {})", workload.kafka_address)
 }
 
 /// The raw-TCP yardstick: `bytes` pushed through a plain loopback socket, in 64 KiB writes, one

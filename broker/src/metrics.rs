@@ -345,6 +345,8 @@ impl Metrics {
             fetch_requests: get(&self.fetch_requests),
             peak_rss_bytes: usage.peak_rss_bytes,
             cpu_time_us: usage.cpu_time_us,
+            creating_file_bytes: 0,
+            creating_written_bytes: 0,
         }
     }
 

@@ -10,12 +10,18 @@
 //!
 //! Creating a topic allocates every ring in full before the topic becomes visible; if any step
 //! fails (disk full, permissions) the directory is removed and nothing half-made remains.
+//!
+//! The admin lock is held only to check a creation against the limits and reserve its name and
+//! bytes, and again to publish it: the rings are allocated outside it, so one large creation
+//! holds up no other create, delete or request. A clean stop ([`Topics::stop_creating`]) makes
+//! every unfinished creation give up within one pre-fault step and remove its files, and
+//! [`Topics::close_blocking`] waits for them to have done so.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -162,6 +168,12 @@ pub enum TopicError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The broker is stopping: the creation was given up and its files removed.
+    #[error("topic {name:?} was not created: the broker is stopping (its files are removed)")]
+    Stopping {
+        /// The topic.
+        name: String,
+    },
     /// The task doing the work panicked or was cancelled (the broker is stopping).
     #[error("the task to {task} did not finish: {source}")]
     TaskFailed {
@@ -202,9 +214,40 @@ pub struct Topics {
     dir: DataDir,
     defaults: TopicDefaults,
     topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
-    /// Serialises create and delete.
-    admin: Mutex<()>,
+    /// Serialises the checks and the bookkeeping of create and delete (never held while a ring
+    /// is allocated or a file removed in bulk).
+    admin: Mutex<Creations>,
+    /// Signalled whenever a creation ends (published, failed or cancelled).
+    creation_ended: Condvar,
+    /// Set once by [`Topics::stop_creating`]: unfinished creations give up.
+    stopping: AtomicBool,
     metrics: Arc<Metrics>,
+}
+
+/// The creations under way, by topic name: their names and bytes are taken until they end.
+#[derive(Debug, Default)]
+struct Creations {
+    pending: HashMap<Arc<str>, Reservation>,
+}
+
+/// What an unfinished creation holds against the limits, and how far it has got.
+#[derive(Debug)]
+struct Reservation {
+    /// Partitions × capacity (`ring_bytes_max`).
+    ring_bytes: u64,
+    /// Partitions × file size (the disk's free space).
+    file_bytes: u64,
+    /// Bytes of the files allocated and written out so far.
+    written: Arc<AtomicU64>,
+}
+
+/// The creations under way, together: what [`Topics::creations`] answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreationProgress {
+    /// Bytes of ring files the creations under way will have allocated when they are done.
+    pub file_bytes: u64,
+    /// Of those, bytes allocated and written out so far.
+    pub written_bytes: u64,
 }
 
 impl Topics {
@@ -294,7 +337,15 @@ impl Topics {
             };
             topics.insert(name, Arc::new(topic));
         }
-        Ok(Self { dir, defaults, topics: RwLock::new(topics), admin: Mutex::new(()), metrics })
+        Ok(Self {
+            dir,
+            defaults,
+            topics: RwLock::new(topics),
+            admin: Mutex::new(Creations::default()),
+            creation_ended: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            metrics,
+        })
     }
 
     /// The data directory.
@@ -327,12 +378,18 @@ impl Topics {
         self.topics.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn admin(&self) -> MutexGuard<'_, Creations> {
+        self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Creates a topic; 0 for `partitions`, `capacity` or `chunk_size` takes the default.
-    /// Blocks: every ring is allocated (and pre-faulted) before the topic becomes visible.
+    /// Blocks: every ring is allocated (and pre-faulted) before the topic becomes visible. Other
+    /// creates, deletes and requests go on meanwhile.
     ///
     /// # Errors
     ///
-    /// [`TopicError`]: bad name or settings, an existing topic, or storage failure (nothing is
+    /// [`TopicError`]: bad name or settings, an existing topic (or one being created), a limit,
+    /// [`TopicError::Stopping`] after [`Topics::stop_creating`], or storage failure (nothing is
     /// left behind).
     pub fn create(
         &self,
@@ -365,31 +422,38 @@ impl Topics {
         )
         .map_err(TopicError::InvalidGeometry)?;
         let config = config.with_prefault(self.defaults.prefault);
-        let _admin = self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.read().contains_key(name) {
-            return Err(TopicError::Exists(name.to_owned()));
-        }
-        let topic_count_max = self.defaults.topic_count_max.min(TOPIC_COUNT_MAX);
-        if self.read().len() >= usize::try_from(topic_count_max).unwrap_or(usize::MAX) {
-            return Err(TopicError::TooMany { max: topic_count_max });
-        }
-        self.check_space(partitions, &config)?;
+        let written = Arc::new(AtomicU64::new(0));
+        let reservation = Reservation {
+            ring_bytes: u64::from(partitions).saturating_mul(config.capacity()),
+            file_bytes: u64::from(partitions).saturating_mul(config.file_size()),
+            written: Arc::clone(&written),
+        };
+        let name: Arc<str> = Arc::from(name);
+        self.reserve(&name, reservation)?;
         let settings = TopicSettings {
             partitions,
             capacity: config.capacity(),
             chunk_size: config.chunk_size(),
             batch_size_max: config.batch_size_max(),
         };
-        let topic_dir = self.dir.path().join(name);
-        let created = self.create_files(name, &topic_dir, &settings, &config);
-        let partitions = match created {
-            Ok(partitions) => partitions,
-            Err(error) => {
-                let _ = fs::remove_dir_all(&topic_dir);
-                return Err(error);
+        let topic_dir = self.dir.path().join(&*name);
+        // The files of a failed creation go before its name is free again, so they cannot be
+        // mistaken for those of a creation of the same name that starts next.
+        let created = self.create_files(&name, &topic_dir, &settings, &config, &written);
+        let created = created.map_err(|error| {
+            let _ = fs::remove_dir_all(&topic_dir);
+            match error {
+                TopicError::Storage(StorageError::Cancelled { .. }) => {
+                    tracing::info!(topic = %name, "topic creation given up for the stop; its files are removed");
+                    TopicError::Stopping { name: name.to_string() }
+                }
+                error => error,
             }
-        };
-        let name: Arc<str> = Arc::from(name);
+        });
+        let mut admin = self.admin();
+        admin.pending.remove(&name);
+        self.creation_ended.notify_all();
+        let partitions = created?;
         let topic = Arc::new(Topic {
             name: Arc::clone(&name),
             settings,
@@ -400,34 +464,77 @@ impl Topics {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(name, Arc::clone(&topic));
+        drop(admin);
         tracing::info!(topic = %topic.name, partitions = settings.partitions, capacity = settings.capacity, chunk_size = settings.chunk_size, "topic created");
         Ok(topic)
     }
 
+    /// Under the admin lock: checks a creation against the name space and the limits, counting
+    /// the creations under way as if they were done, and takes its name and bytes.
+    fn reserve(&self, name: &Arc<str>, reservation: Reservation) -> Result<(), TopicError> {
+        let mut admin = self.admin();
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(TopicError::Stopping { name: name.to_string() });
+        }
+        if self.read().contains_key(name) || admin.pending.contains_key(name) {
+            return Err(TopicError::Exists(name.to_string()));
+        }
+        let topic_count_max = self.defaults.topic_count_max.min(TOPIC_COUNT_MAX);
+        let count = self.read().len() + admin.pending.len();
+        if count >= usize::try_from(topic_count_max).unwrap_or(usize::MAX) {
+            return Err(TopicError::TooMany { max: topic_count_max });
+        }
+        self.check_space(&admin, &reservation)?;
+        admin.pending.insert(Arc::clone(name), reservation);
+        Ok(())
+    }
+
     /// Refuses a topic whose rings would pass `ring_bytes_max` or eat into `disk_reserve`,
-    /// before anything is allocated. Called under the admin lock, so no creation races it.
-    fn check_space(&self, partitions: u32, config: &LogConfig) -> Result<(), TopicError> {
-        let requested = u64::from(partitions).saturating_mul(config.capacity());
+    /// before anything is allocated. The creations under way count in full against both (the
+    /// disk's free space does not show the part of their files not yet allocated).
+    fn check_space(&self, admin: &Creations, wanted: &Reservation) -> Result<(), TopicError> {
+        let requested = wanted.ring_bytes;
         let max = self.defaults.ring_bytes_max;
         if max != 0 {
             let held = self
                 .read()
                 .values()
                 .map(|topic| u64::from(topic.settings.partitions) * topic.settings.capacity)
+                .chain(admin.pending.values().map(|pending| pending.ring_bytes))
                 .fold(0u64, u64::saturating_add);
             if held.saturating_add(requested) > max {
                 return Err(TopicError::RingBytesExceeded { requested, held, max });
             }
         }
-        let needed = u64::from(partitions).saturating_mul(config.file_size());
+        let pending: u64 =
+            admin.pending.values().map(|pending| pending.file_bytes).fold(0, u64::saturating_add);
+        let needed = wanted.file_bytes;
         let stats = rustix::fs::statvfs(self.dir.path())
             .map_err(|error| io_error(self.dir.path(), "read the free space of")(error.into()))?;
-        let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+        let available = stats.f_bavail.saturating_mul(stats.f_frsize).saturating_sub(pending);
         let reserve = self.defaults.disk_reserve;
         if needed.saturating_add(reserve) > available {
             return Err(TopicError::DiskFull { needed, available, reserve });
         }
         Ok(())
+    }
+
+    /// How far the creations under way have got (all zero when there are none).
+    pub fn creations(&self) -> CreationProgress {
+        let admin = self.admin();
+        admin.pending.values().fold(CreationProgress::default(), |sum, pending| CreationProgress {
+            file_bytes: sum.file_bytes.saturating_add(pending.file_bytes),
+            written_bytes: sum
+                .written_bytes
+                .saturating_add(pending.written.load(Ordering::Relaxed).min(pending.file_bytes)),
+        })
+    }
+
+    /// Makes every unfinished creation give up (within one pre-fault step) and remove its files,
+    /// and every later one fail with [`TopicError::Stopping`]. For a clean stop.
+    pub fn stop_creating(&self) {
+        let _admin = self.admin();
+        self.stopping.store(true, Ordering::Release);
     }
 
     fn create_files(
@@ -436,6 +543,7 @@ impl Topics {
         topic_dir: &Path,
         settings: &TopicSettings,
         config: &LogConfig,
+        written: &AtomicU64,
     ) -> Result<Vec<Arc<Partition>>, TopicError> {
         if topic_dir.exists() {
             // A leftover of an interrupted create (no settings file, or it would be registered).
@@ -447,7 +555,7 @@ impl Topics {
         let mut partitions = Vec::with_capacity(settings.partitions as usize);
         for index in 0..settings.partitions {
             let path = topic_dir.join(format!("{index}.ring"));
-            let (log, writer, _) = log::open(&self.dir, &path, config, OpenMode::Create)?;
+            let (log, writer) = log::create(&self.dir, &path, config, &self.stopping, written)?;
             let counters = self.metrics.topic(&name);
             partitions.push(Partition::new(
                 Arc::clone(&name),
@@ -481,7 +589,7 @@ impl Topics {
     /// [`TopicError::Unknown`], or an I/O failure removing the files.
     pub async fn delete(&self, name: &str) -> Result<(), TopicError> {
         let (topic, tombstone) = {
-            let _admin = self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _admin = self.admin();
             let topic = self
                 .read()
                 .get(name)
@@ -518,8 +626,17 @@ impl Topics {
         })
     }
 
-    /// Syncs every partition and writes clean-shutdown checkpoints. Blocks.
+    /// Makes the creations under way give up ([`Topics::stop_creating`]) and waits for them to
+    /// have removed their files, then syncs every partition and writes clean-shutdown
+    /// checkpoints. Blocks.
     pub fn close_blocking(&self) {
+        self.stop_creating();
+        let mut admin = self.admin();
+        while !admin.pending.is_empty() {
+            admin =
+                self.creation_ended.wait(admin).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(admin);
         for topic in self.all() {
             for partition in topic.partitions() {
                 if let Err(error) = partition.close_blocking() {

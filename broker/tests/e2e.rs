@@ -729,3 +729,97 @@ async fn compressed_batches_are_stored_as_sent_and_read_back_with_every_codec() 
     })
     .await;
 }
+
+/// Free bytes on the file system of `path`.
+fn free_bytes(path: &std::path::Path) -> u64 {
+    let stats = rustix::fs::statvfs(path).unwrap();
+    stats.f_bavail * stats.f_frsize
+}
+
+/// A large topic creation (rings of several GiB, pre-faulted and written out) holds up nothing
+/// else: meanwhile another topic is created, produced to, read and listed, and the broker's
+/// `Stats` shows the creation's progress. A SIGTERM during it stops the broker cleanly: the
+/// creation answers `ShuttingDown`, its files are gone, and the broker restarts without it.
+/// `ringmq-cli` then creates a topic that takes longer than its call timeout, without timing out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_topic_creation_blocks_nothing_and_a_stop_cancels_it() {
+    let mut broker = Broker::start(&["--prefault", "true", "--disk-reserve", "1GiB"]);
+    let free = free_bytes(broker.data_dir.parent().unwrap());
+    // Half the free space, at most 16 GiB: several seconds of writing on any disk, and the stop
+    // cuts it short after a fraction of it.
+    let partitions = (free / 2 / (1 << 30)).min(16);
+    assert!(partitions >= 4, "this test needs 8 GiB free under the temporary directory");
+    let partitions = u32::try_from(partitions).unwrap();
+    let big = tokio::spawn({
+        let address = broker.address.clone();
+        async move {
+            let mut client = Client::connect(&address).await.unwrap();
+            let config = TopicConfig::default().partitions(partitions).capacity(1 << 30);
+            client.create_topic("big", config).await
+        }
+    });
+    within(60, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        let mut stats = admin.stats().await.unwrap();
+        while stats.creating_written_bytes == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stats = admin.stats().await.unwrap();
+        }
+        let expected_file_bytes = u64::from(partitions) * ((1 << 30) + 8192);
+        assert!(
+            stats.creating_file_bytes >= u64::from(partitions) << 30
+                && stats.creating_file_bytes <= expected_file_bytes + (64 << 20),
+            "{stats:?}"
+        );
+        // Everything else goes on meanwhile, the same name excepted.
+        let error = admin.create_topic("big", TopicConfig::default()).await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::TopicExists), "{error}");
+        admin.create_topic("small", TopicConfig::default().partitions(1)).await.unwrap();
+        produce_numbered(&broker.address, "small", 0..100).await;
+        assert_eq!(read_partition(&broker.address, "small", 0).await.len(), 100);
+        let listed = admin.list_topics().await.unwrap();
+        assert_eq!(listed.iter().map(|topic| topic.name.as_str()).collect::<Vec<_>>(), ["small"]);
+        let during = admin.stats().await.unwrap();
+        assert!(
+            during.creating_written_bytes < during.creating_file_bytes,
+            "the creation was still under way: {during:?}"
+        );
+        assert!(broker.data_dir.join("big").exists());
+    })
+    .await;
+    let clean = tokio::task::block_in_place(|| broker.terminate());
+    assert!(clean, "the broker stopped cleanly; its log:\n{}", broker.log());
+    let error = within(10, big).await.unwrap().unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::ShuttingDown), "{error}");
+    assert!(error.to_string().contains("the broker is stopping"), "{error}");
+    assert!(!broker.data_dir.join("big").exists(), "the unfinished topic's files are removed");
+    assert!(broker.log().contains("topic creation given up for the stop"), "{}", broker.log());
+
+    broker.restart_same_port();
+    within(60, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        let listed = admin.list_topics().await.unwrap();
+        assert_eq!(listed.iter().map(|topic| topic.name.as_str()).collect::<Vec<_>>(), ["small"]);
+        assert_eq!(read_partition(&broker.address, "small", 0).await.len(), 100);
+        assert_eq!(admin.stats().await.unwrap().creating_file_bytes, 0);
+    })
+    .await;
+
+    // The CLI waits for a creation that outlasts its call timeout (200 ms; 4 GiB to write).
+    let cli = support::workspace_binary("ringmq-cli", "ringmq-cli");
+    let address = broker.address.clone();
+    let created = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(cli)
+            .args(["--broker", &address, "--timeout-ms", "200", "topic", "create", "slow"])
+            .args(["--partitions", "4", "--capacity", "1GiB"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&created.stdout).trim(),
+        "created topic slow with 4 partition(s) of 1.0 GiB each"
+    );
+}

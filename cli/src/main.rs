@@ -251,6 +251,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Creates a topic, waiting as long as the broker takes to allocate its rings, with the
+/// allocation's progress (from the broker's `Stats`, on a second connection, which also notices a
+/// broker that stopped answering).
+async fn create_topic(client: &mut Client, name: &str, config: TopicConfig) -> anyhow::Result<()> {
+    let mut watcher = Client::connect_with_timeout(client.address(), client.timeout()).await?;
+    let progress = ProgressBar::new(0);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} allocating the rings of {msg}: {bytes} of {total_bytes} ({elapsed})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    progress.set_message(name.to_owned());
+    let creating = client.create_topic(name, config);
+    tokio::pin!(creating);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let created = loop {
+        tokio::select! {
+            created = &mut creating => break created,
+            _ = tick.tick() => match watcher.stats().await {
+                Ok(stats) => {
+                    progress.set_length(stats.creating_file_bytes);
+                    progress.set_position(stats.creating_written_bytes);
+                }
+                Err(error) => {
+                    progress.finish_and_clear();
+                    anyhow::bail!("the broker stopped answering while topic {name} was being created: {error}");
+                }
+            },
+        }
+    };
+    progress.finish_and_clear();
+    Ok(created?)
+}
+
 async fn group(client: &mut Client, command: GroupCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
@@ -407,8 +442,7 @@ async fn topic(client: &mut Client, command: TopicCommand) -> anyhow::Result<()>
     let mut out = std::io::stdout().lock();
     match command {
         TopicCommand::Create { name, partitions, capacity } => {
-            client
-                .create_topic(&name, TopicConfig { partitions, capacity, chunk_size: None })
+            create_topic(client, &name, TopicConfig { partitions, capacity, chunk_size: None })
                 .await?;
             let info = client.describe_topic(&name).await?;
             writeln!(

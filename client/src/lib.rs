@@ -156,6 +156,11 @@ impl Client {
         &self.address
     }
 
+    /// The timeout of each call (but [`Client::create_topic`]'s answer).
+    pub fn timeout(&self) -> Duration {
+        self.connection.timeout
+    }
+
     /// Largest record batch the broker accepts.
     pub fn batch_size_max(&self) -> u32 {
         self.connection.broker.batch_size_max
@@ -182,11 +187,17 @@ impl Client {
     }
 
     /// Creates a topic. The broker allocates every partition's ring before answering, so this can
-    /// take a while for large capacities.
+    /// take a while for large capacities (about as long as writing that many bytes to the disk):
+    /// the call waits for the answer as long as it takes, with no timeout (the broker's
+    /// `Stats` shows the progress, [`BrokerStats::creating_written_bytes`], to another
+    /// connection; `ringmq-cli topic create` does so). The broker goes on with every other
+    /// request meanwhile.
     ///
     /// # Errors
     ///
-    /// [`ClientError::Broker`] with `TopicExists`, `InvalidTopicName` or `InvalidRequest`.
+    /// [`ClientError::Broker`] with `TopicExists`, `InvalidTopicName`, `InvalidRequest`, `Busy`
+    /// (a limit: topics, ring bytes, disk space) or `ShuttingDown` (the broker stopped before the
+    /// topic was made; nothing of it is left).
     pub async fn create_topic(
         &mut self,
         name: &str,
@@ -198,7 +209,8 @@ impl Client {
             capacity: config.capacity.unwrap_or(0),
             chunk_size: config.chunk_size.unwrap_or(0),
         });
-        self.call(&request).await.map(drop)
+        // No deadline: a broker that stops answering closes the connection, which ends the call.
+        self.connection.call(&request, Duration::MAX).await.map(drop)
     }
 
     /// Deletes a topic and its data.

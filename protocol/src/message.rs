@@ -894,9 +894,14 @@ pub struct BrokerStats {
     pub peak_rss_bytes: u64,
     /// CPU time used by the broker process, microseconds (user + system).
     pub cpu_time_us: u64,
+    /// Bytes of ring files that the topic creations under way will have allocated when they are
+    /// done (a gauge: 0 when no creation is under way).
+    pub creating_file_bytes: u64,
+    /// Of `creating_file_bytes`, the bytes allocated and written out so far (a gauge).
+    pub creating_written_bytes: u64,
 }
 
-const BROKER_STATS_FIELDS: usize = 11;
+const BROKER_STATS_FIELDS: usize = 13;
 
 impl BrokerStats {
     /// Decodes the reply body.
@@ -916,7 +921,7 @@ impl BrokerStats {
             }
         }
         reader.finish()?;
-        let [records_in, bytes_in, bytes_out, records_out, produce_copy_bytes, fetch_copy_bytes, allocations, produce_requests, fetch_requests, peak_rss_bytes, cpu_time_us] =
+        let [records_in, bytes_in, bytes_out, records_out, produce_copy_bytes, fetch_copy_bytes, allocations, produce_requests, fetch_requests, peak_rss_bytes, cpu_time_us, creating_file_bytes, creating_written_bytes] =
             values;
         Ok(Self {
             records_in,
@@ -930,6 +935,8 @@ impl BrokerStats {
             fetch_requests,
             peak_rss_bytes,
             cpu_time_us,
+            creating_file_bytes,
+            creating_written_bytes,
         })
     }
 
@@ -947,6 +954,8 @@ impl BrokerStats {
             self.fetch_requests,
             self.peak_rss_bytes,
             self.cpu_time_us,
+            self.creating_file_bytes,
+            self.creating_written_bytes,
         ];
         put_u32(out, u32::try_from(values.len()).unwrap_or(0));
         for value in values {

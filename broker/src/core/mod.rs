@@ -248,6 +248,23 @@ impl Core {
         &self.metrics
     }
 
+    /// The counters in the `Stats` response shape, with the progress of the topic creations
+    /// under way.
+    pub fn stats(&self) -> ringmq_protocol::message::BrokerStats {
+        let creations = self.topics.creations();
+        ringmq_protocol::message::BrokerStats {
+            creating_file_bytes: creations.file_bytes,
+            creating_written_bytes: creations.written_bytes,
+            ..self.metrics.snapshot()
+        }
+    }
+
+    /// Makes the topic creations under way give up (within one pre-fault step) and remove their
+    /// files, and every later one fail: the first step of a clean stop.
+    pub fn stop_creating(&self) {
+        self.topics.stop_creating();
+    }
+
     /// The topic registry (for in-process tests and tools).
     #[doc(hidden)]
     pub fn topics(&self) -> Arc<Topics> {

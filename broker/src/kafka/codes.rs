@@ -69,6 +69,8 @@ pub(crate) fn topic(error: &TopicError) -> i16 {
         // Kafka's answer when a broker cannot take a topic's logs.
         TopicError::DiskFull { .. } => Kafka::KafkaStorageError.code(),
         TopicError::Storage(_) | TopicError::Io { .. } => Kafka::KafkaStorageError.code(),
+        // Retriable: the client asks again once the broker is back.
+        TopicError::Stopping { .. } => Kafka::BrokerNotAvailable.code(),
         _ => Kafka::UnknownServerError.code(),
     }
 }

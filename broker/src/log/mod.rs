@@ -39,7 +39,7 @@ mod writer;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use thiserror::Error;
@@ -217,6 +217,12 @@ pub enum StorageError {
     /// A ring geometry is inconsistent.
     #[error("invalid ring geometry: {0}")]
     Layout(#[source] LayoutError),
+    /// A ring's creation was given up because the broker is stopping; its file is removed.
+    #[error("{path}: creation cancelled: the broker is stopping")]
+    Cancelled {
+        /// The ring file.
+        path: PathBuf,
+    },
     /// Another broker holds the data directory.
     #[error("data directory {path} is in use by another running broker")]
     Locked {
@@ -423,6 +429,45 @@ pub fn open(
     config: &LogConfig,
     mode: OpenMode,
 ) -> Result<(Log, LogWriter, RecoveryReport), StorageError> {
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    let written = AtomicU64::new(0);
+    open_unless(dir, path, config, mode, &NEVER, &written)
+}
+
+/// Creates the ring file at `path` as [`open`] with [`OpenMode::Create`] does, giving up as soon
+/// as `cancel` is set: the file is pre-faulted and written out in steps of
+/// [`PREFAULT_STEP_SIZE`], with `cancel` looked at before each, so a large ring stops within
+/// one step of a clean shutdown. The bytes written out so far are added to `written` as they go
+/// (progress for whoever waits on the creation).
+///
+/// # Errors
+///
+/// [`StorageError::Cancelled`] once `cancel` is set (the file is removed), or the errors of
+/// [`open`].
+pub fn create(
+    dir: &DataDir,
+    path: &Path,
+    config: &LogConfig,
+    cancel: &AtomicBool,
+    written: &AtomicU64,
+) -> Result<(Log, LogWriter), StorageError> {
+    open_unless(dir, path, config, OpenMode::Create, cancel, written)
+        .map(|(log, writer, _)| (log, writer))
+}
+
+/// Bytes of a new ring pre-faulted and written out between two looks at the cancel flag: small
+/// enough that a stop waits a fraction of a second, and that the dirty page cache a creation
+/// leaves stays bounded; large enough that the calls cost nothing next to the writing.
+pub const PREFAULT_STEP_SIZE: u64 = 64 << 20;
+
+fn open_unless(
+    dir: &DataDir,
+    path: &Path,
+    config: &LogConfig,
+    mode: OpenMode,
+    cancel: &AtomicBool,
+    written: &AtomicU64,
+) -> Result<(Log, LogWriter, RecoveryReport), StorageError> {
     let layout = config.layout()?;
     let io_error = |action: &str| {
         let path = path.to_owned();
@@ -444,9 +489,7 @@ pub fn open(
         .map_err(file_error)
         .and_then(|mut exclusive| {
             if created {
-                if config.prefault {
-                    exclusive.advise_populate_write().map_err(io_error("pre-fault the mapping"))?;
-                }
+                prepare(&exclusive, config.prefault, cancel, written, path)?;
                 format(&mut exclusive);
                 exclusive
                     .flush_all()
@@ -508,6 +551,42 @@ pub fn open_in_memory(
 }
 
 /// Writes both superblock copies of an empty ring.
+/// Pre-faults a new ring (with `prefault`) and writes it out, a step at a time, so that no more
+/// than one step is dirty in the page cache at once and `cancel` is honoured between steps.
+fn prepare(
+    exclusive: &Exclusive,
+    prefault: bool,
+    cancel: &AtomicBool,
+    written: &AtomicU64,
+    path: &Path,
+) -> Result<(), StorageError> {
+    let cancelled = || StorageError::Cancelled { path: path.to_owned() };
+    let io_error = |action: &'static str| {
+        move |source| StorageError::Io { path: path.to_owned(), action: action.to_owned(), source }
+    };
+    if cancel.load(Ordering::Acquire) {
+        return Err(cancelled());
+    }
+    if !prefault {
+        written.fetch_add(exclusive.layout().file_size(), Ordering::Relaxed);
+        return Ok(());
+    }
+    let size = usize::try_from(exclusive.layout().file_size()).expect("a mapped file fits usize");
+    let step = usize::try_from(PREFAULT_STEP_SIZE).expect("64 MiB fits usize");
+    let mut at = 0;
+    while at < size {
+        if cancel.load(Ordering::Acquire) {
+            return Err(cancelled());
+        }
+        let length = step.min(size - at);
+        exclusive.advise_populate_write(at, length).map_err(io_error("pre-fault the mapping"))?;
+        exclusive.flush(at, length).map_err(io_error("write out the new file"))?;
+        written.fetch_add(u64::try_from(length).expect("usize fits u64"), Ordering::Relaxed);
+        at += length;
+    }
+    Ok(())
+}
+
 fn format(exclusive: &mut Exclusive) {
     let layout = *exclusive.layout();
     let page = Superblock {

@@ -322,6 +322,31 @@ fn opening_a_mismatched_or_damaged_file_names_the_file_and_problem() {
 
 #[test]
 #[cfg_attr(miri, ignore = "file mmap")]
+fn a_cancelled_create_removes_its_file_and_a_finished_one_counts_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::lock(dir.path()).unwrap();
+    let mut prefaulted = config(8);
+    prefaulted.prefault = true;
+    let path = dir.path().join("0.ring");
+    for config in [config(8), prefaulted] {
+        let written = AtomicU64::new(0);
+        let error = create(&data, &path, &config, &AtomicBool::new(true), &written).unwrap_err();
+        assert!(matches!(error, StorageError::Cancelled { .. }), "{error}");
+        assert!(error.to_string().contains("0.ring"), "{error}");
+        assert!(!path.exists(), "a cancelled create leaves no file");
+        assert_eq!(written.load(Ordering::Relaxed), 0);
+
+        let (log, writer) = create(&data, &path, &config, &AtomicBool::new(false), &written)
+            .unwrap();
+        let file_size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(written.load(Ordering::Relaxed), file_size);
+        drop((log, writer));
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "file mmap")]
 fn one_damaged_superblock_copy_is_repaired_from_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let data = DataDir::lock(dir.path()).unwrap();

@@ -256,6 +256,7 @@ impl Broker {
         drop(listener);
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
+        context.core.stop_creating();
         let drained = tokio::time::timeout(config.shutdown_timeout, async {
             while connections.join_next().await.is_some() {}
         })

@@ -97,7 +97,7 @@ impl<'c> Session<'c> {
             Request::Produce(produce) => self.produce(output, correlation_id, &produce).await,
             Request::Fetch(fetch) => self.fetch(output, correlation_id, &fetch),
             Request::Stats => {
-                let stats = self.context.core.metrics().snapshot();
+                let stats = self.context.core.stats();
                 output.respond(|out| {
                     encode_ok(out, Opcode::Stats, correlation_id, |body| {
                         stats.encode(body);
@@ -429,6 +429,7 @@ impl<'c> Session<'c> {
             | TopicError::RingBytesExceeded { .. }
             | TopicError::DiskFull { .. } => ErrorCode::Busy,
             TopicError::TaskFailed { .. } => ErrorCode::Internal,
+            TopicError::Stopping { .. } => ErrorCode::ShuttingDown,
             _ => ErrorCode::StorageError,
         };
         if code == ErrorCode::StorageError {

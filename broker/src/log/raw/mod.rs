@@ -282,9 +282,15 @@ impl Exclusive {
         self.region.flush(0, self.region.len())
     }
 
-    /// Pre-faults the mapping for writing; see [`Region::advise_populate_write`].
-    pub(crate) fn advise_populate_write(&self) -> io::Result<()> {
-        self.region.advise_populate_write()
+    /// Writes `at..at + size` of the file to disk (`msync`).
+    pub(crate) fn flush(&self, at: usize, size: usize) -> io::Result<()> {
+        self.region.flush(at, size)
+    }
+
+    /// Pre-faults `at..at + size` of the file for writing; see
+    /// [`Region::advise_populate_write`].
+    pub(crate) fn advise_populate_write(&self, at: usize, size: usize) -> io::Result<()> {
+        self.region.advise_populate_write(at, size)
     }
 
     /// Shares the ring: readers may now lease published bytes below `published_end`.

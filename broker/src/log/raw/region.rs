@@ -170,12 +170,14 @@ impl Region {
         }
     }
 
-    /// Pre-faults the whole region for writing (`MADV_POPULATE_WRITE`), so the first lap of the
+    /// Pre-faults `at..at + size` for writing (`MADV_POPULATE_WRITE`), so the first lap of the
     /// ring does not pay a page fault and a block allocation per page. Kernels older than 5.14
     /// answer `EINVAL`, which is ignored: the region then faults on first write instead.
-    pub(crate) fn advise_populate_write(&self) -> io::Result<()> {
+    pub(crate) fn advise_populate_write(&self, at: usize, size: usize) -> io::Result<()> {
+        self.check(at, size);
         match &self.backing {
-            Backing::Map(map) => match map.advise(Advice::PopulateWrite) {
+            Backing::Map(_) if size == 0 => Ok(()),
+            Backing::Map(map) => match map.advise_range(Advice::PopulateWrite, at, size) {
                 Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(()),
                 other => other,
             },
@@ -290,7 +292,7 @@ mod tests {
         file.set_len(8192).unwrap();
         // SAFETY: the temporary file is private to this test and never resized while mapped.
         let region = unsafe { Region::map(&file, 4096, 4096, true) }.unwrap();
-        region.advise_populate_write().unwrap();
+        region.advise_populate_write(0, 4096).unwrap();
         // SAFETY: single-threaded test; no other access.
         unsafe { region.write(10, b"ringmq") };
         region.flush(0, 4096).unwrap();

@@ -34,6 +34,7 @@ pub mod partition;
 pub mod pool;
 pub mod producers;
 pub mod server;
+mod stream;
 mod sync;
+pub mod tls;
 pub mod topics;
-mod vectored;

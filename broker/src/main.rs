@@ -83,9 +83,31 @@ fn main() -> ExitCode {
         );
         let _ = stdout.flush();
         drop(stdout);
+        if let Some(tls) = broker.tls() {
+            tokio::spawn(reload_on_sighup(tls));
+        }
         broker.serve(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Reads the TLS files again on every SIGHUP; a failed reload keeps the configuration in use.
+async fn reload_on_sighup(tls: std::sync::Arc<ringmq_broker::tls::Tls>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; TLS files are not reloaded");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: TLS reload failed; the old certificate stays");
+            }
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -116,6 +116,7 @@ struct Prometheus {
     connections_open: IntGauge,
     connections_opened: IntCounter,
     connections_refused: IntCounter,
+    tls_handshakes_failed: IntCounter,
     duplicate_batches: IntCounter,
     group_rebalances: IntCounter,
     pool_buffers: IntGauge,
@@ -225,6 +226,7 @@ impl Metrics {
             connections_open: gauge("ringmq_connections_open", "Client connections open."),
             connections_opened: counter("ringmq_connections_opened_total", "Client connections accepted."),
             connections_refused: counter("ringmq_connections_refused_total", "Client connections refused at the connection limit."),
+            tls_handshakes_failed: counter("ringmq_tls_handshakes_failed_total", "Client connections closed because their TLS handshake failed or timed out."),
             duplicate_batches: counter("ringmq_duplicate_batches_total", "Idempotent producers' retried batches acknowledged without being written again."),
             group_rebalances: counter("ringmq_group_rebalances_total", "Consumer group generations started (a member joined, left or expired)."),
             pool_buffers: gauge("ringmq_buffer_pool_buffers", "Read buffers in the pool."),
@@ -327,6 +329,11 @@ impl Metrics {
     pub fn connection_refused(&self) {
         Self::add(&self.connections_refused, 1);
         self.prometheus.connections_refused.inc();
+    }
+
+    /// Counts a connection whose TLS handshake failed.
+    pub fn tls_handshake_failed(&self) {
+        self.prometheus.tls_handshakes_failed.inc();
     }
 
     /// The totals in the `Stats` response shape.

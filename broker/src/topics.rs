@@ -239,6 +239,34 @@ struct Reservation {
     file_bytes: u64,
     /// Bytes of the files allocated and written out so far.
     written: Arc<AtomicU64>,
+    /// Bytes of the files allocated (`fallocate`) so far: already out of the disk's free space.
+    allocated: Arc<AtomicU64>,
+}
+
+/// A creation under way, from its reservation until it is published: dropped unpublished (an
+/// error, a cancellation, a panic), it removes the topic's directory, then frees its name and
+/// bytes and wakes a stop waiting for it.
+struct Creation<'a> {
+    topics: &'a Topics,
+    name: Arc<str>,
+    topic_dir: PathBuf,
+    published: bool,
+}
+
+impl Drop for Creation<'_> {
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        if let Err(error) = fs::remove_dir_all(&self.topic_dir) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.topic_dir.display(), %error, "cannot remove the files of a failed topic creation; the next start removes them");
+            }
+        }
+        let mut admin = self.topics.admin();
+        admin.pending.remove(&self.name);
+        self.topics.creation_ended.notify_all();
+    }
 }
 
 /// The creations under way, together: what [`Topics::creations`] answers.
@@ -423,37 +451,40 @@ impl Topics {
         .map_err(TopicError::InvalidGeometry)?;
         let config = config.with_prefault(self.defaults.prefault);
         let written = Arc::new(AtomicU64::new(0));
+        let allocated = Arc::new(AtomicU64::new(0));
         let reservation = Reservation {
             ring_bytes: u64::from(partitions).saturating_mul(config.capacity()),
             file_bytes: u64::from(partitions).saturating_mul(config.file_size()),
             written: Arc::clone(&written),
+            allocated: Arc::clone(&allocated),
         };
         let name: Arc<str> = Arc::from(name);
         self.reserve(&name, reservation)?;
+        let topic_dir = self.dir.path().join(&*name);
+        // However the creation ends (an error, a cancellation, a panic), its files go before its
+        // name is free again, so they cannot be mistaken for those of a creation of the same name
+        // that starts next, and a stop waiting for it is woken.
+        let mut creation =
+            Creation { topics: self, name: Arc::clone(&name), topic_dir, published: false };
         let settings = TopicSettings {
             partitions,
             capacity: config.capacity(),
             chunk_size: config.chunk_size(),
             batch_size_max: config.batch_size_max(),
         };
-        let topic_dir = self.dir.path().join(&*name);
-        // The files of a failed creation go before its name is free again, so they cannot be
-        // mistaken for those of a creation of the same name that starts next.
-        let created = self.create_files(&name, &topic_dir, &settings, &config, &written);
-        let created = created.map_err(|error| {
-            let _ = fs::remove_dir_all(&topic_dir);
-            match error {
-                TopicError::Storage(StorageError::Cancelled { .. }) => {
-                    tracing::info!(topic = %name, "topic creation given up for the stop; its files are removed");
-                    TopicError::Stopping { name: name.to_string() }
-                }
-                error => error,
+        let progress = (&*written, &*allocated);
+        let created = self.create_files(&name, &creation.topic_dir, &settings, &config, progress);
+        let partitions = created.map_err(|error| match error {
+            TopicError::Storage(StorageError::Cancelled { .. }) => {
+                tracing::info!(topic = %name, "topic creation given up for the stop; its files are removed");
+                TopicError::Stopping { name: name.to_string() }
             }
-        });
+            error => error,
+        })?;
         let mut admin = self.admin();
         admin.pending.remove(&name);
         self.creation_ended.notify_all();
-        let partitions = created?;
+        creation.published = true;
         let topic = Arc::new(Topic {
             name: Arc::clone(&name),
             settings,
@@ -506,8 +537,14 @@ impl Topics {
                 return Err(TopicError::RingBytesExceeded { requested, held, max });
             }
         }
-        let pending: u64 =
-            admin.pending.values().map(|pending| pending.file_bytes).fold(0, u64::saturating_add);
+        // What the creations under way have still to allocate (the rest is out of `f_bavail`).
+        let pending: u64 = admin
+            .pending
+            .values()
+            .map(|pending| {
+                pending.file_bytes.saturating_sub(pending.allocated.load(Ordering::Relaxed))
+            })
+            .fold(0, u64::saturating_add);
         let needed = wanted.file_bytes;
         let stats = rustix::fs::statvfs(self.dir.path())
             .map_err(|error| io_error(self.dir.path(), "read the free space of")(error.into()))?;
@@ -543,7 +580,7 @@ impl Topics {
         topic_dir: &Path,
         settings: &TopicSettings,
         config: &LogConfig,
-        written: &AtomicU64,
+        (written, allocated): (&AtomicU64, &AtomicU64),
     ) -> Result<Vec<Arc<Partition>>, TopicError> {
         if topic_dir.exists() {
             // A leftover of an interrupted create (no settings file, or it would be registered).
@@ -556,6 +593,7 @@ impl Topics {
         for index in 0..settings.partitions {
             let path = topic_dir.join(format!("{index}.ring"));
             let (log, writer) = log::create(&self.dir, &path, config, &self.stopping, written)?;
+            allocated.fetch_add(config.file_size(), Ordering::Relaxed);
             let counters = self.metrics.topic(&name);
             partitions.push(Partition::new(
                 Arc::clone(&name),

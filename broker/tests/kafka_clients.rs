@@ -330,3 +330,61 @@ fn confluent_kafka_idempotent_producer_across_a_broker_kill_stores_each_message_
         idempotent_producer_across_a_kill("confluent-kafka");
     }
 }
+
+/// The Kafka listener over TLS: kcat (librdkafka) and kafka-python with `security.protocol=SSL`
+/// and the test's CA, against the broker's certificate for 127.0.0.1, which the metadata
+/// advertises; a plain client gets nothing.
+#[test]
+fn kcat_and_kafka_python_produce_and_consume_over_tls() {
+    if !kcat_available() || !python_available("kafka") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let authority = support::certs::Authority::new(dir.path(), "ca");
+    let server = authority.broker("broker");
+    let broker = Broker::start(&[
+        "--tls-cert",
+        server.cert_file.to_str().unwrap(),
+        "--tls-key",
+        server.key_file.to_str().unwrap(),
+    ]);
+    let ca = format!("ssl.ca.location={}", authority.cert_file.display());
+    let ssl = ["-X", "security.protocol=SSL", "-X", &ca];
+    let lines: String = (0..500).map(|i| format!("secret line {i:03}\n")).collect();
+    kcat(&broker, &[&ssl[..], &["-P", "-t", "tls-kcat", "-p", "0"]].concat(), lines.as_bytes());
+    let read = kcat(&broker, &[&ssl[..], &["-C", "-t", "tls-kcat", "-e", "-q"]].concat(), b"");
+    assert_eq!(String::from_utf8(read).unwrap(), lines);
+
+    // kafka-python reads what kcat wrote and writes more, which kcat reads.
+    let program = r#"
+import sys
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+address, ca = sys.argv[1], sys.argv[2]
+consumer = KafkaConsumer(bootstrap_servers=address, security_protocol="SSL", ssl_cafile=ca,
+                         auto_offset_reset="earliest", consumer_timeout_ms=10000)
+consumer.assign([TopicPartition("tls-kcat", 0)])
+values = [message.value.decode() for _, message in zip(range(500), consumer)]
+assert values == ["secret line %03d" % i for i in range(500)], values[:3]
+producer = KafkaProducer(bootstrap_servers=address, security_protocol="SSL", ssl_cafile=ca,
+                         acks="all")
+for i in range(100):
+    producer.send("tls-kcat", value=("python line %03d" % i).encode(), partition=0)
+producer.flush()
+print("ok")
+"#;
+    let ca_file = authority.cert_file.to_str().unwrap();
+    let output = run(
+        Command::new("python3").args(["-c", program, &broker.kafka, ca_file]),
+        b"",
+        Duration::from_secs(120),
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ok");
+    let tail = kcat(
+        &broker,
+        &[&ssl[..], &["-C", "-t", "tls-kcat", "-o", "500", "-e", "-q"]].concat(),
+        b"",
+    );
+    let expected: String = (0..100).map(|i| format!("python line {i:03}\n")).collect();
+    assert_eq!(String::from_utf8(tail).unwrap(), expected);
+    assert!(broker.log().contains("protocol=\"kafka\" tls=true"), "{}", broker.log());
+}

@@ -24,6 +24,19 @@ struct Cli {
     /// Timeout of each call to the broker, ms.
     #[arg(long, global = true, default_value_t = 30_000, value_name = "MS")]
     timeout_ms: u64,
+    /// Connect with TLS; the broker's certificate must chain to --ca-file and name the host of
+    /// --broker.
+    #[arg(long, global = true, requires = "ca_file")]
+    tls: bool,
+    /// PEM file of the CA certificates that vouch for the broker (implies --tls).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// PEM file of this client's certificate chain, for a broker that asks for one (mutual TLS).
+    #[arg(long, global = true, value_name = "FILE", requires_all = ["ca_file", "key_file"])]
+    cert_file: Option<std::path::PathBuf>,
+    /// PEM file of the private key of --cert-file.
+    #[arg(long, global = true, value_name = "FILE", requires = "cert_file")]
+    key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -239,7 +252,14 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(cli.timeout_ms);
-    let mut client = Client::connect_with_timeout(&cli.broker, timeout).await?;
+    let tls = match &cli.ca_file {
+        None => None,
+        Some(ca_file) => {
+            let identity = cli.cert_file.as_deref().zip(cli.key_file.as_deref());
+            Some(ringmq_client::Tls::from_files(ca_file, identity)?)
+        }
+    };
+    let mut client = Client::connect_with(&cli.broker, timeout, tls).await?;
     match cli.command {
         Command::Topic(command) => topic(&mut client, command).await,
         Command::Produce(args) => produce(&client, args, timeout).await,
@@ -255,7 +275,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// allocation's progress (from the broker's `Stats`, on a second connection, which also notices a
 /// broker that stopped answering).
 async fn create_topic(client: &mut Client, name: &str, config: TopicConfig) -> anyhow::Result<()> {
-    let mut watcher = Client::connect_with_timeout(client.address(), client.timeout()).await?;
+    let mut watcher =
+        Client::connect_with(client.address(), client.timeout(), client.tls().cloned()).await?;
     let progress = ProgressBar::new(0);
     progress.set_style(
         ProgressStyle::with_template(

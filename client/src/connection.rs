@@ -7,11 +7,20 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::tls::{Stream, Tls};
+
 use ringmq_protocol::limits::{FRAME_BODY_SIZE_MAX, FRAME_HEADER_SIZE};
 use ringmq_protocol::message::{ErrorBody, Handshake, HandshakeReply};
 use ringmq_protocol::{ErrorCode, FrameHead, FrameKind, Opcode, Request, PROTOCOL_VERSION};
 
 use crate::ClientError;
+
+/// Where a connection goes: the broker's address and, for TLS, how.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) address: String,
+    pub(crate) tls: Option<Tls>,
+}
 
 /// What every connection knows about the broker after the handshake.
 #[derive(Debug, Clone)]
@@ -31,7 +40,8 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// backoff between failed attempts) before the next request.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    stream: TcpStream,
+    stream: Stream,
+    endpoint: Endpoint,
     address: String,
     client_name: &'static str,
     input: BytesMut,
@@ -60,10 +70,11 @@ impl Backoff {
 impl Connection {
     /// Connects and performs the handshake.
     pub(crate) async fn open(
-        address: &str,
+        endpoint: &Endpoint,
         timeout: Duration,
         client_name: &'static str,
     ) -> Result<Self, ClientError> {
+        let address = endpoint.address.as_str();
         let connect_error = |source: std::io::Error| ClientError::Connect {
             address: address.to_owned(),
             source: source.into(),
@@ -76,8 +87,22 @@ impl Connection {
             })?
             .map_err(connect_error)?;
         let _ = stream.set_nodelay(true);
+        let stream = match &endpoint.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                let handshake = tokio::time::timeout(timeout, tls.connect(address, stream))
+                    .await
+                    .map_err(|_| ClientError::Timeout {
+                        operation: "the TLS handshake",
+                        after: timeout,
+                    })?
+                    .map_err(connect_error)?;
+                Stream::Tls(Box::new(handshake))
+            }
+        };
         let mut connection = Self {
             stream,
+            endpoint: endpoint.clone(),
             address: address.to_owned(),
             client_name,
             input: BytesMut::with_capacity(64 << 10),
@@ -153,7 +178,7 @@ impl Connection {
         if let Some(not_before) = self.reconnect.not_before {
             tokio::time::sleep_until(not_before.into()).await;
         }
-        match Self::open(&self.address, self.timeout, self.client_name).await {
+        match Self::open(&self.endpoint, self.timeout, self.client_name).await {
             Ok(fresh) => {
                 *self = fresh;
                 Ok(())
@@ -233,7 +258,11 @@ impl Connection {
 
     /// Writes bytes.
     pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.stream.write_all(bytes).await.map_err(|error| self.io_error(error))
+        let written = match self.stream.write_all(bytes).await {
+            Ok(()) => self.stream.flush().await,
+            Err(error) => Err(error),
+        };
+        written.map_err(|error| self.io_error(error))
     }
 
     /// Writes two buffers with vectored writes (a frame head, then a batch), copying neither.
@@ -251,7 +280,7 @@ impl Connection {
             }
             IoSlice::advance_slices(&mut remaining, written);
         }
-        Ok(())
+        self.stream.flush().await.map_err(|error| self.io_error(error))
     }
 
     /// Reads the next response frame, which must answer `correlation_id`.

@@ -12,7 +12,7 @@ use futures_util::Stream;
 use ringmq_protocol::message::{Fetch, FetchReply};
 use ringmq_protocol::{BatchView, Batches, Opcode, Records, Request};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Endpoint};
 use crate::{ClientError, DEFAULT_TIMEOUT};
 
 /// Where a consumer starts.
@@ -48,7 +48,7 @@ pub struct ConsumerRecord {
 /// Settings of a [`Consumer`].
 #[derive(Debug, Clone)]
 pub struct ConsumerBuilder {
-    address: String,
+    endpoint: Endpoint,
     topic: String,
     partition: u32,
     start: StartOffset,
@@ -59,9 +59,9 @@ pub struct ConsumerBuilder {
 }
 
 impl ConsumerBuilder {
-    pub(crate) fn new(address: &str, topic: &str, partition: u32) -> Self {
+    pub(crate) fn new(endpoint: &Endpoint, topic: &str, partition: u32) -> Self {
         Self {
-            address: address.to_owned(),
+            endpoint: endpoint.clone(),
             topic: topic.to_owned(),
             partition,
             start: StartOffset::Earliest,
@@ -117,7 +117,7 @@ impl ConsumerBuilder {
     /// [`ClientError::InvalidArgument`] for a partition the topic does not have.
     pub async fn build(self) -> Result<Consumer, ClientError> {
         let mut connection =
-            Connection::open(&self.address, self.timeout, "ringmq-client consumer").await?;
+            Connection::open(&self.endpoint, self.timeout, "ringmq-client consumer").await?;
         let info = crate::describe(&mut connection, &self.topic).await?;
         let Some(state) = info.partitions.iter().find(|state| state.partition == self.partition)
         else {

@@ -65,6 +65,14 @@ pub enum ClientError {
     /// A record or request could not be encoded.
     #[error("cannot encode: {0}")]
     Encode(#[from] EncodeError),
+    /// A TLS certificate, key or CA file could not be used.
+    #[error("TLS: {path}: {problem}")]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// An argument is not acceptable.
     #[error("{0}")]
     InvalidArgument(String),

@@ -37,7 +37,7 @@ use ringmq_protocol::group::{
 };
 use ringmq_protocol::{ErrorCode, Request};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Endpoint};
 use crate::consumer::{ConsumerBuilder, ConsumerRecord, StartOffset};
 use crate::{ClientError, DEFAULT_TIMEOUT};
 
@@ -53,7 +53,7 @@ const FETCH_BACKOFF: Duration = Duration::from_millis(200);
 /// Settings of a [`GroupConsumer`].
 #[derive(Debug, Clone)]
 pub struct GroupConsumerBuilder {
-    address: String,
+    endpoint: Endpoint,
     group: String,
     topic: String,
     session_timeout: Duration,
@@ -65,9 +65,9 @@ pub struct GroupConsumerBuilder {
 }
 
 impl GroupConsumerBuilder {
-    pub(crate) fn new(address: &str, group: &str, topic: &str) -> Self {
+    pub(crate) fn new(endpoint: &Endpoint, group: &str, topic: &str) -> Self {
         Self {
-            address: address.to_owned(),
+            endpoint: endpoint.clone(),
             group: group.to_owned(),
             topic: topic.to_owned(),
             session_timeout: Duration::from_secs(10),
@@ -132,7 +132,7 @@ impl GroupConsumerBuilder {
     /// (a bad group name, or a group that consumes another topic).
     pub async fn build(self) -> Result<GroupConsumer, ClientError> {
         let mut coordinator =
-            Connection::open(&self.address, self.timeout, "ringmq-client group").await?;
+            Connection::open(&self.endpoint, self.timeout, "ringmq-client group").await?;
         let session_timeout = self.session_timeout;
         let assignment =
             join(&mut coordinator, &self.group, &self.topic, "", session_timeout).await?;
@@ -540,7 +540,7 @@ impl GroupConsumer {
                 None if settings.start == StartOffset::Latest => StartOffset::Latest,
                 None => StartOffset::Earliest,
             };
-            let builder = ConsumerBuilder::new(&settings.address, &settings.topic, partition)
+            let builder = ConsumerBuilder::new(&settings.endpoint, &settings.topic, partition)
                 .start(start)
                 .max_wait(settings.max_wait)
                 .max_bytes(settings.max_bytes)

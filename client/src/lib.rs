@@ -38,6 +38,7 @@ mod consumer;
 mod error;
 mod group;
 mod producer;
+mod tls;
 
 use std::time::Duration;
 
@@ -53,8 +54,9 @@ pub use error::ClientError;
 pub use group::{GroupConsumer, GroupConsumerBuilder};
 pub use producer::{Delivery, Producer, ProducerBuilder, ProducerRecord};
 pub use ringmq_protocol::{Acks, Compression, ErrorCode, Header};
+pub use tls::Tls;
 
-use connection::Connection;
+use connection::{Connection, Endpoint};
 
 /// Default timeout of a call (connect, request, acknowledgement).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -125,7 +127,7 @@ pub struct PartitionInfo {
 #[derive(Debug)]
 pub struct Client {
     connection: Connection,
-    address: String,
+    endpoint: Endpoint,
 }
 
 impl Client {
@@ -147,13 +149,43 @@ impl Client {
         address: &str,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        let connection = Connection::open(address, timeout, "ringmq-client admin").await?;
-        Ok(Self { connection, address: address.to_owned() })
+        Self::connect_with(address, timeout, None).await
+    }
+
+    /// As [`Client::connect`], over TLS. The producers and consumers this client builds connect
+    /// the same way.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`]; a failed TLS handshake (a certificate the CAs do not vouch for, or
+    /// one that does not name the address's host) is [`ClientError::Connect`].
+    pub async fn connect_tls(address: &str, tls: Tls) -> Result<Self, ClientError> {
+        Self::connect_with(address, DEFAULT_TIMEOUT, Some(tls)).await
+    }
+
+    /// Connects with a timeout for this and every later call, and TLS if `tls` is given.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect_tls`].
+    pub async fn connect_with(
+        address: &str,
+        timeout: Duration,
+        tls: Option<Tls>,
+    ) -> Result<Self, ClientError> {
+        let endpoint = Endpoint { address: address.to_owned(), tls };
+        let connection = Connection::open(&endpoint, timeout, "ringmq-client admin").await?;
+        Ok(Self { connection, endpoint })
     }
 
     /// The broker's address.
     pub fn address(&self) -> &str {
-        &self.address
+        &self.endpoint.address
+    }
+
+    /// The TLS settings this client connects with, if any.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.endpoint.tls.as_ref()
     }
 
     /// The timeout of each call (but [`Client::create_topic`]'s answer).
@@ -257,17 +289,17 @@ impl Client {
 
     /// A producer builder for this broker (the producer opens its own connection).
     pub fn producer(&self) -> ProducerBuilder {
-        ProducerBuilder::new(&self.address)
+        ProducerBuilder::new(&self.endpoint)
     }
 
     /// A consumer builder for one partition of `topic` (the consumer opens its own connection).
     pub fn consumer(&self, topic: &str, partition: u32) -> ConsumerBuilder {
-        ConsumerBuilder::new(&self.address, topic, partition)
+        ConsumerBuilder::new(&self.endpoint, topic, partition)
     }
 
     /// A builder for a member of consumer group `group` reading `topic`.
     pub fn group_consumer(&self, group: &str, topic: &str) -> GroupConsumerBuilder {
-        GroupConsumerBuilder::new(&self.address, group, topic)
+        GroupConsumerBuilder::new(&self.endpoint, group, topic)
     }
 
     /// Every consumer group with members or committed offsets, sorted by name.

@@ -44,7 +44,7 @@ use ringmq_protocol::{
     Acks, BatchEncoder, Compression, EncodeError, ErrorCode, Header, Push, Record, Request,
 };
 
-use crate::connection::{check_status, Connection};
+use crate::connection::{check_status, Connection, Endpoint};
 use crate::{ClientError, DEFAULT_TIMEOUT};
 
 /// A record to send.
@@ -102,7 +102,7 @@ impl<'a> ProducerRecord<'a> {
 /// Settings of a [`Producer`].
 #[derive(Debug, Clone)]
 pub struct ProducerBuilder {
-    address: String,
+    endpoint: Endpoint,
     linger: Duration,
     batch_bytes: usize,
     acks: Acks,
@@ -114,9 +114,9 @@ pub struct ProducerBuilder {
 }
 
 impl ProducerBuilder {
-    pub(crate) fn new(address: &str) -> Self {
+    pub(crate) fn new(endpoint: &Endpoint) -> Self {
         Self {
-            address: address.to_owned(),
+            endpoint: endpoint.clone(),
             linger: Duration::from_millis(5),
             batch_bytes: 64 << 10,
             acks: Acks::Written,
@@ -196,7 +196,7 @@ impl ProducerBuilder {
     /// a batch size the protocol cannot carry.
     pub async fn build(self) -> Result<Producer, ClientError> {
         let mut connection =
-            Connection::open(&self.address, self.timeout, "ringmq-client producer").await?;
+            Connection::open(&self.endpoint, self.timeout, "ringmq-client producer").await?;
         let idempotent = self.idempotent && self.acks != Acks::None;
         let producer =
             if idempotent { Some(init_producer(&mut connection, None).await?) } else { None };
@@ -221,7 +221,7 @@ impl ProducerBuilder {
                 max_in_flight,
                 max_batches,
             },
-            address: self.address,
+            endpoint: self.endpoint,
             state: Mutex::new(State {
                 producer,
                 compression: self.compression,
@@ -249,7 +249,7 @@ struct Settings {
 #[derive(Debug)]
 struct Inner {
     settings: Settings,
-    address: String,
+    endpoint: Endpoint,
     state: Mutex<State>,
     /// Wakes the sender task (a batch was sealed or opened, or the producer is closing).
     wake: Notify,
@@ -408,7 +408,7 @@ impl Producer {
         if metadata.is_none() {
             let timeout = self.inner.settings.timeout;
             *metadata = Some(
-                Connection::open(&self.inner.address, timeout, "ringmq-client producer metadata")
+                Connection::open(&self.inner.endpoint, timeout, "ringmq-client producer metadata")
                     .await?,
             );
         }
@@ -721,7 +721,8 @@ async fn sender(inner: Arc<Inner>, connection: Connection) {
         }
         let backing_off = retry_at.is_some_and(|at| Instant::now() < at);
         if connection.is_none() && (has_ready || reset_pending) && !backing_off {
-            match Connection::open(&inner.address, settings.timeout, "ringmq-client producer").await
+            match Connection::open(&inner.endpoint, settings.timeout, "ringmq-client producer")
+                .await
             {
                 Ok(opened) => {
                     connection = Some(opened);

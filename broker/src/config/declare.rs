@@ -26,6 +26,8 @@ pub(crate) enum Section {
     Observability,
     /// The Kafka listener.
     Kafka,
+    /// TLS, authentication and permissions.
+    Security,
 }
 
 impl Section {
@@ -39,6 +41,7 @@ impl Section {
             Section::Groups => "Consumer groups",
             Section::Observability => "Observability",
             Section::Kafka => "Kafka listener",
+            Section::Security => "Security",
         }
     }
 }

@@ -135,6 +135,34 @@ impl Kind for Directory {
     }
 }
 
+/// A file path, or empty for "none".
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FilePath;
+
+impl Kind for FilePath {
+    type Value = PathBuf;
+
+    fn value_name(&self) -> &'static str {
+        "FILE"
+    }
+
+    fn accepted(&self) -> String {
+        "a file path (or empty)".to_owned()
+    }
+
+    fn parse(&self, raw: &Raw<'_>) -> Option<PathBuf> {
+        raw.as_text().map(PathBuf::from)
+    }
+
+    fn to_toml(&self, value: &PathBuf) -> toml::Value {
+        toml::Value::String(value.display().to_string())
+    }
+
+    fn show(&self, value: &PathBuf) -> String {
+        value.display().to_string()
+    }
+}
+
 /// A host name or IP address (letters, digits, `.`, `-`, `:`), or empty.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Host;

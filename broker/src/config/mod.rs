@@ -30,7 +30,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use thiserror::Error;
 
 use self::declare::{settings, Setting};
-use self::kind::{Address, Choice, Count, Directory, Host, Millis, Raw, Size, Switch};
+use self::kind::{Address, Choice, Count, Directory, FilePath, Host, Millis, Raw, Size, Switch};
 use crate::groups::store::STATE_CAPACITY_MIN;
 use crate::log::{CAPACITY_MAX, CAPACITY_MIN};
 pub use crate::partition::SyncPolicy;
@@ -207,6 +207,23 @@ settings! {
         /// With the broker's defaults for partitions and capacity, as Kafka's
         /// `auto.create.topics.enable` does.
         kafka_auto_create_topics: bool = true, Switch;
+    }
+    Security {
+        /// PEM file of the certificate chain the client listeners (native and Kafka) present.
+        ///
+        /// Empty: plain TCP. Set, with `tls_key`, every client connection is TLS (1.2 or 1.3).
+        /// The files are read again on SIGHUP; connections already open keep the old
+        /// certificate, new ones get the new.
+        tls_cert: PathBuf = PathBuf::new(), FilePath;
+
+        /// PEM file of the private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+        tls_key: PathBuf = PathBuf::new(), FilePath;
+
+        /// PEM file of the CA certificates that client certificates must chain to (mutual TLS).
+        ///
+        /// Empty: clients present no certificate. Set: every client must present one that
+        /// chains to these CAs, and its subject (`CN=…,O=…`) is the connection's principal.
+        tls_client_ca: PathBuf = PathBuf::new(), FilePath;
     }
 }
 
@@ -691,12 +708,6 @@ impl Layers {
         if lower <= upper {
             return Ok(());
         }
-        let key_of = |field: &str| {
-            settings()
-                .iter()
-                .find(|setting| setting.field == field)
-                .map_or_else(|| field.to_owned(), |setting| setting.key.clone())
-        };
         let (origin, value, relation, other, other_value) =
             match (self.origin(lower_field), self.origin(upper_field)) {
                 (None, Some(origin)) => {
@@ -753,8 +764,41 @@ impl Layers {
                 other_value: size(&u64::from(batch_room)),
             });
         }
+        self.tls_files_agree()?;
         Ok((self.config, self.renamed))
     }
+
+    /// A TLS key needs its certificate and the reverse; client CAs need both.
+    fn tls_files_agree(&self) -> Result<(), ConfigError> {
+        let config = &self.config;
+        let set = |path: &PathBuf| !path.as_os_str().is_empty();
+        let pairs = [
+            ("tls_key", &config.tls_key, "tls_cert", &config.tls_cert),
+            ("tls_cert", &config.tls_cert, "tls_key", &config.tls_key),
+            ("tls_client_ca", &config.tls_client_ca, "tls_cert", &config.tls_cert),
+        ];
+        for (key, value, other, other_value) in pairs {
+            if set(value) && !set(other_value) {
+                let origin = self.origin(key).cloned().expect("set: empty otherwise");
+                return Err(ConfigError::Conflict {
+                    origin,
+                    value: value.display().to_string(),
+                    relation: "given without",
+                    other: key_of(other),
+                    other_value: String::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A setting's key (as the TOML file spells it) from its field name.
+fn key_of(field: &str) -> String {
+    settings()
+        .iter()
+        .find(|setting| setting.field == field)
+        .map_or_else(|| field.to_owned(), |setting| setting.key.clone())
 }
 
 /// Read-ahead a connection's read buffer holds beyond one whole frame.

@@ -16,8 +16,8 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use crate::stream::Stream;
 use kafka_protocol::messages::FetchRequest;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use kafka_protocol::messages::ApiKey;
@@ -26,7 +26,6 @@ use super::wire::Out;
 use super::{codes, KafkaContext, ResponseHead};
 use crate::core::{FetchError, PartitionHandle};
 use crate::log::ReadOutcome;
-use crate::vectored::write_all_vectored;
 
 /// A fetch response ready to write: encoded bytes with the record sets to splice in.
 pub(crate) struct FetchAnswer {
@@ -249,7 +248,7 @@ fn encode(
 /// Writes a fetch response: its head (size and header, for `request`: correlation id, API,
 /// version), then the body with its record sets from the ring.
 pub(crate) async fn write(
-    stream: &TcpStream,
+    stream: &mut Stream,
     request: (i32, ApiKey, i16),
     answer: FetchAnswer,
     context: &KafkaContext,
@@ -288,7 +287,7 @@ pub(crate) async fn write(
             with_data = true;
         }
     }
-    let written = tokio::time::timeout(timeout, write_all_vectored(stream, slices)).await;
+    let written = tokio::time::timeout(timeout, stream.write_all_vectored(slices)).await;
     match written {
         Err(_) => {
             return Err(io::Error::new(

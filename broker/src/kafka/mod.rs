@@ -32,7 +32,9 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use crate::stream::Stream;
 use tokio::sync::{watch, Notify};
 
 use crate::admission::Admission;
@@ -89,6 +91,8 @@ pub(crate) struct KafkaContext {
     pub(crate) pool: BufferPool,
     pub(crate) pool_available: Arc<Notify>,
     pub(crate) settings: KafkaSettings,
+    /// TLS on the listener, if it is on (the native listener's certificate).
+    pub(crate) tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// Accepts Kafka connections until `stop` turns true; the connection limits are shared with the
@@ -128,8 +132,23 @@ pub(crate) async fn serve(
         let context = Arc::clone(&context);
         let stop = stop.clone();
         connections.spawn(async move {
+            let tls = context.tls.as_deref();
+            let stream =
+                match crate::tls::accept(stream, tls, context.settings.frame_timeout).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        context.core.metrics().tls_handshake_failed();
+                        tracing::info!(%peer, protocol = "kafka", %error, "TLS handshake failed");
+                        return;
+                    }
+                };
             context.core.metrics().connection_opened();
-            tracing::info!(%peer, protocol = "kafka", "connection opened");
+            match stream.certificate_subject() {
+                Some(subject) => {
+                    tracing::info!(%peer, protocol = "kafka", principal = %subject, "connection opened");
+                }
+                None => tracing::info!(%peer, protocol = "kafka", tls = tls.is_some(), "connection opened"),
+            }
             let reason = Connection { stream, peer, context: &context, stop }.run().await;
             crate::metrics::Metrics::add(&context.core.metrics().connections_closed, 1);
             tracing::info!(%peer, protocol = "kafka", %reason, "connection closed");
@@ -181,7 +200,7 @@ pub(crate) enum Answer {
 }
 
 struct Connection<'c> {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     context: &'c KafkaContext,
     stop: watch::Receiver<bool>,
@@ -285,7 +304,7 @@ impl Connection<'_> {
             Answer::Body(body) => self.write_body(correlation_id, api, version, body).await,
             Answer::Fetch(answer) => {
                 let written = fetch::write(
-                    &self.stream,
+                    &mut self.stream,
                     (correlation_id, api, version),
                     answer,
                     self.context,
@@ -361,7 +380,7 @@ impl Connection<'_> {
     ) -> Result<(), String> {
         let head = ResponseHead::new(correlation_id, api, version, body.len())?;
         let mut slices = [IoSlice::new(head.bytes()), IoSlice::new(&body)];
-        let write = crate::vectored::write_all_vectored(&self.stream, &mut slices);
+        let write = self.stream.write_all_vectored(&mut slices);
         match tokio::time::timeout(self.context.settings.write_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),

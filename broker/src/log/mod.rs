@@ -550,7 +550,6 @@ pub fn open_in_memory(
     start(exclusive, Path::new("<memory>"), config)
 }
 
-/// Writes both superblock copies of an empty ring.
 /// Pre-faults a new ring (with `prefault`) and writes it out, a step at a time, so that no more
 /// than one step is dirty in the page cache at once and `cancel` is honoured between steps.
 fn prepare(
@@ -587,6 +586,7 @@ fn prepare(
     Ok(())
 }
 
+/// Writes both superblock copies of an empty ring.
 fn format(exclusive: &mut Exclusive) {
     let layout = *exclusive.layout();
     let page = Superblock {

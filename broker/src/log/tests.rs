@@ -336,8 +336,8 @@ fn a_cancelled_create_removes_its_file_and_a_finished_one_counts_every_byte() {
         assert!(!path.exists(), "a cancelled create leaves no file");
         assert_eq!(written.load(Ordering::Relaxed), 0);
 
-        let (log, writer) = create(&data, &path, &config, &AtomicBool::new(false), &written)
-            .unwrap();
+        let (log, writer) =
+            create(&data, &path, &config, &AtomicBool::new(false), &written).unwrap();
         let file_size = std::fs::metadata(&path).unwrap().len();
         assert_eq!(written.load(Ordering::Relaxed), file_size);
         drop((log, writer));

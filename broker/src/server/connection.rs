@@ -23,7 +23,6 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -36,20 +35,24 @@ use super::Context;
 use crate::config::READ_AHEAD;
 use crate::metrics::Metrics;
 use crate::pool::{BufferPool, PooledBuffer};
+use crate::stream::Stream;
 
 /// Serves one connection until it closes.
 pub(crate) async fn serve(
-    stream: TcpStream,
+    mut stream: Stream,
     peer: SocketAddr,
     context: Arc<Context>,
     stop: watch::Receiver<bool>,
 ) {
     context.core.metrics().connection_opened();
-    tracing::info!(%peer, "connection opened");
+    match stream.certificate_subject() {
+        Some(subject) => tracing::info!(%peer, principal = %subject, "connection opened"),
+        None => tracing::info!(%peer, tls = matches!(stream, Stream::Tls(_)), "connection opened"),
+    }
     let mut input = ReadBuffer::new(context.pool.clone());
     let mut output = Output::new(context.config.in_flight_count_max as usize);
     let mut session = Session::new(&context, peer);
-    let outcome = run(&stream, &context, &mut input, &mut output, &mut session, stop).await;
+    let outcome = run(&mut stream, &context, &mut input, &mut output, &mut session, stop).await;
     Metrics::add(&context.core.metrics().connections_closed, 1);
     match outcome {
         Ok(reason) => tracing::info!(%peer, %reason, "connection closed"),
@@ -58,7 +61,7 @@ pub(crate) async fn serve(
 }
 
 async fn run(
-    stream: &TcpStream,
+    stream: &mut Stream,
     context: &Context,
     input: &mut ReadBuffer,
     output: &mut Output,
@@ -235,7 +238,7 @@ impl ReadBuffer {
     /// progress (its header first if that is not whole yet). Returns 0 at end of stream.
     async fn fill(
         &mut self,
-        stream: &TcpStream,
+        stream: &mut Stream,
         pool_available: &tokio::sync::Notify,
         wait_max: Duration,
     ) -> io::Result<usize> {
@@ -268,19 +271,10 @@ impl ReadBuffer {
             self.compact();
             return Box::pin(self.fill(stream, pool_available, wait_max)).await;
         }
-        loop {
-            let buffer = self.buffer.as_mut().expect("acquired above");
-            match stream.try_read(&mut buffer[self.end..wanted_end]) {
-                Ok(read) => {
-                    self.end += read;
-                    return Ok(read);
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    stream.readable().await?
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        let buffer = self.buffer.as_mut().expect("acquired above");
+        let read = stream.read(&mut buffer[self.end..wanted_end]).await?;
+        self.end += read;
+        Ok(read)
     }
 
     /// Moves a partial frame to the start of the buffer. Only a frame that began beyond the

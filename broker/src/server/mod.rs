@@ -30,6 +30,7 @@ use crate::kafka::{KafkaContext, KafkaSettings};
 use crate::metrics::Metrics;
 use crate::partition::SyncPolicy;
 use crate::pool::BufferPool;
+use crate::tls::{Tls, TlsError, TlsFiles};
 
 /// Why the broker could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -49,6 +50,9 @@ pub enum ServerError {
     /// The read buffer pool could not be built.
     #[error(transparent)]
     Pool(#[from] crate::pool::InvalidPool),
+    /// The TLS certificate, key or client CA file could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Shared by every connection.
@@ -58,6 +62,8 @@ pub(crate) struct Context {
     pub(crate) core: Arc<Core>,
     pub(crate) pool: BufferPool,
     pub(crate) pool_available: Arc<Notify>,
+    /// TLS on the client listeners, if it is on.
+    pub(crate) tls: Option<Arc<Tls>>,
 }
 
 /// A broker that has opened its data directory and bound its address, ready to serve.
@@ -86,6 +92,18 @@ impl Broker {
             .expect("the read buffer count is at most 65 536");
         let pool =
             BufferPool::with_release_hook(buffer_size, buffer_count, move || wake.notify_one())?;
+        let tls = match config.tls_cert.as_os_str().is_empty() {
+            true => None,
+            false => {
+                let client_ca = config.tls_client_ca.clone();
+                let files = TlsFiles {
+                    cert: config.tls_cert.clone(),
+                    key: config.tls_key.clone(),
+                    client_ca: (!client_ca.as_os_str().is_empty()).then_some(client_ca),
+                };
+                Some(Arc::new(Tls::load(files)?))
+            }
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Bind { address: config.listen, source })?;
@@ -126,11 +144,12 @@ impl Broker {
                     pool: pool.clone(),
                     pool_available: Arc::clone(&pool_available),
                     settings,
+                    tls: tls.clone(),
                 };
                 Some((listener, Arc::new(context)))
             }
         };
-        let context = Arc::new(Context { config, core, pool, pool_available });
+        let context = Arc::new(Context { config, core, pool, pool_available, tls });
         Ok(Self { context, listener, metrics_listener, kafka })
     }
 
@@ -171,6 +190,11 @@ impl Broker {
     #[doc(hidden)]
     pub fn core(&self) -> Arc<Core> {
         Arc::clone(&self.context.core)
+    }
+
+    /// The client listeners' TLS configuration, if TLS is on: [`Tls::reload`] it on SIGHUP.
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.context.tls.clone()
     }
 
     /// The broker's counters.
@@ -242,14 +266,24 @@ impl Broker {
                     let context = Arc::clone(&context);
                     let stop = stop_rx.clone();
                     connections.spawn(async move {
-                        connection::serve(stream, peer, context, stop).await;
+                        let tls = context.tls.as_deref();
+                        match crate::tls::accept(stream, tls, context.config.frame_timeout).await {
+                            Ok(stream) => connection::serve(stream, peer, context, stop).await,
+                            Err(error) => {
+                                context.core.metrics().tls_handshake_failed();
+                                tracing::info!(%peer, %error, "TLS handshake failed");
+                            }
+                        }
                         drop(admitted);
                     });
                 }
                 Err(refused) => {
                     context.core.metrics().connection_refused();
                     tracing::warn!(%peer, reason = %refused, "connection refused");
-                    connections.spawn(refuse(stream, refused));
+                    // A TLS client could not read a plain answer: it is only closed.
+                    if context.tls.is_none() {
+                        connections.spawn(refuse(stream, refused));
+                    }
                 }
             }
         }
@@ -285,8 +319,8 @@ async fn refuse(stream: TcpStream, refused: Refused) {
         0,
         &mut frame,
     );
-    let _ =
-        tokio::time::timeout(Duration::from_secs(1), response::write_all(&stream, &frame)).await;
+    let mut stream = crate::stream::Stream::Plain(stream);
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
 }
 
 /// The `interval` sync policy: sync every partition with unsynced data (the group state log

@@ -11,7 +11,7 @@ use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use crate::stream::Stream;
 use tokio::time::Instant;
 
 use ringmq_protocol::message::{ErrorBody, FetchReply, ProduceReply};
@@ -19,7 +19,6 @@ use ringmq_protocol::{ErrorCode, Opcode};
 
 use super::Context;
 use crate::core::{FetchError, PartitionHandle, SyncState, SyncWait};
-use crate::vectored::write_all_vectored;
 
 /// Output a connection may have encoded and unwritten before it stops reading requests.
 const OUTPUT_SOFT_LIMIT: usize = 1 << 20;
@@ -157,7 +156,7 @@ impl Output {
     /// Writes every response that is ready, in order.
     pub(super) async fn flush(
         &mut self,
-        stream: &TcpStream,
+        stream: &mut Stream,
         context: &Context,
         peer: SocketAddr,
         closing: bool,
@@ -216,47 +215,46 @@ impl Output {
                     seen_next,
                 } => {
                     let started = Instant::now();
-                    let (code, message, earliest, next) = match core
-                        .read(partition, *offset, *max_bytes)
-                    {
-                        Err(error @ FetchError::OffsetOutOfRange { earliest, next, .. }) => {
-                            (ErrorCode::OffsetOutOfRange, error.to_string(), earliest, next)
-                        }
-                        Err(error) => (ErrorCode::Busy, error.to_string(), 0, 0),
-                        // Wait for more only while the read reached the end of the log (a read
-                        // stops at a chunk's end, and what lies beyond is there already).
-                        Ok(outcome)
-                            if outcome.batches.len() < *min_bytes
-                                && outcome.end_offset >= outcome.next_offset
-                                && Instant::now() < *deadline
-                                && !closing =>
-                        {
-                            *seen_next = outcome.next_offset;
-                            drop(outcome);
-                            self.pending.push_front(front);
-                            break;
-                        }
-                        Ok(outcome) => {
-                            // Cannot fail: a read is bounded by the frame size limit.
-                            let _ = FetchReply::encode_frame_head(
-                                *correlation_id,
-                                outcome.earliest_offset,
-                                outcome.next_offset,
-                                outcome.batches.len(),
-                                &mut self.out,
-                            );
-                            core.fetched(partition, &outcome);
-                            let mut slices =
-                                [IoSlice::new(&self.out), IoSlice::new(&outcome.batches)];
-                            with_timeout(write_timeout, write_all_vectored(stream, &mut slices))
-                                .await?;
-                            self.out.clear();
-                            self.wrote = true;
-                            core.fetch_answered(started);
-                            // `outcome` drops here: the lease on the log ends with the write.
-                            continue;
-                        }
-                    };
+                    let (code, message, earliest, next) =
+                        match core.read(partition, *offset, *max_bytes) {
+                            Err(error @ FetchError::OffsetOutOfRange { earliest, next, .. }) => {
+                                (ErrorCode::OffsetOutOfRange, error.to_string(), earliest, next)
+                            }
+                            Err(error) => (ErrorCode::Busy, error.to_string(), 0, 0),
+                            // Wait for more only while the read reached the end of the log (a read
+                            // stops at a chunk's end, and what lies beyond is there already).
+                            Ok(outcome)
+                                if outcome.batches.len() < *min_bytes
+                                    && outcome.end_offset >= outcome.next_offset
+                                    && Instant::now() < *deadline
+                                    && !closing =>
+                            {
+                                *seen_next = outcome.next_offset;
+                                drop(outcome);
+                                self.pending.push_front(front);
+                                break;
+                            }
+                            Ok(outcome) => {
+                                // Cannot fail: a read is bounded by the frame size limit.
+                                let _ = FetchReply::encode_frame_head(
+                                    *correlation_id,
+                                    outcome.earliest_offset,
+                                    outcome.next_offset,
+                                    outcome.batches.len(),
+                                    &mut self.out,
+                                );
+                                core.fetched(partition, &outcome);
+                                let mut slices =
+                                    [IoSlice::new(&self.out), IoSlice::new(&outcome.batches)];
+                                with_timeout(write_timeout, stream.write_all_vectored(&mut slices))
+                                    .await?;
+                                self.out.clear();
+                                self.wrote = true;
+                                core.fetch_answered(started);
+                                // `outcome` drops here: the lease on the log ends with the write.
+                                continue;
+                            }
+                        };
                     let opcode = Opcode::Fetch.as_u8();
                     Failure { opcode, code, correlation_id: *correlation_id, message: &message }
                         .answer(&mut self.out, metrics, peer, earliest, next);
@@ -278,7 +276,7 @@ impl Output {
             }
         }
         if !self.out.is_empty() {
-            with_timeout(write_timeout, write_all(stream, &self.out)).await?;
+            with_timeout(write_timeout, stream.write_all(&self.out)).await?;
             self.out.clear();
             self.wrote = true;
         }
@@ -383,17 +381,4 @@ pub(super) async fn with_timeout(
             format!("the client did not read its responses within {} ms", limit.as_millis()),
         )
     })?
-}
-
-/// Writes all of `bytes`.
-pub(crate) async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(written) => bytes = &bytes[written..],
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
 }

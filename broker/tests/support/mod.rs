@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses part of the support module")]
 #![allow(clippy::unwrap_used, reason = "test support fails the test on error")]
 
+pub(crate) mod certs;
 pub(crate) mod proxy;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,145 @@
+//! The byte stream of one client connection, plain TCP or TLS, as both front ends read and write
+//! it.
+//!
+//! Plain TCP keeps the readiness-based path (`readable` then `try_read`, `writable` then
+//! `try_write_vectored`), so an idle connection waits holding no buffer and a fetch answer goes to
+//! the socket as views of the mapped ring. TLS goes through tokio-rustls: rustls encrypts the
+//! views into its records (the one copy TLS cannot avoid), and an idle TLS connection also waits on
+//! the socket's readiness, unless rustls already holds decrypted bytes for it.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// A client connection's stream.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP, after the handshake.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Waits until a read would find bytes (or the end of the stream), without reading.
+    pub(crate) async fn readable(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(stream) => stream.readable().await,
+            Self::Tls(stream) => {
+                let (tcp, connection) = stream.get_ref();
+                // rustls holds decrypted bytes not read yet: no need to wait for the socket.
+                if !connection.wants_read() {
+                    return Ok(());
+                }
+                tcp.readable().await
+            }
+        }
+    }
+
+    /// Reads what is there into `buffer` (waiting for at least a byte); 0 at the end of the
+    /// stream.
+    pub(crate) async fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(stream) => loop {
+                match stream.try_read(buffer) {
+                    Ok(read) => return Ok(read),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        stream.readable().await?;
+                    }
+                    Err(error) => return Err(error),
+                }
+            },
+            Self::Tls(stream) => stream.read(buffer).await,
+        }
+    }
+
+    /// Writes all of `bytes`.
+    pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all_vectored(&mut [IoSlice::new(bytes)]).await
+    }
+
+    /// Writes every slice, in order: with as few `writev` calls as the socket allows on plain
+    /// TCP, through rustls's records (then flushed to the socket) on TLS.
+    pub(crate) async fn write_all_vectored(
+        &mut self,
+        slices: &mut [IoSlice<'_>],
+    ) -> io::Result<()> {
+        let mut remaining: &mut [IoSlice<'_>] = slices;
+        IoSlice::advance_slices(&mut remaining, 0);
+        match self {
+            Self::Plain(stream) => {
+                while !remaining.is_empty() {
+                    stream.writable().await?;
+                    match stream.try_write_vectored(remaining) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(written) => IoSlice::advance_slices(&mut remaining, written),
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(())
+            }
+            Self::Tls(stream) => {
+                while !remaining.is_empty() {
+                    match stream.write_vectored(remaining).await? {
+                        0 => return Err(io::ErrorKind::WriteZero.into()),
+                        written => IoSlice::advance_slices(&mut remaining, written),
+                    }
+                }
+                stream.flush().await
+            }
+        }
+    }
+
+    /// The subject of the client's certificate (RFC 4514, `CN=…,O=…`), on a TLS connection whose
+    /// client presented one that the listener's client CA verified.
+    pub(crate) fn certificate_subject(&self) -> Option<String> {
+        let Self::Tls(stream) = self else { return None };
+        let certificate = stream.get_ref().1.peer_certificates()?.first()?;
+        crate::tls::subject_of(certificate)
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(context, buffer),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(context, bytes),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(context, bytes),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(context),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(context),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(context),
+            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(context),
+        }
+    }
+}

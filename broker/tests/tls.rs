@@ -1,0 +1,196 @@
+//! TLS on the client listeners, end to end: the real `ringmq` binary with certificates made in
+//! the test (rcgen), `ringmq-client` and `ringmq-cli` over TLS, mutual TLS with the principal
+//! from the client certificate's subject, clients that are refused (plain TCP, an untrusted CA,
+//! no client certificate), a reload of the certificate on SIGHUP, and bad TLS settings.
+
+#![allow(clippy::unwrap_used, reason = "tests fail on error")]
+
+mod support;
+
+use std::time::Duration;
+
+use ringmq_client::{Client, ProducerRecord, StartOffset, Tls, TopicConfig};
+use support::certs::Authority;
+use support::{within, Broker};
+
+/// Produces `count` records to partition 0 of `topic` and reads them back, over `tls`.
+async fn round_trip(address: &str, tls: &Tls, topic: &str, count: usize) {
+    let mut client = Client::connect_tls(address, tls.clone()).await.unwrap();
+    client.create_topic(topic, TopicConfig::default().partitions(1)).await.unwrap();
+    let producer = client.producer().build().await.unwrap();
+    let mut deliveries = Vec::new();
+    for index in 0..count {
+        let value = format!("record {index} over tls {}", "x".repeat(index % 500));
+        let record = ProducerRecord::new(topic, value.as_bytes()).partition(0);
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    let mut consumer =
+        client.consumer(topic, 0).start(StartOffset::Earliest).build().await.unwrap();
+    for index in 0..count {
+        let record = consumer.next().await.unwrap();
+        let expected = format!("record {index} over tls {}", "x".repeat(index % 500));
+        assert_eq!(record.offset, index as u64);
+        assert_eq!(&record.value[..], expected.as_bytes());
+    }
+}
+
+/// The broker's `/metrics` page, as text.
+fn metrics_text(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: ringmq\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn wait_for_log(broker: &Broker, text: &str) {
+    for _ in 0..500 {
+        if broker.log().contains(text) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the broker never logged {text:?}; its log:\n{}", broker.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_work_over_tls_and_plain_or_untrusted_clients_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ca");
+    let server = authority.broker("broker");
+    let stranger = Authority::new(dir.path(), "stranger-ca");
+    let broker = Broker::start(&[
+        "--tls-cert",
+        server.cert_file.to_str().unwrap(),
+        "--tls-key",
+        server.key_file.to_str().unwrap(),
+    ]);
+    let tls = Tls::with_ca_file(&authority.cert_file).unwrap();
+    within(60, async {
+        let mut held = Client::connect_tls(&broker.address, tls.clone()).await.unwrap();
+        round_trip(&broker.address, &tls, "secure", 2000).await;
+
+        let plain = Client::connect_with_timeout(&broker.address, Duration::from_secs(5)).await;
+        assert!(plain.is_err(), "a plain TCP client gets no answer from a TLS listener");
+        let untrusted = Tls::with_ca_file(&stranger.cert_file).unwrap();
+        let error = Client::connect_tls(&broker.address, untrusted).await.unwrap_err();
+        assert!(error.to_string().contains("UnknownIssuer"), "{error}");
+
+        // None of that harmed the connection already open.
+        held.ping().await.unwrap();
+        assert_eq!(held.list_topics().await.unwrap().len(), 1);
+    })
+    .await;
+    let log = broker.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    // The broker counts a failed handshake when it notices, which may be just after the client.
+    let mut scraped = metrics_text(&broker.metrics);
+    for _ in 0..100 {
+        if scraped.contains("ringmq_tls_handshakes_failed_total 2") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        scraped = metrics_text(&broker.metrics);
+    }
+    assert!(scraped.contains("ringmq_tls_handshakes_failed_total 2"), "{scraped}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_needs_a_client_certificate_and_names_its_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ca");
+    let server = authority.broker("broker");
+    let writer = authority.client("writer", "writer");
+    let broker = Broker::start(&[
+        "--tls-cert",
+        server.cert_file.to_str().unwrap(),
+        "--tls-key",
+        server.key_file.to_str().unwrap(),
+        "--tls-client-ca",
+        authority.cert_file.to_str().unwrap(),
+    ]);
+    within(60, async {
+        let identity = Some((writer.cert_file.as_path(), writer.key_file.as_path()));
+        let tls = Tls::from_files(&authority.cert_file, identity).unwrap();
+        round_trip(&broker.address, &tls, "mutual", 100).await;
+
+        let anonymous = Tls::with_ca_file(&authority.cert_file).unwrap();
+        let refused = async {
+            let mut client = Client::connect_tls(&broker.address, anonymous).await?;
+            client.ping().await
+        };
+        assert!(refused.await.is_err(), "a client without a certificate is refused");
+    })
+    .await;
+    let log = broker.log();
+    assert!(log.contains("principal=CN=writer, O=ringmq tests"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Authority::new(dir.path(), "first-ca");
+    let second = Authority::new(dir.path(), "second-ca");
+    let served = first.broker("served");
+    let broker = Broker::start(&[
+        "--tls-cert",
+        served.cert_file.to_str().unwrap(),
+        "--tls-key",
+        served.key_file.to_str().unwrap(),
+    ]);
+    let trusts_first = Tls::with_ca_file(&first.cert_file).unwrap();
+    let trusts_second = Tls::with_ca_file(&second.cert_file).unwrap();
+    let mut held =
+        within(30, Client::connect_tls(&broker.address, trusts_first.clone())).await.unwrap();
+
+    let replacement = second.broker("replacement");
+    std::fs::copy(&replacement.cert_file, &served.cert_file).unwrap();
+    std::fs::copy(&replacement.key_file, &served.key_file).unwrap();
+    broker.signal("HUP");
+    wait_for_log(&broker, "TLS certificate and key reloaded");
+    within(60, async {
+        round_trip(&broker.address, &trusts_second, "reloaded", 50).await;
+        assert!(Client::connect_tls(&broker.address, trusts_first.clone()).await.is_err());
+        held.ping().await.unwrap();
+    })
+    .await;
+
+    std::fs::write(&served.key_file, "not a key").unwrap();
+    broker.signal("HUP");
+    wait_for_log(&broker, "TLS reload failed; the old certificate stays");
+    within(30, async {
+        let mut client = Client::connect_tls(&broker.address, trusts_second).await.unwrap();
+        client.ping().await.unwrap();
+    })
+    .await;
+}
+
+#[test]
+fn bad_tls_settings_are_one_readable_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .args(["--listen", "127.0.0.1:0", "--kafka", "false", "--metrics", "false"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--tls-key", "/nonexistent/key.pem"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--tls-key") && stderr.contains("given without"), "{stderr}");
+
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "hello").unwrap();
+    let output = run(&["--tls-cert", garbage.to_str().unwrap(), "--tls-key", "/nonexistent"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("garbage.pem") && stderr.contains("no PEM certificate"), "{stderr}");
+}

@@ -132,3 +132,20 @@ fn kafka_mode_counters_add_up() {
     assert_eq!(report["fetch_copy_ratio"].as_f64().unwrap(), 0.0, "fetches from the mapping");
     assert!(report["consume_msgs_per_s"].as_f64().is_some_and(|value| value > 0.0));
 }
+
+/// `--tls` runs the same workload over TLS against a second broker, right after the plaintext
+/// run: two reports, the second over TLS, each with every message counted in and out.
+#[test]
+fn tls_runs_beside_the_plaintext_run() {
+    let reports = bench(&["--tls", "--mode", "end-to-end", "--count", "5000", "--size", "256"]);
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0]["transport"], "tcp");
+    assert_eq!(reports[1]["transport"], "tls");
+    for report in reports {
+        assert_eq!(report["broker_records_in"], 5000);
+        assert!(report["broker_records_out"].as_u64().unwrap() >= 5000);
+        assert_eq!(report["latency_us"]["samples"], 5000);
+    }
+    assert!(reports[1]["broker"].as_str().unwrap().contains("with TLS"));
+}

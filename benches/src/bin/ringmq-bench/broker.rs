@@ -8,6 +8,34 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+/// A broker with TLS on its client ports, its certificate made for the run (rcgen) and trusted
+/// by `tls`.
+pub(crate) struct TlsBroker {
+    pub(crate) broker: BrokerProcess,
+    pub(crate) tls: ringmq_client::Tls,
+    _certificates: tempfile::TempDir,
+}
+
+impl TlsBroker {
+    /// Starts `ringmq` with `args` and a fresh certificate for 127.0.0.1.
+    pub(crate) fn start(args: &[String]) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("ringmq-bench-tls-").tempdir()?;
+        let key = rcgen::KeyPair::generate()?;
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
+        let certificate = params.self_signed(&key)?;
+        let cert_file = dir.path().join("broker.pem");
+        let key_file = dir.path().join("broker.key");
+        std::fs::write(&cert_file, certificate.pem())?;
+        std::fs::write(&key_file, key.serialize_pem())?;
+        let mut args = args.to_vec();
+        args.extend(["--tls-cert".to_owned(), cert_file.display().to_string()]);
+        args.extend(["--tls-key".to_owned(), key_file.display().to_string()]);
+        let broker = BrokerProcess::start(&args)?;
+        let tls = ringmq_client::Tls::with_ca_file(&cert_file)?;
+        Ok(Self { broker, tls, _certificates: dir })
+    }
+}
+
 /// A broker process this tool started; stopped (SIGTERM, then SIGKILL) when dropped.
 pub(crate) struct BrokerProcess {
     child: Child,

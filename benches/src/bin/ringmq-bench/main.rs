@@ -28,7 +28,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use ringmq_broker::metrics::process_usage;
-use ringmq_client::{Acks, Client};
+use ringmq_client::Acks;
 use ringmq_protocol::message::BrokerStats;
 
 use plan::{Mode, Protocol, Workload};
@@ -108,6 +108,11 @@ struct Args {
     /// Also measure the raw-TCP yardstick: the same bytes through a plain loopback socket.
     #[arg(long)]
     baseline: bool,
+    /// Also run every measurement over TLS, right after the plaintext one, against a second
+    /// broker this tool starts with a certificate it makes; prints both and their ratio
+    /// (native protocol, a broker started by the bench).
+    #[arg(long, conflicts_with = "broker")]
+    tls: bool,
     /// Run a series, e.g. sizes=64,256,1024,16384 (one run per message size).
     #[arg(long, value_name = "SERIES")]
     sweep: Option<String>,
@@ -199,6 +204,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .into_iter()
     .chain(args.broker_arg.iter().cloned())
     .collect::<Vec<_>>();
+    if args.tls && args.protocol == Protocol::Kafka {
+        anyhow::bail!("--tls measures the native protocol; leave out --protocol kafka");
+    }
+    let tls_broker = match args.tls {
+        false => None,
+        true => {
+            let broker_args = broker_args.clone();
+            Some(
+                tokio::task::spawn_blocking(move || broker::TlsBroker::start(&broker_args))
+                    .await??,
+            )
+        }
+    };
     let started = match &args.broker {
         Some(_) => None,
         None => Some(
@@ -256,6 +274,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             println!("{}", report.table());
         }
+        if let Some(secure) = &tls_broker {
+            let mut over_tls = workload.clone();
+            over_tls.topic = format!("{}-tls", workload.topic);
+            over_tls.tls = Some(secure.tls.clone());
+            let label =
+                format!("ringmq with TLS started by the bench at {}", secure.broker.address);
+            let (tls_report, _) =
+                measure(&secure.broker.address, &args, &over_tls, None, &label, &host, &commit)
+                    .await?;
+            if !args.json && !args.csv {
+                println!("\n{}", tls_report.table());
+                println!("{}", tls_ratio(&report, &tls_report));
+            }
+            reports.push(report.clone());
+            reports.push(tls_report);
+            last_latency = Some(latency);
+            continue;
+        }
         reports.push(report);
         last_latency = Some(latency);
     }
@@ -292,7 +328,7 @@ async fn measure(
     host: &str,
     commit: &str,
 ) -> anyhow::Result<(Report, hdrhistogram::Histogram<u64>)> {
-    let mut admin = Client::connect(address).await?;
+    let mut admin = workload::connect(address, &workload.tls).await?;
     let progress = Arc::new(AtomicU64::new(0));
     let bar = ProgressBar::new(workload.count);
     bar.set_style(
@@ -343,6 +379,7 @@ async fn measure(
     let report = Report {
         mode: workload.mode,
         protocol: workload.protocol,
+        transport: if workload.tls.is_some() { "tls" } else { "tcp" },
         message_size: workload.size,
         messages: workload.count,
         producers: workload.producers,
@@ -407,6 +444,26 @@ async fn measure(
     Ok((report, measured.latency))
 }
 
+/// The TLS run's throughput as a fraction of the plaintext run's, measured in the same invocation.
+fn tls_ratio(plain: &Report, tls: &Report) -> String {
+    let part = |name: &str, plain: Option<f64>, tls: Option<f64>| {
+        plain.zip(tls).map(|(plain, tls)| format!("{name} {:.2}", tls / plain.max(1e-9)))
+    };
+    let parts: Vec<String> = [
+        part("produce", plain.produce_msgs_per_s, tls.produce_msgs_per_s),
+        part("consume", plain.consume_msgs_per_s, tls.consume_msgs_per_s),
+        part(
+            "p99 latency",
+            Some(plain.latency_us.p99).filter(|_| plain.latency_us.samples > 0),
+            Some(tls.latency_us.p99).filter(|_| tls.latency_us.samples > 0),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    format!("{:<34} {}", "TLS / plaintext", parts.join(", "))
+}
+
 /// `part / whole`, or 0 when nothing moved.
 fn ratio(part: f64, whole: f64) -> f64 {
     if whole > 0.0 {
@@ -420,6 +477,7 @@ fn ratio(part: f64, whole: f64) -> f64 {
 /// The workload the flags describe, for one message size and count.
 fn workload_from(args: &Args, topic: String, size: usize, count: u64, kafka: &str) -> Workload {
     Workload {
+        tls: None,
         mode: args.mode,
         topic,
         producers: args.producers,

@@ -46,6 +46,8 @@ impl Protocol {
 /// One run's parameters.
 #[derive(Debug, Clone)]
 pub(crate) struct Workload {
+    /// TLS for the native protocol's connections, if the run is over TLS.
+    pub(crate) tls: Option<ringmq_client::Tls>,
     pub(crate) mode: Mode,
     pub(crate) topic: String,
     pub(crate) producers: usize,

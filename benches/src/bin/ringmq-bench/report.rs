@@ -18,6 +18,8 @@ pub(crate) struct Latency {
 pub(crate) struct Report {
     pub(crate) mode: crate::plan::Mode,
     pub(crate) protocol: crate::plan::Protocol,
+    /// `tcp` or `tls`.
+    pub(crate) transport: &'static str,
     pub(crate) message_size: usize,
     pub(crate) messages: u64,
     pub(crate) producers: usize,
@@ -62,7 +64,12 @@ impl Report {
         let rate = self
             .target_rate
             .map_or_else(|| "as fast as possible".to_owned(), |rate| format!("{rate} msgs/s"));
-        row("mode", format!("{:?} over {}, {rate}", self.mode, self.protocol.name()));
+        let protocol = self.protocol.name();
+        let over = match self.transport {
+            "tls" => format!("{protocol} over TLS"),
+            _ => protocol.to_owned(),
+        };
+        row("mode", format!("{:?} over {over}, {rate}", self.mode));
         row(
             "workload",
             format!(
@@ -126,7 +133,7 @@ impl Report {
 
     /// The CSV header line.
     pub(crate) fn csv_header() -> &'static str {
-        "mode,message_size,messages,producers,consumers,partitions,acks,produce_msgs_per_s,produce_mb_per_s,consume_msgs_per_s,consume_mb_per_s,baseline_mb_per_s,latency_p50_us,latency_p99_us,latency_p999_us,latency_max_us,broker_allocs_per_msg,produce_copy_ratio,fetch_copy_ratio,broker_cpu_s_per_million_msgs,bench_cpu_s_per_million_msgs,broker_peak_rss_bytes,protocol"
+        "mode,message_size,messages,producers,consumers,partitions,acks,produce_msgs_per_s,produce_mb_per_s,consume_msgs_per_s,consume_mb_per_s,baseline_mb_per_s,latency_p50_us,latency_p99_us,latency_p999_us,latency_max_us,broker_allocs_per_msg,produce_copy_ratio,fetch_copy_ratio,broker_cpu_s_per_million_msgs,bench_cpu_s_per_million_msgs,broker_peak_rss_bytes,protocol,transport"
     }
 
     /// One CSV row.
@@ -134,7 +141,7 @@ impl Report {
         let option =
             |value: Option<f64>| value.map_or_else(String::new, |value| format!("{value:.3}"));
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.4},{:.4},{:.3},{:.3},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.4},{:.4},{:.3},{:.3},{},{},{}",
             serde_json::to_value(self.mode).ok().and_then(|mode| mode.as_str().map(str::to_owned)).unwrap_or_default(),
             self.message_size,
             self.messages,
@@ -158,6 +165,7 @@ impl Report {
             self.bench_cpu_s_per_million_msgs,
             self.broker_peak_rss_bytes,
             self.protocol.name(),
+            self.transport,
         )
     }
 }

@@ -21,13 +21,22 @@ use crate::plan::{
     histogram, nanos_since, Measured, Mode, Phase, Progress, Protocol, Schedule, Workload,
 };
 
+/// Connects to the broker, over TLS where the run is.
+pub(crate) async fn connect(
+    address: &str,
+    tls: &Option<ringmq_client::Tls>,
+) -> anyhow::Result<Client> {
+    let timeout = ringmq_client::DEFAULT_TIMEOUT;
+    Ok(Client::connect_with(address, timeout, tls.clone()).await?)
+}
+
 /// Creates the topic (allocating and pre-faulting its rings) and sends the warm-up messages:
 /// everything before the measured part.
 pub(crate) async fn prepare(address: &str, workload: &Workload) -> anyhow::Result<()> {
     if workload.size < 16 {
         bail!("--size must be at least 16 bytes (a message carries its send time and number)");
     }
-    let mut admin = Client::connect(address).await?;
+    let mut admin = connect(address, &workload.tls).await?;
     let config = TopicConfig::default().partitions(workload.partitions).capacity(workload.capacity);
     admin
         .create_topic(&workload.topic, config)
@@ -175,7 +184,7 @@ async fn produce_one(
     epoch: Instant,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let client = Client::connect(address).await?;
+    let client = connect(address, &workload.tls).await?;
     let producer = client
         .producer()
         .batch_bytes(workload.batch_bytes)
@@ -253,12 +262,13 @@ async fn consume_all(
         let partitions: Vec<u32> =
             (0..workload.partitions).filter(|p| *p as usize % consumers == index).collect();
         let address = address.to_owned();
+        let tls = workload.tls.clone();
         let topic = workload.topic.clone();
         let min_bytes = workload.fetch_min_bytes;
         let received = Arc::clone(&received);
         let progress = Arc::clone(progress);
         tasks.push(tokio::spawn(async move {
-            let client = Client::connect(&address).await?;
+            let client = connect(&address, &tls).await?;
             let wait = match (partitions.len(), min_bytes) {
                 (1, 1) => Duration::from_millis(200),
                 _ => Duration::from_millis(5),

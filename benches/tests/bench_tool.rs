@@ -79,7 +79,7 @@ fn sweep_writes_a_chart_and_csv() {
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[0].starts_with("mode,message_size"));
     assert!(lines[1].starts_with("produce,64,5000"), "{}", lines[1]);
-    assert!(lines[1].ends_with(",native"), "{}", lines[1]);
+    assert!(lines[1].ends_with(",native,tcp"), "{}", lines[1]);
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("throughput by message size"));
 }

@@ -16,6 +16,7 @@
 )]
 
 mod admission;
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod groups;

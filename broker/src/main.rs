@@ -83,6 +83,18 @@ fn main() -> ExitCode {
         );
         let _ = stdout.flush();
         drop(stdout);
+        if let (Ok(user), Ok(password)) =
+            (std::env::var("RINGMQ_ROOT_USER"), std::env::var("RINGMQ_ROOT_PASSWORD"))
+        {
+            match broker.bootstrap_user(&user, &password) {
+                Ok(true) => tracing::info!(%user, "first user added from RINGMQ_ROOT_USER"),
+                Ok(false) => {}
+                Err(error) => {
+                    eprintln!("error: RINGMQ_ROOT_USER: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         if let Some(tls) = broker.tls() {
             tokio::spawn(reload_on_sighup(tls));
         }

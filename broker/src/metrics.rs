@@ -117,6 +117,7 @@ struct Prometheus {
     connections_opened: IntCounter,
     connections_refused: IntCounter,
     tls_handshakes_failed: IntCounter,
+    authentication_failures: IntCounter,
     duplicate_batches: IntCounter,
     group_rebalances: IntCounter,
     pool_buffers: IntGauge,
@@ -226,6 +227,7 @@ impl Metrics {
             connections_open: gauge("ringmq_connections_open", "Client connections open."),
             connections_opened: counter("ringmq_connections_opened_total", "Client connections accepted."),
             connections_refused: counter("ringmq_connections_refused_total", "Client connections refused at the connection limit."),
+            authentication_failures: counter("ringmq_authentication_failures_total", "Logins refused: a wrong user name or password, or a malformed exchange."),
             tls_handshakes_failed: counter("ringmq_tls_handshakes_failed_total", "Client connections closed because their TLS handshake failed or timed out."),
             duplicate_batches: counter("ringmq_duplicate_batches_total", "Idempotent producers' retried batches acknowledged without being written again."),
             group_rebalances: counter("ringmq_group_rebalances_total", "Consumer group generations started (a member joined, left or expired)."),
@@ -329,6 +331,11 @@ impl Metrics {
     pub fn connection_refused(&self) {
         Self::add(&self.connections_refused, 1);
         self.prometheus.connections_refused.inc();
+    }
+
+    /// Counts a refused login.
+    pub fn authentication_failed(&self) {
+        self.prometheus.authentication_failures.inc();
     }
 
     /// Counts a connection whose TLS handshake failed.

@@ -23,7 +23,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
     DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
@@ -463,7 +464,7 @@ fn a_malformed_request_closes_its_connection_and_harms_nothing_else() {
         ("a size over the frame limit", (2u32 << 20).to_be_bytes().to_vec()),
         ("a negative size", (-5i32).to_be_bytes().to_vec()),
         ("an unknown API key", framed(&header(999, 0))),
-        ("an API that is not served", framed(&header(ApiKey::SaslHandshake as i16, 1))),
+        ("an API that is not served", framed(&header(ApiKey::AlterConfigs as i16, 1))),
         ("an unserved version", framed(&header(ApiKey::Produce as i16, 1))),
         ("an array longer than its request", framed(&produce_with_a_huge_array)),
         ("a request cut short", framed(&metadata_cut_short)),
@@ -478,7 +479,7 @@ fn a_malformed_request_closes_its_connection_and_harms_nothing_else() {
         assert_eq!(values(answer.responses[0].partitions[0].records.clone()), ["safe"], "{case}");
     }
     let log = broker.log();
-    for reason in ["unknown API key 999", "SaslHandshake is not served", "Produce version 1"] {
+    for reason in ["unknown API key 999", "AlterConfigs is not served", "Produce version 1"] {
         assert!(log.contains(reason), "the log names the reason {reason:?}:\n{log}");
     }
 }
@@ -739,4 +740,55 @@ fn every_served_version_of_the_group_apis_answers_what_the_crate_decodes() {
             answer.groups.iter().map(|group| group.group_state.as_str()).collect();
         assert_eq!(states, ["Empty", "Dead"], "DescribeGroups v{version}");
     }
+}
+
+/// `--auth required`: a request before the login closes the connection; the handshake offers
+/// the SCRAM mechanisms (PLAIN only over TLS) and refuses version 0; garbage in the login, at
+/// every SaslAuthenticate version, is answered SASL_AUTHENTICATION_FAILED after the failure
+/// delay and closes the connection; a SaslAuthenticate with no handshake is out of turn.
+#[test]
+fn logins_out_of_order_or_malformed_are_refused_and_close_the_connection() {
+    const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+    const ILLEGAL_SASL_STATE: i16 = 34;
+    const SASL_AUTHENTICATION_FAILED: i16 = 58;
+    let broker = Broker::start_with_env(
+        &["--auth", "required"],
+        &[("RINGMQ_ROOT_USER", "admin"), ("RINGMQ_ROOT_PASSWORD", "pw")],
+    );
+    let mut wire = Wire::connect(&broker.kafka);
+    let versions = wire.call(3, &ApiVersionsRequest::default());
+    assert_eq!(served(&versions, ApiKey::SaslHandshake), 0..=1);
+    assert_eq!(served(&versions, ApiKey::SaslAuthenticate), 0..=2);
+    wire.send(1, &MetadataRequest::default());
+    assert!(wire.closed(), "a request before the login closes the connection");
+
+    let mut wire = Wire::connect(&broker.kafka);
+    let handshake = |mechanism: &'static str| {
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism))
+    };
+    let refused = wire.call(1, &handshake("PLAIN"));
+    assert_eq!(refused.error_code, UNSUPPORTED_SASL_MECHANISM, "PLAIN needs TLS");
+    let offered: Vec<&str> = refused.mechanisms.iter().map(|name| name.as_str()).collect();
+    assert_eq!(offered, ["SCRAM-SHA-512", "SCRAM-SHA-256"]);
+    assert_eq!(wire.call(0, &handshake("SCRAM-SHA-256")).error_code, UNSUPPORTED_VERSION);
+
+    for version in 0..=2 {
+        let mut wire = Wire::connect(&broker.kafka);
+        assert_eq!(wire.call(1, &handshake("SCRAM-SHA-256")).error_code, NONE);
+        let started = std::time::Instant::now();
+        let garbage = SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from_static(b"\x00\xffnot scram,,=,"));
+        let answer = wire.call(version, &garbage);
+        assert_eq!(answer.error_code, SASL_AUTHENTICATION_FAILED, "v{version}");
+        let message = answer.error_message.map(|text| text.to_string()).unwrap_or_default();
+        assert!(message.contains("malformed authentication message"), "v{version}: {message}");
+        assert!(started.elapsed() >= Duration::from_millis(450), "the failure delay");
+        assert!(wire.closed(), "v{version}: the connection closes after a failed login");
+    }
+
+    let mut wire = Wire::connect(&broker.kafka);
+    let early = wire.call(2, &SaslAuthenticateRequest::default());
+    assert_eq!(early.error_code, ILLEGAL_SASL_STATE);
+    assert!(wire.closed());
+    assert!(broker.log().contains("kafka login refused"));
 }

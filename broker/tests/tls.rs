@@ -194,3 +194,39 @@ fn bad_tls_settings_are_one_readable_line() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("garbage.pem") && stderr.contains("no PEM certificate"), "{stderr}");
 }
+
+/// `--auth required` on the native port: a client with a certificate from the client CA is
+/// authenticated by it and works; a client without one gets `Unauthenticated`, one clear
+/// message, and the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_required_lets_in_only_authenticated_native_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ca");
+    let server = authority.broker("broker");
+    let writer = authority.client("writer", "writer");
+    let broker = Broker::start(&[
+        "--tls-cert",
+        server.cert_file.to_str().unwrap(),
+        "--tls-key",
+        server.key_file.to_str().unwrap(),
+        "--tls-client-ca",
+        authority.cert_file.to_str().unwrap(),
+        "--auth",
+        "required",
+    ]);
+    within(60, async {
+        let identity = Some((writer.cert_file.as_path(), writer.key_file.as_path()));
+        let tls = Tls::from_files(&authority.cert_file, identity).unwrap();
+        round_trip(&broker.address, &tls, "authenticated", 100).await;
+    })
+    .await;
+
+    let open = Broker::start(&["--auth", "required"]);
+    within(60, async {
+        let error = Client::connect(&open.address).await.unwrap_err();
+        assert_eq!(error.code(), Some(ringmq_client::ErrorCode::Unauthenticated), "{error}");
+        assert!(error.to_string().contains("requires authentication"), "{error}");
+    })
+    .await;
+    assert!(open.log().contains("native request before authentication"));
+}

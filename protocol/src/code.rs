@@ -126,6 +126,9 @@ error_codes! {
     NotAssigned = 27, false, "partition not assigned to this member";
     /// The request needs a group without live members (an offset reset, say).
     GroupNotEmpty = 28, false, "group has live members";
+    /// The broker requires authentication and this connection has none; it is closed after
+    /// this reply.
+    Unauthenticated = 29, false, "authentication required";
 }
 
 impl fmt::Display for ErrorCode {

@@ -224,6 +224,45 @@ settings! {
         /// Empty: clients present no certificate. Set: every client must present one that
         /// chains to these CAs, and its subject (`CN=…,O=…`) is the connection's principal.
         tls_client_ca: PathBuf = PathBuf::new(), FilePath;
+
+        /// Whether clients must authenticate: off or required.
+        ///
+        /// `required`: a Kafka client logs in with SASL (SCRAM-SHA-512, SCRAM-SHA-256, or PLAIN
+        /// over TLS) or presents a client certificate (`tls_client_ca`); a native client must
+        /// present a client certificate (SCRAM on the native port is not served yet). Users are
+        /// kept in `DATA_DIR/.users.toml`; the first comes from `RINGMQ_ROOT_USER` and
+        /// `RINGMQ_ROOT_PASSWORD` when there are none.
+        auth: AuthMode = AuthMode::Off, Choice::new("MODE", "off or required");
+    }
+}
+
+/// Whether clients must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone who can connect may use the broker.
+    Off,
+    /// Only authenticated clients may.
+    Required,
+}
+
+impl FromStr for AuthMode {
+    type Err = UnknownChoice;
+
+    fn from_str(text: &str) -> Result<Self, UnknownChoice> {
+        match text {
+            "off" => Ok(Self::Off),
+            "required" => Ok(Self::Required),
+            _ => Err(UnknownChoice { text: text.to_owned() }),
+        }
+    }
+}
+
+impl fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Off => "off",
+            Self::Required => "required",
+        })
     }
 }
 

@@ -52,7 +52,7 @@ fn flags_parse_units() {
 
 #[test]
 fn bad_values_name_the_key_the_value_and_what_is_accepted() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["--default-capacity", "lots"],
             "invalid value \"lots\" for --default-capacity: expected a size like",
@@ -72,6 +72,7 @@ fn bad_values_name_the_key_the_value_and_what_is_accepted() {
         (&["--prefault", "yes"], "invalid value \"yes\" for --prefault: expected true or false"),
         (&["--batch-size-max", "2MiB"], "for --batch-size-max"),
         (&["--data-dir", ""], "invalid value \"\" for --data-dir: expected a directory path"),
+        (&["--auth", "maybe"], "invalid value \"maybe\" for --auth: expected off or required"),
     ];
     for (args, expected) in cases {
         let error = run(args).unwrap_err().to_string();
@@ -86,7 +87,10 @@ fn bad_values_name_the_key_the_value_and_what_is_accepted() {
 fn every_limit_a_setting_declares_is_enforced_at_both_ends() {
     for setting in settings() {
         if setting.switch
-            || matches!(setting.value_name, "ADDR" | "DIR" | "FILE" | "POLICY" | "FORMAT" | "HOST")
+            || matches!(
+                setting.value_name,
+                "ADDR" | "DIR" | "FILE" | "POLICY" | "FORMAT" | "HOST" | "MODE"
+            )
         {
             continue;
         }

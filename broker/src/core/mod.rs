@@ -13,6 +13,8 @@
 
 mod error;
 
+use crate::auth::users::{Users, UsersError};
+use crate::auth::{AuthError, Failures, Login, Step};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +65,9 @@ pub enum OpenError {
     /// The group state log could not be opened or replayed.
     #[error(transparent)]
     Groups(#[from] StoreError),
+    /// The users file could not be read.
+    #[error(transparent)]
+    Users(#[from] UsersError),
     /// The task opening the data directory did not finish.
     #[error("opening the data directory did not finish: {0}")]
     Interrupted(#[source] tokio::task::JoinError),
@@ -171,6 +176,8 @@ pub struct Core {
     topics: Arc<Topics>,
     groups: Arc<Coordinator>,
     metrics: Arc<Metrics>,
+    users: Users,
+    login_failures: Failures,
 }
 
 impl Core {
@@ -217,6 +224,7 @@ impl Core {
             })
             .await
             .map_err(OpenError::Interrupted)??;
+        let users = Users::open(&config.data_dir)?;
         let topics = Arc::new(topics);
         let groups = Arc::new(Coordinator::new(
             store,
@@ -235,7 +243,56 @@ impl Core {
             fetch_wait_max: config.fetch_wait_max,
             batch_size_max: config.batch_size_max,
         };
-        Ok(Self { settings, topics, groups, metrics })
+        Ok(Self { settings, topics, groups, metrics, users, login_failures: Failures::default() })
+    }
+
+    // ----- principals ----------------------------------------------------------------------
+
+    /// The broker's users.
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
+    /// Takes a client's next SASL message in `login`; on a failure, counts it and waits out the
+    /// delay for `peer` (constant, longer for an address that keeps failing) before returning.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError`]: what failed (the client is told only that it failed).
+    pub async fn login_step(
+        &self,
+        login: Login,
+        message: &[u8],
+        peer: std::net::IpAddr,
+    ) -> Result<Step, AuthError> {
+        let started = tokio::time::Instant::now();
+        match login.step(&self.users, message) {
+            Ok(Step::Done { user, message }) => {
+                self.login_failures.succeeded(peer);
+                Ok(Step::Done { user, message })
+            }
+            Ok(step) => Ok(step),
+            Err(error) => {
+                self.metrics.authentication_failed();
+                let delay = self.login_failures.failed(peer);
+                tokio::time::sleep_until(started + delay).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Adds `name` with `password` if the broker has no users yet (the first superuser, from
+    /// the environment); whether it did.
+    ///
+    /// # Errors
+    ///
+    /// [`UsersError`]: a bad name or password, or the users file.
+    pub fn bootstrap_user(&self, name: &str, password: &str) -> Result<bool, UsersError> {
+        if !self.users.is_empty() {
+            return Ok(false);
+        }
+        self.users.add(name, password)?;
+        Ok(true)
     }
 
     /// The settings.

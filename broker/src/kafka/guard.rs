@@ -353,6 +353,18 @@ const DESCRIBE_GROUPS: Schema = Schema {
     known_tags: &[],
 };
 
+const SASL_HANDSHAKE: Schema = Schema {
+    fields: &[field("mechanism", Kind::Str, 0, ALL)],
+    flexible_from: ALL,
+    known_tags: &[],
+};
+
+const SASL_AUTHENTICATE: Schema = Schema {
+    fields: &[field("auth_bytes", Kind::Bytes, 0, ALL)],
+    flexible_from: 2,
+    known_tags: &[],
+};
+
 fn schema(api: ApiKey) -> Option<&'static Schema> {
     Some(match api {
         ApiKey::ApiVersions => &API_VERSIONS,
@@ -373,6 +385,8 @@ fn schema(api: ApiKey) -> Option<&'static Schema> {
         ApiKey::OffsetFetch => &OFFSET_FETCH,
         ApiKey::ListGroups => &LIST_GROUPS,
         ApiKey::DescribeGroups => &DESCRIBE_GROUPS,
+        ApiKey::SaslHandshake => &SASL_HANDSHAKE,
+        ApiKey::SaslAuthenticate => &SASL_AUTHENTICATE,
         _ => return None,
     })
 }

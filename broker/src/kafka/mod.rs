@@ -21,6 +21,7 @@ mod codes;
 mod fetch;
 mod groups;
 mod guard;
+mod sasl;
 mod wire;
 
 use std::io::IoSlice;
@@ -64,6 +65,11 @@ pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
+    // Version 0 is listed because librdkafka looks for it before it uses version 1 with
+    // SaslAuthenticate; a v0 handshake (SASL tokens without Kafka framing after it) is answered
+    // UNSUPPORTED_VERSION.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The id of this broker in Kafka's metadata (a single node).
@@ -82,6 +88,8 @@ pub(crate) struct KafkaSettings {
     /// Host and port clients are told to connect to.
     pub(crate) advertised_host: String,
     pub(crate) advertised_port: i32,
+    /// Whether a client must log in (or present a client certificate) before anything else.
+    pub(crate) auth_required: bool,
 }
 
 /// What every Kafka connection shares.
@@ -149,7 +157,13 @@ pub(crate) async fn serve(
                 }
                 None => tracing::info!(%peer, protocol = "kafka", tls = tls.is_some(), "connection opened"),
             }
-            let reason = Connection { stream, peer, context: &context, stop }.run().await;
+            let session = match stream.certificate_subject() {
+                Some(subject) => sasl::Session::Authenticated(subject),
+                None => sasl::Session::Anonymous,
+            };
+            let tls = matches!(stream, Stream::Tls(_));
+            let mut connection = Connection { stream, peer, context: &context, stop, session, tls };
+            let reason = connection.run().await;
             crate::metrics::Metrics::add(&context.core.metrics().connections_closed, 1);
             tracing::info!(%peer, protocol = "kafka", %reason, "connection closed");
             drop(admitted);
@@ -204,6 +218,8 @@ struct Connection<'c> {
     peer: SocketAddr,
     context: &'c KafkaContext,
     stop: watch::Receiver<bool>,
+    session: sasl::Session,
+    tls: bool,
 }
 
 impl Connection<'_> {
@@ -298,6 +314,20 @@ impl Connection<'_> {
             client_id: header.client_id.unwrap_or_default(),
             peer: self.peer,
         };
+        let before_login =
+            !matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
+        if before_login && self.context.settings.auth_required && self.session.principal().is_none()
+        {
+            tracing::warn!(%peer, api = ?api, "kafka request before authentication; closing the connection");
+            self.context.core.metrics().authentication_failed();
+            return Err(format!("{api:?} before authentication"));
+        }
+        if let RequestKind::SaslAuthenticate(body) = &body {
+            let answered =
+                sasl::authenticate(self.context, &mut self.session, &request, body).await?;
+            self.write_body(correlation_id, api, version, answered.body).await?;
+            return answered.close.map_or(Ok(()), Err);
+        }
         let answer = self.dispatch(&request, body).await?;
         match answer {
             Answer::Nothing => Ok(()),
@@ -324,6 +354,9 @@ impl Connection<'_> {
         let encode = |result: Result<BytesMut, String>| result.map(Answer::Body);
         match body {
             RequestKind::ApiVersions(_) => encode(admin::api_versions_at(version)),
+            RequestKind::SaslHandshake(body) => {
+                encode(sasl::handshake(&mut self.session, &body, self.tls, version))
+            }
             RequestKind::Metadata(body) => encode(admin::metadata(context, &body, version).await),
             RequestKind::Produce(body) => admin::produce(context, request, body).await,
             RequestKind::Fetch(body) => Ok(fetch::fetch(context, body, version).await),

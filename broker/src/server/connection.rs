@@ -45,13 +45,14 @@ pub(crate) async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     context.core.metrics().connection_opened();
-    match stream.certificate_subject() {
+    let principal = stream.certificate_subject();
+    match &principal {
         Some(subject) => tracing::info!(%peer, principal = %subject, "connection opened"),
         None => tracing::info!(%peer, tls = matches!(stream, Stream::Tls(_)), "connection opened"),
     }
     let mut input = ReadBuffer::new(context.pool.clone());
     let mut output = Output::new(context.config.in_flight_count_max as usize);
-    let mut session = Session::new(&context, peer);
+    let mut session = Session::new(&context, peer, principal);
     let outcome = run(&mut stream, &context, &mut input, &mut output, &mut session, stop).await;
     Metrics::add(&context.core.metrics().connections_closed, 1);
     match outcome {

@@ -138,6 +138,7 @@ impl Broker {
                     auto_create_topics: config.kafka_auto_create_topics,
                     advertised_host,
                     advertised_port: i32::from(bound.port()),
+                    auth_required: config.auth == crate::config::AuthMode::Required,
                 };
                 let context = KafkaContext {
                     core: Arc::clone(&core),
@@ -190,6 +191,20 @@ impl Broker {
     #[doc(hidden)]
     pub fn core(&self) -> Arc<Core> {
         Arc::clone(&self.context.core)
+    }
+
+    /// Adds the first user (the superuser named by `RINGMQ_ROOT_USER`) if there are none yet;
+    /// whether it did.
+    ///
+    /// # Errors
+    ///
+    /// A bad name or password, or the users file could not be written.
+    pub fn bootstrap_user(
+        &self,
+        name: &str,
+        password: &str,
+    ) -> Result<bool, crate::auth::users::UsersError> {
+        self.context.core.bootstrap_user(name, password)
     }
 
     /// The client listeners' TLS configuration, if TLS is on: [`Tls::reload`] it on SIGHUP.

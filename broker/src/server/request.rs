@@ -35,11 +35,13 @@ pub(crate) struct Session<'c> {
     peer: SocketAddr,
     /// The topic of the last request, so a steady stream of requests skips the registry lookup.
     cached: Option<TopicHandle>,
+    /// Who the client is: the subject of its certificate, on a mutual-TLS connection.
+    principal: Option<String>,
 }
 
 impl<'c> Session<'c> {
-    pub(crate) fn new(context: &'c Context, peer: SocketAddr) -> Self {
-        Self { context, peer, cached: None }
+    pub(crate) fn new(context: &'c Context, peer: SocketAddr, principal: Option<String>) -> Self {
+        Self { context, peer, cached: None, principal }
     }
 
     pub(crate) fn peer(&self) -> SocketAddr {
@@ -54,6 +56,15 @@ impl<'c> Session<'c> {
         output: &mut Output,
     ) -> Result<(), CloseReason> {
         let correlation_id = head.correlation_id;
+        if self.principal.is_none() && self.context.config.auth == crate::config::AuthMode::Required
+        {
+            let message = "this broker requires authentication: on the native port, a client \
+                           certificate (mutual TLS; SCRAM is not served on it yet)";
+            self.context.core.metrics().authentication_failed();
+            tracing::warn!(peer = %self.peer, "native request before authentication; closing the connection");
+            self.error(output, head.opcode, ErrorCode::Unauthenticated, correlation_id, message);
+            return Err(CloseReason::Unauthenticated);
+        }
         let Some(opcode) = Opcode::from_u8(head.opcode) else {
             let message = format!("opcode {} is not a request this broker serves", head.opcode);
             self.error(

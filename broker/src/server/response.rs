@@ -38,6 +38,8 @@ pub(crate) enum CloseReason {
     MalformedFrame,
     /// A request body could not be decoded (answered, then closed).
     MalformedRequest,
+    /// A request on a connection that is not authenticated, where the broker requires it.
+    Unauthenticated,
 }
 
 impl std::fmt::Display for CloseReason {
@@ -49,6 +51,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::FrameTimeout => "a frame did not arrive whole within the frame timeout",
             CloseReason::MalformedFrame => "malformed frame",
             CloseReason::MalformedRequest => "malformed request body",
+            CloseReason::Unauthenticated => "a request before authentication",
         })
     }
 }

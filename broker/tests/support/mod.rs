@@ -26,11 +26,17 @@ pub(crate) struct Broker {
     listen: String,
     kafka_listen: String,
     log_path: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Broker {
     /// Starts a broker with a fresh data directory and these extra flags.
     pub(crate) fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts a broker with a fresh data directory, these extra flags and environment variables.
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let data_dir = temp.path().join("data");
         let log_path = temp.path().join("broker.log");
@@ -46,6 +52,7 @@ impl Broker {
             listen: "127.0.0.1:0".to_owned(),
             kafka_listen: "127.0.0.1:0".to_owned(),
             log_path,
+            env: env.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect(),
         };
         broker.spawn().unwrap_or_else(|error| panic!("{error}"));
         broker
@@ -86,6 +93,7 @@ impl Broker {
             ])
             .args(&self.args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -1,0 +1,298 @@
+//! The users a broker knows and their credentials, kept in `DATA_DIR/.users.toml` (mode 0600,
+//! replaced whole: written beside, synced, renamed over, the directory synced). A password is
+//! never stored: each user has a salted SCRAM credential per hash (SHA-256 and SHA-512, 4096
+//! PBKDF2 iterations), and a PLAIN login is checked by deriving the SHA-512 one again.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::scram::{ScramCredential, ScramHash};
+use super::AuthError;
+
+/// The file's name in the data directory.
+pub const USERS_FILE: &str = ".users.toml";
+/// Longest user name, bytes.
+pub const USER_NAME_SIZE_MAX: usize = 200;
+/// Most users a broker holds.
+pub const USER_COUNT_MAX: usize = 10_000;
+/// Longest password, bytes.
+pub const PASSWORD_SIZE_MAX: usize = 1024;
+
+/// Why a user operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum UsersError {
+    /// The users file could not be read or written.
+    #[error("{path}: could not {action}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The users file is not what this broker writes.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser (or the check after it) said.
+        message: String,
+    },
+    /// A user name that is not allowed.
+    #[error("invalid user name {name:?}: 1 to 200 characters of A-Z a-z 0-9 . _ @ -")]
+    InvalidName {
+        /// The name given.
+        name: String,
+    },
+    /// A password that is not allowed.
+    #[error("invalid password: {0}")]
+    InvalidPassword(&'static str),
+    /// The user exists already.
+    #[error("user {0:?} already exists")]
+    Exists(String),
+    /// No such user.
+    #[error("user {0:?} does not exist")]
+    Unknown(String),
+    /// The broker holds the most users it may.
+    #[error("the broker already holds {USER_COUNT_MAX} users")]
+    TooMany,
+    /// A credential could not be made.
+    #[error(transparent)]
+    Credential(#[from] AuthError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredUser {
+    name: String,
+    scram_sha_256: ScramCredential,
+    scram_sha_512: ScramCredential,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UsersFile {
+    #[serde(default)]
+    user: Vec<StoredUser>,
+}
+
+/// The users of a broker.
+#[derive(Debug)]
+pub struct Users {
+    path: PathBuf,
+    users: RwLock<BTreeMap<String, StoredUser>>,
+}
+
+impl Users {
+    /// Reads `DATA_DIR/.users.toml` (none yet: no users).
+    ///
+    /// # Errors
+    ///
+    /// [`UsersError`] naming the file and what is wrong with it.
+    pub fn open(data_dir: &Path) -> Result<Self, UsersError> {
+        let path = data_dir.join(USERS_FILE);
+        let file: UsersFile = match fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|error| UsersError::File {
+                path: path.clone(),
+                message: error.message().to_owned(),
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => UsersFile::default(),
+            Err(source) => return Err(UsersError::Io { path, action: "read", source }),
+        };
+        let mut users = BTreeMap::new();
+        for user in file.user {
+            if validate_name(&user.name).is_err() || users.contains_key(&user.name) {
+                return Err(UsersError::File {
+                    path,
+                    message: format!("user {:?} is invalid or listed twice", user.name),
+                });
+            }
+            users.insert(user.name.clone(), user);
+        }
+        Ok(Self { path, users: RwLock::new(users) })
+    }
+
+    /// The credential of `name` for `hash`, if the user exists.
+    pub fn credential(&self, name: &str, hash: ScramHash) -> Option<ScramCredential> {
+        let users = self.users.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        users.get(name).map(|user| match hash {
+            ScramHash::Sha256 => user.scram_sha_256.clone(),
+            ScramHash::Sha512 => user.scram_sha_512.clone(),
+        })
+    }
+
+    /// Every user's name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.users
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether there are no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+    }
+
+    /// Adds a user (durably: the file is replaced before this returns).
+    ///
+    /// # Errors
+    ///
+    /// [`UsersError`]: a bad name or password, an existing user, the limit, or the file.
+    pub fn add(&self, name: &str, password: &str) -> Result<(), UsersError> {
+        validate_name(name)?;
+        let user = credentials(name, password)?;
+        let mut users = self.users.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if users.contains_key(name) {
+            return Err(UsersError::Exists(name.to_owned()));
+        }
+        if users.len() >= USER_COUNT_MAX {
+            return Err(UsersError::TooMany);
+        }
+        let mut next = users.clone();
+        next.insert(name.to_owned(), user);
+        self.write(&next)?;
+        *users = next;
+        Ok(())
+    }
+
+    /// Replaces a user's password.
+    ///
+    /// # Errors
+    ///
+    /// [`UsersError::Unknown`], a bad password, or the file.
+    pub fn set_password(&self, name: &str, password: &str) -> Result<(), UsersError> {
+        let user = credentials(name, password)?;
+        let mut users = self.users.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !users.contains_key(name) {
+            return Err(UsersError::Unknown(name.to_owned()));
+        }
+        let mut next = users.clone();
+        next.insert(name.to_owned(), user);
+        self.write(&next)?;
+        *users = next;
+        Ok(())
+    }
+
+    /// Removes a user.
+    ///
+    /// # Errors
+    ///
+    /// [`UsersError::Unknown`], or the file.
+    pub fn remove(&self, name: &str) -> Result<(), UsersError> {
+        let mut users = self.users.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !users.contains_key(name) {
+            return Err(UsersError::Unknown(name.to_owned()));
+        }
+        let mut next = users.clone();
+        next.remove(name);
+        self.write(&next)?;
+        *users = next;
+        Ok(())
+    }
+
+    fn write(&self, users: &BTreeMap<String, StoredUser>) -> Result<(), UsersError> {
+        let file = UsersFile { user: users.values().cloned().collect() };
+        let text = toml::to_string(&file).expect("strings and integers serialise as TOML");
+        let temporary = self.path.with_extension("toml.new");
+        let io = |action: &'static str| {
+            let path = temporary.clone();
+            move |source| UsersError::Io { path, action, source }
+        };
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
+            .map_err(io("create"))?;
+        out.write_all(text.as_bytes()).map_err(io("write"))?;
+        out.sync_all().map_err(io("sync"))?;
+        drop(out);
+        fs::rename(&temporary, &self.path).map_err(io("rename into place"))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|source| UsersError::Io {
+            path: dir.to_owned(),
+            action: "sync",
+            source,
+        })
+    }
+}
+
+fn credentials(name: &str, password: &str) -> Result<StoredUser, UsersError> {
+    if password.is_empty() {
+        return Err(UsersError::InvalidPassword("empty"));
+    }
+    if password.len() > PASSWORD_SIZE_MAX {
+        return Err(UsersError::InvalidPassword("longer than 1024 bytes"));
+    }
+    Ok(StoredUser {
+        name: name.to_owned(),
+        scram_sha_256: ScramCredential::new(ScramHash::Sha256, password)?,
+        scram_sha_512: ScramCredential::new(ScramHash::Sha512, password)?,
+    })
+}
+
+/// Checks a user name: 1 to 200 bytes of `[A-Za-z0-9._@-]`.
+///
+/// # Errors
+///
+/// [`UsersError::InvalidName`].
+pub fn validate_name(name: &str) -> Result<(), UsersError> {
+    let valid = !name.is_empty()
+        && name.len() <= USER_NAME_SIZE_MAX
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"._@-".contains(&byte));
+    if valid {
+        Ok(())
+    } else {
+        Err(UsersError::InvalidName { name: name.to_owned() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_are_kept_durably_as_salted_keys_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = Users::open(dir.path()).unwrap();
+        assert!(users.is_empty());
+        users.add("alice", "correct horse").unwrap();
+        users.add("bob", "battery staple").unwrap();
+        assert!(matches!(users.add("alice", "x"), Err(UsersError::Exists(_))));
+        assert!(matches!(users.add("no spaces", "x"), Err(UsersError::InvalidName { .. })));
+        assert!(matches!(users.add("carol", ""), Err(UsersError::InvalidPassword(_))));
+        let text = fs::read_to_string(dir.path().join(USERS_FILE)).unwrap();
+        assert!(!text.contains("correct horse") && !text.contains("battery"), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join(USERS_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let reopened = Users::open(dir.path()).unwrap();
+        assert_eq!(reopened.names(), ["alice", "bob"]);
+        let credential = reopened.credential("alice", ScramHash::Sha512).unwrap();
+        assert!(credential.matches(ScramHash::Sha512, "correct horse"));
+        reopened.set_password("alice", "new one").unwrap();
+        reopened.remove("bob").unwrap();
+        assert!(matches!(reopened.remove("bob"), Err(UsersError::Unknown(_))));
+        let again = Users::open(dir.path()).unwrap();
+        assert_eq!(again.names(), ["alice"]);
+        let credential = again.credential("alice", ScramHash::Sha256).unwrap();
+        assert!(credential.matches(ScramHash::Sha256, "new one"));
+        assert!(!credential.matches(ScramHash::Sha256, "correct horse"));
+
+        fs::write(dir.path().join(USERS_FILE), "user = 3").unwrap();
+        let error = Users::open(dir.path()).unwrap_err().to_string();
+        assert!(error.contains(".users.toml"), "{error}");
+    }
+}

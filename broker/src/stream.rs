@@ -100,7 +100,8 @@ impl Stream {
     pub(crate) fn certificate_subject(&self) -> Option<String> {
         let Self::Tls(stream) = self else { return None };
         let certificate = stream.get_ref().1.peer_certificates()?.first()?;
-        crate::tls::subject_of(certificate)
+        let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
+        Some(parsed.subject().to_string())
     }
 }
 

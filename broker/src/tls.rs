@@ -128,12 +128,6 @@ pub(crate) async fn accept(
     }
 }
 
-/// A certificate's subject, RFC 4514 style (`CN=writer,O=Example`).
-pub(crate) fn subject_of(certificate: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
-    Some(parsed.subject().to_string())
-}
-
 fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates(&files.cert)?;

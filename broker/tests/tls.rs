@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use ringmq_client::{Client, ProducerRecord, StartOffset, Tls, TopicConfig};
-use support::certs::Authority;
+use support::certs::{Authority, Identity};
 use support::{within, Broker};
 
 /// Produces `count` records to partition 0 of `topic` and reads them back, over `tls`.
@@ -35,6 +35,24 @@ async fn round_trip(address: &str, tls: &Tls, topic: &str, count: usize) {
         assert_eq!(record.offset, index as u64);
         assert_eq!(&record.value[..], expected.as_bytes());
     }
+}
+
+/// A broker that requires client certificates from a CA made in `dir`, with `extra` flags; the
+/// CA and a client certificate for `CN=writer, O=ringmq tests`.
+fn mutual_tls_broker(dir: &std::path::Path, extra: &[&str]) -> (Broker, Authority, Identity) {
+    let authority = Authority::new(dir, "ca");
+    let server = authority.broker("broker");
+    let writer = authority.client("writer", "writer");
+    let mut flags = vec![
+        "--tls-cert",
+        server.cert_file.to_str().unwrap(),
+        "--tls-key",
+        server.key_file.to_str().unwrap(),
+        "--tls-client-ca",
+        authority.cert_file.to_str().unwrap(),
+    ];
+    flags.extend_from_slice(extra);
+    (Broker::start(&flags), authority, writer)
 }
 
 /// The broker's `/metrics` page, as text.
@@ -102,17 +120,7 @@ async fn clients_work_over_tls_and_plain_or_untrusted_clients_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_needs_a_client_certificate_and_names_its_principal() {
     let dir = tempfile::tempdir().unwrap();
-    let authority = Authority::new(dir.path(), "ca");
-    let server = authority.broker("broker");
-    let writer = authority.client("writer", "writer");
-    let broker = Broker::start(&[
-        "--tls-cert",
-        server.cert_file.to_str().unwrap(),
-        "--tls-key",
-        server.key_file.to_str().unwrap(),
-        "--tls-client-ca",
-        authority.cert_file.to_str().unwrap(),
-    ]);
+    let (broker, authority, writer) = mutual_tls_broker(dir.path(), &[]);
     within(60, async {
         let identity = Some((writer.cert_file.as_path(), writer.key_file.as_path()));
         let tls = Tls::from_files(&authority.cert_file, identity).unwrap();
@@ -201,19 +209,7 @@ fn bad_tls_settings_are_one_readable_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_required_lets_in_only_authenticated_native_clients() {
     let dir = tempfile::tempdir().unwrap();
-    let authority = Authority::new(dir.path(), "ca");
-    let server = authority.broker("broker");
-    let writer = authority.client("writer", "writer");
-    let broker = Broker::start(&[
-        "--tls-cert",
-        server.cert_file.to_str().unwrap(),
-        "--tls-key",
-        server.key_file.to_str().unwrap(),
-        "--tls-client-ca",
-        authority.cert_file.to_str().unwrap(),
-        "--auth",
-        "required",
-    ]);
+    let (broker, authority, writer) = mutual_tls_broker(dir.path(), &["--auth", "required"]);
     within(60, async {
         let identity = Some((writer.cert_file.as_path(), writer.key_file.as_path()));
         let tls = Tls::from_files(&authority.cert_file, identity).unwrap();

@@ -204,8 +204,9 @@ fn bad_tls_settings_are_one_readable_line() {
 }
 
 /// `--auth required` on the native port: a client with a certificate from the client CA is
-/// authenticated by it and works; a client without one gets `Unauthenticated`, one clear
-/// message, and the connection closes.
+/// authenticated by it and works; a client with neither a certificate nor a login gets
+/// `Unauthenticated` for its first request after the handshake, one clear message, and the
+/// connection closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_required_lets_in_only_authenticated_native_clients() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,10 +220,87 @@ async fn auth_required_lets_in_only_authenticated_native_clients() {
 
     let open = Broker::start(&["--auth", "required"]);
     within(60, async {
-        let error = Client::connect(&open.address).await.unwrap_err();
+        // The handshake is answered (it tells the client the limits); nothing else is.
+        let mut anonymous = Client::connect(&open.address).await.unwrap();
+        let error = anonymous.list_topics().await.unwrap_err();
         assert_eq!(error.code(), Some(ringmq_client::ErrorCode::Unauthenticated), "{error}");
         assert!(error.to_string().contains("requires authentication"), "{error}");
     })
     .await;
     assert!(open.log().contains("native request before authentication"));
+}
+
+/// Native logins with SCRAM: `ringmq-client` logs in with SCRAM-SHA-256 and SCRAM-SHA-512 (its
+/// producers and consumers too) and checks the broker's signature; a wrong password, an
+/// unknown user and garbage in the exchange get `Unauthenticated` and a closed connection;
+/// `ringmq-cli --user` takes the password from `RINGMQ_PASSWORD`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_clients_log_in_with_scram() {
+    use ringmq_client::{ConnectOptions, Credentials, ErrorCode, Scram};
+    let broker = Broker::start_with_env(
+        &["--auth", "required"],
+        &[("RINGMQ_ROOT_USER", "admin"), ("RINGMQ_ROOT_PASSWORD", "pencil case")],
+    );
+    within(60, async {
+        for mechanism in [Scram::Sha256, Scram::Sha512] {
+            let login = Credentials::new("admin", "pencil case").with_mechanism(mechanism);
+            let options = ConnectOptions::default().credentials(login);
+            let mut client = Client::connect_with(&broker.address, options).await.unwrap();
+            let topic = format!("scram-{mechanism:?}");
+            client.create_topic(&topic, TopicConfig::default().partitions(1)).await.unwrap();
+            let producer = client.producer().build().await.unwrap();
+            let delivery =
+                producer.send(ProducerRecord::new(&topic, b"hello").partition(0)).await.unwrap();
+            delivery.await.unwrap();
+            let mut consumer =
+                client.consumer(&topic, 0).start(StartOffset::Earliest).build().await.unwrap();
+            assert_eq!(&consumer.next().await.unwrap().value[..], b"hello");
+        }
+        for (user, password) in [("admin", "wrong"), ("nobody", "pencil case")] {
+            let options = ConnectOptions::default().credentials(Credentials::new(user, password));
+            let error = Client::connect_with(&broker.address, options).await.unwrap_err();
+            assert_eq!(error.code(), Some(ErrorCode::Unauthenticated), "{error}");
+            assert!(error.to_string().contains("wrong user name or password"), "{error}");
+        }
+    })
+    .await;
+
+    // Garbage as the client's first SCRAM message.
+    let mut raw = std::net::TcpStream::connect(&broker.address).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut frame = Vec::new();
+    let garbage = ringmq_protocol::message::Authenticate {
+        mechanism: "SCRAM-SHA-256",
+        message: b"\x00\xff,,=not scram",
+    };
+    ringmq_protocol::Request::Authenticate(garbage).encode_frame(1, &mut frame).unwrap();
+    std::io::Write::write_all(&mut raw, &frame).unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut raw, &mut answer);
+    let head = ringmq_protocol::FrameHead::decode(&answer, u32::MAX).unwrap();
+    assert_eq!(head.status, ErrorCode::Unauthenticated.as_u16());
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("malformed authentication message"), "{text}");
+
+    let cli = support::workspace_binary("ringmq-cli", "ringmq-cli");
+    let run = |password: Option<&str>| {
+        let mut command = std::process::Command::new(&cli);
+        command.args(["--broker", &broker.address, "--user", "admin", "topic", "list"]);
+        match password {
+            Some(password) => command.env("RINGMQ_PASSWORD", password),
+            None => command.env_remove("RINGMQ_PASSWORD"),
+        };
+        command.output().unwrap()
+    };
+    let listed = run(Some("pencil case"));
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("scram-Sha256"));
+    let wrong = run(Some("wrong"));
+    assert_eq!(wrong.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("wrong user name or password"), "{stderr}");
+    let missing = run(None);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("RINGMQ_PASSWORD"));
+    assert!(!broker.log().contains("pencil"), "the broker never logs a password");
 }

@@ -37,6 +37,10 @@ struct Cli {
     /// PEM file of the private key of --cert-file.
     #[arg(long, global = true, value_name = "FILE", requires = "cert_file")]
     key_file: Option<std::path::PathBuf>,
+    /// Log in as this user (SCRAM-SHA-256), with the password from the RINGMQ_PASSWORD
+    /// environment variable (never a flag: flags show in `ps`).
+    #[arg(long, global = true, value_name = "NAME")]
+    user: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -259,7 +263,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Some(ringmq_client::Tls::from_files(ca_file, identity)?)
         }
     };
-    let mut client = Client::connect_with(&cli.broker, timeout, tls).await?;
+    let mut options = ringmq_client::ConnectOptions::default().timeout(timeout);
+    if let Some(tls) = tls {
+        options = options.tls(tls);
+    }
+    if let Some(user) = &cli.user {
+        let password = std::env::var("RINGMQ_PASSWORD").map_err(|_| {
+            anyhow::anyhow!(
+                "--user {user} needs the password in the RINGMQ_PASSWORD environment variable"
+            )
+        })?;
+        options = options.credentials(ringmq_client::Credentials::new(user, &password));
+    }
+    let mut client = Client::connect_with(&cli.broker, options).await?;
     match cli.command {
         Command::Topic(command) => topic(&mut client, command).await,
         Command::Produce(args) => produce(&client, args, timeout).await,
@@ -275,8 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// allocation's progress (from the broker's `Stats`, on a second connection, which also notices a
 /// broker that stopped answering).
 async fn create_topic(client: &mut Client, name: &str, config: TopicConfig) -> anyhow::Result<()> {
-    let mut watcher =
-        Client::connect_with(client.address(), client.timeout(), client.tls().cloned()).await?;
+    let mut watcher = Client::connect_with(client.address(), client.options()).await?;
     let progress = ProgressBar::new(0);
     progress.set_style(
         ProgressStyle::with_template(

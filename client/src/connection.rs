@@ -10,7 +10,9 @@ use tokio::net::TcpStream;
 use crate::tls::{Stream, Tls};
 
 use ringmq_protocol::limits::{FRAME_BODY_SIZE_MAX, FRAME_HEADER_SIZE};
-use ringmq_protocol::message::{ErrorBody, Handshake, HandshakeReply};
+use ringmq_protocol::message::{
+    Authenticate, AuthenticateReply, ErrorBody, Handshake, HandshakeReply,
+};
 use ringmq_protocol::{ErrorCode, FrameHead, FrameKind, Opcode, Request, PROTOCOL_VERSION};
 
 use crate::ClientError;
@@ -20,6 +22,7 @@ use crate::ClientError;
 pub(crate) struct Endpoint {
     pub(crate) address: String,
     pub(crate) tls: Option<Tls>,
+    pub(crate) credentials: Option<crate::Credentials>,
 }
 
 /// What every connection knows about the broker after the handshake.
@@ -121,7 +124,35 @@ impl Connection {
         let (_, body) = connection.exchange(&handshake, timeout).await?;
         let reply = HandshakeReply::decode(&body)?;
         connection.broker = BrokerInfo { batch_size_max: reply.batch_size_max };
+        if let Some(credentials) = &endpoint.credentials {
+            connection.log_in(credentials, timeout).await?;
+        }
         Ok(connection)
+    }
+
+    /// Logs in with SCRAM: client-first, server-first, client-final, server-final (checked).
+    async fn log_in(
+        &mut self,
+        credentials: &crate::Credentials,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let mechanism = credentials.mechanism_name();
+        let (first, sent) = credentials.first()?;
+        let request = Request::Authenticate(Authenticate { mechanism, message: &first });
+        let (_, body) = self.exchange(&request, timeout).await?;
+        let reply = AuthenticateReply::decode(&body)?;
+        let (last, expected) = credentials.last(&sent, reply.message)?;
+        let request = Request::Authenticate(Authenticate { mechanism, message: &last });
+        let (_, body) = self.exchange(&request, timeout).await?;
+        let reply = AuthenticateReply::decode(&body)?;
+        if !reply.done || reply.message != expected.as_slice() {
+            return Err(ClientError::InvalidArgument(format!(
+                "the broker at {} did not prove it holds {:?}'s keys (its SCRAM signature is wrong)",
+                self.address,
+                credentials.user()
+            )));
+        }
+        Ok(())
     }
 
     /// A new correlation id.

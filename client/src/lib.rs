@@ -37,6 +37,7 @@ mod connection;
 mod consumer;
 mod error;
 mod group;
+mod login;
 mod producer;
 mod tls;
 
@@ -52,6 +53,7 @@ use ringmq_protocol::Request;
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, StartOffset};
 pub use error::ClientError;
 pub use group::{GroupConsumer, GroupConsumerBuilder};
+pub use login::{Credentials, Scram};
 pub use producer::{Delivery, Producer, ProducerBuilder, ProducerRecord};
 pub use ringmq_protocol::{Acks, Compression, ErrorCode, Header};
 pub use tls::Tls;
@@ -123,6 +125,43 @@ pub struct PartitionInfo {
     pub next_offset: u64,
 }
 
+/// How to connect: the timeout of each call, TLS, and a login.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    timeout: Duration,
+    tls: Option<Tls>,
+    credentials: Option<Credentials>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self { timeout: DEFAULT_TIMEOUT, tls: None, credentials: None }
+    }
+}
+
+impl ConnectOptions {
+    /// The timeout of each call ([`DEFAULT_TIMEOUT`] unless set).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connect with TLS.
+    #[must_use]
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Log in with these credentials after the handshake (for a broker with `--auth required`).
+    #[must_use]
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+}
+
 /// A connection to a broker for administration; also the factory of producers and consumers.
 #[derive(Debug)]
 pub struct Client {
@@ -149,7 +188,7 @@ impl Client {
         address: &str,
         timeout: Duration,
     ) -> Result<Self, ClientError> {
-        Self::connect_with(address, timeout, None).await
+        Self::connect_with(address, ConnectOptions::default().timeout(timeout)).await
     }
 
     /// As [`Client::connect`], over TLS. The producers and consumers this client builds connect
@@ -160,22 +199,42 @@ impl Client {
     /// As [`Client::connect`]; a failed TLS handshake (a certificate the CAs do not vouch for, or
     /// one that does not name the address's host) is [`ClientError::Connect`].
     pub async fn connect_tls(address: &str, tls: Tls) -> Result<Self, ClientError> {
-        Self::connect_with(address, DEFAULT_TIMEOUT, Some(tls)).await
+        Self::connect_with(address, ConnectOptions::default().tls(tls)).await
     }
 
-    /// Connects with a timeout for this and every later call, and TLS if `tls` is given.
+    /// Connects as `options` say (timeout, TLS, login). The producers and consumers this client
+    /// builds connect the same way.
+    ///
+    /// ```no_run
+    /// use ringmq_client::{Client, ConnectOptions, Credentials, Tls};
+    ///
+    /// # async fn example() -> Result<(), ringmq_client::ClientError> {
+    /// let options = ConnectOptions::default()
+    ///     .tls(Tls::with_ca_file("ca.pem".as_ref())?)
+    ///     .credentials(Credentials::new("alice", "correct horse"));
+    /// let mut client = Client::connect_with("broker.example:7878", options).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// As [`Client::connect_tls`].
-    pub async fn connect_with(
-        address: &str,
-        timeout: Duration,
-        tls: Option<Tls>,
-    ) -> Result<Self, ClientError> {
-        let endpoint = Endpoint { address: address.to_owned(), tls };
+    /// As [`Client::connect_tls`]; a refused login is [`ClientError::Broker`] with
+    /// `Unauthenticated` ("wrong user name or password").
+    pub async fn connect_with(address: &str, options: ConnectOptions) -> Result<Self, ClientError> {
+        let ConnectOptions { timeout, tls, credentials } = options;
+        let endpoint = Endpoint { address: address.to_owned(), tls, credentials };
         let connection = Connection::open(&endpoint, timeout, "ringmq-client admin").await?;
         Ok(Self { connection, endpoint })
+    }
+
+    /// How this client connects (its timeout, TLS and login), for another connection alike.
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions {
+            timeout: self.connection.timeout,
+            tls: self.endpoint.tls.clone(),
+            credentials: self.endpoint.credentials.clone(),
+        }
     }
 
     /// The broker's address.

@@ -319,6 +319,8 @@ opcodes! {
     DescribeGroup = 16;
     /// Obtain a producer id and epoch for idempotent produce.
     InitProducer = 17;
+    /// One SASL message of a login (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN over TLS).
+    Authenticate = 18;
 }
 
 /// Total frame size (header and body) as `u64`, for accounting.

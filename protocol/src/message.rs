@@ -16,7 +16,7 @@ use crate::limits::{
     ERROR_MESSAGE_SIZE_MAX, FRAME_HEADER_SIZE, PARTITION_COUNT_MAX, PEER_NAME_SIZE_MAX,
     TOPIC_COUNT_MAX, TOPIC_NAME_SIZE_MAX,
 };
-use crate::wire::{len_u32, put_str16, put_u32, put_u64, put_u8, Reader};
+use crate::wire::{len_u32, put_str16, put_u16, put_u32, put_u64, put_u8, Reader};
 
 /// How durable a produced batch must be before the broker acknowledges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -102,6 +102,8 @@ pub enum Request<'a> {
     ListGroups,
     /// The group to describe.
     DescribeGroup(GroupName<'a>),
+    /// See [`Authenticate`].
+    Authenticate(Authenticate<'a>),
 }
 
 impl<'a> Request<'a> {
@@ -152,6 +154,7 @@ impl<'a> Request<'a> {
             Opcode::DescribeGroup => {
                 Request::DescribeGroup(GroupName::decode(body, "describe group request")?)
             }
+            Opcode::Authenticate => Request::Authenticate(Authenticate::decode(body)?),
         };
         Ok(Some(request))
     }
@@ -177,6 +180,7 @@ impl<'a> Request<'a> {
             Request::FetchCommitted(_) => Opcode::FetchCommitted,
             Request::ListGroups => Opcode::ListGroups,
             Request::DescribeGroup(_) => Opcode::DescribeGroup,
+            Request::Authenticate(_) => Opcode::Authenticate,
         }
     }
 
@@ -203,6 +207,7 @@ impl<'a> Request<'a> {
             Request::CommitOffsets(commit) => commit.encode(out),
             Request::FetchCommitted(names) => names.encode(out),
             Request::DescribeGroup(name) => name.encode(out),
+            Request::Authenticate(authenticate) => authenticate.encode(out),
         }
     }
 
@@ -249,6 +254,8 @@ pub enum Response<'a> {
     GroupList(GroupList<'a>),
     /// See [`GroupDescription`].
     GroupDescription(GroupDescription<'a>),
+    /// See [`AuthenticateReply`].
+    Authenticate(AuthenticateReply<'a>),
 }
 
 impl<'a> Response<'a> {
@@ -296,6 +303,9 @@ impl<'a> Response<'a> {
             Some(Opcode::ListGroups) => Ok(Response::GroupList(GroupList::decode(body)?)),
             Some(Opcode::DescribeGroup) => {
                 Ok(Response::GroupDescription(GroupDescription::decode(body)?))
+            }
+            Some(Opcode::Authenticate) => {
+                Ok(Response::Authenticate(AuthenticateReply::decode(body)?))
             }
             None => Err(DecodeError::InvalidValue {
                 context: "response",
@@ -362,6 +372,104 @@ impl<'a> ErrorBody<'a> {
             Ok(())
         });
     }
+}
+
+/// Longest SASL mechanism name, bytes.
+pub const MECHANISM_SIZE_MAX: usize = 32;
+/// Longest SASL message in an `Authenticate` request or reply, bytes.
+pub const SASL_MESSAGE_SIZE_MAX: usize = 4096;
+
+/// Authenticate request: one SASL message of a login, and the mechanism it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticate<'a> {
+    /// `SCRAM-SHA-256`, `SCRAM-SHA-512` or `PLAIN`.
+    pub mechanism: &'a str,
+    /// The client's message (SCRAM's client-first, then client-final; PLAIN's one message).
+    pub message: &'a [u8],
+}
+
+impl<'a> Authenticate<'a> {
+    fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body, "authenticate request");
+        let mechanism = reader.str16("mechanism", MECHANISM_SIZE_MAX)?;
+        let message = sasl_message(&mut reader)?;
+        reader.finish()?;
+        Ok(Self { mechanism, message })
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        put_str16(out, "mechanism", self.mechanism, MECHANISM_SIZE_MAX)?;
+        put_sasl_message(out, self.message)
+    }
+}
+
+/// Authenticate reply: the broker's SASL message, and whether the login is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticateReply<'a> {
+    /// The client is authenticated (the message is the mechanism's last; SCRAM's server-final,
+    /// which the client checks); otherwise the login goes on with the client's next message.
+    pub done: bool,
+    /// The broker's message.
+    pub message: &'a [u8],
+}
+
+impl<'a> AuthenticateReply<'a> {
+    /// Decodes the reply body.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for a malformed body.
+    pub fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body, "authenticate response");
+        let done = match reader.u8("done")? {
+            0 => false,
+            1 => true,
+            value => {
+                return Err(DecodeError::InvalidValue {
+                    context: "authenticate response",
+                    field: "done",
+                    position: 0,
+                    value: u64::from(value),
+                    reason: "neither 0 nor 1",
+                })
+            }
+        };
+        let message = sasl_message(&mut reader)?;
+        reader.finish()?;
+        Ok(Self { done, message })
+    }
+
+    /// Encodes the reply body.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] for a message over [`SASL_MESSAGE_SIZE_MAX`].
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        put_u8(out, u8::from(self.done));
+        put_sasl_message(out, self.message)
+    }
+}
+
+fn sasl_message<'a>(reader: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
+    let size = usize::from(reader.u16("message_size")?);
+    if size > SASL_MESSAGE_SIZE_MAX {
+        return Err(reader.too_large("message", size, SASL_MESSAGE_SIZE_MAX));
+    }
+    reader.take(size, "message")
+}
+
+fn put_sasl_message(out: &mut Vec<u8>, message: &[u8]) -> Result<(), EncodeError> {
+    let too_long = || EncodeError::TooLong {
+        field: "message",
+        size: message.len(),
+        max: SASL_MESSAGE_SIZE_MAX,
+    };
+    if message.len() > SASL_MESSAGE_SIZE_MAX {
+        return Err(too_long());
+    }
+    put_u16(out, u16::try_from(message.len()).map_err(|_| too_long())?);
+    out.extend_from_slice(message);
+    Ok(())
 }
 
 /// Handshake request: the range of protocol versions the client speaks.

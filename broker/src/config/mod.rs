@@ -227,11 +227,10 @@ settings! {
 
         /// Whether clients must authenticate: off or required.
         ///
-        /// `required`: a Kafka client logs in with SASL (SCRAM-SHA-512, SCRAM-SHA-256, or PLAIN
-        /// over TLS) or presents a client certificate (`tls_client_ca`); a native client must
-        /// present a client certificate (SCRAM on the native port is not served yet). Users are
-        /// kept in `DATA_DIR/.users.toml`; the first comes from `RINGMQ_ROOT_USER` and
-        /// `RINGMQ_ROOT_PASSWORD` when there are none.
+        /// `required`: every client logs in (SCRAM-SHA-512, SCRAM-SHA-256, or PLAIN over TLS;
+        /// SASL on the Kafka port, `Authenticate` on the native one) or presents a client
+        /// certificate (`tls_client_ca`). Users are kept in `DATA_DIR/.users.toml`; the first
+        /// comes from `RINGMQ_ROOT_USER` and `RINGMQ_ROOT_PASSWORD` when there are none.
         auth: AuthMode = AuthMode::Off, Choice::new("MODE", "off or required");
     }
 }

@@ -52,7 +52,8 @@ pub(crate) async fn serve(
     }
     let mut input = ReadBuffer::new(context.pool.clone());
     let mut output = Output::new(context.config.in_flight_count_max as usize);
-    let mut session = Session::new(&context, peer, principal);
+    let tls = matches!(stream, Stream::Tls(_));
+    let mut session = Session::new(&context, peer, principal, tls);
     let outcome = run(&mut stream, &context, &mut input, &mut output, &mut session, stop).await;
     Metrics::add(&context.core.metrics().connections_closed, 1);
     match outcome {

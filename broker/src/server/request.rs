@@ -21,6 +21,7 @@ use ringmq_protocol::{Acks, DecodeError, ErrorCode, FrameHead, Opcode, Request, 
 
 use super::response::{encode_ok, CloseReason, Failure, Output, Pending};
 use super::Context;
+use crate::auth::{Login, Mechanism, Step};
 use crate::core::{PartitionHandle, ProduceError, TopicHandle};
 use crate::groups::{Assignment, GroupError, GroupListing, ProducerGrant};
 use crate::log::StorageError;
@@ -35,13 +36,23 @@ pub(crate) struct Session<'c> {
     peer: SocketAddr,
     /// The topic of the last request, so a steady stream of requests skips the registry lookup.
     cached: Option<TopicHandle>,
-    /// Who the client is: the subject of its certificate, on a mutual-TLS connection.
+    /// Who the client is: the subject of its certificate on a mutual-TLS connection, or the
+    /// user it logged in as.
     principal: Option<String>,
+    /// A login under way, and the mechanism it uses.
+    login: Option<(Mechanism, Login)>,
+    /// Whether the connection is TLS (PLAIN is offered only then).
+    tls: bool,
 }
 
 impl<'c> Session<'c> {
-    pub(crate) fn new(context: &'c Context, peer: SocketAddr, principal: Option<String>) -> Self {
-        Self { context, peer, cached: None, principal }
+    pub(crate) fn new(
+        context: &'c Context,
+        peer: SocketAddr,
+        principal: Option<String>,
+        tls: bool,
+    ) -> Self {
+        Self { context, peer, cached: None, principal, login: None, tls }
     }
 
     pub(crate) fn peer(&self) -> SocketAddr {
@@ -56,10 +67,14 @@ impl<'c> Session<'c> {
         output: &mut Output,
     ) -> Result<(), CloseReason> {
         let correlation_id = head.correlation_id;
-        if self.principal.is_none() && self.context.config.auth == crate::config::AuthMode::Required
+        let before_login =
+            !matches!(Opcode::from_u8(head.opcode), Some(Opcode::Handshake | Opcode::Authenticate));
+        if before_login
+            && self.principal.is_none()
+            && self.context.config.auth == crate::config::AuthMode::Required
         {
-            let message = "this broker requires authentication: on the native port, a client \
-                           certificate (mutual TLS; SCRAM is not served on it yet)";
+            let message = "this broker requires authentication: log in (Authenticate, \
+                           SCRAM-SHA-256 or SCRAM-SHA-512) or present a client certificate";
             self.context.core.metrics().authentication_failed();
             tracing::warn!(peer = %self.peer, "native request before authentication; closing the connection");
             self.error(output, head.opcode, ErrorCode::Unauthenticated, correlation_id, message);
@@ -158,6 +173,9 @@ impl<'c> Session<'c> {
             }
             Request::DescribeGroup(name) => {
                 self.describe_group(output, correlation_id, name.group).await
+            }
+            Request::Authenticate(authenticate) => {
+                return self.authenticate(output, correlation_id, &authenticate).await;
             }
             _ => {
                 let message = format!("{} is not served by this broker version", opcode.name());
@@ -447,6 +465,63 @@ impl<'c> Session<'c> {
             tracing::error!(peer = %self.peer, request = opcode.name(), %error, "topic operation failed");
         }
         self.error(output, opcode.as_u8(), code, correlation_id, &error.to_string());
+    }
+
+    /// One SASL message of a login. A failure (after the core's delay) is answered
+    /// `Unauthenticated` and closes the connection.
+    async fn authenticate(
+        &mut self,
+        output: &mut Output,
+        correlation_id: u32,
+        authenticate: &ringmq_protocol::message::Authenticate<'_>,
+    ) -> Result<(), CloseReason> {
+        let peer = self.peer;
+        let refuse = |session: &mut Self, output: &mut Output, message: String| {
+            tracing::warn!(%peer, reason = %message, "native login refused");
+            let opcode = Opcode::Authenticate.as_u8();
+            session.error(output, opcode, ErrorCode::Unauthenticated, correlation_id, &message);
+            Err(CloseReason::Unauthenticated)
+        };
+        if self.principal.is_some() {
+            return refuse(self, output, "this connection is authenticated already".to_owned());
+        }
+        let Some(mechanism) = Mechanism::from_name(authenticate.mechanism) else {
+            let message = format!("SASL mechanism {:?} is not served", authenticate.mechanism);
+            return refuse(self, output, message);
+        };
+        let login = match self.login.take() {
+            Some((started, login)) if started == mechanism => login,
+            Some((started, _)) => {
+                let message = format!(
+                    "a {} login is under way; its next message cannot be {}",
+                    started.name(),
+                    mechanism.name()
+                );
+                return refuse(self, output, message);
+            }
+            None => match Login::start(mechanism, self.tls) {
+                Ok(login) => login,
+                Err(error) => return refuse(self, output, error.to_string()),
+            },
+        };
+        let core = &self.context.core;
+        let (done, message) = match core.login_step(login, authenticate.message, peer.ip()).await {
+            Ok(Step::Continue(login, message)) => {
+                self.login = Some((mechanism, login));
+                (false, message)
+            }
+            Ok(Step::Done { user, message }) => {
+                tracing::info!(%peer, principal = %user, "authenticated");
+                self.principal = Some(user);
+                (true, message)
+            }
+            Err(error) => return refuse(self, output, error.to_string()),
+        };
+        let reply = ringmq_protocol::message::AuthenticateReply { done, message: &message };
+        output.respond(|out| {
+            encode_ok(out, Opcode::Authenticate, correlation_id, |body| reply.encode(body))
+        });
+        Ok(())
     }
 
     fn list_topics(&self, output: &mut Output, correlation_id: u32) {

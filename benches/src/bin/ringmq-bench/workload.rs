@@ -26,8 +26,11 @@ pub(crate) async fn connect(
     address: &str,
     tls: &Option<ringmq_client::Tls>,
 ) -> anyhow::Result<Client> {
-    let timeout = ringmq_client::DEFAULT_TIMEOUT;
-    Ok(Client::connect_with(address, timeout, tls.clone()).await?)
+    let mut options = ringmq_client::ConnectOptions::default();
+    if let Some(tls) = tls {
+        options = options.tls(tls.clone());
+    }
+    Ok(Client::connect_with(address, options).await?)
 }
 
 /// Creates the topic (allocating and pre-faulting its rings) and sends the warm-up messages:

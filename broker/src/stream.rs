@@ -95,14 +95,53 @@ impl Stream {
         }
     }
 
-    /// The subject of the client's certificate (RFC 4514, `CN=…,O=…`), on a TLS connection whose
-    /// client presented one that the listener's client CA verified.
+    /// The subject of the client's certificate, on a TLS connection whose client presented one
+    /// that the listener's client CA verified: `CN=writer, O=Example`, in the certificate's order,
+    /// each value escaped as RFC 4514 says (so `CN=a\, O=b` cannot pass for `CN=a, O=b`). A
+    /// subject that is empty or holds a value that is not a string gives no principal.
     pub(crate) fn certificate_subject(&self) -> Option<String> {
         let Self::Tls(stream) = self else { return None };
         let certificate = stream.get_ref().1.peer_certificates()?.first()?;
         let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
-        Some(parsed.subject().to_string())
+        let registry = x509_parser::objects::oid_registry();
+        let mut parts = Vec::new();
+        for rdn in parsed.subject().iter() {
+            let mut attributes = Vec::new();
+            for attribute in rdn.iter() {
+                let name = x509_parser::objects::oid2abbrev(attribute.attr_type(), registry)
+                    .map_or_else(|_| attribute.attr_type().to_id_string(), str::to_owned);
+                attributes.push(format!("{name}={}", escape_rfc4514(attribute.as_str().ok()?)));
+            }
+            parts.push(attributes.join("+"));
+        }
+        let subject = parts.join(", ");
+        (!subject.is_empty()).then_some(subject)
     }
+}
+
+/// A distinguished-name value escaped as RFC 4514 says: `, + " \ < > ;` and a leading `#` or
+/// space or trailing space are escaped with `\`, control characters as `\XX`.
+fn escape_rfc4514(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (index, character) in value.chars().enumerate() {
+        match character {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
+                out.push('\\');
+                out.push(character);
+            }
+            '#' if index == 0 => out.push_str("\\#"),
+            ' ' if index == 0 || index == last => out.push_str("\\ "),
+            character if character.is_control() => {
+                let mut bytes = [0u8; 4];
+                for byte in character.encode_utf8(&mut bytes).bytes() {
+                    out.push_str(&format!("\\{byte:02X}"));
+                }
+            }
+            character => out.push(character),
+        }
+    }
+    out
 }
 
 impl AsyncRead for Stream {
@@ -142,5 +181,18 @@ impl AsyncWrite for Stream {
             Self::Plain(stream) => Pin::new(stream).poll_shutdown(context),
             Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(context),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_rfc4514;
+
+    #[test]
+    fn distinguished_name_values_are_escaped() {
+        assert_eq!(escape_rfc4514("writer"), "writer");
+        assert_eq!(escape_rfc4514("alice, O=ops"), "alice\\, O\\=ops");
+        assert_eq!(escape_rfc4514("#x "), "\\#x\\ ");
+        assert_eq!(escape_rfc4514("a\nb"), "a\\0Ab");
     }
 }

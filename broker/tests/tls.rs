@@ -232,7 +232,8 @@ async fn auth_required_lets_in_only_authenticated_native_clients() {
 
 /// Native logins with SCRAM: `ringmq-client` logs in with SCRAM-SHA-256 and SCRAM-SHA-512 (its
 /// producers and consumers too) and checks the broker's signature; a wrong password, an
-/// unknown user and garbage in the exchange get `Unauthenticated` and a closed connection;
+/// unknown user and garbage in the exchange get `Unauthenticated` and a closed connection, and
+/// right after a failure the address is refused logins for a while (doubling);
 /// `ringmq-cli --user` takes the password from `RINGMQ_PASSWORD`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_clients_log_in_with_scram() {
@@ -256,12 +257,22 @@ async fn native_clients_log_in_with_scram() {
                 client.consumer(&topic, 0).start(StartOffset::Earliest).build().await.unwrap();
             assert_eq!(&consumer.next().await.unwrap().value[..], b"hello");
         }
-        for (user, password) in [("admin", "wrong"), ("nobody", "pencil case")] {
+        let log_in = |user: &str, password: &str| {
             let options = ConnectOptions::default().credentials(Credentials::new(user, password));
-            let error = Client::connect_with(&broker.address, options).await.unwrap_err();
-            assert_eq!(error.code(), Some(ErrorCode::Unauthenticated), "{error}");
-            assert!(error.to_string().contains("wrong user name or password"), "{error}");
-        }
+            Client::connect_with(&broker.address, options)
+        };
+        let error = log_in("admin", "wrong").await.unwrap_err();
+        assert_eq!(error.code(), Some(ErrorCode::Unauthenticated), "{error}");
+        assert!(error.to_string().contains("wrong user name or password"), "{error}");
+        // Right after a failure the address is refused logins for 0.5 s, the right password too.
+        let error = log_in("admin", "pencil case").await.unwrap_err();
+        assert!(error.to_string().contains("too many failed logins"), "{error}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // An unknown user: the same answer as a wrong password.
+        let error = log_in("nobody", "pencil case").await.unwrap_err();
+        assert!(error.to_string().contains("wrong user name or password"), "{error}");
+        // The second failure within a minute: refused for 1 s.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
     })
     .await;
 
@@ -281,6 +292,8 @@ async fn native_clients_log_in_with_scram() {
     assert_eq!(head.status, ErrorCode::Unauthenticated.as_u16());
     let text = String::from_utf8_lossy(&answer);
     assert!(text.contains("malformed authentication message"), "{text}");
+    // The third failure within a minute: refused for 2 s.
+    std::thread::sleep(Duration::from_millis(2100));
 
     let cli = support::workspace_binary("ringmq-cli", "ringmq-cli");
     let run = |password: Option<&str>| {

@@ -39,6 +39,12 @@ pub enum AuthError {
         /// Why not, when it exists (", PLAIN only over TLS").
         reason: &'static str,
     },
+    /// The client's address failed to log in a moment ago; it may try again after the wait.
+    #[error("too many failed logins from this address: retry in {} ms", retry_after.as_millis())]
+    Throttled {
+        /// How long until a login is checked again.
+        retry_after: Duration,
+    },
     /// A message out of turn (a second login, a step after the last).
     #[error("authentication message out of turn: {0}")]
     OutOfTurn(&'static str),
@@ -144,7 +150,7 @@ impl Login {
                     _ => ScramHash::Sha512,
                 };
                 let (exchange, reply) =
-                    ScramExchange::start(hash, message, |user| users.credential(user, hash))?;
+                    ScramExchange::start(hash, message, |user| users.lookup(user, hash))?;
                 Ok(Step::Continue(Self::Scram(exchange), reply))
             }
             Self::Scram(exchange) => {
@@ -182,47 +188,87 @@ fn parse_plain(message: &[u8]) -> Result<(String, String), AuthError> {
     Ok((user.to_owned(), password.to_owned()))
 }
 
-/// How long a failed login waits before its answer: long enough that guessing is slow, the same
-/// whatever failed, so the wait tells nothing.
+/// How long a failed login waits before its answer: the same whatever failed, so the wait tells
+/// nothing, and long enough that one connection guesses slowly.
 pub const FAILURE_DELAY: Duration = Duration::from_millis(500);
-/// The longest an address that keeps failing waits per failed login.
+/// The longest an address is refused logins after its failures.
 pub const FAILURE_DELAY_MAX: Duration = Duration::from_secs(8);
-/// Addresses whose recent failures are remembered (oldest forgotten first).
+/// Addresses whose recent failures are remembered (the one refused for the shortest time is
+/// forgotten first).
 const FAILURE_ADDRESSES_MAX: usize = 4096;
 /// After this long without a failure, an address starts again from [`FAILURE_DELAY`].
 const FAILURE_MEMORY: Duration = Duration::from_secs(60);
 
-/// Failed logins per client address, for the delay before the next answer.
+/// Failed logins per client address (an IPv6 address by its /64): after a failure, the address
+/// is refused logins for a while, 0.5 s doubling with each failure within a minute, up to 8 s,
+/// without its credentials being checked, so guessing from one address is slow however many
+/// connections it opens.
 #[derive(Debug, Default)]
 pub struct Failures {
-    recent: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    recent: Mutex<HashMap<IpAddr, Failure>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    count: u32,
+    last: Instant,
+    refused_until: Instant,
 }
 
 impl Failures {
-    /// Counts a failure from `address` and returns how long its answer waits: [`FAILURE_DELAY`],
-    /// doubling with each failure within a minute, up to [`FAILURE_DELAY_MAX`].
+    /// How much longer `address` is refused logins, if it is.
+    pub fn refused(&self, address: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let failure = recent.get(&network(address))?;
+        failure.refused_until.checked_duration_since(now).filter(|left| !left.is_zero())
+    }
+
+    /// Counts a failure from `address`; returns how long it is refused logins once this failure
+    /// is answered ([`FAILURE_DELAY`] from now).
     pub fn failed(&self, address: IpAddr) -> Duration {
         let now = Instant::now();
+        let key = network(address);
         let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if recent.len() >= FAILURE_ADDRESSES_MAX && !recent.contains_key(&address) {
-            recent.retain(|_, (_, last)| now.duration_since(*last) < FAILURE_MEMORY);
+        if recent.len() >= FAILURE_ADDRESSES_MAX && !recent.contains_key(&key) {
+            recent.retain(|_, failure| now.duration_since(failure.last) < FAILURE_MEMORY);
             if recent.len() >= FAILURE_ADDRESSES_MAX {
-                recent.clear();
+                let first = recent.iter().min_by_key(|(_, failure)| failure.refused_until);
+                if let Some(oldest) = first.map(|(address, _)| *address) {
+                    recent.remove(&oldest);
+                }
             }
         }
-        let entry = recent.entry(address).or_insert((0, now));
-        if now.duration_since(entry.1) >= FAILURE_MEMORY {
-            entry.0 = 0;
+        let failure =
+            recent.entry(key).or_insert(Failure { count: 0, last: now, refused_until: now });
+        if now.duration_since(failure.last) >= FAILURE_MEMORY {
+            failure.count = 0;
         }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        let doublings = entry.0.saturating_sub(1).min(8);
-        (FAILURE_DELAY * 2u32.pow(doublings)).min(FAILURE_DELAY_MAX)
+        failure.count = failure.count.saturating_add(1);
+        failure.last = now;
+        let doublings = failure.count.saturating_sub(1).min(8);
+        let refused = (FAILURE_DELAY * 2u32.pow(doublings)).min(FAILURE_DELAY_MAX);
+        // The refusal starts once the failed login is answered (after FAILURE_DELAY).
+        failure.refused_until = now + FAILURE_DELAY + refused;
+        refused
     }
 
     /// Forgets `address`'s failures after it logs in.
     pub fn succeeded(&self, address: IpAddr) {
-        self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&address);
+        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.remove(&network(address));
+    }
+}
+
+/// The key an address's failures are counted under: an IPv6 address by its /64 (one host
+/// usually has a whole /64), an IPv4 address as it is.
+fn network(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
     }
 }
 
@@ -242,15 +288,23 @@ mod tests {
     }
 
     #[test]
-    fn repeated_failures_wait_longer_up_to_the_maximum() {
+    fn repeated_failures_refuse_longer_up_to_the_maximum() {
         let failures = Failures::default();
         let address: IpAddr = [127, 0, 0, 9].into();
+        assert_eq!(failures.refused(address), None);
         let waits: Vec<Duration> = (0..8).map(|_| failures.failed(address)).collect();
         assert_eq!(waits[0], FAILURE_DELAY);
         assert_eq!(waits[1], FAILURE_DELAY * 2);
         assert_eq!(*waits.last().unwrap(), FAILURE_DELAY_MAX);
+        assert!(failures.refused(address).is_some_and(|left| left > FAILURE_DELAY));
         assert_eq!(failures.failed([127, 0, 0, 10].into()), FAILURE_DELAY, "per address");
         failures.succeeded(address);
+        assert_eq!(failures.refused(address), None);
         assert_eq!(failures.failed(address), FAILURE_DELAY);
+        // One IPv6 host's /64 counts as one address.
+        let one: IpAddr = "2001:db8::1".parse().unwrap();
+        let other: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        failures.failed(one);
+        assert!(failures.refused(other).is_some());
     }
 }

@@ -23,8 +23,8 @@ use super::AuthError;
 pub const ITERATIONS: u32 = 4096;
 /// Largest iteration count accepted from a stored credential (bounds the work of one login).
 pub const ITERATIONS_MAX: u32 = 1 << 20;
-/// Bytes of a new credential's salt.
-const SALT_SIZE: usize = 24;
+/// Bytes of a credential's salt (and of a decoy salt).
+pub const SALT_SIZE: usize = 24;
 /// Bytes of the server's nonce (before base64).
 const NONCE_SIZE: usize = 18;
 /// Longest SCRAM message accepted, bytes.
@@ -67,7 +67,7 @@ impl ScramHash {
 }
 
 /// What is kept of a password for one SCRAM hash: enough to check a login, not to make one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScramCredential {
     /// The salt, base64.
     pub salt: String,
@@ -77,6 +77,24 @@ pub struct ScramCredential {
     pub stored_key: String,
     /// `HMAC(SaltedPassword, "Server Key")`, base64.
     pub server_key: String,
+}
+
+// The keys let whoever holds them (with one captured exchange) log in: never in a Debug dump.
+impl std::fmt::Debug for ScramCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredential")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ScramExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramExchange")
+            .field("hash", &self.hash)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The keys of a credential, decoded.
@@ -148,10 +166,11 @@ fn derive(hash: ScramHash, password: &str, salt: &[u8], iterations: u32) -> Deri
 }
 
 /// A SCRAM exchange after the server's first message, waiting for the client's final one.
-#[derive(Debug)]
 pub struct ScramExchange {
     hash: ScramHash,
     user: String,
+    /// `c=` the client must send: the base64 of the gs2 header it sent first.
+    binding: String,
     /// The client's nonce, and the whole nonce (the client's, then the server's).
     client_nonce: String,
     nonce: String,
@@ -164,7 +183,9 @@ pub struct ScramExchange {
 }
 
 impl ScramExchange {
-    /// Reads the client's first message and answers it. `credential` looks the user up.
+    /// Reads the client's first message and answers it. `lookup` finds the user: its
+    /// credential, or for an unknown user a decoy salt (the same on every try and as long as a
+    /// real one, so that the answer does not tell whether the user exists).
     ///
     /// # Errors
     ///
@@ -172,16 +193,21 @@ impl ScramExchange {
     pub fn start(
         hash: ScramHash,
         client_first: &[u8],
-        credential: impl FnOnce(&str) -> Option<ScramCredential>,
+        lookup: impl FnOnce(&str) -> Result<ScramCredential, Vec<u8>>,
     ) -> Result<(Self, Vec<u8>), AuthError> {
         let text = message_text(client_first)?;
         let (gs2, bare) = split_gs2(text)?;
-        let _ = gs2;
         let mut fields = bare.split(',');
         let user = match fields.next().and_then(|field| field.strip_prefix("n=")) {
             Some(user) => unescape_name(user)?,
             None => return Err(malformed("client-first has no n=<user>")),
         };
+        // An authorization id other than the user itself is refused (no one acts as another).
+        if let Some(authzid) = gs2.split(',').nth(1).and_then(|field| field.strip_prefix("a=")) {
+            if unescape_name(authzid)? != user {
+                return Err(malformed("an authorization id other than the user is not served"));
+            }
+        }
         let client_nonce = match fields.next().and_then(|field| field.strip_prefix("r=")) {
             Some(nonce) if !nonce.is_empty() && nonce.bytes().all(printable) => nonce,
             _ => return Err(malformed("client-first has no r=<nonce>")),
@@ -194,26 +220,29 @@ impl ScramExchange {
         let mut random = [0u8; NONCE_SIZE];
         ring::rand::SystemRandom::new().fill(&mut random).map_err(|_| AuthError::Random)?;
         let nonce = format!("{client_nonce}{}", BASE64.encode(random));
-        let found = credential(&user).and_then(|credential| credential.keys(hash));
-        let keys = match found {
-            Some(keys) => keys,
-            None => {
-                // An unknown user gets a salt that is the same on every try, as a known one does.
-                let salt = digest::digest(hash.digest(), user.as_bytes()).as_ref()[..16].to_vec();
-                Keys {
-                    salt,
-                    iterations: ITERATIONS,
-                    stored_key: Vec::new(),
-                    server_key: Vec::new(),
-                }
-            }
+        let keys = match lookup(&user) {
+            Ok(credential) => credential.keys(hash),
+            Err(decoy_salt) => Some(Keys {
+                salt: decoy_salt,
+                iterations: ITERATIONS,
+                stored_key: Vec::new(),
+                server_key: Vec::new(),
+            }),
         };
+        // A stored credential that does not decode (a damaged file) fails like a wrong password.
+        let keys = keys.unwrap_or(Keys {
+            salt: vec![0; SALT_SIZE],
+            iterations: ITERATIONS,
+            stored_key: Vec::new(),
+            server_key: Vec::new(),
+        });
         let known = !keys.stored_key.is_empty();
         let server_first =
             format!("r={nonce},s={},i={}", BASE64.encode(&keys.salt), keys.iterations);
         let exchange = Self {
             hash,
             user,
+            binding: BASE64.encode(gs2),
             client_nonce: client_nonce.to_owned(),
             nonce,
             transcript: format!("{bare},{server_first}"),
@@ -241,10 +270,9 @@ impl ScramExchange {
             text.rsplit_once(",p=").ok_or_else(|| malformed("client-final has no p=<proof>"))?;
         let mut fields = without_proof.split(',');
         match fields.next().and_then(|field| field.strip_prefix("c=")) {
-            // base64 of "n,," and of "y,,".
-            Some("biws" | "eSws") => {}
+            Some(binding) if binding == self.binding => {}
             Some(_) => {
-                return Err(malformed("client-final binds a channel (c=), which is not served"))
+                return Err(malformed("client-final's c= is not the gs2 header of client-first"))
             }
             None => return Err(malformed("client-final has no c=<binding>")),
         }
@@ -359,7 +387,7 @@ mod tests {
         let credential = ScramCredential::with_salt(ScramHash::Sha256, "pencil", &salt, 4096);
         let client_first = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
         let (exchange, server_first) =
-            ScramExchange::start(ScramHash::Sha256, client_first, |_| Some(credential.clone()))
+            ScramExchange::start(ScramHash::Sha256, client_first, |_| Ok(credential.clone()))
                 .unwrap();
         let server_first = String::from_utf8(server_first).unwrap();
         assert!(server_first.starts_with("r=rOprNGfwEbeRWgbNEkqO"), "{server_first}");
@@ -411,7 +439,8 @@ mod tests {
             assert!(!credential.matches(hash, "wrong"));
             let salt = BASE64.decode(&credential.salt).unwrap();
             for (known, password) in [(true, "wrong"), (false, "right")] {
-                let lookup = |_: &str| known.then(|| credential.clone());
+                let lookup =
+                    |_: &str| if known { Ok(credential.clone()) } else { Err(vec![7; SALT_SIZE]) };
                 let (exchange, server_first) =
                     ScramExchange::start(hash, b"n,,n=alice,r=abc", lookup).unwrap();
                 let server_first = String::from_utf8(server_first).unwrap();
@@ -436,7 +465,7 @@ mod tests {
                 );
             }
         }
-        let lookup = |_: &str| None;
+        let lookup = |_: &str| Err(vec![7; SALT_SIZE]);
         for bad in [
             &b""[..],
             b"n,,",
@@ -462,7 +491,7 @@ mod tests {
         let credential = ScramCredential::new(ScramHash::Sha512, "pw").unwrap();
         let salt = BASE64.decode(&credential.salt).unwrap();
         for (prefix, accepted) in [("abc", true), ("xyz", false)] {
-            let lookup = |_: &str| Some(credential.clone());
+            let lookup = |_: &str| Ok(credential.clone());
             let (exchange, server_first) =
                 ScramExchange::start(ScramHash::Sha512, b"n,,n=u,r=abc", lookup).unwrap();
             let server_first = String::from_utf8(server_first).unwrap();

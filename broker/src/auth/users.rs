@@ -13,7 +13,12 @@ use std::sync::RwLock;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::scram::{ScramCredential, ScramHash};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use ring::hmac;
+use ring::rand::SecureRandom;
+
+use super::scram::{ScramCredential, ScramHash, SALT_SIZE};
 use super::AuthError;
 
 /// The file's name in the data directory.
@@ -22,6 +27,8 @@ pub const USERS_FILE: &str = ".users.toml";
 pub const USER_NAME_SIZE_MAX: usize = 200;
 /// Most users a broker holds.
 pub const USER_COUNT_MAX: usize = 10_000;
+/// Bytes of the decoy-salt key.
+const DECOY_KEY_SIZE: usize = 32;
 /// Longest password, bytes.
 pub const PASSWORD_SIZE_MAX: usize = 1024;
 
@@ -79,15 +86,26 @@ struct StoredUser {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct UsersFile {
+    /// The key of the decoy salts that unknown users get (base64), so that a SCRAM answer does
+    /// not tell whether a user exists; kept so that the decoys stay the same across restarts.
+    #[serde(default)]
+    decoy_key: String,
     #[serde(default)]
     user: Vec<StoredUser>,
 }
 
 /// The users of a broker.
-#[derive(Debug)]
 pub struct Users {
     path: PathBuf,
     users: RwLock<BTreeMap<String, StoredUser>>,
+    decoy_key: hmac::Key,
+    decoy_key_text: String,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users").field("path", &self.path).field("users", &self.names()).finish()
+    }
 }
 
 impl Users {
@@ -98,6 +116,18 @@ impl Users {
     /// [`UsersError`] naming the file and what is wrong with it.
     pub fn open(data_dir: &Path) -> Result<Self, UsersError> {
         let path = data_dir.join(USERS_FILE);
+        if let Ok(metadata) = fs::symlink_metadata(&path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = metadata.permissions().mode() & 0o777;
+            if !metadata.is_file() || mode & 0o077 != 0 {
+                return Err(UsersError::File {
+                    path,
+                    message: format!(
+                        "must be a regular file that only its owner can read (it is mode {mode:o}; chmod 600 it)"
+                    ),
+                });
+            }
+        }
         let file: UsersFile = match fs::read_to_string(&path) {
             Ok(text) => toml::from_str(&text).map_err(|error| UsersError::File {
                 path: path.clone(),
@@ -116,7 +146,47 @@ impl Users {
             }
             users.insert(user.name.clone(), user);
         }
-        Ok(Self { path, users: RwLock::new(users) })
+        let decoded = BASE64.decode(&file.decoy_key).ok().filter(|key| key.len() == DECOY_KEY_SIZE);
+        let (key, fresh) = match decoded {
+            Some(key) => (key, false),
+            None => {
+                let mut key = vec![0u8; DECOY_KEY_SIZE];
+                ring::rand::SystemRandom::new().fill(&mut key).map_err(|_| AuthError::Random)?;
+                (key, true)
+            }
+        };
+        let this = Self {
+            path,
+            users: RwLock::new(users),
+            decoy_key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            decoy_key_text: BASE64.encode(&key),
+        };
+        if fresh {
+            let users = this.users.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            this.write(&users)?;
+        }
+        Ok(this)
+    }
+
+    /// The salt an unknown user gets in SCRAM's first answer: as long as a real one, the same
+    /// on every try and across restarts, and not computable without the broker's key.
+    pub fn decoy_salt(&self, name: &str, hash: ScramHash) -> Vec<u8> {
+        let tag = match hash {
+            ScramHash::Sha256 => b"sha-256 ",
+            ScramHash::Sha512 => b"sha-512 ",
+        };
+        let mut message = tag.to_vec();
+        message.extend_from_slice(name.as_bytes());
+        hmac::sign(&self.decoy_key, &message).as_ref()[..SALT_SIZE].to_vec()
+    }
+
+    /// The credential of `name` for `hash`, or the decoy salt of an unknown user.
+    ///
+    /// # Errors
+    ///
+    /// The decoy salt, when there is no such user.
+    pub fn lookup(&self, name: &str, hash: ScramHash) -> Result<ScramCredential, Vec<u8>> {
+        self.credential(name, hash).ok_or_else(|| self.decoy_salt(name, hash))
     }
 
     /// The credential of `name` for `hash`, if the user exists.
@@ -201,18 +271,29 @@ impl Users {
     }
 
     fn write(&self, users: &BTreeMap<String, StoredUser>) -> Result<(), UsersError> {
-        let file = UsersFile { user: users.values().cloned().collect() };
+        let file = UsersFile {
+            decoy_key: self.decoy_key_text.clone(),
+            user: users.values().cloned().collect(),
+        };
         let text = toml::to_string(&file).expect("strings and integers serialise as TOML");
         let temporary = self.path.with_extension("toml.new");
         let io = |action: &'static str| {
             let path = temporary.clone();
             move |source| UsersError::Io { path, action, source }
         };
+        // A leftover of an interrupted write goes first; the new file is made fresh (never
+        // through a link someone else placed there) with mode 0600 from the start.
+        match fs::remove_file(&temporary) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("remove a leftover")(error));
+            }
+            _ => {}
+        }
         let mut out = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&temporary)
             .map_err(io("create"))?;
         out.write_all(text.as_bytes()).map_err(io("write"))?;
@@ -267,6 +348,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let users = Users::open(dir.path()).unwrap();
         assert!(users.is_empty());
+        assert!(dir.path().join(USERS_FILE).exists(), "the decoy key is kept from the start");
         users.add("alice", "correct horse").unwrap();
         users.add("bob", "battery staple").unwrap();
         assert!(matches!(users.add("alice", "x"), Err(UsersError::Exists(_))));
@@ -290,6 +372,23 @@ mod tests {
         let credential = again.credential("alice", ScramHash::Sha256).unwrap();
         assert!(credential.matches(ScramHash::Sha256, "new one"));
         assert!(!credential.matches(ScramHash::Sha256, "correct horse"));
+
+        // An unknown user's decoy salt: as long as a real one, stable across a restart.
+        let decoy = again.decoy_salt("mallory", ScramHash::Sha256);
+        assert_eq!(decoy.len(), SALT_SIZE);
+        assert_eq!(
+            Users::open(dir.path()).unwrap().decoy_salt("mallory", ScramHash::Sha256),
+            decoy
+        );
+        assert_ne!(again.decoy_salt("mallory", ScramHash::Sha512), decoy);
+        assert_ne!(again.decoy_salt("trudy", ScramHash::Sha256), decoy);
+
+        // A users file others can read is refused.
+        let path = dir.path().join(USERS_FILE);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let error = Users::open(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
 
         fs::write(dir.path().join(USERS_FILE), "user = 3").unwrap();
         let error = Users::open(dir.path()).unwrap_err().to_string();

@@ -176,7 +176,7 @@ pub struct Core {
     topics: Arc<Topics>,
     groups: Arc<Coordinator>,
     metrics: Arc<Metrics>,
-    users: Users,
+    users: Arc<Users>,
     login_failures: Failures,
 }
 
@@ -224,7 +224,7 @@ impl Core {
             })
             .await
             .map_err(OpenError::Interrupted)??;
-        let users = Users::open(&config.data_dir)?;
+        let users = Arc::new(Users::open(&config.data_dir)?);
         let topics = Arc::new(topics);
         let groups = Arc::new(Coordinator::new(
             store,
@@ -253,8 +253,9 @@ impl Core {
         &self.users
     }
 
-    /// Takes a client's next SASL message in `login`; on a failure, counts it and waits out the
-    /// delay for `peer` (constant, longer for an address that keeps failing) before returning.
+    /// Takes a client's next SASL message in `login`, on the blocking pool (PBKDF2 is work).
+    /// An address that failed a moment ago is refused at once, unchecked ([`Failures`]); a
+    /// failure is counted and answered after [`crate::auth::FAILURE_DELAY`], whatever failed.
     ///
     /// # Errors
     ///
@@ -266,7 +267,17 @@ impl Core {
         peer: std::net::IpAddr,
     ) -> Result<Step, AuthError> {
         let started = tokio::time::Instant::now();
-        match login.step(&self.users, message) {
+        if let Some(retry_after) = self.login_failures.refused(peer) {
+            self.metrics.authentication_failed();
+            return Err(AuthError::Throttled { retry_after });
+        }
+        let users = Arc::clone(&self.users);
+        let message = message.to_vec();
+        let stepped = tokio::task::spawn_blocking(move || login.step(&users, &message)).await;
+        let stepped = stepped.unwrap_or_else(|_| {
+            Err(AuthError::Malformed("the login's work did not finish".to_owned()))
+        });
+        match stepped {
             Ok(Step::Done { user, message }) => {
                 self.login_failures.succeeded(peer);
                 Ok(Step::Done { user, message })
@@ -274,8 +285,8 @@ impl Core {
             Ok(step) => Ok(step),
             Err(error) => {
                 self.metrics.authentication_failed();
-                let delay = self.login_failures.failed(peer);
-                tokio::time::sleep_until(started + delay).await;
+                self.login_failures.failed(peer);
+                tokio::time::sleep_until(started + crate::auth::FAILURE_DELAY).await;
                 Err(error)
             }
         }

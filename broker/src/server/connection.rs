@@ -123,7 +123,7 @@ async fn run(
             biased;
             _ = stop.changed(), if closing.is_none() => closing = Some(CloseReason::ShuttingDown),
             () = wait_front(context, output.pending(), closing.is_some()), if waiting => {}
-            read = input.fill(stream, &context.pool_available, config.request_timeout), if can_read => {
+            read = input.fill(stream, &context.pool_available, (config.request_timeout, config.frame_timeout)), if can_read => {
                 match read? {
                     0 => closing = Some(CloseReason::ClientClosed),
                     _ => last_activity = Instant::now(),
@@ -242,7 +242,7 @@ impl ReadBuffer {
         &mut self,
         stream: &mut Stream,
         pool_available: &tokio::sync::Notify,
-        wait_max: Duration,
+        (wait_max, frame_timeout): (Duration, Duration),
     ) -> io::Result<usize> {
         if self.start == self.end {
             // Idle: give the buffer back while waiting for the client.
@@ -271,10 +271,20 @@ impl ReadBuffer {
         }
         if wanted_end > capacity {
             self.compact();
-            return Box::pin(self.fill(stream, pool_available, wait_max)).await;
+            return Box::pin(self.fill(stream, pool_available, (wait_max, frame_timeout))).await;
         }
         let buffer = self.buffer.as_mut().expect("acquired above");
-        let read = stream.read(&mut buffer[self.end..wanted_end]).await?;
+        // Bounded by the frame timeout: on TLS the socket turns readable with a byte of a record
+        // that may never be finished, and a buffer must not be held for the idle timeout.
+        let read =
+            tokio::time::timeout(frame_timeout, stream.read(&mut buffer[self.end..wanted_end]))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no bytes arrived within the frame timeout",
+                    )
+                })??;
         self.end += read;
         Ok(read)
     }

@@ -241,14 +241,15 @@ impl Exclusive {
             return Err(RingFileError::WrongSize { found, expected: layout.file_size() });
         }
         let mapped = lock.register(file)?;
-        // SAFETY: the facts of `file`'s module docs hold. Fact 1: `lock` holds the data
-        // directory's lock, `mapped` (kept beside the region until it is unmapped) keeps that
-        // lock held, and `register` proved the file lies in the directory and is mapped nowhere
-        // else in this process, so no other broker and no second writer or lease table maps it.
-        // Fact 2: `RingFile::create` or `RingFile::open` checked, on this descriptor, that the
-        // file is regular, has one link, is this user's and writable by no one else. Fact 3: it
-        // was allocated in full, and nothing in this crate resizes a ring file. The length is
-        // the file's (checked above).
+        // Fact 1 of `file`'s module docs: `lock` holds the data directory's lock, `mapped` (kept
+        // beside the region until it is unmapped) keeps that lock held, and `register` proved
+        // the file lies in the directory and is mapped nowhere else in this process, so no other
+        // broker and no second writer or lease table maps it. Fact 2: `RingFile::create` or
+        // `RingFile::open` checked, on this descriptor, that the file is regular, has one link,
+        // is this user's and writable by no one else. Fact 3: it was allocated in full, and
+        // nothing in this crate resizes a ring file.
+        // SAFETY: facts 1 to 3 above hold, so nothing else writes, truncates or maps the file
+        // while the region lives; the length is the file's (checked above).
         let region = unsafe { Region::map(file.file(), 0, layout.file_bytes(), populate) }
             .map_err(|source| RingFileError::Io { action: "map", source })?;
         Ok(Self { region, layout, mapped: Some(mapped) })

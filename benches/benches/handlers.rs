@@ -28,8 +28,9 @@ fn handlers(c: &mut Criterion) {
         ..Config::default()
     };
     let core = runtime.block_on(Core::open(&config, Arc::new(Metrics::new()))).unwrap();
-    runtime.block_on(core.create_topic("bench", 1, 256 << 20, 0)).unwrap();
-    let topic = core.topic("bench").unwrap();
+    let caller = ringmq_broker::core::Caller::anonymous();
+    runtime.block_on(core.create_topic(&caller, "bench", 1, 256 << 20, 0)).unwrap();
+    let topic = core.topic(&caller, "bench").unwrap();
     let partition = core.partition(&topic, 0).unwrap();
 
     let mut batch = vec![0u8; 64 << 10];
@@ -56,7 +57,7 @@ fn handlers(c: &mut Criterion) {
                 unreachable!()
             };
             let produced = runtime
-                .block_on(core.produce(&partition, produce.batch, produce.acks, None))
+                .block_on(core.produce(&caller, &partition, produce.batch, produce.acks, None))
                 .unwrap();
             out.clear();
             let reply = ProduceReply { base_offset: produced.base_offset };
@@ -93,7 +94,8 @@ fn handlers(c: &mut Criterion) {
             else {
                 unreachable!()
             };
-            let outcome = core.read(&partition, fetch.offset, fetch.max_bytes as usize).unwrap();
+            let outcome =
+                core.read(&caller, &partition, fetch.offset, fetch.max_bytes as usize).unwrap();
             out.clear();
             FetchReply::encode_frame_head(
                 1,

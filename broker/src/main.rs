@@ -83,11 +83,23 @@ fn main() -> ExitCode {
         );
         let _ = stdout.flush();
         drop(stdout);
-        if let (Ok(user), Ok(password)) =
-            (std::env::var("RINGMQ_ROOT_USER"), std::env::var("RINGMQ_ROOT_PASSWORD"))
-        {
-            match broker.bootstrap_user(&user, &password) {
-                Ok(true) => tracing::info!(%user, "first user added from RINGMQ_ROOT_USER"),
+        if let Ok(user) = std::env::var("RINGMQ_ROOT_USER") {
+            // The first superuser: a user with a password, or (no password) the subject of a
+            // client certificate.
+            if let Ok(password) = std::env::var("RINGMQ_ROOT_PASSWORD") {
+                match broker.bootstrap_user(&user, &password) {
+                    Ok(true) => tracing::info!(%user, "first user added from RINGMQ_ROOT_USER"),
+                    Ok(false) => {}
+                    Err(error) => {
+                        eprintln!("error: RINGMQ_ROOT_USER: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            match broker.bootstrap_superuser(&user) {
+                Ok(true) => {
+                    tracing::info!(principal = %user, "first superuser from RINGMQ_ROOT_USER")
+                }
                 Ok(false) => {}
                 Err(error) => {
                     eprintln!("error: RINGMQ_ROOT_USER: {error}");

@@ -88,6 +88,9 @@ impl Topic {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum TopicError {
+    /// The caller may not do this to the topic.
+    #[error(transparent)]
+    Unauthorized(#[from] crate::auth::permissions::Denied),
     /// No such topic.
     #[error("topic {0:?} does not exist")]
     Unknown(String),

@@ -512,3 +512,98 @@ print("ok")
     let log = broker.log();
     assert!(log.contains("protocol=\"kafka\" principal=admin") && log.contains("authenticated"));
 }
+
+/// Kafka's ACL APIs and the rules behind them, with kafka-python over SASL_SSL: the superuser
+/// creates an ACL letting `writer` write one topic; `writer` produces, `reader` (no rule) is
+/// refused with TopicAuthorizationFailed and its metadata does not list the topic; the ACL is
+/// described and deleted, and `writer` is refused from then on.
+#[test]
+fn kafka_python_manages_acls_and_a_principal_without_one_is_refused() {
+    if !python_available("kafka") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, ca) = authenticating_broker(dir.path());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let login = ringmq_client::Credentials::new("admin", "s3cret pass");
+        let tls = ringmq_client::Tls::with_ca_file(&ca).unwrap();
+        let options = ringmq_client::ConnectOptions::default().credentials(login).tls(tls);
+        let address = broker.address.replace("127.0.0.1", "localhost");
+        let mut admin = ringmq_client::Client::connect_with(&address, options).await.unwrap();
+        admin.add_user("writer", "writer pass").await.unwrap();
+        admin.add_user("reader", "reader pass").await.unwrap();
+        let config = ringmq_client::TopicConfig::default().partitions(1);
+        admin.create_topic("acl-orders", config).await.unwrap();
+    });
+    let program = r#"
+import sys
+from kafka import KafkaProducer, KafkaConsumer
+from kafka.admin import (KafkaAdminClient, ACL, ACLFilter, ACLOperation, ACLPermissionType,
+                         ResourcePattern, ResourcePatternFilter, ResourceType, ACLResourcePatternType)
+from kafka.errors import TopicAuthorizationFailedError
+address, ca = sys.argv[1], sys.argv[2]
+def settings(user, password):
+    return dict(bootstrap_servers=address, security_protocol="SASL_SSL", ssl_cafile=ca,
+                sasl_mechanism="SCRAM-SHA-256", sasl_plain_username=user,
+                sasl_plain_password=password)
+admin = KafkaAdminClient(**settings("admin", "s3cret pass"))
+acl = ACL(principal="User:writer", host="*", operation=ACLOperation.WRITE,
+          permission_type=ACLPermissionType.ALLOW,
+          resource_pattern=ResourcePattern(ResourceType.TOPIC, "acl-orders"))
+result = admin.create_acls([acl])
+assert not result["failed"], result
+found, error = admin.describe_acls(ACLFilter(principal="User:writer", host="*",
+    operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
+    resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY)))
+assert [(a.principal, a.operation, a.resource_pattern.resource_name) for a in found] == \
+    [("User:writer", ACLOperation.WRITE, "acl-orders")], found
+print("described", len(found))
+
+writer = KafkaProducer(acks="all", max_block_ms=10000, **settings("writer", "writer pass"))
+writer.send("acl-orders", value=b"allowed", partition=0).get(timeout=30)
+print("writer produced")
+reader = KafkaProducer(acks="all", max_block_ms=5000, **settings("reader", "reader pass"))
+try:
+    reader.send("acl-orders", value=b"refused", partition=0).get(timeout=30)
+    raise SystemExit("the reader produced without a rule")
+except TopicAuthorizationFailedError as error:
+    print("reader refused:", error)
+consumer = KafkaConsumer(**settings("reader", "reader pass"))
+assert "acl-orders" not in consumer.topics(), consumer.topics()
+consumer.close()
+
+deleted = admin.delete_acls([ACLFilter(principal="User:writer", host="*",
+    operation=ACLOperation.ANY, permission_type=ACLPermissionType.ANY,
+    resource_pattern=ResourcePatternFilter(ResourceType.TOPIC, "acl-orders",
+                                           ACLResourcePatternType.LITERAL))])
+assert len(deleted[0][1]) == 1, deleted
+late = KafkaProducer(acks="all", max_block_ms=5000, **settings("writer", "writer pass"))
+try:
+    late.send("acl-orders", value=b"late", partition=0).get(timeout=30)
+    raise SystemExit("the writer produced after its ACL was deleted")
+except TopicAuthorizationFailedError:
+    print("writer refused after the delete")
+print("ok")
+"#;
+    let kafka = broker.kafka.replace("127.0.0.1", "localhost");
+    let output = run(
+        Command::new("python3").args(["-c", program, &kafka, ca.to_str().unwrap()]),
+        b"",
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}\n{stderr}");
+    // One message in the topic: the writer's.
+    if kcat_available() {
+        let (ok, read) = kcat_sasl(
+            &broker,
+            &ca,
+            ("SCRAM-SHA-512", "s3cret pass"),
+            &["-C", "-t", "acl-orders", "-e", "-q"],
+        );
+        assert!(ok);
+        assert_eq!(String::from_utf8(read).unwrap(), "allowed\n");
+    }
+}

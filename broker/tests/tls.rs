@@ -52,7 +52,9 @@ fn mutual_tls_broker(dir: &std::path::Path, extra: &[&str]) -> (Broker, Authorit
         authority.cert_file.to_str().unwrap(),
     ];
     flags.extend_from_slice(extra);
-    (Broker::start(&flags), authority, writer)
+    // The writer is the superuser (with `--auth required` it may do anything).
+    let env = [("RINGMQ_ROOT_USER", "CN=writer, O=ringmq tests")];
+    (Broker::start_with_env(&flags, &env), authority, writer)
 }
 
 /// The broker's `/metrics` page, as text.

@@ -57,6 +57,80 @@ enum Command {
     /// List, describe and reset consumer groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// List, add and remove users, and change their passwords (needs describe or alter on the
+    /// cluster).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// List, add and remove access rules and superusers (needs describe or alter on the
+    /// cluster).
+    #[command(subcommand)]
+    Acl(AclCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// List users.
+    List,
+    /// Add a user; the password is read from stdin (one line), never from a flag.
+    Add {
+        /// User name: 1-200 characters of A-Z a-z 0-9 . _ @ -.
+        name: String,
+        /// Read the password from the first line of stdin (required: flags show in `ps`).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Change a user's password, read from stdin (one line).
+    Passwd {
+        /// User name.
+        name: String,
+        /// Read the new password from the first line of stdin (required).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Remove a user (the rules naming it stay).
+    Remove {
+        /// User name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AclCommand {
+    /// List every rule, superusers first.
+    List,
+    /// Add a rule (takes effect on the next request).
+    Add(RuleArgs),
+    /// Remove a rule (exactly as listed).
+    Remove(RuleArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("resource").required(true).args(["topic", "group", "cluster", "superuser"])))]
+struct RuleArgs {
+    /// Who: a user name, a client certificate's subject (CN=...,O=...), or * for every
+    /// authenticated principal.
+    #[arg(long, value_name = "PRINCIPAL")]
+    principal: String,
+    /// The rule is about this topic (* for every topic).
+    #[arg(long, value_name = "NAME")]
+    topic: Option<String>,
+    /// The rule is about this consumer group (* for every group).
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+    /// The rule is about the cluster (creating topics, listing groups, counters, users and
+    /// rules).
+    #[arg(long)]
+    cluster: bool,
+    /// Make the principal a superuser (allowed everything) instead.
+    #[arg(long)]
+    superuser: bool,
+    /// Match every topic or group whose name starts with --topic or --group.
+    #[arg(long)]
+    prefix: bool,
+    /// What is allowed: all, produce, consume (topics), read (groups), create, delete,
+    /// describe, alter, idempotent-write (cluster).
+    #[arg(long, value_name = "OP", value_parser = parse_operation, required_unless_present = "superuser")]
+    operation: Option<ringmq_client::access::RuleOperation>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -284,7 +358,101 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Consume(args) => consume(&mut client, args, timeout).await,
         Command::Group(command) => group(&mut client, command).await,
+        Command::User(command) => user(&mut client, command).await,
+        Command::Acl(command) => acl(&mut client, command).await,
     }
+}
+
+fn parse_operation(text: &str) -> Result<ringmq_client::access::RuleOperation, String> {
+    use ringmq_client::access::RuleOperation;
+    RuleOperation::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> =
+            RuleOperation::ALL.iter().map(|operation| operation.name()).collect();
+        format!("{text:?} is not one of {}", names.join(", "))
+    })
+}
+
+/// The first line of stdin, without its line ending.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password on stdin");
+    Ok(password)
+}
+
+async fn user(client: &mut Client, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::List => {
+            let mut out = std::io::stdout().lock();
+            for name in client.list_users().await? {
+                writeln!(out, "{name}")?;
+            }
+        }
+        UserCommand::Add { name, .. } => {
+            client.add_user(&name, &password_from_stdin()?).await?;
+            eprintln!("user {name} added");
+        }
+        UserCommand::Passwd { name, .. } => {
+            client.set_password(&name, &password_from_stdin()?).await?;
+            eprintln!("password of {name} changed");
+        }
+        UserCommand::Remove { name } => {
+            client.remove_user(&name).await?;
+            eprintln!("user {name} removed");
+        }
+    }
+    Ok(())
+}
+
+async fn acl(client: &mut Client, command: AclCommand) -> anyhow::Result<()> {
+    use ringmq_client::access::RuleOperation;
+    use ringmq_client::Rule;
+    let rule_of = |args: RuleArgs| -> Rule {
+        let operation = args.operation.unwrap_or(RuleOperation::All);
+        let rule = if args.superuser {
+            Rule::superuser(&args.principal)
+        } else if let Some(topic) = &args.topic {
+            Rule::topic(&args.principal, topic, operation)
+        } else if let Some(group) = &args.group {
+            Rule::group(&args.principal, group, operation)
+        } else {
+            Rule::cluster(&args.principal, operation)
+        };
+        if args.prefix {
+            rule.prefixed()
+        } else {
+            rule
+        }
+    };
+    match command {
+        AclCommand::List => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "principal\tresource\tpattern\tname\toperation")?;
+            for rule in client.list_rules().await? {
+                let name = if rule.name.is_empty() { "-" } else { &rule.name };
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{name}\t{}",
+                    rule.principal,
+                    rule.resource.name(),
+                    rule.pattern.name(),
+                    rule.operation.name()
+                )?;
+            }
+        }
+        AclCommand::Add(args) => {
+            let rule = rule_of(args);
+            client.add_rule(&rule).await?;
+            eprintln!("added: {rule}");
+        }
+        AclCommand::Remove(args) => {
+            let rule = rule_of(args);
+            client.remove_rule(&rule).await?;
+            eprintln!("removed: {rule}");
+        }
+    }
+    Ok(())
 }
 
 /// Creates a topic, waiting as long as the broker takes to allocate its rings, with the

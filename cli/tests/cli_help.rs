@@ -27,6 +27,21 @@ fn help_explains_every_command_and_flag() {
     for word in ["--partition", "--from", "--count", "--follow", "--format"] {
         assert!(consume.contains(word), "consume help lacks {word}:\n{consume}");
     }
+    let user = help(&["user", "add"]);
+    assert!(user.contains("--password-stdin"), "user add help lacks --password-stdin:\n{user}");
+    let acl = help(&["acl", "add"]);
+    for word in [
+        "--principal",
+        "--topic",
+        "--group",
+        "--cluster",
+        "--superuser",
+        "--prefix",
+        "--operation",
+        "idempotent-write",
+    ] {
+        assert!(acl.contains(word), "acl add help lacks {word}:\n{acl}");
+    }
     let create = help(&["topic", "create"]);
     for word in ["--partitions", "--capacity"] {
         assert!(create.contains(word), "topic create help lacks {word}:\n{create}");

@@ -32,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod compression;
 mod connection;
 mod consumer;
@@ -50,6 +51,7 @@ use ringmq_protocol::group::{
 use ringmq_protocol::message::{BrokerStats, CreateTopic, TopicDescription, TopicList, TopicName};
 use ringmq_protocol::Request;
 
+pub use access::Rule;
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, StartOffset};
 pub use error::ClientError;
 pub use group::{GroupConsumer, GroupConsumerBuilder};
@@ -260,6 +262,17 @@ impl Client {
     async fn call(&mut self, request: &Request<'_>) -> Result<bytes::Bytes, ClientError> {
         let timeout = self.connection.timeout;
         Ok(self.connection.call(request, timeout).await?.1)
+    }
+
+    /// Sends any request and returns the body of its answer: for tests and tools that exercise
+    /// the protocol itself (every other call is a typed wrapper of this).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Broker`] with the broker's code and message, or a connection error.
+    #[doc(hidden)]
+    pub async fn raw_call(&mut self, request: &Request<'_>) -> Result<bytes::Bytes, ClientError> {
+        self.call(request).await
     }
 
     /// As `call`, for reads, which are retried once on a connection found dead.

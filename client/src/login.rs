@@ -152,3 +152,32 @@ pub(crate) struct FirstSent {
     nonce: String,
     bare: String,
 }
+
+/// PBKDF2 iterations of the keys a client makes when it sets a password (the SCRAM minimum,
+/// RFC 7677; each PLAIN login makes the broker derive them again).
+pub(crate) const SET_ITERATIONS: u32 = 4096;
+
+/// A salted SCRAM credential made here, so that setting a password never sends it: the salt,
+/// `H(ClientKey)` and the server key.
+pub(crate) struct SaltedKeys {
+    pub(crate) salt: [u8; 24],
+    pub(crate) stored_key: Vec<u8>,
+    pub(crate) server_key: Vec<u8>,
+}
+
+/// The salted keys of `password` for `mechanism`, with a fresh random salt.
+pub(crate) fn salted_keys(password: &str, mechanism: Scram) -> Result<SaltedKeys, ClientError> {
+    let mut salt = [0u8; 24];
+    ring::rand::SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| ClientError::InvalidArgument("the system's random source failed".into()))?;
+    let (pbkdf2_algorithm, hmac_algorithm, digest_algorithm) = mechanism.parts();
+    let mut salted = vec![0u8; digest_algorithm.output_len()];
+    let rounds = std::num::NonZeroU32::new(SET_ITERATIONS).expect("not zero");
+    pbkdf2::derive(pbkdf2_algorithm, rounds, &salt, password.as_bytes(), &mut salted);
+    let salted_key = hmac::Key::new(hmac_algorithm, &salted);
+    let client_key = hmac::sign(&salted_key, b"Client Key");
+    let stored_key = digest::digest(digest_algorithm, client_key.as_ref()).as_ref().to_vec();
+    let server_key = hmac::sign(&salted_key, b"Server Key").as_ref().to_vec();
+    Ok(SaltedKeys { salt, stored_key, server_key })
+}

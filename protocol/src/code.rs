@@ -129,6 +129,9 @@ error_codes! {
     /// The broker requires authentication and this connection has none; it is closed after
     /// this reply.
     Unauthenticated = 29, false, "authentication required";
+    /// The principal is not allowed this request on this resource (no rule allows it); nothing
+    /// was changed. The message names the principal, the operation and the resource.
+    Unauthorized = 30, false, "not authorized";
 }
 
 impl fmt::Display for ErrorCode {

@@ -321,6 +321,18 @@ opcodes! {
     InitProducer = 17;
     /// One SASL message of a login (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN over TLS).
     Authenticate = 18;
+    /// Every user's name.
+    ListUsers = 19;
+    /// Add a user, or change a user's password, with salted keys made by the client.
+    SetUser = 20;
+    /// Remove a user.
+    RemoveUser = 21;
+    /// Every access rule and superuser.
+    ListRules = 22;
+    /// Add an access rule (or a superuser).
+    AddRule = 23;
+    /// Remove an access rule (or a superuser).
+    RemoveRule = 24;
 }
 
 /// Total frame size (header and body) as `u64`, for accounting.

@@ -21,6 +21,7 @@
     )
 )]
 
+pub mod access;
 pub mod batch;
 pub mod code;
 pub mod error;

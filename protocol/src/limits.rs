@@ -47,6 +47,9 @@ pub const ERROR_MESSAGE_SIZE_MAX: usize = 1024;
 /// Longest consumer group or member id, in bytes.
 pub const GROUP_NAME_SIZE_MAX: usize = 200;
 
+/// Most users a broker holds.
+pub const USER_COUNT_MAX: usize = 10_000;
+
 /// Most consumer groups with live members a broker holds at once (groups known only by their
 /// committed offsets are bounded by the group state log's capacity instead).
 pub const GROUP_COUNT_MAX: u32 = 10_000;

@@ -5,6 +5,7 @@
 //! in place: strings and batches are borrowed from the frame body. `protocol/README.md` lists every
 //! body field by field.
 
+use crate::access::{RuleEntry, RuleList, SetUser, UserList, UserName};
 use crate::code::ErrorCode;
 use crate::error::{DecodeError, EncodeError};
 use crate::frame::{write_frame, FrameHead, Opcode};
@@ -104,6 +105,18 @@ pub enum Request<'a> {
     DescribeGroup(GroupName<'a>),
     /// See [`Authenticate`].
     Authenticate(Authenticate<'a>),
+    /// Empty body.
+    ListUsers,
+    /// See [`SetUser`].
+    SetUser(SetUser<'a>),
+    /// The user to remove.
+    RemoveUser(UserName<'a>),
+    /// Empty body.
+    ListRules,
+    /// The rule to add.
+    AddRule(RuleEntry<'a>),
+    /// The rule to remove.
+    RemoveRule(RuleEntry<'a>),
 }
 
 impl<'a> Request<'a> {
@@ -155,6 +168,18 @@ impl<'a> Request<'a> {
                 Request::DescribeGroup(GroupName::decode(body, "describe group request")?)
             }
             Opcode::Authenticate => Request::Authenticate(Authenticate::decode(body)?),
+            Opcode::ListUsers => {
+                Reader::new(body, "list users request").finish()?;
+                Request::ListUsers
+            }
+            Opcode::SetUser => Request::SetUser(SetUser::decode(body)?),
+            Opcode::RemoveUser => Request::RemoveUser(UserName::decode(body)?),
+            Opcode::ListRules => {
+                Reader::new(body, "list rules request").finish()?;
+                Request::ListRules
+            }
+            Opcode::AddRule => Request::AddRule(RuleEntry::decode(body)?),
+            Opcode::RemoveRule => Request::RemoveRule(RuleEntry::decode(body)?),
         };
         Ok(Some(request))
     }
@@ -181,6 +206,12 @@ impl<'a> Request<'a> {
             Request::ListGroups => Opcode::ListGroups,
             Request::DescribeGroup(_) => Opcode::DescribeGroup,
             Request::Authenticate(_) => Opcode::Authenticate,
+            Request::ListUsers => Opcode::ListUsers,
+            Request::SetUser(_) => Opcode::SetUser,
+            Request::RemoveUser(_) => Opcode::RemoveUser,
+            Request::ListRules => Opcode::ListRules,
+            Request::AddRule(_) => Opcode::AddRule,
+            Request::RemoveRule(_) => Opcode::RemoveRule,
         }
     }
 
@@ -192,7 +223,12 @@ impl<'a> Request<'a> {
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match self {
             Request::Handshake(handshake) => handshake.encode(out),
-            Request::Ping | Request::ListTopics | Request::Stats | Request::ListGroups => Ok(()),
+            Request::Ping
+            | Request::ListTopics
+            | Request::Stats
+            | Request::ListGroups
+            | Request::ListUsers
+            | Request::ListRules => Ok(()),
             Request::CreateTopic(create) => create.encode(out),
             Request::DeleteTopic(name) | Request::DescribeTopic(name) => name.encode(out),
             Request::Produce(produce) => produce.encode(out),
@@ -208,6 +244,9 @@ impl<'a> Request<'a> {
             Request::FetchCommitted(names) => names.encode(out),
             Request::DescribeGroup(name) => name.encode(out),
             Request::Authenticate(authenticate) => authenticate.encode(out),
+            Request::SetUser(set) => set.encode(out),
+            Request::RemoveUser(name) => name.encode(out),
+            Request::AddRule(rule) | Request::RemoveRule(rule) => rule.encode(out),
         }
     }
 
@@ -256,6 +295,10 @@ pub enum Response<'a> {
     GroupDescription(GroupDescription<'a>),
     /// See [`AuthenticateReply`].
     Authenticate(AuthenticateReply<'a>),
+    /// See [`UserList`].
+    UserList(UserList<'a>),
+    /// See [`RuleList`].
+    RuleList(RuleList<'a>),
 }
 
 impl<'a> Response<'a> {
@@ -307,6 +350,12 @@ impl<'a> Response<'a> {
             Some(Opcode::Authenticate) => {
                 Ok(Response::Authenticate(AuthenticateReply::decode(body)?))
             }
+            Some(Opcode::ListUsers) => Ok(Response::UserList(UserList::decode(body)?)),
+            Some(Opcode::SetUser) => empty("set user response"),
+            Some(Opcode::RemoveUser) => empty("remove user response"),
+            Some(Opcode::ListRules) => Ok(Response::RuleList(RuleList::decode(body)?)),
+            Some(Opcode::AddRule) => empty("add rule response"),
+            Some(Opcode::RemoveRule) => empty("remove rule response"),
             None => Err(DecodeError::InvalidValue {
                 context: "response",
                 field: "opcode",

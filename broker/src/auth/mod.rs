@@ -5,6 +5,8 @@
 //! A front end drives a [`Login`] with the client's SASL messages and learns the principal, or
 //! the reason the login failed; it never sees a password or a key, and neither does the log.
 
+pub mod file;
+pub mod permissions;
 pub mod scram;
 pub mod users;
 

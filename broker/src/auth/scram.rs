@@ -25,6 +25,9 @@ pub const ITERATIONS: u32 = 4096;
 pub const ITERATIONS_MAX: u32 = 1 << 20;
 /// Bytes of a credential's salt (and of a decoy salt).
 pub const SALT_SIZE: usize = 24;
+/// Most PBKDF2 iterations a credential set over the network may ask for (as Kafka): each PLAIN
+/// login derives the key again, so the count bounds the work a login costs the broker.
+pub const ITERATIONS_SET_MAX: u32 = 16_384;
 /// Bytes of the server's nonce (before base64).
 const NONCE_SIZE: usize = 18;
 /// Longest SCRAM message accepted, bytes.
@@ -115,6 +118,47 @@ impl ScramCredential {
         let mut salt = [0u8; SALT_SIZE];
         ring::rand::SystemRandom::new().fill(&mut salt).map_err(|_| AuthError::Random)?;
         Ok(Self::with_salt(hash, password, &salt, ITERATIONS))
+    }
+
+    /// A credential made elsewhere (by a client that sets a password without sending it):
+    /// the salt, the PBKDF2 iterations and the two keys.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Malformed`] for a salt of other than 16 to 64 bytes, iterations outside
+    /// [`ITERATIONS`] to [`ITERATIONS_SET_MAX`], or keys of the wrong length for `hash`.
+    pub fn from_keys(
+        hash: ScramHash,
+        salt: &[u8],
+        iterations: u32,
+        stored_key: &[u8],
+        server_key: &[u8],
+    ) -> Result<Self, AuthError> {
+        if !(16..=64).contains(&salt.len()) {
+            return Err(AuthError::Malformed(format!(
+                "a {}-byte salt (16 to 64 bytes are taken)",
+                salt.len()
+            )));
+        }
+        if !(ITERATIONS..=ITERATIONS_SET_MAX).contains(&iterations) {
+            return Err(AuthError::Malformed(format!(
+                "{iterations} iterations ({ITERATIONS} to {ITERATIONS_SET_MAX} are taken)"
+            )));
+        }
+        if stored_key.len() != hash.size() || server_key.len() != hash.size() {
+            return Err(AuthError::Malformed(format!(
+                "keys of {} and {} bytes for a {}-byte hash",
+                stored_key.len(),
+                server_key.len(),
+                hash.size()
+            )));
+        }
+        Ok(Self {
+            salt: BASE64.encode(salt),
+            iterations,
+            stored_key: BASE64.encode(stored_key),
+            server_key: BASE64.encode(server_key),
+        })
     }
 
     fn with_salt(hash: ScramHash, password: &str, salt: &[u8], iterations: u32) -> Self {

@@ -4,9 +4,6 @@
 //! PBKDF2 iterations), and a PLAIN login is checked by deriving the SHA-512 one again.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -18,6 +15,7 @@ use base64::Engine;
 use ring::hmac;
 use ring::rand::SecureRandom;
 
+use super::file::{read_private, replace_private, FileError};
 use super::scram::{ScramCredential, ScramHash, SALT_SIZE};
 use super::AuthError;
 
@@ -37,15 +35,8 @@ pub const PASSWORD_SIZE_MAX: usize = 1024;
 #[non_exhaustive]
 pub enum UsersError {
     /// The users file could not be read or written.
-    #[error("{path}: could not {action}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What was being done.
-        action: &'static str,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// The users file is not what this broker writes.
     #[error("{path}: {message}")]
     File {
@@ -116,25 +107,12 @@ impl Users {
     /// [`UsersError`] naming the file and what is wrong with it.
     pub fn open(data_dir: &Path) -> Result<Self, UsersError> {
         let path = data_dir.join(USERS_FILE);
-        if let Ok(metadata) = fs::symlink_metadata(&path) {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = metadata.permissions().mode() & 0o777;
-            if !metadata.is_file() || mode & 0o077 != 0 {
-                return Err(UsersError::File {
-                    path,
-                    message: format!(
-                        "must be a regular file that only its owner can read (it is mode {mode:o}; chmod 600 it)"
-                    ),
-                });
-            }
-        }
-        let file: UsersFile = match fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|error| UsersError::File {
+        let file: UsersFile = match read_private(&path)? {
+            Some(text) => toml::from_str(&text).map_err(|error| UsersError::File {
                 path: path.clone(),
                 message: error.message().to_owned(),
             })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => UsersFile::default(),
-            Err(source) => return Err(UsersError::Io { path, action: "read", source }),
+            None => UsersFile::default(),
         };
         let mut users = BTreeMap::new();
         for user in file.user {
@@ -235,6 +213,38 @@ impl Users {
         Ok(())
     }
 
+    /// Adds `name` with `credentials`, or (`replace`) replaces an existing user's.
+    ///
+    /// # Errors
+    ///
+    /// [`UsersError`]: a bad name, an existing (or, with `replace`, missing) user, the limit,
+    /// or the file.
+    pub fn set(
+        &self,
+        name: &str,
+        credentials: Credentials,
+        replace: bool,
+    ) -> Result<(), UsersError> {
+        validate_name(name)?;
+        let user = StoredUser {
+            name: name.to_owned(),
+            scram_sha_256: credentials.scram_sha_256,
+            scram_sha_512: credentials.scram_sha_512,
+        };
+        let mut users = self.users.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (users.contains_key(name), replace) {
+            (true, false) => return Err(UsersError::Exists(name.to_owned())),
+            (false, true) => return Err(UsersError::Unknown(name.to_owned())),
+            (false, false) if users.len() >= USER_COUNT_MAX => return Err(UsersError::TooMany),
+            _ => {}
+        }
+        let mut next = users.clone();
+        next.insert(name.to_owned(), user);
+        self.write(&next)?;
+        *users = next;
+        Ok(())
+    }
+
     /// Replaces a user's password.
     ///
     /// # Errors
@@ -276,37 +286,17 @@ impl Users {
             user: users.values().cloned().collect(),
         };
         let text = toml::to_string(&file).expect("strings and integers serialise as TOML");
-        let temporary = self.path.with_extension("toml.new");
-        let io = |action: &'static str| {
-            let path = temporary.clone();
-            move |source| UsersError::Io { path, action, source }
-        };
-        // A leftover of an interrupted write goes first; the new file is made fresh (never
-        // through a link someone else placed there) with mode 0600 from the start.
-        match fs::remove_file(&temporary) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io("remove a leftover")(error));
-            }
-            _ => {}
-        }
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&temporary)
-            .map_err(io("create"))?;
-        out.write_all(text.as_bytes()).map_err(io("write"))?;
-        out.sync_all().map_err(io("sync"))?;
-        drop(out);
-        fs::rename(&temporary, &self.path).map_err(io("rename into place"))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|source| UsersError::Io {
-            path: dir.to_owned(),
-            action: "sync",
-            source,
-        })
+        Ok(replace_private(&self.path, &text)?)
     }
+}
+
+/// A user's salted SCRAM keys, one per hash, made by the client that sets the password.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The SCRAM-SHA-256 credential.
+    pub scram_sha_256: ScramCredential,
+    /// The SCRAM-SHA-512 credential (also checks PLAIN logins).
+    pub scram_sha_512: ScramCredential,
 }
 
 fn credentials(name: &str, password: &str) -> Result<StoredUser, UsersError> {
@@ -342,6 +332,7 @@ pub fn validate_name(name: &str) -> Result<(), UsersError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn users_are_kept_durably_as_salted_keys_only() {

@@ -3,6 +3,7 @@
 
 use ringmq_protocol::DecodeError;
 
+use crate::auth::permissions::Denied;
 use crate::log::{Poison, StorageError};
 use crate::producers::SequenceError;
 
@@ -10,6 +11,9 @@ use crate::producers::SequenceError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProduceError {
+    /// The caller may not produce to the topic.
+    #[error(transparent)]
+    Unauthorized(#[from] Denied),
     /// The topic has no such partition.
     #[error("topic {topic:?} has no partition {partition} (it has {count})")]
     UnknownPartition {
@@ -68,6 +72,9 @@ pub enum ProduceError {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchError {
+    /// The caller may not consume the topic.
+    #[error(transparent)]
+    Unauthorized(#[from] Denied),
     /// The offset is below the earliest held or past the next.
     #[error(
         "offset {offset} is out of range for {topic}/{partition}: it holds {earliest} to {next}"
@@ -87,4 +94,22 @@ pub enum FetchError {
     /// Too many readers on the chunk, or the writer lapped the read; retry.
     #[error("the partition is busy (too many concurrent readers, or rewritten faster than it could be read); retry")]
     Busy,
+}
+
+/// Why a change to users or permissions failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The caller may not make it.
+    #[error(transparent)]
+    Unauthorized(#[from] Denied),
+    /// A user could not be added, changed or removed.
+    #[error(transparent)]
+    Users(#[from] crate::auth::users::UsersError),
+    /// A rule or superuser could not be added or removed.
+    #[error(transparent)]
+    Permissions(#[from] crate::auth::permissions::PermissionsError),
+    /// The work did not finish (the broker is stopping).
+    #[error("the change did not finish: the broker is stopping")]
+    Interrupted,
 }

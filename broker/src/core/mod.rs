@@ -11,6 +11,7 @@
 //!                                            ->  groups (coordinator, store), producers, metrics
 //! ```
 
+mod access;
 mod error;
 
 use crate::auth::users::{Users, UsersError};
@@ -25,7 +26,12 @@ use tokio::time::Instant;
 use ringmq_protocol::group::PartitionOffset;
 use ringmq_protocol::{Acks, BatchView, DecodeError};
 
-pub use self::error::{FetchError, ProduceError};
+use self::access::Access;
+pub use self::access::{Caller, ANONYMOUS};
+pub use self::error::{AdminError, FetchError, ProduceError};
+use crate::auth::permissions::{
+    Denied, Operation, Permissions, PermissionsError, ResourceKind, Rule, RuleFilter,
+};
 use crate::config::Config;
 use crate::groups::store::{GroupStore, OffsetKey, StoreError};
 use crate::groups::{
@@ -68,6 +74,9 @@ pub enum OpenError {
     /// The users file could not be read.
     #[error(transparent)]
     Users(#[from] UsersError),
+    /// The permissions file could not be read.
+    #[error(transparent)]
+    Permissions(#[from] PermissionsError),
     /// The task opening the data directory did not finish.
     #[error("opening the data directory did not finish: {0}")]
     Interrupted(#[source] tokio::task::JoinError),
@@ -178,6 +187,7 @@ pub struct Core {
     metrics: Arc<Metrics>,
     users: Arc<Users>,
     login_failures: Failures,
+    access: Access,
 }
 
 impl Core {
@@ -225,6 +235,9 @@ impl Core {
             .await
             .map_err(OpenError::Interrupted)??;
         let users = Arc::new(Users::open(&config.data_dir)?);
+        let permissions = Arc::new(Permissions::open(&config.data_dir)?);
+        let access =
+            Access { permissions, enforced: config.auth == crate::config::AuthMode::Required };
         let topics = Arc::new(topics);
         let groups = Arc::new(Coordinator::new(
             store,
@@ -243,7 +256,15 @@ impl Core {
             fetch_wait_max: config.fetch_wait_max,
             batch_size_max: config.batch_size_max,
         };
-        Ok(Self { settings, topics, groups, metrics, users, login_failures: Failures::default() })
+        Ok(Self {
+            settings,
+            topics,
+            groups,
+            metrics,
+            users,
+            login_failures: Failures::default(),
+            access,
+        })
     }
 
     // ----- principals ----------------------------------------------------------------------
@@ -306,6 +327,170 @@ impl Core {
         Ok(true)
     }
 
+    /// Makes `principal` a superuser if there is none yet (the first, from the environment);
+    /// whether it did.
+    ///
+    /// # Errors
+    ///
+    /// An invalid principal, or the permissions file.
+    pub fn bootstrap_superuser(&self, principal: &str) -> Result<bool, PermissionsError> {
+        self.access.permissions.bootstrap_superuser(principal)
+    }
+
+    /// Whether `caller` may do `operation` on `kind`/`name`: the check every request passes,
+    /// for a front end that must answer a resource it does not hand to the core (a group's
+    /// coordinator, a topic's configuration).
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`], naming the principal, the operation and the resource.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        kind: ResourceKind,
+        name: &str,
+        operation: Operation,
+    ) -> Result<(), Denied> {
+        self.access.check(caller, kind, name, operation)
+    }
+
+    /// Whether `caller` may do `operation` on the cluster.
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`].
+    pub fn authorize_cluster(&self, caller: &Caller, operation: Operation) -> Result<(), Denied> {
+        self.access.check_cluster(caller, operation)
+    }
+
+    // ----- users and permissions -------------------------------------------------------------
+
+    /// Every user's name (the caller must be allowed to describe the cluster).
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`].
+    pub fn list_users(&self, caller: &Caller) -> Result<Vec<String>, Denied> {
+        self.access.check_cluster(caller, Operation::Describe)?;
+        Ok(self.users.names())
+    }
+
+    /// Adds a user, or (`replace`) changes an existing one's credentials; the caller must be
+    /// allowed to alter the cluster. The credentials are salted keys made by the client: the
+    /// password never reaches the broker.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`]: refused, a bad name or credential, an existing (or missing) user, or the
+    /// file.
+    pub async fn set_user(
+        &self,
+        caller: &Caller,
+        name: &str,
+        credentials: crate::auth::users::Credentials,
+        replace: bool,
+    ) -> Result<(), AdminError> {
+        self.access.check_cluster(caller, Operation::Alter)?;
+        let users = Arc::clone(&self.users);
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || users.set(&name, credentials, replace))
+            .await
+            .map_err(|_| AdminError::Interrupted)??;
+        Ok(())
+    }
+
+    /// Removes a user (the caller must be allowed to alter the cluster); its rules stay.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`]: refused, no such user, or the file.
+    pub async fn remove_user(&self, caller: &Caller, name: &str) -> Result<(), AdminError> {
+        self.access.check_cluster(caller, Operation::Alter)?;
+        let users = Arc::clone(&self.users);
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || users.remove(&name))
+            .await
+            .map_err(|_| AdminError::Interrupted)??;
+        Ok(())
+    }
+
+    /// The rules that pass `filter`, and the superusers (the caller must be allowed to describe
+    /// the cluster).
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`].
+    pub fn rules(
+        &self,
+        caller: &Caller,
+        filter: &RuleFilter,
+    ) -> Result<(Vec<Rule>, Vec<String>), Denied> {
+        self.access.check_cluster(caller, Operation::Describe)?;
+        let permissions = &self.access.permissions;
+        Ok((permissions.rules(filter), permissions.superusers()))
+    }
+
+    /// Adds rules (the caller must be allowed to alter the cluster); how many were new. In
+    /// force for the next request, durable when this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`]: refused, an invalid rule, the limit, or the file.
+    pub async fn add_rules(&self, caller: &Caller, rules: Vec<Rule>) -> Result<usize, AdminError> {
+        self.access.check_cluster(caller, Operation::Alter)?;
+        let permissions = Arc::clone(&self.access.permissions);
+        let added = tokio::task::spawn_blocking(move || permissions.add(&rules))
+            .await
+            .map_err(|_| AdminError::Interrupted)??;
+        Ok(added)
+    }
+
+    /// Removes the rules that pass `filter` (the caller must be allowed to alter the cluster);
+    /// the rules removed.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`]: refused, or the file.
+    pub async fn remove_rules(
+        &self,
+        caller: &Caller,
+        filter: RuleFilter,
+    ) -> Result<Vec<Rule>, AdminError> {
+        self.access.check_cluster(caller, Operation::Alter)?;
+        let permissions = Arc::clone(&self.access.permissions);
+        let removed = tokio::task::spawn_blocking(move || permissions.remove(&filter))
+            .await
+            .map_err(|_| AdminError::Interrupted)??;
+        Ok(removed)
+    }
+
+    /// Makes `principal` a superuser, or (`add` false) no longer one; the caller must be allowed
+    /// to alter the cluster.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`]: refused, the last superuser, an invalid principal, or the file.
+    pub async fn set_superuser(
+        &self,
+        caller: &Caller,
+        principal: &str,
+        add: bool,
+    ) -> Result<(), AdminError> {
+        self.access.check_cluster(caller, Operation::Alter)?;
+        let permissions = Arc::clone(&self.access.permissions);
+        let principal = principal.to_owned();
+        tokio::task::spawn_blocking(move || {
+            if add {
+                permissions.add_superuser(&principal).map(drop)
+            } else {
+                permissions.remove_superuser(&principal)
+            }
+        })
+        .await
+        .map_err(|_| AdminError::Interrupted)??;
+        Ok(())
+    }
+
     /// The settings.
     pub fn settings(&self) -> &CoreSettings {
         &self.settings
@@ -318,13 +503,18 @@ impl Core {
 
     /// The counters in the `Stats` response shape, with the progress of the topic creations
     /// under way.
-    pub fn stats(&self) -> ringmq_protocol::message::BrokerStats {
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`] unless the caller may describe the cluster.
+    pub fn stats(&self, caller: &Caller) -> Result<ringmq_protocol::message::BrokerStats, Denied> {
+        self.access.check_cluster(caller, Operation::Describe)?;
         let creations = self.topics.creations();
-        ringmq_protocol::message::BrokerStats {
+        Ok(ringmq_protocol::message::BrokerStats {
             creating_file_bytes: creations.file_bytes,
             creating_written_bytes: creations.written_bytes,
             ..self.metrics.snapshot()
-        }
+        })
     }
 
     /// Makes the topic creations under way give up (within one pre-fault step) and remove their
@@ -349,11 +539,15 @@ impl Core {
     /// [`TopicError`]: a bad name or setting, a limit, an existing topic, or storage failure.
     pub async fn create_topic(
         &self,
+        caller: &Caller,
         name: &str,
         partitions: u32,
         capacity: u64,
         chunk_size: u64,
     ) -> Result<(), TopicError> {
+        if self.access.check_cluster(caller, Operation::Create).is_err() {
+            self.access.check(caller, ResourceKind::Topic, name, Operation::Create)?;
+        }
         let topics = Arc::clone(&self.topics);
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -369,21 +563,28 @@ impl Core {
     /// # Errors
     ///
     /// [`TopicError::Unknown`], or an I/O failure removing the files.
-    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+    pub async fn delete_topic(&self, caller: &Caller, name: &str) -> Result<(), TopicError> {
+        self.access.check(caller, ResourceKind::Topic, name, Operation::Delete)?;
         self.groups.delete_topic(name).await
     }
 
-    /// Every topic's name and partition count, sorted by name.
-    pub fn list_topics(&self) -> Vec<(Arc<str>, u32)> {
-        self.topics.list()
+    /// The name and partition count of every topic `caller` may describe, sorted by name.
+    pub fn list_topics(&self, caller: &Caller) -> Vec<(Arc<str>, u32)> {
+        let mut topics = self.topics.list();
+        topics.retain(|(name, _)| {
+            self.access.check(caller, ResourceKind::Topic, name, Operation::Describe).is_ok()
+        });
+        topics
     }
 
-    /// The topic named `name`.
+    /// The topic named `name`, if `caller` may describe it (asked first, so that a topic the
+    /// caller may not see is refused whether it exists or not).
     ///
     /// # Errors
     ///
-    /// [`TopicError::Unknown`].
-    pub fn topic(&self, name: &str) -> Result<TopicHandle, TopicError> {
+    /// [`TopicError::Unauthorized`], [`TopicError::Unknown`].
+    pub fn topic(&self, caller: &Caller, name: &str) -> Result<TopicHandle, TopicError> {
+        self.access.check(caller, ResourceKind::Topic, name, Operation::Describe)?;
         self.topics
             .get(name)
             .map(|topic| TopicHandle { topic })
@@ -459,11 +660,13 @@ impl Core {
     /// A [`ProduceError`] naming what was refused; nothing was written then.
     pub async fn produce(
         &self,
+        caller: &Caller,
         partition: &PartitionHandle,
         batch: &[u8],
         acks: Acks,
         timeout: Option<Duration>,
     ) -> Result<Produced, ProduceError> {
+        self.access.check(caller, ResourceKind::Topic, partition.topic(), Operation::Produce)?;
         let started = Instant::now();
         let log = partition.partition.log();
         let view =
@@ -589,10 +792,12 @@ impl Core {
     /// [`FetchError::OffsetOutOfRange`] with the partition's range, or [`FetchError::Busy`].
     pub fn read(
         &self,
+        caller: &Caller,
         partition: &PartitionHandle,
         offset: u64,
         max_bytes: usize,
     ) -> Result<ReadOutcome, FetchError> {
+        self.access.check(caller, ResourceKind::Topic, partition.topic(), Operation::Consume)?;
         partition.partition.log().read(offset, max_bytes).map_err(|error| match error {
             ReadError::OffsetOutOfRange { offset, earliest, next } => {
                 FetchError::OffsetOutOfRange {
@@ -638,12 +843,15 @@ impl Core {
     /// As [`Coordinator::join`].
     pub async fn join_group(
         &self,
+        caller: &Caller,
         group: &str,
         topic: &str,
         member_id: &str,
         session_timeout: Duration,
         client: &str,
     ) -> Result<Assignment, GroupError> {
+        self.access.check(caller, ResourceKind::Group, group, Operation::Read)?;
+        self.access.check(caller, ResourceKind::Topic, topic, Operation::Consume)?;
         self.groups.join(group, topic, member_id, session_timeout, client).await
     }
 
@@ -654,10 +862,12 @@ impl Core {
     /// As [`Coordinator::heartbeat`].
     pub async fn heartbeat(
         &self,
+        caller: &Caller,
         group: &str,
         member_id: &str,
         client: &str,
     ) -> Result<Assignment, GroupError> {
+        self.access.check(caller, ResourceKind::Group, group, Operation::Read)?;
         self.groups.heartbeat(group, member_id, client).await
     }
 
@@ -666,7 +876,13 @@ impl Core {
     /// # Errors
     ///
     /// As [`Coordinator::leave`].
-    pub async fn leave_group(&self, group: &str, member_id: &str) -> Result<(), GroupError> {
+    pub async fn leave_group(
+        &self,
+        caller: &Caller,
+        group: &str,
+        member_id: &str,
+    ) -> Result<(), GroupError> {
+        self.access.check(caller, ResourceKind::Group, group, Operation::Read)?;
         self.groups.leave(group, member_id).await
     }
 
@@ -677,23 +893,46 @@ impl Core {
     /// As [`Coordinator::commit`].
     pub async fn commit_offsets(
         &self,
+        caller: &Caller,
         group: &str,
         topic: &str,
         member_id: &str,
         generation: u32,
         offsets: &[PartitionOffset],
     ) -> Result<(), GroupError> {
+        self.access.check(caller, ResourceKind::Group, group, Operation::Read)?;
+        self.access.check(caller, ResourceKind::Topic, topic, Operation::Consume)?;
         self.groups.commit(group, topic, member_id, generation, offsets).await
     }
 
-    /// The committed offsets of `group` on `topic`.
-    pub async fn committed_offsets(&self, group: &str, topic: &str) -> Vec<PartitionOffset> {
-        self.groups.committed(group, topic).await
+    /// The committed offsets of `group` on `topic` (the caller must be allowed to describe
+    /// both).
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`].
+    pub async fn committed_offsets(
+        &self,
+        caller: &Caller,
+        group: &str,
+        topic: &str,
+    ) -> Result<Vec<PartitionOffset>, Denied> {
+        self.access.check(caller, ResourceKind::Group, group, Operation::Describe)?;
+        self.access.check(caller, ResourceKind::Topic, topic, Operation::Describe)?;
+        Ok(self.groups.committed(group, topic).await)
     }
 
-    /// Every group with members or committed offsets, sorted by name.
-    pub async fn list_groups(&self) -> Vec<GroupListing> {
-        self.groups.list().await
+    /// Every group with members or committed offsets that `caller` may describe, sorted by
+    /// name (all of them for a caller that may describe the cluster).
+    pub async fn list_groups(&self, caller: &Caller) -> Vec<GroupListing> {
+        let mut groups = self.groups.list().await;
+        if self.access.check_cluster(caller, Operation::Describe).is_err() {
+            groups.retain(|group| {
+                let name = &group.group;
+                self.access.check(caller, ResourceKind::Group, name, Operation::Describe).is_ok()
+            });
+        }
+        groups
     }
 
     /// See [`Coordinator::describe`].
@@ -701,17 +940,32 @@ impl Core {
     /// # Errors
     ///
     /// As [`Coordinator::describe`].
-    pub async fn describe_group(&self, group: &str) -> Result<GroupInfo, GroupError> {
+    pub async fn describe_group(
+        &self,
+        caller: &Caller,
+        group: &str,
+    ) -> Result<GroupInfo, GroupError> {
+        self.access.check(caller, ResourceKind::Group, group, Operation::Describe)?;
         self.groups.describe(group).await
     }
 
     /// Kafka's `JoinGroup`; see [`Coordinator::join_classic`].
-    pub async fn join_kafka_group(&self, request: JoinRequest) -> Reply<Joined> {
+    pub async fn join_kafka_group(&self, caller: &Caller, request: JoinRequest) -> Reply<Joined> {
+        if let Err(denied) =
+            self.access.check(caller, ResourceKind::Group, &request.group, Operation::Read)
+        {
+            return Reply::Ready(Err(denied.into()));
+        }
         self.groups.join_classic(request).await
     }
 
     /// Kafka's `SyncGroup`; see [`Coordinator::sync_classic`].
-    pub async fn sync_kafka_group(&self, request: SyncRequest) -> Reply<Bytes> {
+    pub async fn sync_kafka_group(&self, caller: &Caller, request: SyncRequest) -> Reply<Bytes> {
+        if let Err(denied) =
+            self.access.check(caller, ResourceKind::Group, &request.group, Operation::Read)
+        {
+            return Reply::Ready(Err(denied.into()));
+        }
         self.groups.sync_classic(request).await
     }
 
@@ -722,20 +976,28 @@ impl Core {
     /// As [`Coordinator::heartbeat_classic`].
     pub async fn heartbeat_kafka_group(
         &self,
+        caller: &Caller,
         group: &str,
         generation: i32,
         member: &MemberRef,
     ) -> Result<(), GroupError> {
+        self.access.check(caller, ResourceKind::Group, group, Operation::Read)?;
         self.groups.heartbeat_classic(group, generation, member).await
     }
 
     /// Kafka's `LeaveGroup`: each member's outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`] unless the caller may read the group.
     pub async fn leave_kafka_group(
         &self,
+        caller: &Caller,
         group: &str,
         members: &[MemberRef],
-    ) -> Vec<Result<(), GroupError>> {
-        self.groups.leave_classic(group, members).await
+    ) -> Result<Vec<Result<(), GroupError>>, Denied> {
+        self.access.check(caller, ResourceKind::Group, group, Operation::Read)?;
+        Ok(self.groups.leave_classic(group, members).await)
     }
 
     /// Kafka's `OffsetCommit`: each topic's outcome, partition by partition.
@@ -743,26 +1005,80 @@ impl Core {
     /// # Errors
     ///
     /// As [`Coordinator::commit_classic`].
+    ///
+    /// The caller must be allowed to read the group; each topic it may not consume is refused
+    /// alone (its partitions answered [`GroupError::Unauthorized`], nothing of it stored).
     pub async fn commit_kafka_offsets(
         &self,
+        caller: &Caller,
         group: &str,
         generation: i32,
         member: &MemberRef,
         topics: &[(String, Vec<PartitionOffset>)],
     ) -> Result<Vec<TopicCommit>, GroupError> {
-        self.groups.commit_classic(group, generation, member, topics).await
+        self.access.check(caller, ResourceKind::Group, group, Operation::Read)?;
+        let denied: Vec<Option<Denied>> = topics
+            .iter()
+            .map(|(topic, _)| {
+                self.access.check(caller, ResourceKind::Topic, topic, Operation::Consume).err()
+            })
+            .collect();
+        let allowed: Vec<(String, Vec<PartitionOffset>)> = topics
+            .iter()
+            .zip(&denied)
+            .filter(|(_, denied)| denied.is_none())
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        let mut committed =
+            self.groups.commit_classic(group, generation, member, &allowed).await?.into_iter();
+        let mut answers = Vec::with_capacity(topics.len());
+        for ((_, partitions), denied) in topics.iter().zip(denied) {
+            match denied {
+                None => answers.extend(committed.next()),
+                Some(denied) => answers.push(TopicCommit {
+                    checked: partitions.iter().map(|_| Err(denied.clone().into())).collect(),
+                    stored: Ok(()),
+                }),
+            }
+        }
+        Ok(answers)
     }
 
-    /// Every committed offset of `group`, on every topic.
-    pub async fn committed_offsets_all(&self, group: &str) -> Vec<(OffsetKey, u64)> {
+    /// Every committed offset of `group` on the topics `caller` may describe (the caller must
+    /// be allowed to describe the group).
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`].
+    pub async fn committed_offsets_all(
+        &self,
+        caller: &Caller,
+        group: &str,
+    ) -> Result<Vec<(OffsetKey, u64)>, Denied> {
+        self.access.check(caller, ResourceKind::Group, group, Operation::Describe)?;
         let mut all = self.groups.store().all_committed().await;
-        all.retain(|(key, _)| key.group == group);
-        all
+        all.retain(|(key, _)| {
+            key.group == group
+                && self
+                    .access
+                    .check(caller, ResourceKind::Topic, &key.topic, Operation::Describe)
+                    .is_ok()
+        });
+        Ok(all)
     }
 
     /// A group described in Kafka's terms.
-    pub async fn describe_kafka_group(&self, group: &str) -> ClassicDescription {
-        self.groups.describe_classic(group).await
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`] unless the caller may describe the group.
+    pub async fn describe_kafka_group(
+        &self,
+        caller: &Caller,
+        group: &str,
+    ) -> Result<ClassicDescription, Denied> {
+        self.access.check(caller, ResourceKind::Group, group, Operation::Describe)?;
+        Ok(self.groups.describe_classic(group).await)
     }
 
     /// Applies the Kafka groups' deadlines (the broker calls it a few times a second).
@@ -775,11 +1091,18 @@ impl Core {
     /// # Errors
     ///
     /// As [`Coordinator::init_producer`].
+    ///
+    /// The caller must be allowed idempotent writes on the cluster, or to produce to some
+    /// topic (as Kafka allows since 2.8).
     pub async fn init_producer(
         &self,
+        caller: &Caller,
         producer_id: i64,
         epoch: i16,
     ) -> Result<ProducerGrant, GroupError> {
+        if !self.access.allows_some(caller, ResourceKind::Topic, Operation::Produce) {
+            self.access.check_cluster(caller, Operation::IdempotentWrite)?;
+        }
         self.groups.init_producer(producer_id, epoch).await
     }
 

@@ -75,6 +75,9 @@ pub struct GroupSettings {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum GroupError {
+    /// The caller may not do this to the group (or the topic).
+    #[error(transparent)]
+    Unauthorized(#[from] crate::auth::permissions::Denied),
     /// The group name is not allowed.
     #[error("invalid group name {name:?}: {reason}")]
     InvalidName {
@@ -261,6 +264,7 @@ impl GroupError {
     /// The error code to answer.
     pub fn code(&self) -> ErrorCode {
         match self {
+            GroupError::Unauthorized(_) => ErrorCode::Unauthorized,
             GroupError::InvalidName { .. }
             | GroupError::OtherKind { .. }
             | GroupError::InconsistentProtocol { .. }

@@ -12,6 +12,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use kafka_protocol::messages::find_coordinator_response;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -30,7 +31,8 @@ use tokio::time::Instant;
 
 use super::wire::Out;
 use super::{codes, encoded, Answer, KafkaContext, Request, NODE_ID, SERVED};
-use crate::core::{PartitionHandle, SyncState, TopicHandle};
+use crate::auth::permissions::{Operation, ResourceKind};
+use crate::core::{Caller, PartitionHandle, SyncState, TopicHandle};
 use crate::topics::TopicError;
 
 /// `ListOffsets` timestamps with a meaning of their own.
@@ -82,28 +84,28 @@ fn served() -> Vec<ApiVersion> {
 /// the client and the broker allow it.
 pub(super) async fn metadata(
     context: &KafkaContext,
+    asked: &Request,
     request: &MetadataRequest,
-    version: i16,
 ) -> Result<BytesMut, String> {
-    let core = &context.core;
+    let (core, caller, version) = (&context.core, &asked.caller, asked.version);
     let names: Vec<String> = match &request.topics {
         Some(topics) if !topics.is_empty() || version == 0 => topics
             .iter()
             .filter_map(|topic| topic.name.as_ref().map(|name| name.to_string()))
             .collect(),
-        _ => core.list_topics().iter().map(|(name, _)| name.to_string()).collect(),
+        _ => core.list_topics(caller).iter().map(|(name, _)| name.to_string()).collect(),
     };
     // Version 0 has no flag and lets the broker decide.
     let may_create =
         context.settings.auto_create_topics && (request.allow_auto_topic_creation || version < 4);
     let mut topics = Vec::with_capacity(names.len());
     for name in names {
-        let mut found = core.topic(&name);
+        let mut found = core.topic(caller, &name);
         if matches!(found, Err(TopicError::Unknown(_))) && may_create {
-            match core.create_topic(&name, 0, 0, 0).await {
+            match core.create_topic(caller, &name, 0, 0, 0).await {
                 Ok(()) | Err(TopicError::Exists(_)) => {
                     tracing::info!(topic = %name, "topic created for a kafka client's metadata request");
-                    found = core.topic(&name);
+                    found = core.topic(caller, &name);
                 }
                 Err(error) => found = Err(error),
             }
@@ -160,11 +162,12 @@ fn offset_number(offset: u64) -> i64 {
 /// The partition `index` of topic `name`, or the Kafka error to answer.
 pub(super) fn partition_of(
     context: &KafkaContext,
+    caller: &Caller,
     name: &str,
     index: i32,
 ) -> Result<PartitionHandle, i16> {
     let core = &context.core;
-    let topic = core.topic(name).map_err(|error| codes::topic(&error))?;
+    let topic = core.topic(caller, name).map_err(|error| codes::topic(&error))?;
     let index = u32::try_from(index).map_err(|_| Kafka::UnknownTopicOrPartition.code())?;
     core.partition(&topic, index).map_err(|error| codes::produce(&error))
 }
@@ -200,7 +203,9 @@ pub(super) async fn produce(
                 (_, _, Some(_)) => Err((Kafka::TransactionalIdAuthorizationFailed.code(), None)),
                 (_, None, _) => Err((Kafka::CorruptMessage.code(), Some("no records".to_owned()))),
                 (Some(acks), Some(records), None) => {
-                    produce_one(context, &topic.name, data.index, records, acks, timeout).await
+                    let caller = &request.caller;
+                    produce_one(context, caller, &topic.name, data.index, records, acks, timeout)
+                        .await
                 }
             };
             let (code, base_offset, earliest, message) = match outcome {
@@ -237,6 +242,7 @@ pub(super) async fn produce(
 /// message to answer.
 async fn produce_one(
     context: &KafkaContext,
+    caller: &Caller,
     topic: &TopicName,
     index: i32,
     records: &bytes::Bytes,
@@ -245,7 +251,7 @@ async fn produce_one(
 ) -> Result<(i64, i64), (i16, Option<String>)> {
     let core = &context.core;
     let started = Instant::now();
-    let handle = partition_of(context, topic, index).map_err(|code| (code, None))?;
+    let handle = partition_of(context, caller, topic, index).map_err(|code| (code, None))?;
     // Kafka's rule, which clients follow: one batch per partition in a produce.
     if let Some(length) = records.get(8..12) {
         let first = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
@@ -260,7 +266,7 @@ async fn produce_one(
         }
     }
     let produced = core
-        .produce(&handle, records, acks, timeout)
+        .produce(caller, &handle, records, acks, timeout)
         .await
         .map_err(|error| (codes::produce(&error), Some(error.to_string())))?;
     if let Some(wait) = &produced.sync {
@@ -276,10 +282,10 @@ async fn produce_one(
 /// sparse time index), or (version 7) the offset of the largest timestamp.
 pub(super) fn list_offsets(
     context: &KafkaContext,
+    asked: &Request,
     request: &ListOffsetsRequest,
-    version: i16,
 ) -> Result<BytesMut, String> {
-    let core = &context.core;
+    let (core, caller, version) = (&context.core, &asked.caller, asked.version);
     let topics = request
         .topics
         .iter()
@@ -294,10 +300,13 @@ pub(super) fn list_offsets(
                         .with_offset(-1)
                         // A single replica that never changed: epoch 0 (from version 4 on).
                         .with_leader_epoch(if version >= 4 { 0 } else { -1 });
-                    let handle = match partition_of(context, &topic.name, asked.partition_index) {
-                        Ok(handle) => handle,
-                        Err(code) => return response.with_error_code(code).with_leader_epoch(-1),
-                    };
+                    let handle =
+                        match partition_of(context, caller, &topic.name, asked.partition_index) {
+                            Ok(handle) => handle,
+                            Err(code) => {
+                                return response.with_error_code(code).with_leader_epoch(-1)
+                            }
+                        };
                     let offsets = core.offsets(&handle);
                     match asked.timestamp {
                         LATEST => response.with_offset(offset_number(offsets.next)),
@@ -329,15 +338,57 @@ pub(super) fn list_offsets(
 }
 
 /// `FindCoordinator`: this broker coordinates every group (and would every transaction).
+///
+/// The caller must be allowed to describe the group (versions 4 and later ask for several
+/// groups at once; each is answered alone).
 pub(super) fn find_coordinator(
     context: &KafkaContext,
-    _request: &FindCoordinatorRequest,
-    version: i16,
+    asked: &Request,
+    request: &FindCoordinatorRequest,
 ) -> Result<BytesMut, String> {
-    let response = FindCoordinatorResponse::default()
-        .with_node_id(BrokerId(NODE_ID))
-        .with_host(text(&context.settings.advertised_host))
-        .with_port(context.settings.advertised_port);
+    let version = asked.version;
+    let check = |key: &str| -> i16 {
+        // Key type 1 is a transactional id: no transactions here, refused as Kafka refuses an
+        // id the client may not use.
+        if request.key_type == 1 {
+            return Kafka::TransactionalIdAuthorizationFailed.code();
+        }
+        let denied =
+            context.core.authorize(&asked.caller, ResourceKind::Group, key, Operation::Describe);
+        denied.map_or_else(|denied| codes::denied(&denied), |()| codes::NONE)
+    };
+    let host = text(&context.settings.advertised_host);
+    let port = context.settings.advertised_port;
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let code = check(key);
+                let coordinator = find_coordinator_response::Coordinator::default()
+                    .with_key(key.clone())
+                    .with_error_code(code);
+                if code == codes::NONE {
+                    coordinator
+                        .with_node_id(BrokerId(NODE_ID))
+                        .with_host(host.clone())
+                        .with_port(port)
+                } else {
+                    coordinator.with_node_id(BrokerId(-1)).with_port(-1)
+                }
+            })
+            .collect();
+        response = response.with_coordinators(coordinators);
+    } else {
+        let code = check(&request.key);
+        response = response.with_error_code(code);
+        response = if code == codes::NONE {
+            response.with_node_id(BrokerId(NODE_ID)).with_host(host).with_port(port)
+        } else {
+            response.with_node_id(BrokerId(-1)).with_port(-1)
+        };
+    }
     encoded(&response, version)
 }
 
@@ -346,9 +397,10 @@ pub(super) fn find_coordinator(
 /// transactions.
 pub(super) async fn init_producer_id(
     context: &KafkaContext,
+    asked: &Request,
     request: &InitProducerIdRequest,
-    version: i16,
 ) -> Result<BytesMut, String> {
+    let (caller, version) = (&asked.caller, asked.version);
     let mut response =
         InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
     if request.transactional_id.is_some() {
@@ -358,8 +410,10 @@ pub(super) async fn init_producer_id(
     let core = &context.core;
     let (id, epoch) = (request.producer_id.0, request.producer_epoch);
     // An id the broker does not know (its data was replaced) gets a new one.
-    let granted = match core.init_producer(id, epoch).await {
-        Err(crate::groups::GroupError::UnknownProducer { .. }) => core.init_producer(-1, -1).await,
+    let granted = match core.init_producer(caller, id, epoch).await {
+        Err(crate::groups::GroupError::UnknownProducer { .. }) => {
+            core.init_producer(caller, -1, -1).await
+        }
         other => other,
     };
     response = match granted {
@@ -377,10 +431,10 @@ pub(super) async fn init_producer_id(
 /// configs are ignored.
 pub(super) async fn create_topics(
     context: &KafkaContext,
+    asked: &Request,
     request: CreateTopicsRequest,
-    version: i16,
 ) -> Result<BytesMut, String> {
-    let core = &context.core;
+    let (core, caller, version) = (&context.core, &asked.caller, asked.version);
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.to_string();
@@ -419,13 +473,13 @@ pub(super) async fn create_topics(
         }
         let partitions = u32::try_from(topic.num_partitions).unwrap_or(0);
         if refused.is_none() && !request.validate_only {
-            if let Err(error) = core.create_topic(&name, partitions, capacity, 0).await {
+            if let Err(error) = core.create_topic(caller, &name, partitions, capacity, 0).await {
                 refused = Some((codes::topic(&error), error.to_string()));
             }
         }
         if let Some((code, message)) = refused {
             result = result.with_error_code(code).with_error_message(Some(text(&message)));
-        } else if let Ok(handle) = core.topic(&name) {
+        } else if let Ok(handle) = core.topic(caller, &name) {
             result = result.with_num_partitions(
                 i32::try_from(handle.settings().partitions).unwrap_or(i32::MAX),
             );
@@ -438,13 +492,14 @@ pub(super) async fn create_topics(
 /// `DeleteTopics`, by name.
 pub(super) async fn delete_topics(
     context: &KafkaContext,
+    asked: &Request,
     request: &DeleteTopicsRequest,
-    version: i16,
 ) -> Result<BytesMut, String> {
+    let version = asked.version;
     let mut results = Vec::with_capacity(request.topic_names.len());
     for name in &request.topic_names {
         let mut result = DeletableTopicResult::default().with_name(Some(name.clone()));
-        if let Err(error) = context.core.delete_topic(name).await {
+        if let Err(error) = context.core.delete_topic(&asked.caller, name).await {
             result = result
                 .with_error_code(codes::topic(&error))
                 .with_error_message(Some(text(&error.to_string())));
@@ -457,10 +512,10 @@ pub(super) async fn delete_topics(
 /// `DescribeConfigs`: a topic's settings under Kafka's names (read-only), and the broker's.
 pub(super) fn describe_configs(
     context: &KafkaContext,
+    asked: &Request,
     request: &DescribeConfigsRequest,
-    version: i16,
 ) -> Result<BytesMut, String> {
-    let core = &context.core;
+    let (core, caller, version) = (&context.core, &asked.caller, asked.version);
     let config = |name: &str, value: String| {
         DescribeConfigsResourceResult::default()
             .with_name(text(name))
@@ -476,7 +531,7 @@ pub(super) fn describe_configs(
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
             let configs = match resource.resource_type {
-                RESOURCE_TOPIC => match core.topic(&resource.resource_name) {
+                RESOURCE_TOPIC => match core.topic(caller, &resource.resource_name) {
                     Ok(topic) => {
                         let settings = topic.settings();
                         vec![
@@ -493,6 +548,14 @@ pub(super) fn describe_configs(
                             .with_error_message(Some(text(&error.to_string())))
                     }
                 },
+                RESOURCE_BROKER if core.authorize_cluster(caller, Operation::Describe).is_err() => {
+                    return result
+                        .with_error_code(Kafka::ClusterAuthorizationFailed.code())
+                        .with_error_message(Some(text(&format!(
+                            "principal {:?} is not allowed to describe the cluster",
+                            caller.principal()
+                        ))))
+                }
                 RESOURCE_BROKER => vec![
                     config("message.max.bytes", core.settings().batch_size_max.to_string()),
                     config(

@@ -3,6 +3,7 @@
 
 use kafka_protocol::error::ResponseError as Kafka;
 
+use crate::auth::permissions::{Denied, ResourceKind};
 use crate::core::{FetchError, ProduceError, SyncState};
 use crate::groups::GroupError;
 use crate::topics::TopicError;
@@ -21,6 +22,7 @@ pub(crate) const INVALID_GROUP_ID: i16 = 24;
 /// A produce that was refused.
 pub(crate) fn produce(error: &ProduceError) -> i16 {
     match error {
+        ProduceError::Unauthorized(denied) => self::denied(denied),
         ProduceError::UnknownPartition { .. } | ProduceError::TopicDeleted { .. } => {
             Kafka::UnknownTopicOrPartition.code()
         }
@@ -48,6 +50,7 @@ pub(crate) fn sync(state: &SyncState) -> i16 {
 pub(crate) fn fetch(error: &FetchError) -> i16 {
     match error {
         FetchError::OffsetOutOfRange { .. } => Kafka::OffsetOutOfRange.code(),
+        FetchError::Unauthorized(denied) => self::denied(denied),
         // Retriable: the client fetches again.
         _ => Kafka::RequestTimedOut.code(),
     }
@@ -56,6 +59,7 @@ pub(crate) fn fetch(error: &FetchError) -> i16 {
 /// A topic operation that failed.
 pub(crate) fn topic(error: &TopicError) -> i16 {
     match error {
+        TopicError::Unauthorized(denied) => self::denied(denied),
         TopicError::Unknown(_) => Kafka::UnknownTopicOrPartition.code(),
         TopicError::Exists(_) => Kafka::TopicAlreadyExists.code(),
         TopicError::InvalidName { .. } => Kafka::InvalidTopicException.code(),
@@ -75,9 +79,19 @@ pub(crate) fn topic(error: &TopicError) -> i16 {
     }
 }
 
+/// A request refused for want of a rule: the code of the resource it was refused on.
+pub(crate) fn denied(denied: &Denied) -> i16 {
+    match denied.kind {
+        ResourceKind::Topic => Kafka::TopicAuthorizationFailed.code(),
+        ResourceKind::Group => Kafka::GroupAuthorizationFailed.code(),
+        ResourceKind::Cluster => Kafka::ClusterAuthorizationFailed.code(),
+    }
+}
+
 /// A group or producer-id operation that failed.
 pub(crate) fn group(error: &GroupError) -> i16 {
     match error {
+        GroupError::Unauthorized(denied) => self::denied(denied),
         GroupError::InvalidName { .. } => Kafka::InvalidGroupId.code(),
         GroupError::UnknownTopic(_) | GroupError::UnknownPartition { .. } => {
             Kafka::UnknownTopicOrPartition.code()

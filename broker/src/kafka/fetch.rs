@@ -73,10 +73,10 @@ struct Asked {
 /// Handles a fetch: reads, waits for data while needed, and returns the answer to write.
 pub(crate) async fn fetch(
     context: &KafkaContext,
+    asked_by: &super::Request,
     request: FetchRequest,
-    version: i16,
 ) -> super::Answer {
-    let core = &context.core;
+    let (core, caller, version) = (&context.core, &asked_by.caller, asked_by.version);
     // Every partition asked for, topic by topic, in one vector (one allocation).
     let mut asked: Vec<Asked> =
         Vec::with_capacity(request.topics.iter().map(|topic| topic.partitions.len()).sum());
@@ -84,7 +84,12 @@ pub(crate) async fn fetch(
         for partition in &topic.partitions {
             asked.push(Asked {
                 index: partition.partition,
-                handle: super::admin::partition_of(context, &topic.topic, partition.partition),
+                handle: super::admin::partition_of(
+                    context,
+                    caller,
+                    &topic.topic,
+                    partition.partition,
+                ),
                 offset: u64::try_from(partition.fetch_offset).unwrap_or(u64::MAX),
                 max: usize::try_from(partition.partition_max_bytes).unwrap_or(0),
                 answer: None,
@@ -121,7 +126,7 @@ pub(crate) async fn fetch(
                 entry.answer = Some(Answered::Data { offsets, read: None });
                 continue;
             }
-            entry.answer = Some(match core.read(handle, entry.offset, room) {
+            entry.answer = Some(match core.read(caller, handle, entry.offset, room) {
                 Ok(outcome) => {
                     total += outcome.batches.len();
                     let offsets = (outcome.earliest_offset, outcome.next_offset);
@@ -131,7 +136,9 @@ pub(crate) async fn fetch(
                     failed = true;
                     let offsets = match error {
                         FetchError::OffsetOutOfRange { earliest, next, .. } => (earliest, next),
-                        FetchError::Busy => (offsets.earliest, offsets.next),
+                        FetchError::Busy | FetchError::Unauthorized(_) => {
+                            (offsets.earliest, offsets.next)
+                        }
                     };
                     Answered::Failed { code: codes::fetch(&error), offsets }
                 }

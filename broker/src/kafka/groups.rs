@@ -31,6 +31,7 @@ use ringmq_protocol::group::PartitionOffset;
 use tokio::sync::watch;
 
 use super::{codes, encoded, KafkaContext, Request};
+use crate::auth::permissions::{Operation, ResourceKind};
 use crate::groups::{
     GroupError, GroupKind, GroupState, JoinRequest, MemberRef, Reply, SyncRequest,
 };
@@ -119,7 +120,7 @@ pub(super) async fn join_group(
             .collect(),
         require_known_member_id: version >= 4,
     };
-    let reply = context.core.join_kafka_group(join).await;
+    let reply = context.core.join_kafka_group(&request.caller, join).await;
     let outcome = held(reply, rebalance_timeout + HOLD_MARGIN, stop, &group).await?;
     let response = match outcome {
         Ok(joined) => JoinGroupResponse::default()
@@ -176,7 +177,7 @@ pub(super) async fn sync_group(
             .map(|assignment| (assignment.member_id.to_string(), assignment.assignment))
             .collect(),
     };
-    let reply = context.core.sync_kafka_group(sync).await;
+    let reply = context.core.sync_kafka_group(&request.caller, sync).await;
     let response = match held(reply, SYNC_HOLD_MAX, stop, &group).await? {
         Ok(assignment) => SyncGroupResponse::default().with_assignment(assignment),
         Err(error) => {
@@ -197,8 +198,9 @@ pub(super) async fn heartbeat(
         member_id: body.member_id.to_string(),
         instance_id: body.group_instance_id.as_ref().map(ToString::to_string),
     };
+    let (group, generation) = (&body.group_id, body.generation_id);
     let outcome =
-        context.core.heartbeat_kafka_group(&body.group_id, body.generation_id, &member).await;
+        context.core.heartbeat_kafka_group(&request.caller, group, generation, &member).await;
     let code = match outcome {
         Ok(()) => codes::NONE,
         Err(error) => {
@@ -227,7 +229,16 @@ pub(super) async fn leave_group(
     } else {
         vec![MemberRef { member_id: body.member_id.to_string(), instance_id: None }]
     };
-    let outcomes = context.core.leave_kafka_group(&body.group_id, &members).await;
+    let outcomes =
+        match context.core.leave_kafka_group(&request.caller, &body.group_id, &members).await {
+            Ok(outcomes) => outcomes,
+            Err(denied) => {
+                let error = GroupError::from(denied);
+                log_refusal(request, &body.group_id, &error);
+                let response = LeaveGroupResponse::default().with_error_code(codes::group(&error));
+                return encoded(&response, version);
+            }
+        };
     let code = |outcome: &Result<(), GroupError>| match outcome {
         Ok(()) => codes::NONE,
         Err(error) => {
@@ -293,7 +304,10 @@ pub(super) async fn offset_commit(
         instance_id: body.group_instance_id.as_ref().map(ToString::to_string),
     };
     let generation = body.generation_id_or_member_epoch;
-    let outcome = context.core.commit_kafka_offsets(&group, generation, &member, &commits).await;
+    let outcome = context
+        .core
+        .commit_kafka_offsets(&request.caller, &group, generation, &member, &commits)
+        .await;
     let mut code_of = |error: &GroupError| {
         log_refusal(request, &group, error);
         codes::group(error)
@@ -352,12 +366,37 @@ pub(super) async fn offset_fetch(
             _ => answer,
         }
     };
+    let caller = &request.caller;
+    if let Err(denied) =
+        core.authorize(caller, ResourceKind::Group, &body.group_id, Operation::Describe)
+    {
+        tracing::info!(client = %request.client_id, group = %body.group_id.0, %denied, "kafka offset fetch refused");
+        let response = OffsetFetchResponse::default().with_error_code(codes::denied(&denied));
+        return encoded(&response, version);
+    }
     let topics: Vec<OffsetFetchResponseTopic> = match &body.topics {
         Some(topics) => {
             let mut answered = Vec::with_capacity(topics.len());
             for topic in topics {
-                let committed = core.committed_offsets(&body.group_id, &topic.name).await;
-                let known = core.topic(&topic.name).ok();
+                let committed =
+                    match core.committed_offsets(caller, &body.group_id, &topic.name).await {
+                        Ok(committed) => committed,
+                        Err(denied) => {
+                            let code = codes::denied(&denied);
+                            let partitions = topic
+                                .partition_indexes
+                                .iter()
+                                .map(|&index| partition(index, None).with_error_code(code))
+                                .collect();
+                            answered.push(
+                                OffsetFetchResponseTopic::default()
+                                    .with_name(topic.name.clone())
+                                    .with_partitions(partitions),
+                            );
+                            continue;
+                        }
+                    };
+                let known = core.topic(caller, &topic.name).ok();
                 let partitions = topic
                     .partition_indexes
                     .iter()
@@ -389,7 +428,8 @@ pub(super) async fn offset_fetch(
         }
         None => {
             let mut by_topic: Vec<OffsetFetchResponseTopic> = Vec::new();
-            for (key, offset) in core.committed_offsets_all(&body.group_id).await {
+            let all = core.committed_offsets_all(caller, &body.group_id).await;
+            for (key, offset) in all.unwrap_or_default() {
                 let index = i32::try_from(key.partition).unwrap_or(i32::MAX);
                 let answer = partition(index, Some(offset));
                 match by_topic.iter_mut().find(|topic| topic.name.0.as_str() == key.topic) {
@@ -416,7 +456,7 @@ pub(super) async fn list_groups(
     let version = request.version;
     let groups = context
         .core
-        .list_groups()
+        .list_groups(&request.caller)
         .await
         .into_iter()
         .filter(|listing| {
@@ -459,7 +499,14 @@ pub(super) async fn describe_groups(
             groups.push(described.with_error_code(codes::INVALID_GROUP_ID));
             continue;
         }
-        let description = context.core.describe_kafka_group(name).await;
+        let description = match context.core.describe_kafka_group(&request.caller, name).await {
+            Ok(description) => description,
+            Err(denied) => {
+                tracing::info!(client = %request.client_id, group = %name.0, %denied, "kafka group describe refused");
+                groups.push(described.with_error_code(codes::denied(&denied)));
+                continue;
+            }
+        };
         described = described
             .with_group_state(text(description.state.name()))
             .with_protocol_type(text(&description.protocol_type))

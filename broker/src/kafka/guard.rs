@@ -236,6 +236,39 @@ const DESCRIBE_CONFIGS: Schema = Schema {
     known_tags: &[],
 };
 
+/// An ACL filter (DescribeAcls' body, each of DeleteAcls' filters).
+const ACL_FILTER: &[Field] = &[
+    field("resource_type_filter", I8, 0, ALL),
+    field("resource_name_filter", Kind::Str, 0, ALL),
+    field("pattern_type_filter", I8, 1, ALL),
+    field("principal_filter", Kind::Str, 0, ALL),
+    field("host_filter", Kind::Str, 0, ALL),
+    field("operation", I8, 0, ALL),
+    field("permission_type", I8, 0, ALL),
+];
+const DESCRIBE_ACLS: Schema = Schema { fields: ACL_FILTER, flexible_from: 2, known_tags: &[] };
+
+const ACL_CREATION: &[Field] = &[
+    field("resource_type", I8, 0, ALL),
+    field("resource_name", Kind::Str, 0, ALL),
+    field("resource_pattern_type", I8, 1, ALL),
+    field("principal", Kind::Str, 0, ALL),
+    field("host", Kind::Str, 0, ALL),
+    field("operation", I8, 0, ALL),
+    field("permission_type", I8, 0, ALL),
+];
+const CREATE_ACLS: Schema = Schema {
+    fields: &[field("creations", Kind::Array(ACL_CREATION), 0, ALL)],
+    flexible_from: 2,
+    known_tags: &[],
+};
+
+const DELETE_ACLS: Schema = Schema {
+    fields: &[field("filters", Kind::Array(ACL_FILTER), 0, ALL)],
+    flexible_from: 2,
+    known_tags: &[],
+};
+
 const JOIN_PROTOCOL: &[Field] =
     &[field("name", Kind::Str, 0, ALL), field("metadata", Kind::Bytes, 0, ALL)];
 const JOIN_GROUP: Schema = Schema {
@@ -387,6 +420,9 @@ fn schema(api: ApiKey) -> Option<&'static Schema> {
         ApiKey::DescribeGroups => &DESCRIBE_GROUPS,
         ApiKey::SaslHandshake => &SASL_HANDSHAKE,
         ApiKey::SaslAuthenticate => &SASL_AUTHENTICATE,
+        ApiKey::DescribeAcls => &DESCRIBE_ACLS,
+        ApiKey::CreateAcls => &CREATE_ACLS,
+        ApiKey::DeleteAcls => &DELETE_ACLS,
         _ => return None,
     })
 }

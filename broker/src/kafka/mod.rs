@@ -16,6 +16,7 @@
 //! `UNSUPPORTED_VERSION` and the versions served (KIP-511). Domain errors map to the Kafka code a
 //! client acts on in one table ([`codes`]).
 
+mod acls;
 mod admin;
 mod codes;
 mod fetch;
@@ -42,7 +43,7 @@ use crate::admission::Admission;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::core::Core;
+use crate::core::{Caller, Core};
 use crate::pool::{BufferPool, PooledBuffer};
 
 /// The APIs served and their version ranges (what `ApiVersions` answers).
@@ -70,6 +71,9 @@ pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     // UNSUPPORTED_VERSION.
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The id of this broker in Kafka's metadata (a single node).
@@ -158,7 +162,7 @@ pub(crate) async fn serve(
                 None => tracing::info!(%peer, protocol = "kafka", tls = tls.is_some(), "connection opened"),
             }
             let session = match stream.certificate_subject() {
-                Some(subject) => sasl::Session::Authenticated(subject),
+                Some(subject) => sasl::Session::Authenticated(Caller::authenticated(&subject)),
                 None => sasl::Session::Anonymous,
             };
             let tls = matches!(stream, Stream::Tls(_));
@@ -194,6 +198,8 @@ pub(crate) struct Request {
     pub(crate) client_id: kafka_protocol::protocol::StrBytes,
     /// The client's address.
     pub(crate) peer: SocketAddr,
+    /// Who the request comes from.
+    pub(crate) caller: Caller,
 }
 
 impl Request {
@@ -313,11 +319,11 @@ impl Connection<'_> {
             version,
             client_id: header.client_id.unwrap_or_default(),
             peer: self.peer,
+            caller: self.session.caller(),
         };
         let before_login =
             !matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
-        if before_login && self.context.settings.auth_required && self.session.principal().is_none()
-        {
+        if before_login && self.context.settings.auth_required && !self.session.is_authenticated() {
             tracing::warn!(%peer, api = ?api, "kafka request before authentication; closing the connection");
             self.context.core.metrics().authentication_failed();
             return Err(format!("{api:?} before authentication"));
@@ -357,25 +363,28 @@ impl Connection<'_> {
             RequestKind::SaslHandshake(body) => {
                 encode(sasl::handshake(&mut self.session, &body, self.tls, version))
             }
-            RequestKind::Metadata(body) => encode(admin::metadata(context, &body, version).await),
+            RequestKind::Metadata(body) => encode(admin::metadata(context, request, &body).await),
             RequestKind::Produce(body) => admin::produce(context, request, body).await,
-            RequestKind::Fetch(body) => Ok(fetch::fetch(context, body, version).await),
-            RequestKind::ListOffsets(body) => encode(admin::list_offsets(context, &body, version)),
+            RequestKind::Fetch(body) => Ok(fetch::fetch(context, request, body).await),
+            RequestKind::ListOffsets(body) => encode(admin::list_offsets(context, request, &body)),
             RequestKind::FindCoordinator(body) => {
-                encode(admin::find_coordinator(context, &body, version))
+                encode(admin::find_coordinator(context, request, &body))
             }
             RequestKind::InitProducerId(body) => {
-                encode(admin::init_producer_id(context, &body, version).await)
+                encode(admin::init_producer_id(context, request, &body).await)
             }
             RequestKind::CreateTopics(body) => {
-                encode(admin::create_topics(context, body, version).await)
+                encode(admin::create_topics(context, request, body).await)
             }
             RequestKind::DeleteTopics(body) => {
-                encode(admin::delete_topics(context, &body, version).await)
+                encode(admin::delete_topics(context, request, &body).await)
             }
             RequestKind::DescribeConfigs(body) => {
-                encode(admin::describe_configs(context, &body, version))
+                encode(admin::describe_configs(context, request, &body))
             }
+            RequestKind::DescribeAcls(body) => encode(acls::describe(context, request, &body)),
+            RequestKind::CreateAcls(body) => encode(acls::create(context, request, &body).await),
+            RequestKind::DeleteAcls(body) => encode(acls::delete(context, request, &body).await),
             RequestKind::JoinGroup(body) => {
                 encode(groups::join_group(context, request, body, &mut self.stop).await)
             }

@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{encoded, KafkaContext, Request};
 use crate::auth::{AuthError, Login, Mechanism, Step};
+use crate::core::Caller;
 
 /// A connection's login state.
 #[derive(Debug, Default)]
@@ -21,15 +22,20 @@ pub(crate) enum Session {
     /// A login under way.
     LoggingIn(Login),
     /// Authenticated as this principal (by SASL or by a client certificate).
-    Authenticated(String),
+    Authenticated(Caller),
 }
 
 impl Session {
-    /// The principal, once authenticated.
-    pub(crate) fn principal(&self) -> Option<&str> {
+    /// Whether the connection is authenticated.
+    pub(crate) fn is_authenticated(&self) -> bool {
+        matches!(self, Self::Authenticated(_))
+    }
+
+    /// Who the requests come from (anonymous before a login).
+    pub(crate) fn caller(&self) -> Caller {
         match self {
-            Self::Authenticated(principal) => Some(principal),
-            _ => None,
+            Self::Authenticated(caller) => caller.clone(),
+            _ => Caller::anonymous(),
         }
     }
 }
@@ -92,7 +98,7 @@ pub(crate) async fn authenticate(
         }
         Ok(Step::Done { user, message }) => {
             tracing::info!(%peer, protocol = "kafka", principal = %user, "authenticated");
-            *session = Session::Authenticated(user);
+            *session = Session::Authenticated(Caller::authenticated(&user));
             Ok(Authenticated { body: reply(0, None, message)?, close: None })
         }
         Err(error) => {

@@ -207,6 +207,18 @@ impl Broker {
         self.context.core.bootstrap_user(name, password)
     }
 
+    /// Makes `principal` the first superuser if there is none yet; whether it did.
+    ///
+    /// # Errors
+    ///
+    /// An invalid principal, or the permissions file could not be written.
+    pub fn bootstrap_superuser(
+        &self,
+        principal: &str,
+    ) -> Result<bool, crate::auth::permissions::PermissionsError> {
+        self.context.core.bootstrap_superuser(principal)
+    }
+
     /// The client listeners' TLS configuration, if TLS is on: [`Tls::reload`] it on SIGHUP.
     pub fn tls(&self) -> Option<Arc<Tls>> {
         self.context.tls.clone()

@@ -21,11 +21,19 @@ use ringmq_protocol::{Acks, DecodeError, ErrorCode, FrameHead, Opcode, Request, 
 
 use super::response::{encode_ok, CloseReason, Failure, Output, Pending};
 use super::Context;
+use crate::auth::permissions::{
+    Denied, Operation, PatternKind, PermissionsError, ResourceKind, Rule, RuleFilter,
+};
+use crate::auth::scram::{ScramCredential, ScramHash};
+use crate::auth::users::{Credentials, UsersError};
 use crate::auth::{Login, Mechanism, Step};
-use crate::core::{PartitionHandle, ProduceError, TopicHandle};
+use crate::core::{AdminError, Caller, PartitionHandle, ProduceError, TopicHandle};
 use crate::groups::{Assignment, GroupError, GroupListing, ProducerGrant};
 use crate::log::StorageError;
 use crate::topics::TopicError;
+use ringmq_protocol::access::{
+    RuleEntry, RuleList, RuleOperation, RulePattern, RuleResource, SetUser, UserList,
+};
 
 /// Session timeout of a member that asks for none.
 const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,8 +45,8 @@ pub(crate) struct Session<'c> {
     /// The topic of the last request, so a steady stream of requests skips the registry lookup.
     cached: Option<TopicHandle>,
     /// Who the client is: the subject of its certificate on a mutual-TLS connection, or the
-    /// user it logged in as.
-    principal: Option<String>,
+    /// user it logged in as (anonymous until then).
+    caller: Caller,
     /// A login under way, and the mechanism it uses.
     login: Option<(Mechanism, Login)>,
     /// Whether the connection is TLS (PLAIN is offered only then).
@@ -52,7 +60,8 @@ impl<'c> Session<'c> {
         principal: Option<String>,
         tls: bool,
     ) -> Self {
-        Self { context, peer, cached: None, principal, login: None, tls }
+        let caller = principal.map_or_else(Caller::anonymous, |who| Caller::authenticated(&who));
+        Self { context, peer, cached: None, caller, login: None, tls }
     }
 
     pub(crate) fn peer(&self) -> SocketAddr {
@@ -70,7 +79,7 @@ impl<'c> Session<'c> {
         let before_login =
             !matches!(Opcode::from_u8(head.opcode), Some(Opcode::Handshake | Opcode::Authenticate));
         if before_login
-            && self.principal.is_none()
+            && !self.caller.is_authenticated()
             && self.context.config.auth == crate::config::AuthMode::Required
         {
             let message = "this broker requires authentication: log in (Authenticate, \
@@ -122,27 +131,28 @@ impl<'c> Session<'c> {
             Request::DescribeTopic(name) => self.describe_topic(output, correlation_id, &name),
             Request::Produce(produce) => self.produce(output, correlation_id, &produce).await,
             Request::Fetch(fetch) => self.fetch(output, correlation_id, &fetch),
-            Request::Stats => {
-                let stats = self.context.core.stats();
-                output.respond(|out| {
+            Request::Stats => match self.context.core.stats(&self.caller) {
+                Ok(stats) => output.respond(|out| {
                     encode_ok(out, Opcode::Stats, correlation_id, |body| {
                         stats.encode(body);
                         Ok(())
                     })
-                });
-            }
+                }),
+                Err(denied) => self.denied(output, Opcode::Stats, correlation_id, &denied),
+            },
             Request::InitProducer(identity) => {
                 self.init_producer(output, correlation_id, identity).await
             }
             Request::JoinGroup(join) => self.join_group(output, correlation_id, &join).await,
             Request::Heartbeat(heartbeat) => {
                 let peer = self.peer.to_string();
-                let result =
-                    self.context.core.heartbeat(heartbeat.group, heartbeat.member_id, &peer).await;
+                let (group, member) = (heartbeat.group, heartbeat.member_id);
+                let result = self.context.core.heartbeat(&self.caller, group, member, &peer).await;
                 self.assignment(output, Opcode::Heartbeat, correlation_id, result);
             }
             Request::LeaveGroup(leave) => {
-                match self.context.core.leave_group(leave.group, leave.member_id).await {
+                let core = &self.context.core;
+                match core.leave_group(&self.caller, leave.group, leave.member_id).await {
                     Ok(()) => output.respond(|out| {
                         encode_ok(out, Opcode::LeaveGroup, correlation_id, |_| Ok(()))
                     }),
@@ -155,15 +165,20 @@ impl<'c> Session<'c> {
                 self.commit_offsets(output, correlation_id, &commit).await
             }
             Request::FetchCommitted(names) => {
-                let offsets = self.context.core.committed_offsets(names.group, names.topic).await;
-                output.respond(|out| {
-                    encode_ok(out, Opcode::FetchCommitted, correlation_id, |body| {
-                        CommittedOffsets::encode(&offsets, body)
-                    })
-                });
+                let core = &self.context.core;
+                match core.committed_offsets(&self.caller, names.group, names.topic).await {
+                    Ok(offsets) => output.respond(|out| {
+                        encode_ok(out, Opcode::FetchCommitted, correlation_id, |body| {
+                            CommittedOffsets::encode(&offsets, body)
+                        })
+                    }),
+                    Err(denied) => {
+                        self.denied(output, Opcode::FetchCommitted, correlation_id, &denied)
+                    }
+                }
             }
             Request::ListGroups => {
-                let groups = self.context.core.list_groups().await;
+                let groups = self.context.core.list_groups(&self.caller).await;
                 let summaries: Vec<_> = groups.iter().map(GroupListing::summary).collect();
                 output.respond(|out| {
                     encode_ok(out, Opcode::ListGroups, correlation_id, |body| {
@@ -177,6 +192,44 @@ impl<'c> Session<'c> {
             Request::Authenticate(authenticate) => {
                 return self.authenticate(output, correlation_id, &authenticate).await;
             }
+            Request::ListUsers => match self.context.core.list_users(&self.caller) {
+                Ok(names) => output.respond(|out| {
+                    encode_ok(out, Opcode::ListUsers, correlation_id, |body| {
+                        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                        UserList::encode(&names, body)
+                    })
+                }),
+                Err(denied) => self.denied(output, Opcode::ListUsers, correlation_id, &denied),
+            },
+            Request::SetUser(set) => {
+                let result = match credentials(&set) {
+                    Ok(credentials) => {
+                        let core = &self.context.core;
+                        core.set_user(&self.caller, set.name, credentials, set.replace).await
+                    }
+                    Err(error) => Err(error),
+                };
+                if result.is_ok() {
+                    tracing::info!(peer = %self.peer, by = self.caller.principal(), user = set.name, replaced = set.replace, "user set");
+                }
+                self.admin_answer(output, Opcode::SetUser, correlation_id, result);
+            }
+            Request::RemoveUser(name) => {
+                let result = self.context.core.remove_user(&self.caller, name.name).await;
+                if result.is_ok() {
+                    tracing::info!(peer = %self.peer, by = self.caller.principal(), user = name.name, "user removed");
+                }
+                self.admin_answer(output, Opcode::RemoveUser, correlation_id, result);
+            }
+            Request::ListRules => self.list_rules(output, correlation_id),
+            Request::AddRule(entry) => {
+                let result = self.change_rule(&entry, true).await;
+                self.admin_answer(output, Opcode::AddRule, correlation_id, result);
+            }
+            Request::RemoveRule(entry) => {
+                let result = self.change_rule(&entry, false).await;
+                self.admin_answer(output, Opcode::RemoveRule, correlation_id, result);
+            }
             _ => {
                 let message = format!("{} is not served by this broker version", opcode.name());
                 self.error(
@@ -189,6 +242,118 @@ impl<'c> Session<'c> {
             }
         }
         Ok(())
+    }
+
+    fn denied(&self, output: &mut Output, opcode: Opcode, correlation_id: u32, denied: &Denied) {
+        tracing::info!(peer = %self.peer, request = opcode.name(), %denied, "request refused");
+        let message = denied.to_string();
+        self.error(output, opcode.as_u8(), ErrorCode::Unauthorized, correlation_id, &message);
+    }
+
+    /// Answers a change to users or rules.
+    fn admin_answer<T>(
+        &self,
+        output: &mut Output,
+        opcode: Opcode,
+        correlation_id: u32,
+        result: Result<T, AdminError>,
+    ) {
+        let code = match result {
+            Ok(_) => {
+                return output.respond(|out| encode_ok(out, opcode, correlation_id, |_| Ok(())));
+            }
+            Err(AdminError::Unauthorized(denied)) => {
+                return self.denied(output, opcode, correlation_id, &denied);
+            }
+            Err(ref error) => match error {
+                AdminError::Users(UsersError::Exists(_)) => ErrorCode::InvalidRequest,
+                AdminError::Users(UsersError::Unknown(_)) => ErrorCode::InvalidRequest,
+                AdminError::Users(UsersError::Io(_))
+                | AdminError::Permissions(PermissionsError::File(_)) => ErrorCode::StorageError,
+                AdminError::Interrupted => ErrorCode::ShuttingDown,
+                _ => ErrorCode::InvalidRequest,
+            },
+        };
+        let message = result.err().map(|error| error.to_string()).unwrap_or_default();
+        if code == ErrorCode::StorageError {
+            tracing::error!(peer = %self.peer, request = opcode.name(), %message, "change failed");
+        }
+        self.error(output, opcode.as_u8(), code, correlation_id, &message);
+    }
+
+    fn list_rules(&self, output: &mut Output, correlation_id: u32) {
+        let (rules, superusers) = match self.context.core.rules(&self.caller, &RuleFilter::any()) {
+            Ok(found) => found,
+            Err(denied) => return self.denied(output, Opcode::ListRules, correlation_id, &denied),
+        };
+        let mut entries: Vec<RuleEntry<'_>> = superusers
+            .iter()
+            .map(|principal| RuleEntry {
+                principal,
+                resource: RuleResource::Superuser,
+                pattern: RulePattern::Literal,
+                name: "",
+                operation: RuleOperation::All,
+            })
+            .collect();
+        entries.extend(rules.iter().map(|rule| RuleEntry {
+            principal: &rule.principal,
+            resource: match rule.resource {
+                ResourceKind::Topic => RuleResource::Topic,
+                ResourceKind::Group => RuleResource::Group,
+                ResourceKind::Cluster => RuleResource::Cluster,
+            },
+            pattern: match rule.pattern {
+                PatternKind::Literal => RulePattern::Literal,
+                PatternKind::Prefix => RulePattern::Prefix,
+            },
+            name: &rule.name,
+            operation: wire_operation(rule.operation),
+        }));
+        output.respond(|out| {
+            encode_ok(out, Opcode::ListRules, correlation_id, |body| {
+                RuleList::encode(&entries, body)
+            })
+        });
+    }
+
+    /// Adds or removes one rule (or superuser).
+    async fn change_rule(&self, entry: &RuleEntry<'_>, add: bool) -> Result<(), AdminError> {
+        let core = &self.context.core;
+        let (caller, by) = (&self.caller, self.caller.principal());
+        let resource = match entry.resource {
+            RuleResource::Superuser => {
+                core.set_superuser(caller, entry.principal, add).await?;
+                tracing::info!(peer = %self.peer, by, principal = entry.principal, add, "superuser changed");
+                return Ok(());
+            }
+            RuleResource::Topic => ResourceKind::Topic,
+            RuleResource::Group => ResourceKind::Group,
+            RuleResource::Cluster => ResourceKind::Cluster,
+        };
+        let rule = Rule {
+            principal: entry.principal.to_owned(),
+            resource,
+            pattern: match entry.pattern {
+                RulePattern::Literal => PatternKind::Literal,
+                RulePattern::Prefix => PatternKind::Prefix,
+            },
+            name: entry.name.to_owned(),
+            operation: rule_operation(entry.operation),
+        };
+        tracing::info!(peer = %self.peer, by, %rule, add, "rule changed");
+        if add {
+            core.add_rules(caller, vec![rule]).await.map(drop)
+        } else {
+            let removed = core.remove_rules(caller, RuleFilter::exactly(&rule)).await?;
+            if removed.is_empty() {
+                return Err(AdminError::Permissions(PermissionsError::InvalidRule {
+                    rule,
+                    reason: "no such rule".to_owned(),
+                }));
+            }
+            Ok(())
+        }
     }
 
     fn error(
@@ -271,8 +436,9 @@ impl<'c> Session<'c> {
     ) {
         let (partitions, capacity, chunk_size) =
             (create.partition_count, create.capacity, u64::from(create.chunk_size));
+        let core = &self.context.core;
         let created =
-            self.context.core.create_topic(create.name, partitions, capacity, chunk_size).await;
+            core.create_topic(&self.caller, create.name, partitions, capacity, chunk_size).await;
         match created {
             Ok(_) => output
                 .respond(|out| encode_ok(out, Opcode::CreateTopic, correlation_id, |_| Ok(()))),
@@ -287,7 +453,7 @@ impl<'c> Session<'c> {
         name: &TopicName<'_>,
     ) {
         self.cached = None;
-        match self.context.core.delete_topic(name.name).await {
+        match self.context.core.delete_topic(&self.caller, name.name).await {
             Ok(()) => output
                 .respond(|out| encode_ok(out, Opcode::DeleteTopic, correlation_id, |_| Ok(()))),
             Err(error) => self.topic_error(output, Opcode::DeleteTopic, correlation_id, &error),
@@ -300,8 +466,8 @@ impl<'c> Session<'c> {
         correlation_id: u32,
         identity: ProducerIdentity,
     ) {
-        let granted =
-            self.context.core.init_producer(identity.producer_id, identity.producer_epoch).await;
+        let (id, epoch) = (identity.producer_id, identity.producer_epoch);
+        let granted = self.context.core.init_producer(&self.caller, id, epoch).await;
         match granted {
             Ok(ProducerGrant { producer_id, producer_epoch }) => {
                 tracing::debug!(peer = %self.peer, producer_id, producer_epoch, "producer id granted");
@@ -326,7 +492,7 @@ impl<'c> Session<'c> {
         let result = self
             .context
             .core
-            .join_group(join.group, join.topic, join.member_id, session, &peer)
+            .join_group(&self.caller, join.group, join.topic, join.member_id, session, &peer)
             .await;
         self.assignment(output, Opcode::JoinGroup, correlation_id, result);
     }
@@ -371,6 +537,7 @@ impl<'c> Session<'c> {
             .context
             .core
             .commit_offsets(
+                &self.caller,
                 commit.group,
                 commit.topic,
                 commit.member_id,
@@ -386,7 +553,7 @@ impl<'c> Session<'c> {
     }
 
     async fn describe_group(&self, output: &mut Output, correlation_id: u32, group: &str) {
-        let info = match self.context.core.describe_group(group).await {
+        let info = match self.context.core.describe_group(&self.caller, group).await {
             Ok(info) => info,
             Err(error) => {
                 return self.group_error(output, Opcode::DescribeGroup, correlation_id, &error)
@@ -448,6 +615,7 @@ impl<'c> Session<'c> {
         error: &TopicError,
     ) {
         let code = match error {
+            TopicError::Unauthorized(_) => ErrorCode::Unauthorized,
             TopicError::Unknown(_) => ErrorCode::UnknownTopic,
             TopicError::Exists(_) => ErrorCode::TopicExists,
             TopicError::InvalidName { .. } => ErrorCode::InvalidTopicName,
@@ -482,7 +650,7 @@ impl<'c> Session<'c> {
             session.error(output, opcode, ErrorCode::Unauthenticated, correlation_id, &message);
             Err(CloseReason::Unauthenticated)
         };
-        if self.principal.is_some() {
+        if self.caller.is_authenticated() {
             return refuse(self, output, "this connection is authenticated already".to_owned());
         }
         let Some(mechanism) = Mechanism::from_name(authenticate.mechanism) else {
@@ -512,7 +680,7 @@ impl<'c> Session<'c> {
             }
             Ok(Step::Done { user, message }) => {
                 tracing::info!(%peer, principal = %user, "authenticated");
-                self.principal = Some(user);
+                self.caller = Caller::authenticated(&user);
                 (true, message)
             }
             Err(error) => return refuse(self, output, error.to_string()),
@@ -525,7 +693,7 @@ impl<'c> Session<'c> {
     }
 
     fn list_topics(&self, output: &mut Output, correlation_id: u32) {
-        let list = self.context.core.list_topics();
+        let list = self.context.core.list_topics(&self.caller);
         output.respond(|out| {
             encode_ok(out, Opcode::ListTopics, correlation_id, |body| {
                 TopicList::encode(list.iter().map(|(name, count)| (&**name, *count)), body)
@@ -535,7 +703,7 @@ impl<'c> Session<'c> {
 
     fn describe_topic(&self, output: &mut Output, correlation_id: u32, name: &TopicName<'_>) {
         let core = &self.context.core;
-        let topic = match core.topic(name.name) {
+        let topic = match core.topic(&self.caller, name.name) {
             Ok(topic) => topic,
             Err(error) => {
                 return self.topic_error(output, Opcode::DescribeTopic, correlation_id, &error)
@@ -577,9 +745,13 @@ impl<'c> Session<'c> {
         let handle = match cached {
             Some(handle) => handle.clone(),
             None => {
-                let found = core
-                    .topic(topic)
-                    .map_err(|error| (ErrorCode::UnknownTopic, error.to_string()))?;
+                let found = core.topic(&self.caller, topic).map_err(|error| {
+                    let code = match error {
+                        TopicError::Unauthorized(_) => ErrorCode::Unauthorized,
+                        _ => ErrorCode::UnknownTopic,
+                    };
+                    (code, error.to_string())
+                })?;
                 self.cached = Some(found.clone());
                 found
             }
@@ -602,7 +774,8 @@ impl<'c> Session<'c> {
             ms => Some(Duration::from_millis(u64::from(ms))),
         };
         let core = &self.context.core;
-        let produced = match core.produce(&partition, produce.batch, produce.acks, timeout).await {
+        let (batch, acks) = (produce.batch, produce.acks);
+        let produced = match core.produce(&self.caller, &partition, batch, acks, timeout).await {
             Ok(produced) => produced,
             Err(error) => {
                 let code = produce_error_code(&error);
@@ -648,6 +821,7 @@ impl<'c> Session<'c> {
         let partition_next = u64::MAX;
         output.push(Pending::Fetch {
             correlation_id,
+            caller: self.caller.clone(),
             partition,
             offset: fetch.offset,
             max_bytes,
@@ -661,6 +835,7 @@ impl<'c> Session<'c> {
 /// The native protocol's code for each way a produce can fail.
 fn produce_error_code(error: &ProduceError) -> ErrorCode {
     match error {
+        ProduceError::Unauthorized(_) => ErrorCode::Unauthorized,
         ProduceError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
         ProduceError::TopicDeleted { .. } => ErrorCode::UnknownTopic,
         ProduceError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
@@ -672,5 +847,53 @@ fn produce_error_code(error: &ProduceError) -> ErrorCode {
         ProduceError::Poisoned(_) => ErrorCode::PartitionPoisoned,
         ProduceError::Storage(StorageError::BatchTooLarge { .. }) => ErrorCode::BatchTooLarge,
         _ => ErrorCode::StorageError,
+    }
+}
+
+/// The salted keys of a `SetUser`, checked.
+fn credentials(set: &SetUser<'_>) -> Result<Credentials, AdminError> {
+    let one = |hash: ScramHash, keys: &ringmq_protocol::access::ScramKeys<'_>| {
+        ScramCredential::from_keys(
+            hash,
+            keys.salt,
+            keys.iterations,
+            keys.stored_key,
+            keys.server_key,
+        )
+        .map_err(|error| AdminError::Users(UsersError::Credential(error)))
+    };
+    Ok(Credentials {
+        scram_sha_256: one(ScramHash::Sha256, &set.sha256)?,
+        scram_sha_512: one(ScramHash::Sha512, &set.sha512)?,
+    })
+}
+
+/// A rule's operation on the wire.
+fn wire_operation(operation: Operation) -> RuleOperation {
+    match operation {
+        Operation::All => RuleOperation::All,
+        Operation::Produce => RuleOperation::Produce,
+        Operation::Consume => RuleOperation::Consume,
+        Operation::Read => RuleOperation::Read,
+        Operation::Create => RuleOperation::Create,
+        Operation::Delete => RuleOperation::Delete,
+        Operation::Describe => RuleOperation::Describe,
+        Operation::Alter => RuleOperation::Alter,
+        Operation::IdempotentWrite => RuleOperation::IdempotentWrite,
+    }
+}
+
+/// A wire operation as a rule's.
+fn rule_operation(operation: RuleOperation) -> Operation {
+    match operation {
+        RuleOperation::All => Operation::All,
+        RuleOperation::Produce => Operation::Produce,
+        RuleOperation::Consume => Operation::Consume,
+        RuleOperation::Read => Operation::Read,
+        RuleOperation::Create => Operation::Create,
+        RuleOperation::Delete => Operation::Delete,
+        RuleOperation::Describe => Operation::Describe,
+        RuleOperation::Alter => Operation::Alter,
+        RuleOperation::IdempotentWrite => Operation::IdempotentWrite,
     }
 }

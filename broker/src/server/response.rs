@@ -18,7 +18,7 @@ use ringmq_protocol::message::{ErrorBody, FetchReply, ProduceReply};
 use ringmq_protocol::{ErrorCode, Opcode};
 
 use super::Context;
-use crate::core::{FetchError, PartitionHandle, SyncState, SyncWait};
+use crate::core::{Caller, FetchError, PartitionHandle, SyncState, SyncWait};
 
 /// Output a connection may have encoded and unwritten before it stops reading requests.
 const OUTPUT_SOFT_LIMIT: usize = 1 << 20;
@@ -66,6 +66,7 @@ pub(crate) enum Pending {
     /// A fetch, read when it reaches the front; waits for data until `deadline`.
     Fetch {
         correlation_id: u32,
+        caller: Caller,
         partition: PartitionHandle,
         offset: u64,
         max_bytes: usize,
@@ -210,6 +211,7 @@ impl Output {
                 }
                 Pending::Fetch {
                     correlation_id,
+                    caller,
                     partition,
                     offset,
                     max_bytes,
@@ -219,9 +221,12 @@ impl Output {
                 } => {
                     let started = Instant::now();
                     let (code, message, earliest, next) =
-                        match core.read(partition, *offset, *max_bytes) {
+                        match core.read(caller, partition, *offset, *max_bytes) {
                             Err(error @ FetchError::OffsetOutOfRange { earliest, next, .. }) => {
                                 (ErrorCode::OffsetOutOfRange, error.to_string(), earliest, next)
+                            }
+                            Err(error @ FetchError::Unauthorized(_)) => {
+                                (ErrorCode::Unauthorized, error.to_string(), 0, 0)
                             }
                             Err(error) => (ErrorCode::Busy, error.to_string(), 0, 0),
                             // Wait for more only while the read reached the end of the log (a read

@@ -1,0 +1,95 @@
+//! Who a request comes from ([`Caller`]), and the one check of what it may do, made by the core
+//! for every front end.
+
+use std::sync::Arc;
+
+use crate::auth::permissions::{Denied, Operation, Permissions, ResourceKind, CLUSTER_NAME};
+
+/// The principal of a client that did not authenticate (Kafka's `User:ANONYMOUS`).
+pub const ANONYMOUS: &str = "ANONYMOUS";
+
+/// Who a request comes from: the user a connection logged in as, the subject of its client
+/// certificate, or no one (a broker with `auth = off`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    principal: Option<Arc<str>>,
+}
+
+impl Caller {
+    /// A client that did not authenticate.
+    pub fn anonymous() -> Self {
+        Self { principal: None }
+    }
+
+    /// A client authenticated as `principal`.
+    pub fn authenticated(principal: &str) -> Self {
+        Self { principal: Some(Arc::from(principal)) }
+    }
+
+    /// The principal's name ([`ANONYMOUS`] for a client that did not authenticate).
+    pub fn principal(&self) -> &str {
+        self.principal.as_deref().unwrap_or(ANONYMOUS)
+    }
+
+    /// Whether the client authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        self.principal.is_some()
+    }
+}
+
+/// The permissions and whether they are enforced (they are when clients must authenticate).
+#[derive(Debug)]
+pub(super) struct Access {
+    pub(super) permissions: Arc<Permissions>,
+    pub(super) enforced: bool,
+}
+
+impl Access {
+    /// Whether `caller` may do `operation` on `kind`/`name`.
+    pub(super) fn check(
+        &self,
+        caller: &Caller,
+        kind: ResourceKind,
+        name: &str,
+        operation: Operation,
+    ) -> Result<(), Denied> {
+        let allowed = !self.enforced
+            || caller
+                .principal
+                .as_deref()
+                .is_some_and(|who| self.permissions.allows(who, kind, name, operation));
+        if allowed {
+            Ok(())
+        } else {
+            Err(Denied {
+                principal: caller.principal().to_owned(),
+                kind,
+                name: name.to_owned(),
+                operation,
+            })
+        }
+    }
+
+    /// Whether `caller` may do `operation` on the cluster.
+    pub(super) fn check_cluster(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+    ) -> Result<(), Denied> {
+        self.check(caller, ResourceKind::Cluster, CLUSTER_NAME, operation)
+    }
+
+    /// Whether `caller` may do `operation` on some resource of `kind`.
+    pub(super) fn allows_some(
+        &self,
+        caller: &Caller,
+        kind: ResourceKind,
+        operation: Operation,
+    ) -> bool {
+        !self.enforced
+            || caller
+                .principal
+                .as_deref()
+                .is_some_and(|who| self.permissions.allows_some(who, kind, operation))
+    }
+}

@@ -15,8 +15,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -130,6 +130,25 @@ struct Prometheus {
     next_offset: IntGaugeVec,
     durable_offset: IntGaugeVec,
     group_lag: IntGaugeVec,
+    principal_bytes_in: IntCounterVec,
+    principal_bytes_out: IntCounterVec,
+    principal_throttle: CounterVec,
+    principal_authentication_failures: IntCounterVec,
+}
+
+/// One principal's counters, resolved once on its first request.
+#[derive(Debug, Clone)]
+pub struct PrincipalCounters {
+    /// Batch bytes it produced.
+    pub bytes_in: IntCounter,
+    /// Batch bytes it fetched.
+    pub bytes_out: IntCounter,
+    /// Seconds its connections were held back for its produce quota.
+    pub produce_throttle: Counter,
+    /// Seconds its connections were held back for its fetch quota.
+    pub fetch_throttle: Counter,
+    /// Its refused logins.
+    pub authentication_failures: IntCounter,
 }
 
 /// One topic's counters, resolved once when the topic is opened.
@@ -245,6 +264,17 @@ impl Metrics {
                 "Records between a group's committed offset and the partition's next offset.",
                 &["group", "topic", "partition"],
             ),
+            principal_bytes_in: counter_vec("ringmq_principal_bytes_in_total", "Record batch bytes produced, by principal.", &["principal"]),
+            principal_bytes_out: counter_vec("ringmq_principal_bytes_out_total", "Record batch bytes fetched, by principal.", &["principal"]),
+            principal_throttle: registered(
+                &registry,
+                CounterVec::new(
+                    Opts::new("ringmq_principal_throttle_seconds_total", "Time a principal's connections were held back for its quota, by principal and direction (produce, fetch)."),
+                    &["principal", "direction"],
+                )
+                .expect("valid metric"),
+            ),
+            principal_authentication_failures: counter_vec("ringmq_principal_authentication_failures_total", "Refused logins of a known user, by user (failures naming unknown users count only in ringmq_authentication_failures_total).", &["principal"]),
             registry,
         };
         Self {
@@ -277,6 +307,18 @@ impl Metrics {
             bytes_in: p.bytes_in.with_label_values(&[name]),
             messages_out: p.messages_out.with_label_values(&[name]),
             bytes_out: p.bytes_out.with_label_values(&[name]),
+        }
+    }
+
+    /// The counters of one principal.
+    pub fn principal(&self, name: &str) -> PrincipalCounters {
+        let p = &self.prometheus;
+        PrincipalCounters {
+            bytes_in: p.principal_bytes_in.with_label_values(&[name]),
+            bytes_out: p.principal_bytes_out.with_label_values(&[name]),
+            produce_throttle: p.principal_throttle.with_label_values(&[name, "produce"]),
+            fetch_throttle: p.principal_throttle.with_label_values(&[name, "fetch"]),
+            authentication_failures: p.principal_authentication_failures.with_label_values(&[name]),
         }
     }
 

@@ -607,3 +607,61 @@ print("ok")
         assert_eq!(String::from_utf8(read).unwrap(), "allowed\n");
     }
 }
+
+/// A produce quota on the Kafka port: kafka-python producing flat out is slowed to within 10 %
+/// of the principal's quota, and is told so in `throttle_time_ms` (its own throttle metric).
+#[test]
+fn kafka_python_over_its_produce_quota_is_slowed_to_it_and_told() {
+    if !python_available("kafka") {
+        return;
+    }
+    let broker = Broker::start_with_env(
+        &["--auth", "required", "--produce-quota", "1048576"],
+        &[("RINGMQ_ROOT_USER", "admin"), ("RINGMQ_ROOT_PASSWORD", "s3cret pass")],
+    );
+    let program = r#"
+import sys, time
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+login = dict(bootstrap_servers=sys.argv[1], security_protocol="SASL_PLAINTEXT",
+             sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="admin",
+             sasl_plain_password="s3cret pass")
+KafkaAdminClient(**login).create_topics([NewTopic("kmetered", 1, 1)])
+producer = KafkaProducer(acks=1, linger_ms=1, batch_size=16384, max_block_ms=30000, **login)
+acked = [0]
+def counted(_):
+    acked[0] += 1024
+value = b"k" * 1024
+start = time.time()
+marks = []
+sent = 0
+while time.time() - start < 5:
+    # Flat out, with at most 256 KiB unacknowledged (kafka-python's buffer has no bound).
+    if sent - acked[0] >= 256 * 1024:
+        time.sleep(0.001)
+    else:
+        producer.send("kmetered", value=value, partition=0).add_callback(counted)
+        sent += 1024
+    elapsed = time.time() - start
+    if len(marks) == 0 and elapsed >= 1.5 or len(marks) == 1 and elapsed >= 4.5:
+        marks.append((time.time(), acked[0]))
+producer.flush()
+(t1, b1), (t2, b2) = marks
+rate = (b2 - b1) / (t2 - t1)
+throttle = max(value for group in producer.metrics().values() for name, value in group.items()
+               if name == "throttle-time-max")
+print("rate", rate / 1048576, "throttle_max_ms", throttle)
+assert 0.9 <= rate / 1048576 <= 1.1, rate
+assert throttle > 0, throttle
+print("ok")
+"#;
+    let output = run(
+        Command::new("python3").args(["-c", program, &broker.kafka]),
+        b"",
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stdout}");
+    assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}\n{stderr}");
+}

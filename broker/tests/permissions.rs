@@ -422,3 +422,71 @@ fn users_and_rules_are_managed_with_the_cli() {
     let missing = run(ROOT, &["user", "add", "x"], "");
     assert!(!missing.status.success(), "--password-stdin is required");
 }
+
+/// With `auth = off` nothing enforces rules, so nobody may manage users or rules (whoever did
+/// could make themselves a superuser before authentication is turned on); a superuser's account
+/// and the list of superusers are changed only by a superuser, whatever else a principal may
+/// alter; `ANONYMOUS` is no user's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_superusers_are_guarded() {
+    let open = Broker::start(&[]);
+    within(60, async {
+        let mut anyone = Client::connect(&open.address).await.unwrap();
+        let refusals = [
+            anyone.add_user("mallory", "mallory password").await.unwrap_err(),
+            anyone.add_rule(&Rule::superuser("mallory")).await.unwrap_err(),
+            anyone.list_users().await.unwrap_err(),
+            anyone.list_rules().await.unwrap_err(),
+        ];
+        for error in refusals {
+            assert_eq!(error.code(), Some(ErrorCode::Unauthorized), "{error}");
+            assert!(error.to_string().contains("auth = required"), "{error}");
+        }
+    })
+    .await;
+    for file in [".users.toml", ".permissions.toml"] {
+        let kept = std::fs::read_to_string(open.data_dir().join(file)).unwrap_or_default();
+        assert!(!kept.contains("mallory"), "{file}: {kept}");
+    }
+    drop(open);
+
+    let broker = Broker::start_with_env(
+        &["--auth", "required"],
+        &[("RINGMQ_ROOT_USER", ROOT.0), ("RINGMQ_ROOT_PASSWORD", ROOT.1)],
+    );
+    within(60, async {
+        let mut root = log_in(&broker, ROOT.0, ROOT.1).await.unwrap();
+        root.add_user("ops", "ops password").await.unwrap();
+        root.add_rule(&Rule::cluster("ops", RuleOperation::All)).await.unwrap();
+        let error = root.add_user("ANONYMOUS", "a password").await.unwrap_err();
+        assert!(error.to_string().contains("ANONYMOUS"), "{error}");
+
+        let mut ops = log_in(&broker, "ops", "ops password").await.unwrap();
+        // Allowed to alter the cluster: ordinary users are its to manage.
+        ops.add_user("worker", "worker password").await.unwrap();
+        ops.set_password("worker", "new worker password").await.unwrap();
+        ops.remove_user("worker").await.unwrap();
+        // Not the superuser's account, nor the list of superusers.
+        let refusals = [
+            ops.remove_user(ROOT.0).await.unwrap_err(),
+            ops.set_password(ROOT.0, "taken over").await.unwrap_err(),
+            ops.add_rule(&Rule::superuser("ops")).await.unwrap_err(),
+            ops.remove_rule(&Rule::superuser(ROOT.0)).await.unwrap_err(),
+        ];
+        for error in refusals {
+            assert_eq!(error.code(), Some(ErrorCode::Unauthorized), "{error}");
+            assert!(error.to_string().contains("not a superuser"), "{error}");
+        }
+        // Nothing changed: root logs in with its password and is still the only superuser.
+        let mut again = log_in(&broker, ROOT.0, ROOT.1).await.unwrap();
+        let superusers: Vec<Rule> = again
+            .list_rules()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|rule| rule.resource == ringmq_client::access::RuleResource::Superuser)
+            .collect();
+        assert_eq!(superusers, [Rule::superuser(ROOT.0)]);
+    })
+    .await;
+}

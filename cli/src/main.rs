@@ -121,7 +121,7 @@ struct RuleArgs {
     /// rules).
     #[arg(long)]
     cluster: bool,
-    /// Make the principal a superuser (allowed everything) instead.
+    /// Make the principal a superuser (allowed everything) instead; only a superuser may.
     #[arg(long)]
     superuser: bool,
     /// Match every topic or group whose name starts with --topic or --group.

@@ -46,7 +46,9 @@ pub enum UsersError {
         message: String,
     },
     /// A user name that is not allowed.
-    #[error("invalid user name {name:?}: 1 to 200 characters of A-Z a-z 0-9 . _ @ -")]
+    #[error(
+        "invalid user name {name:?}: 1 to 200 characters of A-Z a-z 0-9 . _ @ -, not ANONYMOUS"
+    )]
     InvalidName {
         /// The name given.
         name: String,
@@ -313,13 +315,15 @@ fn credentials(name: &str, password: &str) -> Result<StoredUser, UsersError> {
     })
 }
 
-/// Checks a user name: 1 to 200 bytes of `[A-Za-z0-9._@-]`.
+/// Checks a user name: 1 to 200 bytes of `[A-Za-z0-9._@-]`, and not `ANONYMOUS` (the principal
+/// of clients that did not authenticate, which a user must not pass for).
 ///
 /// # Errors
 ///
 /// [`UsersError::InvalidName`].
 pub fn validate_name(name: &str) -> Result<(), UsersError> {
     let valid = !name.is_empty()
+        && name != crate::core::ANONYMOUS
         && name.len() <= USER_NAME_SIZE_MAX
         && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"._@-".contains(&byte));
     if valid {
@@ -344,6 +348,7 @@ mod tests {
         users.add("bob", "battery staple").unwrap();
         assert!(matches!(users.add("alice", "x"), Err(UsersError::Exists(_))));
         assert!(matches!(users.add("no spaces", "x"), Err(UsersError::InvalidName { .. })));
+        assert!(matches!(users.add("ANONYMOUS", "x"), Err(UsersError::InvalidName { .. })));
         assert!(matches!(users.add("carol", ""), Err(UsersError::InvalidPassword(_))));
         let text = fs::read_to_string(dir.path().join(USERS_FILE)).unwrap();
         assert!(!text.contains("correct horse") && !text.contains("battery"), "{text}");

@@ -18,6 +18,8 @@ pub(crate) enum Section {
     Topics,
     /// Sizes and counts a client's requests are held to.
     Limits,
+    /// Bytes per second each principal may move.
+    Quotas,
     /// How long things may take.
     Timeouts,
     /// Consumer groups and their state log.
@@ -37,6 +39,7 @@ impl Section {
             Section::Broker => "Broker",
             Section::Topics => "Topics",
             Section::Limits => "Limits",
+            Section::Quotas => "Quotas",
             Section::Timeouts => "Timeouts",
             Section::Groups => "Consumer groups",
             Section::Observability => "Observability",

@@ -129,6 +129,21 @@ settings! {
         /// only while a request is arriving.
         read_buffer_count: u32 = 64, Count::new(1, 65_536), renamed "read_buffers";
     }
+    Quotas {
+        /// Record batch bytes per second each principal may produce; 0: no quota.
+        ///
+        /// Counted per principal over all its connections and both ports (clients that did not
+        /// authenticate share one allowance, as `ANONYMOUS`), with one second of burst. A client
+        /// over it is slowed, not refused: its request is answered, then nothing more is read
+        /// from that connection until the principal is back within its quota (Kafka clients are
+        /// told how long in `throttle_time_ms`).
+        produce_quota: u64 = 0, Size::new(0u64, 1 << 40);
+
+        /// Record batch bytes per second each principal may fetch; 0: no quota.
+        ///
+        /// Counted and enforced like `produce_quota`.
+        fetch_quota: u64 = 0, Size::new(0u64, 1 << 40);
+    }
     Timeouts {
         /// A connection with no request for this long is closed.
         idle_timeout: Duration = Duration::from_secs(600), Millis::new(10, 24 * HOUR_MS);

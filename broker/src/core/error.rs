@@ -112,4 +112,16 @@ pub enum AdminError {
     /// The work did not finish (the broker is stopping).
     #[error("the change did not finish: the broker is stopping")]
     Interrupted,
+    /// Users and rules are managed only where they are enforced: with `auth = off` anyone could
+    /// make themselves a superuser that would then hold once authentication is turned on.
+    #[error("users and access rules are managed only on a broker with auth = required (this one has auth = off)")]
+    AuthOff,
+    /// Superusers, and the accounts of superusers, are changed only by a superuser.
+    #[error("principal {by:?} is not a superuser: only a superuser may {what}")]
+    NotSuperuser {
+        /// Who asked.
+        by: String,
+        /// What it asked for.
+        what: String,
+    },
 }

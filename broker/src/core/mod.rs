@@ -13,7 +13,9 @@
 
 mod access;
 mod error;
+mod quota;
 
+use crate::auth::scram::ScramHash;
 use crate::auth::users::{Users, UsersError};
 use crate::auth::{AuthError, Failures, Login, Step};
 use std::sync::Arc;
@@ -29,6 +31,8 @@ use ringmq_protocol::{Acks, BatchView, DecodeError};
 use self::access::Access;
 pub use self::access::{Caller, ANONYMOUS};
 pub use self::error::{AdminError, FetchError, ProduceError};
+use self::quota::{Direction, Quotas};
+pub use self::quota::{Usage, THROTTLE_MAX};
 use crate::auth::permissions::{
     Denied, Operation, Permissions, PermissionsError, ResourceKind, Rule, RuleFilter,
 };
@@ -152,6 +156,9 @@ pub struct Produced {
     pub acks: Acks,
     /// For `Acks::Synced`: the sync to wait for before acknowledging.
     pub sync: Option<SyncWait>,
+    /// How long the connection must wait before its next request: the caller is over its
+    /// produce quota (zero when it is not).
+    pub throttle: Duration,
 }
 
 /// A sync an acknowledgement waits for: everything below `position` of `partition`.
@@ -188,6 +195,7 @@ pub struct Core {
     users: Arc<Users>,
     login_failures: Failures,
     access: Access,
+    quotas: Quotas,
 }
 
 impl Core {
@@ -256,6 +264,7 @@ impl Core {
             fetch_wait_max: config.fetch_wait_max,
             batch_size_max: config.batch_size_max,
         };
+        let quotas = Quotas::new(config.produce_quota, config.fetch_quota, Arc::clone(&metrics));
         Ok(Self {
             settings,
             topics,
@@ -264,15 +273,11 @@ impl Core {
             users,
             login_failures: Failures::default(),
             access,
+            quotas,
         })
     }
 
     // ----- principals ----------------------------------------------------------------------
-
-    /// The broker's users.
-    pub fn users(&self) -> &Users {
-        &self.users
-    }
 
     /// Takes a client's next SASL message in `login`, on the blocking pool (PBKDF2 is work).
     /// An address that failed a moment ago is refused at once, unchecked ([`Failures`]); a
@@ -306,6 +311,12 @@ impl Core {
             Ok(step) => Ok(step),
             Err(error) => {
                 self.metrics.authentication_failed();
+                if let AuthError::BadCredentials { user } = &error {
+                    // Per user only for known users: names clients make up are not series.
+                    if self.users.credential(user, ScramHash::Sha256).is_some() {
+                        self.quotas.usage(user).authentication_failed();
+                    }
+                }
                 self.login_failures.failed(peer);
                 tokio::time::sleep_until(started + crate::auth::FAILURE_DELAY).await;
                 Err(error)
@@ -334,7 +345,12 @@ impl Core {
     ///
     /// An invalid principal, or the permissions file.
     pub fn bootstrap_superuser(&self, principal: &str) -> Result<bool, PermissionsError> {
-        self.access.permissions.bootstrap_superuser(principal)
+        let permissions = &self.access.permissions;
+        let added = permissions.bootstrap_superuser(principal)?;
+        if !added && !permissions.is_superuser(principal) {
+            tracing::warn!(%principal, superusers = ?permissions.superusers(), "RINGMQ_ROOT_USER is not a superuser: the broker has superusers already, and the first one only comes from the environment");
+        }
+        Ok(added)
     }
 
     /// Whether `caller` may do `operation` on `kind`/`name`: the check every request passes,
@@ -370,13 +386,14 @@ impl Core {
     /// # Errors
     ///
     /// [`Denied`].
-    pub fn list_users(&self, caller: &Caller) -> Result<Vec<String>, Denied> {
-        self.access.check_cluster(caller, Operation::Describe)?;
+    pub fn list_users(&self, caller: &Caller) -> Result<Vec<String>, AdminError> {
+        self.access.check_admin(caller, Operation::Describe)?;
         Ok(self.users.names())
     }
 
     /// Adds a user, or (`replace`) changes an existing one's credentials; the caller must be
-    /// allowed to alter the cluster. The credentials are salted keys made by the client: the
+    /// allowed to alter the cluster (a superuser's account: be a superuser), on a broker with
+    /// `auth = required`. The credentials are salted keys made by the client: the
     /// password never reaches the broker.
     ///
     /// # Errors
@@ -390,7 +407,11 @@ impl Core {
         credentials: crate::auth::users::Credentials,
         replace: bool,
     ) -> Result<(), AdminError> {
-        self.access.check_cluster(caller, Operation::Alter)?;
+        self.access.check_admin(caller, Operation::Alter)?;
+        if self.access.permissions.is_superuser(name) {
+            self.access
+                .check_superuser(caller, || format!("change superuser {name:?}'s password"))?;
+        }
         let users = Arc::clone(&self.users);
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || users.set(&name, credentials, replace))
@@ -399,19 +420,35 @@ impl Core {
         Ok(())
     }
 
-    /// Removes a user (the caller must be allowed to alter the cluster); its rules stay.
+    /// Removes a user (the caller must be allowed to alter the cluster; a superuser's account:
+    /// be a superuser); its rules stay.
     ///
     /// # Errors
     ///
     /// [`AdminError`]: refused, no such user, or the file.
     pub async fn remove_user(&self, caller: &Caller, name: &str) -> Result<(), AdminError> {
-        self.access.check_cluster(caller, Operation::Alter)?;
+        self.access.check_admin(caller, Operation::Alter)?;
+        if self.access.permissions.is_superuser(name) {
+            self.access
+                .check_superuser(caller, || format!("remove superuser {name:?}'s account"))?;
+        }
         let users = Arc::clone(&self.users);
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || users.remove(&name))
             .await
             .map_err(|_| AdminError::Interrupted)??;
         Ok(())
+    }
+
+    /// Whether `caller` may list (`change` false) or change users and rules, checked before
+    /// anything about the request is looked at.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::AuthOff`] or [`AdminError::Unauthorized`].
+    pub fn may_manage_rules(&self, caller: &Caller, change: bool) -> Result<(), AdminError> {
+        let operation = if change { Operation::Alter } else { Operation::Describe };
+        self.access.check_admin(caller, operation)
     }
 
     /// The rules that pass `filter`, and the superusers (the caller must be allowed to describe
@@ -424,8 +461,8 @@ impl Core {
         &self,
         caller: &Caller,
         filter: &RuleFilter,
-    ) -> Result<(Vec<Rule>, Vec<String>), Denied> {
-        self.access.check_cluster(caller, Operation::Describe)?;
+    ) -> Result<(Vec<Rule>, Vec<String>), AdminError> {
+        self.access.check_admin(caller, Operation::Describe)?;
         let permissions = &self.access.permissions;
         Ok((permissions.rules(filter), permissions.superusers()))
     }
@@ -437,7 +474,7 @@ impl Core {
     ///
     /// [`AdminError`]: refused, an invalid rule, the limit, or the file.
     pub async fn add_rules(&self, caller: &Caller, rules: Vec<Rule>) -> Result<usize, AdminError> {
-        self.access.check_cluster(caller, Operation::Alter)?;
+        self.access.check_admin(caller, Operation::Alter)?;
         let permissions = Arc::clone(&self.access.permissions);
         let added = tokio::task::spawn_blocking(move || permissions.add(&rules))
             .await
@@ -456,7 +493,7 @@ impl Core {
         caller: &Caller,
         filter: RuleFilter,
     ) -> Result<Vec<Rule>, AdminError> {
-        self.access.check_cluster(caller, Operation::Alter)?;
+        self.access.check_admin(caller, Operation::Alter)?;
         let permissions = Arc::clone(&self.access.permissions);
         let removed = tokio::task::spawn_blocking(move || permissions.remove(&filter))
             .await
@@ -464,8 +501,8 @@ impl Core {
         Ok(removed)
     }
 
-    /// Makes `principal` a superuser, or (`add` false) no longer one; the caller must be allowed
-    /// to alter the cluster.
+    /// Makes `principal` a superuser, or (`add` false) no longer one; the caller must be a
+    /// superuser.
     ///
     /// # Errors
     ///
@@ -476,7 +513,8 @@ impl Core {
         principal: &str,
         add: bool,
     ) -> Result<(), AdminError> {
-        self.access.check_cluster(caller, Operation::Alter)?;
+        self.access.check_admin(caller, Operation::Alter)?;
+        self.access.check_superuser(caller, || "add or remove superusers".to_owned())?;
         let permissions = Arc::clone(&self.access.permissions);
         let principal = principal.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -531,6 +569,18 @@ impl Core {
 
     // ----- topics -------------------------------------------------------------------------
 
+    /// Whether `caller` may create topic `name`: create on the cluster, or on the topic.
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`].
+    pub fn may_create_topic(&self, caller: &Caller, name: &str) -> Result<(), Denied> {
+        if self.access.check_cluster(caller, Operation::Create).is_err() {
+            self.access.check(caller, ResourceKind::Topic, name, Operation::Create)?;
+        }
+        Ok(())
+    }
+
     /// Creates a topic; 0 for a setting takes the broker's default. The rings are allocated on
     /// the blocking pool.
     ///
@@ -545,9 +595,7 @@ impl Core {
         capacity: u64,
         chunk_size: u64,
     ) -> Result<(), TopicError> {
-        if self.access.check_cluster(caller, Operation::Create).is_err() {
-            self.access.check(caller, ResourceKind::Topic, name, Operation::Create)?;
-        }
+        self.may_create_topic(caller, name)?;
         let topics = Arc::clone(&self.topics);
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -722,11 +770,13 @@ impl Core {
         if sync.is_none() {
             metrics.produce_took(started.elapsed());
         }
+        let throttle = self.usage(caller).take(Direction::Produce, size);
         Ok(Produced {
             base_offset: stored.appended.base_offset,
             duplicate: stored.duplicate,
             acks,
             sync,
+            throttle,
         })
     }
 
@@ -810,6 +860,16 @@ impl Core {
             }
             _ => FetchError::Busy,
         })
+    }
+
+    /// Counts `bytes` of record batches `caller` is about to be sent against its fetch quota;
+    /// how long its connection must then wait before its next request (zero within the quota).
+    pub fn fetch_throttle(&self, caller: &Caller, bytes: u64) -> Duration {
+        self.usage(caller).take(Direction::Fetch, bytes)
+    }
+
+    fn usage<'c>(&self, caller: &'c Caller) -> &'c Usage {
+        caller.usage(|principal| self.quotas.usage(principal))
     }
 
     /// Counts a read that a front end is about to send: counted before the write, so a client
@@ -946,7 +1006,16 @@ impl Core {
         group: &str,
     ) -> Result<GroupInfo, GroupError> {
         self.access.check(caller, ResourceKind::Group, group, Operation::Describe)?;
-        self.groups.describe(group).await
+        let mut info = self.groups.describe(group).await?;
+        // Only the topics the caller may describe: their names and offsets.
+        let visible = |topic: &str| {
+            self.access.check(caller, ResourceKind::Topic, topic, Operation::Describe).is_ok()
+        };
+        info.offsets.retain(|offset| visible(&offset.topic));
+        if !info.topic.is_empty() && !visible(&info.topic) {
+            info.topic.clear();
+        }
+        Ok(info)
     }
 
     /// Kafka's `JoinGroup`; see [`Coordinator::join_classic`].

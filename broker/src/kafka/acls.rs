@@ -90,10 +90,12 @@ fn operation(kind: ResourceKind, value: i8) -> Result<Operation, Refusal> {
         (ResourceKind::Group, OP_READ) => Some(Operation::Read),
         (ResourceKind::Topic | ResourceKind::Cluster, OP_CREATE) => Some(Operation::Create),
         (ResourceKind::Topic | ResourceKind::Group, OP_DELETE) => Some(Operation::Delete),
-        (ResourceKind::Topic | ResourceKind::Cluster, OP_ALTER | OP_ALTER_CONFIGS) => {
+        // On the cluster, `alter` manages users and rules and `describe` lists them: Kafka's
+        // *_CONFIGS operations, often granted to tools, do not map to them.
+        (ResourceKind::Topic, OP_ALTER | OP_ALTER_CONFIGS) | (ResourceKind::Cluster, OP_ALTER) => {
             Some(Operation::Alter)
         }
-        (_, OP_DESCRIBE | OP_DESCRIBE_CONFIGS) => Some(Operation::Describe),
+        (ResourceKind::Topic, OP_DESCRIBE_CONFIGS) | (_, OP_DESCRIBE) => Some(Operation::Describe),
         (ResourceKind::Cluster, OP_IDEMPOTENT_WRITE) => Some(Operation::IdempotentWrite),
         _ => None,
     };
@@ -207,6 +209,8 @@ fn filter(
 fn refusal_of(error: &AdminError) -> Refusal {
     let code = match error {
         AdminError::Unauthorized(denied) => codes::denied(denied),
+        AdminError::AuthOff => Kafka::SecurityDisabled.code(),
+        AdminError::NotSuperuser { .. } => Kafka::ClusterAuthorizationFailed.code(),
         AdminError::Permissions(_) => Kafka::InvalidRequest.code(),
         _ => Kafka::UnknownServerError.code(),
     };
@@ -219,22 +223,25 @@ pub(super) fn describe(
     request: &Request,
     body: &DescribeAclsRequest,
 ) -> Result<BytesMut, String> {
-    let filtered = filter(
-        body.resource_type_filter,
-        body.resource_name_filter.as_ref(),
-        body.pattern_type_filter,
-        body.principal_filter.as_ref(),
-        body.host_filter.as_ref(),
-        body.operation,
-        body.permission_type,
-    );
+    let allowed = context.core.may_manage_rules(&request.caller, false);
+    let filtered = allowed.map_err(|error| refusal_of(&error)).and_then(|()| {
+        filter(
+            body.resource_type_filter,
+            body.resource_name_filter.as_ref(),
+            body.pattern_type_filter,
+            body.principal_filter.as_ref(),
+            body.host_filter.as_ref(),
+            body.operation,
+            body.permission_type,
+        )
+    });
     let answer = filtered.and_then(|filter| match filter {
         None => Ok(Vec::new()),
         Some(filter) => context
             .core
             .rules(&request.caller, &filter)
             .map(|(rules, _)| rules)
-            .map_err(|denied| (codes::denied(&denied), denied.to_string())),
+            .map_err(|error| refusal_of(&error)),
     });
     let response = match answer {
         Ok(rules) => {
@@ -282,8 +289,10 @@ pub(super) async fn create(
     body: &CreateAclsRequest,
 ) -> Result<BytesMut, String> {
     let mut results = Vec::with_capacity(body.creations.len());
+    let allowed = context.core.may_manage_rules(&request.caller, true);
     for creation in &body.creations {
-        let outcome = match rule(creation) {
+        let checked = allowed.as_ref().map_err(refusal_of).and_then(|()| rule(creation));
+        let outcome = match checked {
             Ok(rule) => context
                 .core
                 .add_rules(&request.caller, vec![rule])
@@ -312,16 +321,19 @@ pub(super) async fn delete(
     body: &DeleteAclsRequest,
 ) -> Result<BytesMut, String> {
     let mut results = Vec::with_capacity(body.filters.len());
+    let allowed = context.core.may_manage_rules(&request.caller, true);
     for asked in &body.filters {
-        let filtered = filter(
-            asked.resource_type_filter,
-            asked.resource_name_filter.as_ref(),
-            asked.pattern_type_filter,
-            asked.principal_filter.as_ref(),
-            asked.host_filter.as_ref(),
-            asked.operation,
-            asked.permission_type,
-        );
+        let filtered = allowed.as_ref().map_err(refusal_of).and_then(|()| {
+            filter(
+                asked.resource_type_filter,
+                asked.resource_name_filter.as_ref(),
+                asked.pattern_type_filter,
+                asked.principal_filter.as_ref(),
+                asked.host_filter.as_ref(),
+                asked.operation,
+                asked.permission_type,
+            )
+        });
         let outcome = match filtered {
             Ok(None) => Ok(Vec::new()),
             Ok(Some(filter)) => context

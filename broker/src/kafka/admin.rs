@@ -203,8 +203,7 @@ pub(super) async fn produce(
                 (_, _, Some(_)) => Err((Kafka::TransactionalIdAuthorizationFailed.code(), None)),
                 (_, None, _) => Err((Kafka::CorruptMessage.code(), Some("no records".to_owned()))),
                 (Some(acks), Some(records), None) => {
-                    let caller = &request.caller;
-                    produce_one(context, caller, &topic.name, data.index, records, acks, timeout)
+                    produce_one(context, request, &topic.name, data.index, records, acks, timeout)
                         .await
                 }
             };
@@ -230,7 +229,7 @@ pub(super) async fn produce(
         }
         out.tags();
     }
-    out.i32(0); // throttle_time_ms
+    out.i32(request.throttle.millis()); // throttle_time_ms
     out.tags();
     if acks == Some(Acks::None) {
         return Ok(Answer::Nothing);
@@ -242,14 +241,14 @@ pub(super) async fn produce(
 /// message to answer.
 async fn produce_one(
     context: &KafkaContext,
-    caller: &Caller,
+    request: &Request,
     topic: &TopicName,
     index: i32,
     records: &bytes::Bytes,
     acks: Acks,
     timeout: Option<Duration>,
 ) -> Result<(i64, i64), (i16, Option<String>)> {
-    let core = &context.core;
+    let (core, caller) = (&context.core, &request.caller);
     let started = Instant::now();
     let handle = partition_of(context, caller, topic, index).map_err(|code| (code, None))?;
     // Kafka's rule, which clients follow: one batch per partition in a produce.
@@ -269,6 +268,7 @@ async fn produce_one(
         .produce(caller, &handle, records, acks, timeout)
         .await
         .map_err(|error| (codes::produce(&error), Some(error.to_string())))?;
+    request.throttle.hold(produced.throttle);
     if let Some(wait) = &produced.sync {
         let state = core.wait_synced(wait, started).await;
         if state != SyncState::Done {
@@ -444,13 +444,17 @@ pub(super) async fn create_topics(
             .with_replication_factor(1);
         let mut capacity = 0u64;
         let mut refused: Option<(i16, String)> = None;
-        if !matches!(topic.replication_factor, -1 | 1) {
+        // Checked first: a caller who may not create the topic learns nothing else about it.
+        if let Err(denied) = core.may_create_topic(caller, &name) {
+            refused = Some((codes::denied(&denied), denied.to_string()));
+        } else if !matches!(topic.replication_factor, -1 | 1) {
             refused = Some((
                 Kafka::InvalidReplicationFactor.code(),
                 format!("replication factor {} on a single node", topic.replication_factor),
             ));
         }
-        for config in &topic.configs {
+        let allowed = refused.is_none();
+        for config in topic.configs.iter().filter(|_| allowed) {
             let value = config.value.as_ref().map(|value| value.to_string()).unwrap_or_default();
             match config.name.as_str() {
                 "retention.bytes" => match value.parse::<u64>() {

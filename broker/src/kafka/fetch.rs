@@ -136,16 +136,18 @@ pub(crate) async fn fetch(
                     failed = true;
                     let offsets = match error {
                         FetchError::OffsetOutOfRange { earliest, next, .. } => (earliest, next),
-                        FetchError::Busy | FetchError::Unauthorized(_) => {
-                            (offsets.earliest, offsets.next)
-                        }
+                        FetchError::Busy => (offsets.earliest, offsets.next),
+                        // Refused: no offsets either (sent as -1).
+                        FetchError::Unauthorized(_) => (0, 0),
                     };
                     Answered::Failed { code: codes::fetch(&error), offsets }
                 }
             });
         }
         if total >= min_bytes || failed || Instant::now() >= deadline {
-            let answer = encode(version, &request, asked, started);
+            asked_by.throttle.hold(core.fetch_throttle(caller, total as u64));
+            let throttle_ms = asked_by.throttle.millis();
+            let answer = encode(version, &request, asked, started, throttle_ms);
             return super::Answer::Fetch(answer);
         }
         // Nothing yet: let the leases go and wait for an append to any partition asked for.
@@ -204,6 +206,7 @@ fn encode(
     request: &FetchRequest,
     mut asked: Vec<Asked>,
     started: Instant,
+    throttle_ms: i32,
 ) -> FetchAnswer {
     // Sized for the whole response but its record sets: no growth.
     let own_size: usize = 16
@@ -211,7 +214,7 @@ fn encode(
         + 64 * asked.len();
     let mut out = Out::new(own_size, version >= 12);
     let mut entries = asked.iter_mut();
-    out.i32(0); // throttle_time_ms
+    out.i32(throttle_ms);
     if version >= 7 {
         out.i16(codes::NONE);
         out.i32(0); // session_id: no fetch sessions, every fetch is a full one

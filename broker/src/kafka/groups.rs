@@ -371,7 +371,26 @@ pub(super) async fn offset_fetch(
         core.authorize(caller, ResourceKind::Group, &body.group_id, Operation::Describe)
     {
         tracing::info!(client = %request.client_id, group = %body.group_id.0, %denied, "kafka offset fetch refused");
-        let response = OffsetFetchResponse::default().with_error_code(codes::denied(&denied));
+        let code = codes::denied(&denied);
+        // Version 1 has no top-level code: the refusal goes on every partition asked for.
+        let topics = match (&body.topics, version < 2) {
+            (Some(topics), true) => topics
+                .iter()
+                .map(|topic| {
+                    let partitions = topic.partition_indexes.iter();
+                    OffsetFetchResponseTopic::default()
+                        .with_name(topic.name.clone())
+                        .with_partitions(
+                            partitions
+                                .map(|&index| partition(index, None).with_error_code(code))
+                                .collect(),
+                        )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let top = if version >= 2 { code } else { 0 };
+        let response = OffsetFetchResponse::default().with_error_code(top).with_topics(topics);
         return encoded(&response, version);
     }
     let topics: Vec<OffsetFetchResponseTopic> = match &body.topics {

@@ -166,7 +166,15 @@ pub(crate) async fn serve(
                 None => sasl::Session::Anonymous,
             };
             let tls = matches!(stream, Stream::Tls(_));
-            let mut connection = Connection { stream, peer, context: &context, stop, session, tls };
+            let mut connection = Connection {
+                stream,
+                peer,
+                context: &context,
+                stop,
+                session,
+                tls,
+                throttled_until: None,
+            };
             let reason = connection.run().await;
             crate::metrics::Metrics::add(&context.core.metrics().connections_closed, 1);
             tracing::info!(%peer, protocol = "kafka", %reason, "connection closed");
@@ -200,6 +208,30 @@ pub(crate) struct Request {
     pub(crate) peer: SocketAddr,
     /// Who the request comes from.
     pub(crate) caller: Caller,
+    /// How long the connection must wait before its next request (a quota's wait).
+    pub(crate) throttle: Throttle,
+}
+
+/// A quota's wait for a connection, set by the handlers of a request (nanoseconds).
+#[derive(Debug, Default)]
+pub(crate) struct Throttle(std::sync::atomic::AtomicU64);
+
+impl Throttle {
+    /// Makes the wait at least `wait`.
+    pub(crate) fn hold(&self, wait: Duration) {
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.0.fetch_max(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The wait.
+    pub(crate) fn wait(&self) -> Duration {
+        Duration::from_nanos(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The wait as Kafka's `throttle_time_ms`.
+    pub(crate) fn millis(&self) -> i32 {
+        i32::try_from(self.wait().as_millis()).unwrap_or(i32::MAX)
+    }
 }
 
 impl Request {
@@ -226,11 +258,20 @@ struct Connection<'c> {
     stop: watch::Receiver<bool>,
     session: sasl::Session,
     tls: bool,
+    /// Until when the next request waits: the principal is over a quota.
+    throttled_until: Option<Instant>,
 }
 
 impl Connection<'_> {
     async fn run(&mut self) -> String {
         loop {
+            if let Some(until) = self.throttled_until.take() {
+                // Over a quota: the answer went out; the next request waits (KIP-219's muting).
+                tokio::select! {
+                    _ = self.stop.changed() => return "broker shutting down".to_owned(),
+                    () = tokio::time::sleep_until(until) => {}
+                }
+            }
             let settings = &self.context.settings;
             let mut size = [0u8; 4];
             let read = tokio::select! {
@@ -320,6 +361,7 @@ impl Connection<'_> {
             client_id: header.client_id.unwrap_or_default(),
             peer: self.peer,
             caller: self.session.caller(),
+            throttle: Throttle::default(),
         };
         let before_login =
             !matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate);
@@ -335,6 +377,10 @@ impl Connection<'_> {
             return answered.close.map_or(Ok(()), Err);
         }
         let answer = self.dispatch(&request, body).await?;
+        let throttle = request.throttle.wait();
+        if !throttle.is_zero() {
+            self.throttled_until = Some(Instant::now() + throttle);
+        }
         match answer {
             Answer::Nothing => Ok(()),
             Answer::Body(body) => self.write_body(correlation_id, api, version, body).await,

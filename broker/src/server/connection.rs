@@ -75,13 +75,16 @@ async fn run(
     let mut closing: Option<CloseReason> = None;
     let mut last_activity = Instant::now();
     loop {
-        while closing.is_none() && output.has_room(in_flight_max) {
+        // A principal over its quota: answer what is in hand, read nothing more until then.
+        let mut throttled = output.throttled_until();
+        while closing.is_none() && throttled.is_none() && output.has_room(in_flight_max) {
             match input.next_frame(config.frame_size_max) {
                 Ok(Some((head, body))) => {
                     last_activity = Instant::now();
                     if let Err(reason) = session.handle(head, input.body(body), output).await {
                         closing = Some(reason);
                     }
+                    throttled = output.throttled_until();
                 }
                 Ok(None) => break,
                 Err(rejected) => {
@@ -108,13 +111,20 @@ async fn run(
                 return Ok(reason);
             }
         }
-        if closing.is_none() && output.has_room(in_flight_max) && input.has_whole_frame() {
+        // The flush may have fetched past the quota.
+        let throttled = output.throttled_until();
+        if closing.is_none()
+            && throttled.is_none()
+            && output.has_room(in_flight_max)
+            && input.has_whole_frame()
+        {
             // Frames were left unhandled for want of room, and the flush made room.
             continue;
         }
-        let can_read = closing.is_none() && output.has_room(in_flight_max);
+        let can_read = closing.is_none() && throttled.is_none() && output.has_room(in_flight_max);
         let deadline = match input.partial_since() {
-            Some(since) => since + config.frame_timeout,
+            // A frame left partial while the connection is held back is not the client's delay.
+            Some(since) => since.max(throttled.unwrap_or(since)) + config.frame_timeout,
             None if output.is_idle() => last_activity + config.idle_timeout,
             None => Instant::now() + config.idle_timeout,
         };
@@ -123,6 +133,7 @@ async fn run(
             biased;
             _ = stop.changed(), if closing.is_none() => closing = Some(CloseReason::ShuttingDown),
             () = wait_front(context, output.pending(), closing.is_some()), if waiting => {}
+            () = sleep_until_some(throttled), if throttled.is_some() => {}
             read = input.fill(stream, &context.pool_available, (config.request_timeout, config.frame_timeout)), if can_read => {
                 match read? {
                     0 => closing = Some(CloseReason::ClientClosed),
@@ -137,6 +148,14 @@ async fn run(
                 });
             }
         }
+    }
+}
+
+/// Sleeps until `until` (forever for `None`, which the caller's guard rules out).
+async fn sleep_until_some(until: Option<Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -199,7 +199,12 @@ impl<'c> Session<'c> {
                         UserList::encode(&names, body)
                     })
                 }),
-                Err(denied) => self.denied(output, Opcode::ListUsers, correlation_id, &denied),
+                Err(error) => self.admin_answer(
+                    output,
+                    Opcode::ListUsers,
+                    correlation_id,
+                    Err::<(), _>(error),
+                ),
             },
             Request::SetUser(set) => {
                 let result = match credentials(&set) {
@@ -271,6 +276,7 @@ impl<'c> Session<'c> {
                 AdminError::Users(UsersError::Io(_))
                 | AdminError::Permissions(PermissionsError::File(_)) => ErrorCode::StorageError,
                 AdminError::Interrupted => ErrorCode::ShuttingDown,
+                AdminError::AuthOff | AdminError::NotSuperuser { .. } => ErrorCode::Unauthorized,
                 _ => ErrorCode::InvalidRequest,
             },
         };
@@ -284,7 +290,14 @@ impl<'c> Session<'c> {
     fn list_rules(&self, output: &mut Output, correlation_id: u32) {
         let (rules, superusers) = match self.context.core.rules(&self.caller, &RuleFilter::any()) {
             Ok(found) => found,
-            Err(denied) => return self.denied(output, Opcode::ListRules, correlation_id, &denied),
+            Err(error) => {
+                return self.admin_answer(
+                    output,
+                    Opcode::ListRules,
+                    correlation_id,
+                    Err::<(), _>(error),
+                )
+            }
         };
         let mut entries: Vec<RuleEntry<'_>> = superusers
             .iter()
@@ -782,6 +795,7 @@ impl<'c> Session<'c> {
                 return self.error(output, opcode, code, correlation_id, &error.to_string());
             }
         };
+        output.throttle(produced.throttle);
         if produced.duplicate {
             tracing::debug!(peer = %self.peer, topic = produce.topic, partition = produce.partition, base_offset = produced.base_offset, "retried batch already written; acknowledged with its offset");
         }

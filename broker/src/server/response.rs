@@ -88,6 +88,8 @@ pub(crate) struct Output {
     deferred_start: usize,
     pending: VecDeque<Pending>,
     wrote: bool,
+    /// Until when the connection reads nothing more: its principal is over a quota.
+    throttled_until: Option<Instant>,
 }
 
 impl Output {
@@ -100,6 +102,26 @@ impl Output {
             deferred_start: 0,
             pending: VecDeque::with_capacity(in_flight_max.min(64)),
             wrote: false,
+            throttled_until: None,
+        }
+    }
+
+    /// Holds back the connection's next requests for `throttle` (a quota's wait).
+    pub(crate) fn throttle(&mut self, throttle: Duration) {
+        if !throttle.is_zero() {
+            let until = Instant::now() + throttle;
+            self.throttled_until = Some(self.throttled_until.map_or(until, |held| held.max(until)));
+        }
+    }
+
+    /// Until when the connection must read nothing (`None`: it may read now).
+    pub(super) fn throttled_until(&mut self) -> Option<Instant> {
+        match self.throttled_until {
+            Some(until) if until > Instant::now() => Some(until),
+            _ => {
+                self.throttled_until = None;
+                None
+            }
         }
     }
 
@@ -252,6 +274,8 @@ impl Output {
                                     &mut self.out,
                                 );
                                 core.fetched(partition, &outcome);
+                                let bytes = outcome.batches.len() as u64;
+                                self.throttle(core.fetch_throttle(caller, bytes));
                                 let mut slices =
                                     [IoSlice::new(&self.out), IoSlice::new(&outcome.batches)];
                                 with_timeout(write_timeout, stream.write_all_vectored(&mut slices))

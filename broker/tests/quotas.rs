@@ -1,0 +1,199 @@
+//! Produce quotas through the real binary: a principal producing flat out is slowed to its quota
+//! (not refused, not disconnected) while another principal on the same topic is not held back at
+//! all, and both are counted per principal in `/metrics`.
+
+#![allow(clippy::unwrap_used, reason = "tests fail on error")]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringmq_client::access::RuleOperation;
+use ringmq_client::{Client, ConnectOptions, Credentials, ProducerRecord, Rule, TopicConfig};
+use support::{within, Broker};
+
+/// The produce quota of every principal, bytes per second.
+const QUOTA: u64 = 1 << 20;
+const RECORD: usize = 1024;
+
+async fn log_in(broker: &Broker, user: &str, password: &str) -> Client {
+    let options = ConnectOptions::default().credentials(Credentials::new(user, password));
+    Client::connect_with(&broker.address, options).await.unwrap()
+}
+
+/// A counter of `/metrics` (0 when the series does not exist yet).
+fn metric(address: &str, series: &str) -> f64 {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: ringmq\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_over_its_produce_quota_is_slowed_to_it_and_another_is_not() {
+    let quota = QUOTA.to_string();
+    let broker = Broker::start_with_env(
+        &["--auth", "required", "--produce-quota", &quota],
+        &[("RINGMQ_ROOT_USER", "root"), ("RINGMQ_ROOT_PASSWORD", "root password")],
+    );
+    within(120, async {
+        let mut root = log_in(&broker, "root", "root password").await;
+        root.create_topic("metered", TopicConfig::default().partitions(2).capacity(64 << 20))
+            .await
+            .unwrap();
+        root.add_user("bulk", "bulk password").await.unwrap();
+        root.add_user("light", "light password").await.unwrap();
+        root.add_rule(&Rule::topic("*", "metered", RuleOperation::Produce)).await.unwrap();
+
+        // `bulk` produces flat out to partition 0 for 5 s; acknowledged bytes are counted as the
+        // acknowledgements arrive.
+        let bulk = log_in(&broker, "bulk", "bulk password").await;
+        let producer = bulk
+            .producer()
+            .batch_bytes(16 << 10)
+            .buffer_memory(256 << 10)
+            .linger(Duration::from_millis(1))
+            .build()
+            .await
+            .unwrap();
+        let acked = Arc::new(AtomicU64::new(0));
+        let (deliveries, mut arriving) = tokio::sync::mpsc::channel(1 << 16);
+        let counting = tokio::spawn({
+            let acked = Arc::clone(&acked);
+            async move {
+                while let Some(delivery) = arriving.recv().await {
+                    let delivery: ringmq_client::Delivery = delivery;
+                    delivery.await.unwrap();
+                    acked.fetch_add(RECORD as u64, Ordering::Relaxed);
+                }
+            }
+        });
+        let started = Instant::now();
+        let sending = tokio::spawn(async move {
+            let value = [b'b'; RECORD];
+            while started.elapsed() < Duration::from_secs(5) {
+                let record = ProducerRecord::new("metered", &value).partition(0);
+                let delivery = producer.send(record).await.unwrap();
+                if deliveries.send(delivery).await.is_err() {
+                    break;
+                }
+            }
+            producer
+        });
+
+        // The first second holds the burst (one second of quota); the rate is read after it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (from, from_bytes) = (Instant::now(), acked.load(Ordering::Relaxed));
+
+        // Meanwhile `light` produces 256 KiB to partition 1, within its own allowance.
+        let light = log_in(&broker, "light", "light password").await;
+        let light_producer = light.producer().build().await.unwrap();
+        let value = [b'l'; RECORD];
+        let mut pending = Vec::new();
+        for _ in 0..256 {
+            let record = ProducerRecord::new("metered", &value).partition(1);
+            pending.push(light_producer.send(record).await.unwrap());
+        }
+        light_producer.flush().await.unwrap();
+        for delivery in pending {
+            delivery.await.unwrap();
+        }
+
+        tokio::time::sleep_until((from + Duration::from_secs(3)).into()).await;
+        let (to, to_bytes) = (Instant::now(), acked.load(Ordering::Relaxed));
+        let rate = (to_bytes - from_bytes) as f64 / (to - from).as_secs_f64();
+        let ratio = rate / QUOTA as f64;
+        eprintln!("bulk acknowledged {rate:.0} B/s of record values over 3 s: {ratio:.3} x the quota");
+        assert!((0.9..=1.1).contains(&ratio), "bulk's rate is {ratio:.3} x its quota");
+
+        let producer = sending.await.unwrap();
+        producer.flush().await.unwrap();
+        drop(producer);
+        counting.await.unwrap();
+
+        // Counted per principal: bulk was held back, light never was; both bytes counted.
+        let throttle = |who: &str| {
+            metric(
+                &broker.metrics,
+                &format!(
+                    "ringmq_principal_throttle_seconds_total{{direction=\"produce\",principal=\"{who}\"}}"
+                ),
+            )
+        };
+        assert!(throttle("bulk") > 1.0, "bulk throttled {} s", throttle("bulk"));
+        assert_eq!(throttle("light"), 0.0, "light was held back");
+        let bytes_in = |who: &str| {
+            metric(&broker.metrics, &format!("ringmq_principal_bytes_in_total{{principal=\"{who}\"}}"))
+        };
+        assert!(bytes_in("light") >= (256 * RECORD) as f64, "{}", bytes_in("light"));
+        assert!(bytes_in("bulk") >= acked.load(Ordering::Relaxed) as f64);
+
+        // Slowed, not refused: every acknowledged record of bulk's is in the partition.
+        let info = root.describe_topic("metered").await.unwrap();
+        let stored = info.partitions[0].next_offset;
+        assert_eq!(stored * RECORD as u64, acked.load(Ordering::Relaxed));
+        assert_eq!(info.partitions[1].next_offset, 256);
+    })
+    .await;
+}
+
+/// A fetch quota: a consumer reading a backlog flat out is slowed to within 10 % of it, and
+/// gets every record, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_over_its_fetch_quota_is_slowed_to_it() {
+    let quota = QUOTA.to_string();
+    let broker = Broker::start_with_env(
+        &["--auth", "required", "--fetch-quota", &quota],
+        &[("RINGMQ_ROOT_USER", "root"), ("RINGMQ_ROOT_PASSWORD", "root password")],
+    );
+    within(120, async {
+        let mut root = log_in(&broker, "root", "root password").await;
+        root.create_topic("backlog", TopicConfig::default().partitions(1).capacity(64 << 20))
+            .await
+            .unwrap();
+        // 8 MiB of backlog (producing is not metered here).
+        let producer = root.producer().build().await.unwrap();
+        let count = 8 * 1024;
+        for i in 0..count {
+            let value = format!("{i:08}").repeat(RECORD / 8);
+            producer
+                .send(ProducerRecord::new("backlog", value.as_bytes()).partition(0))
+                .await
+                .unwrap();
+        }
+        producer.flush().await.unwrap();
+
+        let mut consumer = root
+            .consumer("backlog", 0)
+            .start(ringmq_client::StartOffset::Earliest)
+            .max_bytes(64 << 10)
+            .build()
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let (mut read, mut marks) = (0u64, Vec::new());
+        while started.elapsed() < Duration::from_millis(4600) {
+            for record in consumer.poll().await.unwrap() {
+                assert_eq!(&record.value[..8], format!("{read:08}").as_bytes());
+                read += 1;
+            }
+            let elapsed = started.elapsed();
+            if marks.is_empty() && elapsed >= Duration::from_millis(1500)
+                || marks.len() == 1 && elapsed >= Duration::from_millis(4500)
+            {
+                marks.push((Instant::now(), read * RECORD as u64));
+            }
+        }
+        let [(from, from_bytes), (to, to_bytes)] = marks[..] else { panic!("{marks:?}") };
+        let rate = (to_bytes - from_bytes) as f64 / (to - from).as_secs_f64();
+        let ratio = rate / QUOTA as f64;
+        eprintln!("fetched {rate:.0} B/s of record values over 3 s: {ratio:.3} x the quota");
+        assert!((0.9..=1.1).contains(&ratio), "the consumer's rate is {ratio:.3} x its quota");
+        assert!(read < count, "the whole backlog came through in {:?}", started.elapsed());
+    })
+    .await;
+}

@@ -190,6 +190,10 @@ fn parse_plain(message: &[u8]) -> Result<(String, String), AuthError> {
     Ok((user.to_owned(), password.to_owned()))
 }
 
+/// The principal of a client that did not authenticate (Kafka's `User:ANONYMOUS`); no user may
+/// take the name.
+pub const ANONYMOUS: &str = "ANONYMOUS";
+
 /// How long a failed login waits before its answer: the same whatever failed, so the wait tells
 /// nothing, and long enough that one connection guesses slowly.
 pub const FAILURE_DELAY: Duration = Duration::from_millis(500);

@@ -456,29 +456,28 @@ impl Permissions {
         name: &str,
         operation: Operation,
     ) -> bool {
-        let state = self.current();
-        if state.superusers.contains(principal) {
-            return true;
-        }
-        [principal, WILDCARD]
-            .iter()
-            .filter_map(|who| state.by_principal.get(*who))
-            .flatten()
-            .any(|rule| rule.names(kind, name) && rule.operation.covers(operation, kind))
+        self.any_rule(principal, |rule| {
+            rule.names(kind, name) && rule.operation.covers(operation, kind)
+        })
     }
 
     /// Whether `principal` may do `operation` on at least one resource of `kind` (a rule for
     /// it on some name; for a producer id: produce on some topic).
     pub fn allows_some(&self, principal: &str, kind: ResourceKind, operation: Operation) -> bool {
+        self.any_rule(principal, |rule| {
+            rule.resource == kind && rule.operation.covers(operation, kind)
+        })
+    }
+
+    /// Whether `principal` is a superuser or one of its rules (or of `*`'s) passes `test`.
+    fn any_rule(&self, principal: &str, test: impl Fn(&Rule) -> bool) -> bool {
         let state = self.current();
-        if state.superusers.contains(principal) {
-            return true;
-        }
-        [principal, WILDCARD]
-            .iter()
-            .filter_map(|who| state.by_principal.get(*who))
-            .flatten()
-            .any(|rule| rule.resource == kind && rule.operation.covers(operation, kind))
+        state.superusers.contains(principal)
+            || [principal, WILDCARD]
+                .iter()
+                .filter_map(|who| state.by_principal.get(*who))
+                .flatten()
+                .any(test)
     }
 
     /// Whether `principal` is a superuser.

@@ -323,7 +323,7 @@ fn credentials(name: &str, password: &str) -> Result<StoredUser, UsersError> {
 /// [`UsersError::InvalidName`].
 pub fn validate_name(name: &str) -> Result<(), UsersError> {
     let valid = !name.is_empty()
-        && name != crate::core::ANONYMOUS
+        && name != super::ANONYMOUS
         && name.len() <= USER_NAME_SIZE_MAX
         && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"._@-".contains(&byte));
     if valid {

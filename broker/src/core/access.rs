@@ -6,8 +6,7 @@ use std::sync::{Arc, OnceLock};
 use super::quota::Usage;
 use crate::auth::permissions::{Denied, Operation, Permissions, ResourceKind, CLUSTER_NAME};
 
-/// The principal of a client that did not authenticate (Kafka's `User:ANONYMOUS`).
-pub const ANONYMOUS: &str = "ANONYMOUS";
+pub use crate::auth::ANONYMOUS;
 
 /// Who a request comes from: the user a connection logged in as, the subject of its client
 /// certificate, or no one (a broker with `auth = off`).

@@ -140,6 +140,18 @@ pub enum TopicError {
         /// The limit.
         max: u64,
     },
+    /// The topic's rings would pass the topic bytes its creator may hold.
+    #[error("principal {principal:?} may hold {max} bytes of topics it created; it holds {held} and this topic's rings take {requested} (principal_topic_bytes_max)")]
+    PrincipalBytesExceeded {
+        /// Who asked.
+        principal: String,
+        /// Bytes the topic's rings would take (partitions × capacity, as asked).
+        requested: u64,
+        /// Bytes of the topics the principal created (and of its creations under way).
+        held: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The topic's ring files would leave less free disk space than the reserve.
     #[error("the topic's ring files take {needed} bytes; the disk has {available} free and {reserve} must stay free (disk_reserve)")]
     DiskFull {
@@ -411,6 +423,14 @@ impl Topics {
 
     fn admin(&self) -> MutexGuard<'_, Creations> {
         self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The ring bytes (partitions × capacity) a topic asked for with `partitions` and
+    /// `capacity` would take, the defaults filled in (0 asks for the default).
+    pub fn ring_bytes_asked(&self, partitions: u32, capacity: u64) -> u64 {
+        let partitions = if partitions == 0 { self.defaults.partition_count } else { partitions };
+        let capacity = if capacity == 0 { self.defaults.capacity } else { capacity };
+        u64::from(partitions).saturating_mul(capacity)
     }
 
     /// Creates a topic; 0 for `partitions`, `capacity` or `chunk_size` takes the default.

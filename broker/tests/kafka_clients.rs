@@ -665,3 +665,32 @@ print("ok")
     eprintln!("{stdout}");
     assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}\n{stderr}");
 }
+
+/// `principal_connection_count_max` on the Kafka port: with the principal's one connection held
+/// on the native port, kcat logging in as it is refused with the reason.
+#[test]
+fn kcat_past_its_principals_connection_limit_is_refused() {
+    if !kcat_available() {
+        return;
+    }
+    let broker = Broker::start_with_env(
+        &["--auth", "required", "--principal-connection-count-max", "1"],
+        &[("RINGMQ_ROOT_USER", "admin"), ("RINGMQ_ROOT_PASSWORD", "s3cret pass")],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let login = ringmq_client::Credentials::new("admin", "s3cret pass");
+    let options = ringmq_client::ConnectOptions::default().credentials(login);
+    let held =
+        runtime.block_on(ringmq_client::Client::connect_with(&broker.address, options)).unwrap();
+    let output = Command::new("kcat")
+        .args(["-b", &broker.kafka, "-X", "security.protocol=SASL_PLAINTEXT"])
+        .args(["-X", "sasl.mechanisms=SCRAM-SHA-256", "-X", "sasl.username=admin"])
+        .args(["-X", "sasl.password=s3cret pass", "-L", "-m", "5"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "kcat listed metadata past the limit");
+    assert!(stderr.contains("\"admin\" is at its limit of 1 open connections"), "{stderr}");
+    drop(held);
+}

@@ -197,3 +197,87 @@ async fn a_consumer_over_its_fetch_quota_is_slowed_to_it() {
     })
     .await;
 }
+
+/// `principal_connection_count_max`: a principal's login past its limit is refused with one clear
+/// error while other principals connect; a closed connection gives its seat back (the Kafka
+/// port: `kafka_clients.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_at_its_connection_limit_is_refused_and_others_are_not() {
+    let broker = Broker::start_with_env(
+        &["--auth", "required", "--principal-connection-count-max", "2"],
+        &[("RINGMQ_ROOT_USER", "root"), ("RINGMQ_ROOT_PASSWORD", "root password")],
+    );
+    within(60, async {
+        let mut root = log_in(&broker, "root", "root password").await;
+        root.add_user("app", "app password").await.unwrap();
+        let options =
+            || ConnectOptions::default().credentials(Credentials::new("app", "app password"));
+        let first = Client::connect_with(&broker.address, options()).await.unwrap();
+        let _second = Client::connect_with(&broker.address, options()).await.unwrap();
+        let refused = Client::connect_with(&broker.address, options()).await.unwrap_err();
+        assert_eq!(refused.code(), Some(ringmq_client::ErrorCode::TooManyConnections), "{refused}");
+        assert!(
+            refused.to_string().contains("\"app\" is at its limit of 2 open connections"),
+            "{refused}"
+        );
+        // Another principal is not held back.
+        let _root_again = log_in(&broker, "root", "root password").await;
+        // A closed connection gives its seat back (once the broker has seen it close).
+        drop(first);
+        let mut again = None;
+        for _ in 0..100 {
+            match Client::connect_with(&broker.address, options()).await {
+                Ok(client) => {
+                    again = Some(client);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        assert!(again.is_some(), "the closed connection's seat never came back");
+    })
+    .await;
+}
+
+/// `principal_topic_bytes_max`: a principal may create topics up to its limit in ring bytes
+/// (partitions × capacity), counted over its topics that still exist and across a restart; a
+/// creation past it is refused before anything is allocated; a superuser is not held to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_creates_topics_up_to_its_topic_bytes() {
+    let mut broker = Broker::start_with_env(
+        &["--auth", "required", "--principal-topic-bytes-max", "3MiB"],
+        &[("RINGMQ_ROOT_USER", "root"), ("RINGMQ_ROOT_PASSWORD", "root password")],
+    );
+    let two_mib = || TopicConfig::default().partitions(2).capacity(1 << 20);
+    within(60, async {
+        let mut root = log_in(&broker, "root", "root password").await;
+        root.add_user("maker", "maker password").await.unwrap();
+        root.add_rule(&Rule::cluster("maker", RuleOperation::Create)).await.unwrap();
+        root.add_rule(&Rule::topic("maker", "*", RuleOperation::Delete)).await.unwrap();
+        let mut maker = log_in(&broker, "maker", "maker password").await;
+        maker.create_topic("first", two_mib()).await.unwrap();
+        let refused = maker.create_topic("second", two_mib()).await.unwrap_err();
+        assert_eq!(refused.code(), Some(ringmq_client::ErrorCode::Busy), "{refused}");
+        let message = refused.to_string();
+        assert!(message.contains("\"maker\" may hold 3145728 bytes"), "{message}");
+        assert!(message.contains("holds 2097152"), "{message}");
+        assert!(!broker.data_dir().join("second").exists(), "files of a refused topic");
+        // Other principals have their own allowance; a superuser none.
+        root.create_topic("big", TopicConfig::default().partitions(8).capacity(1 << 20))
+            .await
+            .unwrap();
+        // Deleting a topic gives its bytes back.
+        maker.delete_topic("first").await.unwrap();
+        maker.create_topic("second", two_mib()).await.unwrap();
+    })
+    .await;
+    broker.restart_same_port();
+    within(60, async {
+        let mut maker = log_in(&broker, "maker", "maker password").await;
+        let refused = maker.create_topic("third", two_mib()).await.unwrap_err();
+        assert!(refused.to_string().contains("holds 2097152"), "{refused}");
+        let small = TopicConfig::default().partitions(1).capacity(1 << 20);
+        maker.create_topic("third", small).await.unwrap();
+    })
+    .await;
+}

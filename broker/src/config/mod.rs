@@ -143,6 +143,22 @@ settings! {
         ///
         /// Counted and enforced like `produce_quota`.
         fetch_quota: u64 = 0, Size::new(0u64, 1 << 40);
+
+        /// Most connections one principal may have open at once (over both ports); 0: no limit.
+        ///
+        /// Counted from a connection's login (or its client certificate); on a broker with
+        /// `auth = off` every client is `ANONYMOUS`, so this bounds them all together. A login
+        /// past it is refused (`TooManyConnections` on the native port, `POLICY_VIOLATION` on
+        /// the Kafka port) and the connection closed.
+        principal_connection_count_max: u32 = 0, Count::new(0, 100_000);
+
+        /// Most ring bytes (partitions × capacity) of the topics one principal has created and
+        /// not deleted; 0: no limit. Superusers are not held to it.
+        ///
+        /// A creation that would pass it is refused before anything is allocated. Who created
+        /// each topic is kept in `DATA_DIR/.topic-owners.toml`; topics created before the file
+        /// existed count for no one.
+        principal_topic_bytes_max: u64 = 0, Size::new(0u64, 1 << 50);
     }
     Timeouts {
         /// A connection with no request for this long is closed.

@@ -38,7 +38,7 @@ impl Caller {
     }
 
     /// Its quota usage, made by `make` on the first call.
-    pub(super) fn usage(&self, make: impl FnOnce(&str) -> Arc<Usage>) -> &Usage {
+    pub(super) fn usage(&self, make: impl FnOnce(&str) -> Arc<Usage>) -> &Arc<Usage> {
         self.usage.get_or_init(|| make(self.principal()))
     }
 

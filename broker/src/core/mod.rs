@@ -31,8 +31,8 @@ use ringmq_protocol::{Acks, BatchView, DecodeError};
 use self::access::Access;
 pub use self::access::{Caller, ANONYMOUS};
 pub use self::error::{AdminError, FetchError, ProduceError};
-use self::quota::{Direction, Quotas};
-pub use self::quota::{Usage, THROTTLE_MAX};
+use self::quota::{Direction, Owners, Quotas};
+pub use self::quota::{Seat, TooManyConnections, Usage, THROTTLE_MAX};
 use crate::auth::permissions::{
     Denied, Operation, Permissions, PermissionsError, ResourceKind, Rule, RuleFilter,
 };
@@ -196,6 +196,7 @@ pub struct Core {
     login_failures: Failures,
     access: Access,
     quotas: Quotas,
+    owners: Arc<Owners>,
 }
 
 impl Core {
@@ -264,7 +265,13 @@ impl Core {
             fetch_wait_max: config.fetch_wait_max,
             batch_size_max: config.batch_size_max,
         };
-        let quotas = Quotas::new(config.produce_quota, config.fetch_quota, Arc::clone(&metrics));
+        let owners = Arc::new(Owners::open(&config.data_dir, config.principal_topic_bytes_max)?);
+        let quotas = Quotas::new(
+            config.produce_quota,
+            config.fetch_quota,
+            config.principal_connection_count_max,
+            Arc::clone(&metrics),
+        );
         Ok(Self {
             settings,
             topics,
@@ -274,6 +281,7 @@ impl Core {
             login_failures: Failures::default(),
             access,
             quotas,
+            owners,
         })
     }
 
@@ -596,10 +604,22 @@ impl Core {
         chunk_size: u64,
     ) -> Result<(), TopicError> {
         self.may_create_topic(caller, name)?;
+        // The creator's topic bytes (superusers are not held to `principal_topic_bytes_max`).
+        let principal = caller.principal();
+        let bounded =
+            !self.access.permissions.is_superuser(principal) || !caller.is_authenticated();
+        let asked = self.topics.ring_bytes_asked(partitions, capacity);
+        let size_of = |topic: &str| {
+            let settings = *self.topics.get(topic)?.settings();
+            Some(u64::from(settings.partitions).saturating_mul(settings.capacity))
+        };
+        let claim = self.owners.claim(principal, asked, bounded, size_of)?;
         let topics = Arc::clone(&self.topics);
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
-            topics.create(&name, partitions, capacity, chunk_size).map(drop)
+            topics.create(&name, partitions, capacity, chunk_size)?;
+            claim.created(&name);
+            Ok(())
         })
         .await
         .unwrap_or_else(|source| Err(TopicError::TaskFailed { task: "create the topic", source }))
@@ -613,7 +633,13 @@ impl Core {
     /// [`TopicError::Unknown`], or an I/O failure removing the files.
     pub async fn delete_topic(&self, caller: &Caller, name: &str) -> Result<(), TopicError> {
         self.access.check(caller, ResourceKind::Topic, name, Operation::Delete)?;
-        self.groups.delete_topic(name).await
+        self.groups.delete_topic(name).await?;
+        let (owners, name) = (Arc::clone(&self.owners), name.to_owned());
+        let forgotten = tokio::task::spawn_blocking(move || owners.deleted(&name)).await;
+        if forgotten.is_err() {
+            tracing::error!("forgetting a deleted topic's owner did not finish");
+        }
+        Ok(())
     }
 
     /// The name and partition count of every topic `caller` may describe, sorted by name.
@@ -868,8 +894,23 @@ impl Core {
         self.usage(caller).take(Direction::Fetch, bytes)
     }
 
-    fn usage<'c>(&self, caller: &'c Caller) -> &'c Usage {
+    fn usage<'c>(&self, caller: &'c Caller) -> &'c Arc<Usage> {
         caller.usage(|principal| self.quotas.usage(principal))
+    }
+
+    /// Counts a connection acting as `caller` against `principal_connection_count_max`, for as
+    /// long as the [`Seat`] is held: from its login (or its client certificate), or from its
+    /// start on a broker with `auth = off` (where every client is `ANONYMOUS`). `None` for a
+    /// connection that has not logged in on a broker that requires it (it can do nothing yet).
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyConnections`].
+    pub fn seat(&self, caller: &Caller) -> Result<Option<Seat>, TooManyConnections> {
+        if self.access.enforced && !caller.is_authenticated() {
+            return Ok(None);
+        }
+        self.quotas.seat(self.usage(caller)).map(Some)
     }
 
     /// Counts a read that a front end is about to send: counted before the write, so a client

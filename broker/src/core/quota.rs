@@ -11,13 +11,22 @@
 //! touched. This is what Kafka's broker does (KIP-13, KIP-219), with a bucket instead of its
 //! sampled windows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::auth::file::{read_private, replace_private};
+use crate::auth::permissions::PermissionsError;
 use crate::metrics::{Metrics, PrincipalCounters};
+use crate::topics::TopicError;
+
+/// The file of the data directory that says which principal created each topic.
+const OWNERS_FILE: &str = ".topic-owners.toml";
 
 /// Longest a single throttle asks a connection to wait (Kafka caps it the same way, by its
 /// quota window), so one huge batch does not silence a connection for minutes.
@@ -28,6 +37,8 @@ pub const THROTTLE_MAX: Duration = Duration::from_secs(30);
 pub(super) struct Quotas {
     produce: u64,
     fetch: u64,
+    /// Most connections per principal; 0: no limit.
+    connections: u32,
     metrics: Arc<Metrics>,
     principals: Mutex<HashMap<Arc<str>, Arc<Usage>>>,
 }
@@ -35,9 +46,35 @@ pub(super) struct Quotas {
 /// One principal's buckets and counters, shared by all its connections.
 #[derive(Debug)]
 pub struct Usage {
+    principal: Arc<str>,
     produce: Bucket,
     fetch: Bucket,
+    /// Connections acting as the principal now.
+    connections: AtomicU32,
     counters: PrincipalCounters,
+}
+
+/// A connection acting as a principal, counted against `principal_connection_count_max` until
+/// it drops.
+#[derive(Debug)]
+pub struct Seat {
+    usage: Arc<Usage>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.usage.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection refused: its principal has as many open as it may.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("principal {principal:?} is at its limit of {limit} open connections (principal_connection_count_max)")]
+pub struct TooManyConnections {
+    /// The principal.
+    pub principal: String,
+    /// Its limit.
+    pub limit: u32,
 }
 
 /// Which way bytes move.
@@ -88,8 +125,22 @@ impl Bucket {
 }
 
 impl Quotas {
-    pub(super) fn new(produce: u64, fetch: u64, metrics: Arc<Metrics>) -> Self {
-        Self { produce, fetch, metrics, principals: Mutex::new(HashMap::new()) }
+    pub(super) fn new(produce: u64, fetch: u64, connections: u32, metrics: Arc<Metrics>) -> Self {
+        Self { produce, fetch, connections, metrics, principals: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts a connection of the principal of `usage`, if it has room for one more.
+    pub(super) fn seat(&self, usage: &Arc<Usage>) -> Result<Seat, TooManyConnections> {
+        let held = usage.connections.fetch_add(1, Ordering::Relaxed);
+        let seat = Seat { usage: Arc::clone(usage) };
+        if self.connections != 0 && held >= self.connections {
+            drop(seat);
+            return Err(TooManyConnections {
+                principal: usage.principal.to_string(),
+                limit: self.connections,
+            });
+        }
+        Ok(seat)
     }
 
     /// The usage of `principal`, made on its first request. Principals are the broker's users
@@ -100,12 +151,15 @@ impl Quotas {
         if let Some(usage) = principals.get(principal) {
             return Arc::clone(usage);
         }
+        let name: Arc<str> = Arc::from(principal);
         let usage = Arc::new(Usage {
+            principal: Arc::clone(&name),
             produce: Bucket::new(self.produce),
             fetch: Bucket::new(self.fetch),
+            connections: AtomicU32::new(0),
             counters: self.metrics.principal(principal),
         });
-        principals.insert(Arc::from(principal), Arc::clone(&usage));
+        principals.insert(name, Arc::clone(&usage));
         usage
     }
 }
@@ -140,6 +194,127 @@ impl Usage {
     }
 }
 
+/// Who created each topic, for `principal_topic_bytes_max`: a principal's topic bytes are the
+/// ring bytes (partitions × capacity) of the topics it created that still exist, plus those of
+/// its creations under way. Kept in `DATA_DIR/.topic-owners.toml`, written after each creation
+/// and deletion; a topic whose owner could not be written (the broker died in between) counts
+/// for no one.
+#[derive(Debug)]
+pub(super) struct Owners {
+    path: PathBuf,
+    /// Most topic bytes per principal; 0: no limit.
+    limit: u64,
+    state: Mutex<OwnerState>,
+}
+
+#[derive(Debug, Default)]
+struct OwnerState {
+    /// Topic name to the principal that created it.
+    topics: BTreeMap<String, String>,
+    /// Bytes of creations under way, by principal.
+    reserved: HashMap<String, u64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnersFile {
+    #[serde(default)]
+    owners: BTreeMap<String, String>,
+}
+
+/// Topic bytes set aside for a creation under way, given back when it drops (however the
+/// creation ended); [`Claim::created`] makes the topic its principal's.
+#[derive(Debug)]
+#[must_use]
+pub(super) struct Claim {
+    owners: Arc<Owners>,
+    principal: String,
+    bytes: u64,
+}
+
+impl Claim {
+    /// The creation succeeded: `topic` is the principal's from now on.
+    pub(super) fn created(self, topic: &str) {
+        let mut state = self.owners.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.topics.insert(topic.to_owned(), self.principal.clone());
+        self.owners.write(&state);
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut state = self.owners.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(reserved) = state.reserved.get_mut(&self.principal) {
+            *reserved = reserved.saturating_sub(self.bytes);
+            if *reserved == 0 {
+                state.reserved.remove(&self.principal);
+            }
+        }
+    }
+}
+
+impl Owners {
+    pub(super) fn open(data_dir: &Path, limit: u64) -> Result<Self, PermissionsError> {
+        let path = data_dir.join(OWNERS_FILE);
+        let file: OwnersFile = match read_private(&path)? {
+            Some(text) => toml::from_str(&text).map_err(|error| PermissionsError::Invalid {
+                path: path.clone(),
+                message: error.message().to_owned(),
+            })?,
+            None => OwnersFile::default(),
+        };
+        let state = OwnerState { topics: file.owners, reserved: HashMap::new() };
+        Ok(Self { path, limit, state: Mutex::new(state) })
+    }
+
+    /// Sets aside `bytes` of `principal`'s topic bytes for a creation, if they fit its limit
+    /// (when `bounded`: superusers are not); `size_of` gives an existing topic's ring bytes.
+    pub(super) fn claim(
+        self: &Arc<Self>,
+        principal: &str,
+        bytes: u64,
+        bounded: bool,
+        size_of: impl Fn(&str) -> Option<u64>,
+    ) -> Result<Claim, TopicError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if bounded && self.limit != 0 {
+            let owned: u64 = state
+                .topics
+                .iter()
+                .filter(|(_, owner)| *owner == principal)
+                .filter_map(|(topic, _)| size_of(topic))
+                .sum();
+            let held = owned + state.reserved.get(principal).copied().unwrap_or(0);
+            if held.saturating_add(bytes) > self.limit {
+                return Err(TopicError::PrincipalBytesExceeded {
+                    principal: principal.to_owned(),
+                    requested: bytes,
+                    held,
+                    max: self.limit,
+                });
+            }
+        }
+        *state.reserved.entry(principal.to_owned()).or_insert(0) += bytes;
+        Ok(Claim { owners: Arc::clone(self), principal: principal.to_owned(), bytes })
+    }
+
+    /// Forgets a deleted topic's owner.
+    pub(super) fn deleted(&self, topic: &str) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.topics.remove(topic).is_some() {
+            self.write(&state);
+        }
+    }
+
+    fn write(&self, state: &OwnerState) {
+        let file = OwnersFile { owners: state.topics.clone() };
+        let text = toml::to_string(&file).expect("a map of strings serializes");
+        if let Err(error) = replace_private(&self.path, &text) {
+            tracing::error!(%error, "the topic owners file was not written; topics created since count for no principal after a restart");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +346,7 @@ mod tests {
 
     #[test]
     fn each_principal_has_its_own_buckets() {
-        let quotas = Quotas::new(1000, 0, Arc::new(Metrics::new()));
+        let quotas = Quotas::new(1000, 0, 0, Arc::new(Metrics::new()));
         let alice = quotas.usage("alice");
         assert_eq!(alice.take(Direction::Produce, 1000), Duration::ZERO);
         assert!(alice.take(Direction::Produce, 1000) > Duration::ZERO);
@@ -179,5 +354,47 @@ mod tests {
         assert_eq!(quotas.usage("bob").take(Direction::Produce, 1000), Duration::ZERO);
         // No fetch quota.
         assert_eq!(alice.take(Direction::Fetch, 1 << 30), Duration::ZERO);
+    }
+
+    #[test]
+    fn topic_bytes_are_counted_per_owner_with_creations_under_way_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let owners = Arc::new(Owners::open(dir.path(), 100).unwrap());
+        let sizes = |topic: &str| match topic {
+            "a" => Some(60),
+            "b" => Some(30),
+            _ => None,
+        };
+        let claim = owners.claim("alice", 60, true, sizes).unwrap();
+        // A second creation while the first is under way counts it.
+        assert!(matches!(
+            owners.claim("alice", 50, true, sizes),
+            Err(TopicError::PrincipalBytesExceeded { held: 60, max: 100, .. })
+        ));
+        claim.created("a");
+        // A creation that failed gives its bytes back; an unbounded one (a superuser) passes.
+        drop(owners.claim("bob", 100, true, sizes).unwrap());
+        drop(owners.claim("bob", 100, true, sizes).unwrap());
+        drop(owners.claim("root", 1000, false, sizes).unwrap());
+        owners.claim("alice", 30, true, sizes).unwrap().created("b");
+        let reopened = Arc::new(Owners::open(dir.path(), 100).unwrap());
+        assert!(reopened.claim("alice", 20, true, sizes).is_err());
+        reopened.deleted("a");
+        let again = Arc::new(Owners::open(dir.path(), 100).unwrap());
+        drop(again.claim("alice", 70, true, sizes).unwrap());
+    }
+
+    #[test]
+    fn seats_are_counted_per_principal_and_given_back_on_drop() {
+        let quotas = Quotas::new(0, 0, 2, Arc::new(Metrics::new()));
+        let (alice, bob) = (quotas.usage("alice"), quotas.usage("bob"));
+        let first = quotas.seat(&alice).unwrap();
+        let _second = quotas.seat(&alice).unwrap();
+        let refused = quotas.seat(&alice).unwrap_err();
+        assert_eq!(refused, TooManyConnections { principal: "alice".to_owned(), limit: 2 });
+        let _bob = quotas.seat(&bob).unwrap();
+        drop(first);
+        let _third = quotas.seat(&alice).unwrap();
+        assert!(quotas.seat(&alice).is_err());
     }
 }

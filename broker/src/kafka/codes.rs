@@ -67,9 +67,9 @@ pub(crate) fn topic(error: &TopicError) -> i16 {
         TopicError::CapacityTooLarge { .. } | TopicError::InvalidGeometry(_) => {
             Kafka::InvalidConfig.code()
         }
-        TopicError::TooMany { .. } | TopicError::RingBytesExceeded { .. } => {
-            Kafka::PolicyViolation.code()
-        }
+        TopicError::TooMany { .. }
+        | TopicError::RingBytesExceeded { .. }
+        | TopicError::PrincipalBytesExceeded { .. } => Kafka::PolicyViolation.code(),
         // Kafka's answer when a broker cannot take a topic's logs.
         TopicError::DiskFull { .. } => Kafka::KafkaStorageError.code(),
         TopicError::Storage(_) | TopicError::Io { .. } => Kafka::KafkaStorageError.code(),

@@ -165,6 +165,15 @@ pub(crate) async fn serve(
                 Some(subject) => sasl::Session::Authenticated(Caller::authenticated(&subject)),
                 None => sasl::Session::Anonymous,
             };
+            let seat = match context.core.seat(&session.caller()) {
+                Ok(seat) => seat,
+                Err(refused) => {
+                    context.core.metrics().connection_refused();
+                    tracing::warn!(%peer, protocol = "kafka", reason = %refused, "connection refused");
+                    crate::metrics::Metrics::add(&context.core.metrics().connections_closed, 1);
+                    return;
+                }
+            };
             let tls = matches!(stream, Stream::Tls(_));
             let mut connection = Connection {
                 stream,
@@ -174,6 +183,7 @@ pub(crate) async fn serve(
                 session,
                 tls,
                 throttled_until: None,
+                seat,
             };
             let reason = connection.run().await;
             crate::metrics::Metrics::add(&context.core.metrics().connections_closed, 1);
@@ -260,6 +270,8 @@ struct Connection<'c> {
     tls: bool,
     /// Until when the next request waits: the principal is over a quota.
     throttled_until: Option<Instant>,
+    /// The connection counted against its principal's connection limit.
+    seat: Option<crate::core::Seat>,
 }
 
 impl Connection<'_> {
@@ -373,6 +385,9 @@ impl Connection<'_> {
         if let RequestKind::SaslAuthenticate(body) = &body {
             let answered =
                 sasl::authenticate(self.context, &mut self.session, &request, body).await?;
+            if answered.seat.is_some() {
+                self.seat = answered.seat;
+            }
             self.write_body(correlation_id, api, version, answered.body).await?;
             return answered.close.map_or(Ok(()), Err);
         }

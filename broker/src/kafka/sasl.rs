@@ -11,7 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{encoded, KafkaContext, Request};
 use crate::auth::{AuthError, Login, Mechanism, Step};
-use crate::core::Caller;
+use crate::core::{Caller, Seat};
 
 /// A connection's login state.
 #[derive(Debug, Default)]
@@ -67,6 +67,8 @@ pub(crate) fn handshake(
 pub(crate) struct Authenticated {
     pub(crate) body: BytesMut,
     pub(crate) close: Option<String>,
+    /// The connection counted against its new principal's connection limit.
+    pub(crate) seat: Option<Seat>,
 }
 
 /// Takes one SaslAuthenticate.
@@ -89,17 +91,29 @@ pub(crate) async fn authenticate(
         let reason = "SaslAuthenticate without a SaslHandshake first (or after the login)";
         tracing::warn!(%peer, reason, "kafka login refused");
         let body = reply(Kafka::IllegalSaslState.code(), Some(reason.to_owned()), Vec::new())?;
-        return Ok(Authenticated { body, close: Some(reason.to_owned()) });
+        return Ok(Authenticated { body, close: Some(reason.to_owned()), seat: None });
     };
     match context.core.login_step(login, &body.auth_bytes, peer.ip()).await {
         Ok(Step::Continue(login, bytes)) => {
             *session = Session::LoggingIn(login);
-            Ok(Authenticated { body: reply(0, None, bytes)?, close: None })
+            Ok(Authenticated { body: reply(0, None, bytes)?, close: None, seat: None })
         }
         Ok(Step::Done { user, message }) => {
-            tracing::info!(%peer, protocol = "kafka", principal = %user, "authenticated");
-            *session = Session::Authenticated(Caller::authenticated(&user));
-            Ok(Authenticated { body: reply(0, None, message)?, close: None })
+            let caller = Caller::authenticated(&user);
+            match context.core.seat(&caller) {
+                Ok(seat) => {
+                    tracing::info!(%peer, protocol = "kafka", principal = %user, "authenticated");
+                    *session = Session::Authenticated(caller);
+                    Ok(Authenticated { body: reply(0, None, message)?, close: None, seat })
+                }
+                Err(refused) => {
+                    tracing::warn!(%peer, protocol = "kafka", reason = %refused, "kafka login refused");
+                    let message = refused.to_string();
+                    let body =
+                        reply(Kafka::PolicyViolation.code(), Some(message.clone()), Vec::new())?;
+                    Ok(Authenticated { body, close: Some(message), seat: None })
+                }
+            }
         }
         Err(error) => {
             tracing::warn!(%peer, protocol = "kafka", %error, "kafka login refused");
@@ -108,7 +122,7 @@ pub(crate) async fn authenticate(
                 _ => Kafka::SaslAuthenticationFailed.code(),
             };
             let body = reply(code, Some(error.to_string()), Vec::new())?;
-            Ok(Authenticated { body, close: Some(format!("login failed: {error}")) })
+            Ok(Authenticated { body, close: Some(format!("login failed: {error}")), seat: None })
         }
     }
 }

@@ -54,6 +54,15 @@ pub(crate) async fn serve(
     let mut output = Output::new(context.config.in_flight_count_max as usize);
     let tls = matches!(stream, Stream::Tls(_));
     let mut session = Session::new(&context, peer, principal, tls);
+    if let Err(refused) = session.take_seat() {
+        tracing::warn!(%peer, reason = %refused, "connection refused");
+        context.core.metrics().connection_refused();
+        let message = refused.to_string();
+        output.error(0, ErrorCode::TooManyConnections, 0, &message, 0, 0);
+        let _ = output.flush(&mut stream, &context, peer, true).await;
+        Metrics::add(&context.core.metrics().connections_closed, 1);
+        return;
+    }
     let outcome = run(&mut stream, &context, &mut input, &mut output, &mut session, stop).await;
     Metrics::add(&context.core.metrics().connections_closed, 1);
     match outcome {

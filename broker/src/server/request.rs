@@ -27,7 +27,9 @@ use crate::auth::permissions::{
 use crate::auth::scram::{ScramCredential, ScramHash};
 use crate::auth::users::{Credentials, UsersError};
 use crate::auth::{Login, Mechanism, Step};
-use crate::core::{AdminError, Caller, PartitionHandle, ProduceError, TopicHandle};
+use crate::core::{
+    AdminError, Caller, PartitionHandle, ProduceError, Seat, TooManyConnections, TopicHandle,
+};
 use crate::groups::{Assignment, GroupError, GroupListing, ProducerGrant};
 use crate::log::StorageError;
 use crate::topics::TopicError;
@@ -51,6 +53,8 @@ pub(crate) struct Session<'c> {
     login: Option<(Mechanism, Login)>,
     /// Whether the connection is TLS (PLAIN is offered only then).
     tls: bool,
+    /// The connection counted against its principal's connection limit.
+    seat: Option<Seat>,
 }
 
 impl<'c> Session<'c> {
@@ -61,7 +65,13 @@ impl<'c> Session<'c> {
         tls: bool,
     ) -> Self {
         let caller = principal.map_or_else(Caller::anonymous, |who| Caller::authenticated(&who));
-        Self { context, peer, cached: None, caller, login: None, tls }
+        Self { context, peer, cached: None, caller, login: None, tls, seat: None }
+    }
+
+    /// Counts the connection against its principal's connection limit (once it has one).
+    pub(crate) fn take_seat(&mut self) -> Result<(), TooManyConnections> {
+        self.seat = self.context.core.seat(&self.caller)?;
+        Ok(())
     }
 
     pub(crate) fn peer(&self) -> SocketAddr {
@@ -637,6 +647,7 @@ impl<'c> Session<'c> {
             | TopicError::InvalidGeometry(_) => ErrorCode::InvalidRequest,
             TopicError::TooMany { .. }
             | TopicError::RingBytesExceeded { .. }
+            | TopicError::PrincipalBytesExceeded { .. }
             | TopicError::DiskFull { .. } => ErrorCode::Busy,
             TopicError::TaskFailed { .. } => ErrorCode::Internal,
             TopicError::Stopping { .. } => ErrorCode::ShuttingDown,
@@ -692,8 +703,15 @@ impl<'c> Session<'c> {
                 (false, message)
             }
             Ok(Step::Done { user, message }) => {
-                tracing::info!(%peer, principal = %user, "authenticated");
                 self.caller = Caller::authenticated(&user);
+                if let Err(refused) = self.take_seat() {
+                    tracing::warn!(%peer, reason = %refused, "native login refused");
+                    let opcode = Opcode::Authenticate.as_u8();
+                    let code = ErrorCode::TooManyConnections;
+                    self.error(output, opcode, code, correlation_id, &refused.to_string());
+                    return Err(CloseReason::Unauthenticated);
+                }
+                tracing::info!(%peer, principal = %user, "authenticated");
                 (true, message)
             }
             Err(error) => return refuse(self, output, error.to_string()),

@@ -13,12 +13,21 @@ use anyhow::{bail, Context};
 pub(crate) struct TlsBroker {
     pub(crate) broker: BrokerProcess,
     pub(crate) tls: ringmq_client::Tls,
+    /// Whether it requires logins (`--scram`).
+    scram: bool,
     _certificates: tempfile::TempDir,
 }
 
+/// The superuser of a `--scram` broker (a throwaway broker on loopback: the passwords are not
+/// secrets).
+const ROOT: (&str, &str) = ("bench-root", "bench root password");
+/// The user the measured connections log in as: not a superuser, allowed by rules.
+const CLIENT: (&str, &str) = ("bench-client", "bench client password");
+
 impl TlsBroker {
-    /// Starts `ringmq` with `args` and a fresh certificate for 127.0.0.1.
-    pub(crate) fn start(args: &[String]) -> anyhow::Result<Self> {
+    /// Starts `ringmq` with `args` and a fresh certificate for 127.0.0.1; with `scram`, it
+    /// requires logins.
+    pub(crate) fn start(args: &[String], scram: bool) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("ringmq-bench-tls-").tempdir()?;
         let key = rcgen::KeyPair::generate()?;
         let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
@@ -30,9 +39,42 @@ impl TlsBroker {
         let mut args = args.to_vec();
         args.extend(["--tls-cert".to_owned(), cert_file.display().to_string()]);
         args.extend(["--tls-key".to_owned(), key_file.display().to_string()]);
-        let broker = BrokerProcess::start(&args)?;
+        let mut env = Vec::new();
+        if scram {
+            args.extend(["--auth".to_owned(), "required".to_owned()]);
+            env = vec![("RINGMQ_ROOT_USER", ROOT.0), ("RINGMQ_ROOT_PASSWORD", ROOT.1)];
+        }
+        let broker = BrokerProcess::start_with_env(&args, &env)?;
         let tls = ringmq_client::Tls::with_ca_file(&cert_file)?;
-        Ok(Self { broker, tls, _certificates: dir })
+        Ok(Self { broker, tls, scram, _certificates: dir })
+    }
+
+    /// With `--scram`: makes the measured connections' user and the rules that let it create,
+    /// write and read the bench's topics and read the broker's counters.
+    pub(crate) async fn provision(&self) -> anyhow::Result<()> {
+        use ringmq_client::access::RuleOperation;
+        use ringmq_client::Rule;
+        if !self.scram {
+            return Ok(());
+        }
+        let login = ringmq_client::Credentials::new(ROOT.0, ROOT.1);
+        let options =
+            ringmq_client::ConnectOptions::default().tls(self.tls.clone()).credentials(login);
+        let mut root = ringmq_client::Client::connect_with(&self.broker.address, options).await?;
+        root.add_user(CLIENT.0, CLIENT.1).await?;
+        for rule in [
+            Rule::topic(CLIENT.0, "bench-", RuleOperation::All).prefixed(),
+            Rule::cluster(CLIENT.0, RuleOperation::Create),
+            Rule::cluster(CLIENT.0, RuleOperation::Describe),
+        ] {
+            root.add_rule(&rule).await?;
+        }
+        Ok(())
+    }
+
+    /// The login of the measured connections (`None` without `--scram`).
+    pub(crate) fn client_login(&self) -> Option<ringmq_client::Credentials> {
+        self.scram.then(|| ringmq_client::Credentials::new(CLIENT.0, CLIENT.1))
     }
 }
 
@@ -48,6 +90,11 @@ pub(crate) struct BrokerProcess {
 impl BrokerProcess {
     /// Starts `ringmq` (found next to this executable, else built with cargo) with `args`.
     pub(crate) fn start(args: &[String]) -> anyhow::Result<Self> {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`start`](Self::start) with `env` in the broker's environment.
+    pub(crate) fn start_with_env(args: &[String], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let binary = locate_broker()?;
         let data = tempfile::Builder::new()
             .prefix("ringmq-bench-")
@@ -58,6 +105,7 @@ impl BrokerProcess {
             .args(["--kafka-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

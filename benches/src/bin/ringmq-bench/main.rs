@@ -113,6 +113,11 @@ struct Args {
     /// (native protocol, a broker started by the bench).
     #[arg(long, conflicts_with = "broker")]
     tls: bool,
+    /// With --tls: the TLS broker also requires logins (--auth required), and every connection
+    /// logs in with SCRAM-SHA-256 as a user that is not a superuser, allowed the bench's topics
+    /// by access rules (so every request passes the rule check).
+    #[arg(long, requires = "tls")]
+    scram: bool,
     /// Run a series, e.g. sizes=64,256,1024,16384 (one run per message size).
     #[arg(long, value_name = "SERIES")]
     sweep: Option<String>,
@@ -211,10 +216,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         false => None,
         true => {
             let broker_args = broker_args.clone();
-            Some(
-                tokio::task::spawn_blocking(move || broker::TlsBroker::start(&broker_args))
-                    .await??,
-            )
+            let scram = args.scram;
+            let secure =
+                tokio::task::spawn_blocking(move || broker::TlsBroker::start(&broker_args, scram))
+                    .await??;
+            secure.provision().await?;
+            Some(secure)
         }
     };
     let started = match &args.broker {
@@ -278,6 +285,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let mut over_tls = workload.clone();
             over_tls.topic = format!("{}-tls", workload.topic);
             over_tls.tls = Some(secure.tls.clone());
+            over_tls.credentials = secure.client_login();
             let label =
                 format!("ringmq with TLS started by the bench at {}", secure.broker.address);
             let (tls_report, _) =
@@ -328,7 +336,7 @@ async fn measure(
     host: &str,
     commit: &str,
 ) -> anyhow::Result<(Report, hdrhistogram::Histogram<u64>)> {
-    let mut admin = workload::connect(address, &workload.tls).await?;
+    let mut admin = workload::connect(address, workload).await?;
     let progress = Arc::new(AtomicU64::new(0));
     let bar = ProgressBar::new(workload.count);
     bar.set_style(
@@ -379,7 +387,11 @@ async fn measure(
     let report = Report {
         mode: workload.mode,
         protocol: workload.protocol,
-        transport: if workload.tls.is_some() { "tls" } else { "tcp" },
+        transport: match (&workload.tls, &workload.credentials) {
+            (Some(_), Some(_)) => "tls-scram",
+            (Some(_), None) => "tls",
+            _ => "tcp",
+        },
         message_size: workload.size,
         messages: workload.count,
         producers: workload.producers,
@@ -478,6 +490,7 @@ fn ratio(part: f64, whole: f64) -> f64 {
 fn workload_from(args: &Args, topic: String, size: usize, count: u64, kafka: &str) -> Workload {
     Workload {
         tls: None,
+        credentials: None,
         mode: args.mode,
         topic,
         producers: args.producers,

@@ -48,6 +48,8 @@ impl Protocol {
 pub(crate) struct Workload {
     /// TLS for the native protocol's connections, if the run is over TLS.
     pub(crate) tls: Option<ringmq_client::Tls>,
+    /// The login of every connection, if the broker requires one (`--scram`).
+    pub(crate) credentials: Option<ringmq_client::Credentials>,
     pub(crate) mode: Mode,
     pub(crate) topic: String,
     pub(crate) producers: usize,

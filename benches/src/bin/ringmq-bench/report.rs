@@ -18,7 +18,7 @@ pub(crate) struct Latency {
 pub(crate) struct Report {
     pub(crate) mode: crate::plan::Mode,
     pub(crate) protocol: crate::plan::Protocol,
-    /// `tcp` or `tls`.
+    /// `tcp`, `tls`, or `tls-scram` (over TLS, logged in, every request rule-checked).
     pub(crate) transport: &'static str,
     pub(crate) message_size: usize,
     pub(crate) messages: u64,
@@ -67,6 +67,7 @@ impl Report {
         let protocol = self.protocol.name();
         let over = match self.transport {
             "tls" => format!("{protocol} over TLS"),
+            "tls-scram" => format!("{protocol} over TLS, logged in with SCRAM-SHA-256"),
             _ => protocol.to_owned(),
         };
         row("mode", format!("{:?} over {over}, {rate}", self.mode));

@@ -21,14 +21,14 @@ use crate::plan::{
     histogram, nanos_since, Measured, Mode, Phase, Progress, Protocol, Schedule, Workload,
 };
 
-/// Connects to the broker, over TLS where the run is.
-pub(crate) async fn connect(
-    address: &str,
-    tls: &Option<ringmq_client::Tls>,
-) -> anyhow::Result<Client> {
+/// Connects to the broker, over TLS and logged in where the run is.
+pub(crate) async fn connect(address: &str, workload: &Workload) -> anyhow::Result<Client> {
     let mut options = ringmq_client::ConnectOptions::default();
-    if let Some(tls) = tls {
+    if let Some(tls) = &workload.tls {
         options = options.tls(tls.clone());
+    }
+    if let Some(credentials) = &workload.credentials {
+        options = options.credentials(credentials.clone());
     }
     Ok(Client::connect_with(address, options).await?)
 }
@@ -39,7 +39,7 @@ pub(crate) async fn prepare(address: &str, workload: &Workload) -> anyhow::Resul
     if workload.size < 16 {
         bail!("--size must be at least 16 bytes (a message carries its send time and number)");
     }
-    let mut admin = connect(address, &workload.tls).await?;
+    let mut admin = connect(address, workload).await?;
     let config = TopicConfig::default().partitions(workload.partitions).capacity(workload.capacity);
     admin
         .create_topic(&workload.topic, config)
@@ -187,7 +187,7 @@ async fn produce_one(
     epoch: Instant,
     progress: &Progress,
 ) -> anyhow::Result<()> {
-    let client = connect(address, &workload.tls).await?;
+    let client = connect(address, workload).await?;
     let producer = client
         .producer()
         .batch_bytes(workload.batch_bytes)
@@ -265,13 +265,13 @@ async fn consume_all(
         let partitions: Vec<u32> =
             (0..workload.partitions).filter(|p| *p as usize % consumers == index).collect();
         let address = address.to_owned();
-        let tls = workload.tls.clone();
+        let login = workload.clone();
         let topic = workload.topic.clone();
         let min_bytes = workload.fetch_min_bytes;
         let received = Arc::clone(&received);
         let progress = Arc::clone(progress);
         tasks.push(tokio::spawn(async move {
-            let client = connect(&address, &tls).await?;
+            let client = connect(&address, &login).await?;
             let wait = match (partitions.len(), min_bytes) {
                 (1, 1) => Duration::from_millis(200),
                 _ => Duration::from_millis(5),

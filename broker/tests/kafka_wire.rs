@@ -805,3 +805,273 @@ fn logins_out_of_order_or_malformed_are_refused_and_close_the_connection() {
     assert!(wire.closed());
     assert!(broker.log().contains("kafka login refused"));
 }
+
+/// The Kafka port's half of "every request of every kind tried by a principal without rules is
+/// refused and changes nothing": `mallory` logs in (SCRAM-SHA-256 through SaslAuthenticate) and
+/// calls every API the broker advertises in ApiVersions, at its highest version; each is
+/// refused with TOPIC_/GROUP_/CLUSTER_AUTHORIZATION_FAILED or lists nothing, and afterwards the
+/// topics, their offsets, the groups and the rules are as they were. The loop runs over what
+/// ApiVersions advertises and the match's wildcard fails the test, so a newly served API cannot
+/// go without its expectation here.
+#[test]
+fn every_served_api_is_refused_to_a_principal_without_rules_and_changes_nothing() {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{
+        CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, DescribeGroupsRequest, GroupId,
+        HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+        OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    };
+    const TOPIC_DENIED: i16 = 29;
+    const GROUP_DENIED: i16 = 30;
+    const CLUSTER_DENIED: i16 = 31;
+    let broker = Broker::start_with_env(
+        &["--auth", "required"],
+        &[("RINGMQ_ROOT_USER", "root"), ("RINGMQ_ROOT_PASSWORD", "root password")],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let root_login = ringmq_client::Credentials::new("root", "root password");
+    let options = ringmq_client::ConnectOptions::default().credentials(root_login);
+    let mut root =
+        runtime.block_on(ringmq_client::Client::connect_with(&broker.address, options)).unwrap();
+    let state = |root: &mut ringmq_client::Client| {
+        runtime.block_on(async {
+            let mut state = Vec::new();
+            for topic in root.list_topics().await.unwrap() {
+                let info = root.describe_topic(&topic.name).await.unwrap();
+                state.push(format!("topic {} {:?}", topic.name, info.partitions));
+            }
+            state.push(format!("groups {:?}", root.list_groups().await.unwrap()));
+            state.push(format!("rules {:?}", root.list_rules().await.unwrap()));
+            state.push(format!("users {:?}", root.list_users().await.unwrap()));
+            state
+        })
+    };
+    runtime.block_on(async {
+        let config = ringmq_client::TopicConfig::default().partitions(1).capacity(1 << 20);
+        root.create_topic("guarded", config).await.unwrap();
+        let producer = root.producer().build().await.unwrap();
+        let record = ringmq_client::ProducerRecord::new("guarded", b"kept").partition(0);
+        producer.send(record).await.unwrap().await.unwrap();
+        root.add_user("mallory", "mallory password").await.unwrap();
+    });
+    let before = state(&mut root);
+
+    // Log in as mallory through Kafka's SASL APIs.
+    let mut wire = Wire::connect(&broker.kafka);
+    let versions = wire.call(3, &ApiVersionsRequest::default());
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
+    assert_eq!(wire.call(1, &handshake).error_code, NONE);
+    let mut login = ringmq_client::Credentials::new("mallory", "mallory password").scram_login();
+    let first = SaslAuthenticateRequest::default().with_auth_bytes(login.first().unwrap().into());
+    let server_first = wire.call(2, &first);
+    assert_eq!(server_first.error_code, NONE, "{:?}", server_first.error_message);
+    let last = login.last(&server_first.auth_bytes).unwrap();
+    let server_final =
+        wire.call(2, &SaslAuthenticateRequest::default().with_auth_bytes(last.into()));
+    assert_eq!(server_final.error_code, NONE, "{:?}", server_final.error_message);
+    login.verify(&server_final.auth_bytes).unwrap();
+
+    let group = || GroupId(StrBytes::from_static_str("readers"));
+    let mut tried = Vec::new();
+    for api in &versions.api_keys {
+        let key = ApiKey::try_from(api.api_key).unwrap();
+        let version = api.max_version;
+        let codes: Vec<i16> = match key {
+            ApiKey::ApiVersions => {
+                vec![wire.call(version, &ApiVersionsRequest::default()).error_code]
+            }
+            // The login above took them; a second login is refused (and closes the connection)
+            // in `logins_out_of_order_or_malformed_are_refused_and_close_the_connection`.
+            ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => continue,
+            ApiKey::Metadata => {
+                let all = wire.call(version, &MetadataRequest::default());
+                assert!(all.topics.is_empty(), "Metadata lists {:?}", all.topics);
+                let named = MetadataRequest::default().with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(name("guarded"))),
+                ]));
+                vec![wire.call(version, &named).topics[0].error_code]
+            }
+            ApiKey::Produce => {
+                let request = produce_request("guarded", 0, batch(&["intruder"]), -1);
+                let answer = wire.call(version, &request);
+                vec![answer.responses[0].partition_responses[0].error_code]
+            }
+            ApiKey::Fetch => {
+                let answer = wire.call(version, &fetch_request("guarded", 0, version, 0));
+                let partition = &answer.responses[0].partitions[0];
+                assert!(partition.records.as_ref().is_none_or(Bytes::is_empty), "Fetch: records");
+                vec![partition.error_code]
+            }
+            ApiKey::ListOffsets => {
+                let request = ListOffsetsRequest::default()
+                    .with_replica_id((-1).into())
+                    .with_topics(vec![ListOffsetsTopic::default()
+                        .with_name(name("guarded"))
+                        .with_partitions(vec![ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1)])]);
+                vec![wire.call(version, &request).topics[0].partitions[0].error_code]
+            }
+            ApiKey::FindCoordinator => {
+                let request = FindCoordinatorRequest::default().with_key(text("readers"));
+                vec![wire.call(version, &request).error_code]
+            }
+            ApiKey::CreateTopics => {
+                let request =
+                    CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+                        CreatableTopic::default()
+                            .with_name(name("mallorys"))
+                            .with_num_partitions(1)
+                            .with_replication_factor(1),
+                    ]);
+                vec![wire.call(version, &request).topics[0].error_code]
+            }
+            ApiKey::DeleteTopics => {
+                let request = DeleteTopicsRequest::default()
+                    .with_topic_names(vec![name("guarded")])
+                    .with_timeout_ms(5000);
+                vec![wire.call(version, &request).responses[0].error_code]
+            }
+            ApiKey::InitProducerId => {
+                let request = InitProducerIdRequest::default()
+                    .with_transactional_id(None)
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id((-1).into())
+                    .with_producer_epoch(-1);
+                vec![wire.call(version, &request).error_code]
+            }
+            ApiKey::DescribeConfigs => {
+                let resource = |kind: i8, name: &'static str| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(kind)
+                        .with_resource_name(StrBytes::from_static_str(name))
+                };
+                let request = DescribeConfigsRequest::default()
+                    .with_resources(vec![resource(2, "guarded"), resource(4, "0")]);
+                let answer = wire.call(version, &request);
+                assert_eq!(answer.results[1].error_code, CLUSTER_DENIED, "DescribeConfigs broker");
+                vec![answer.results[0].error_code]
+            }
+            ApiKey::JoinGroup => {
+                let request = JoinGroupRequest::default()
+                    .with_group_id(group())
+                    .with_session_timeout_ms(10_000)
+                    .with_rebalance_timeout_ms(10_000)
+                    .with_protocol_type(text("consumer"))
+                    .with_protocols(vec![
+                        JoinGroupRequestProtocol::default().with_name(text("range"))
+                    ]);
+                vec![wire.call(version, &request).error_code]
+            }
+            ApiKey::SyncGroup => {
+                let request = SyncGroupRequest::default()
+                    .with_group_id(group())
+                    .with_generation_id(1)
+                    .with_member_id(text("m"))
+                    .with_protocol_type(Some(text("consumer")))
+                    .with_protocol_name(Some(text("range")));
+                vec![wire.call(version, &request).error_code]
+            }
+            ApiKey::Heartbeat => {
+                let request = HeartbeatRequest::default()
+                    .with_group_id(group())
+                    .with_generation_id(1)
+                    .with_member_id(text("m"));
+                vec![wire.call(version, &request).error_code]
+            }
+            ApiKey::LeaveGroup => {
+                let request = LeaveGroupRequest::default()
+                    .with_group_id(group())
+                    .with_members(vec![MemberIdentity::default().with_member_id(text("m"))]);
+                vec![wire.call(version, &request).error_code]
+            }
+            ApiKey::OffsetCommit => {
+                let request = OffsetCommitRequest::default()
+                    .with_group_id(group())
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(vec![OffsetCommitRequestTopic::default()
+                        .with_name(name("guarded"))
+                        .with_partitions(vec![OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1)])]);
+                vec![wire.call(version, &request).topics[0].partitions[0].error_code]
+            }
+            ApiKey::OffsetFetch => {
+                let request =
+                    OffsetFetchRequest::default().with_group_id(group()).with_topics(Some(vec![
+                        OffsetFetchRequestTopic::default()
+                            .with_name(name("guarded"))
+                            .with_partition_indexes(vec![0]),
+                    ]));
+                vec![wire.call(version, &request).error_code]
+            }
+            ApiKey::ListGroups => {
+                let answer = wire.call(version, &ListGroupsRequest::default());
+                assert!(answer.groups.is_empty(), "ListGroups lists {:?}", answer.groups);
+                vec![answer.error_code]
+            }
+            ApiKey::DescribeGroups => {
+                let request = DescribeGroupsRequest::default().with_groups(vec![group()]);
+                vec![wire.call(version, &request).groups[0].error_code]
+            }
+            ApiKey::DescribeAcls => {
+                let request = DescribeAclsRequest::default()
+                    .with_resource_type_filter(1)
+                    .with_pattern_type_filter(1)
+                    .with_operation(1)
+                    .with_permission_type(1);
+                vec![wire.call(version, &request).error_code]
+            }
+            ApiKey::CreateAcls => {
+                let request =
+                    CreateAclsRequest::default().with_creations(vec![AclCreation::default()
+                        .with_resource_type(2)
+                        .with_resource_name(text("guarded"))
+                        .with_resource_pattern_type(3)
+                        .with_principal(text("User:mallory"))
+                        .with_host(text("*"))
+                        .with_operation(3)
+                        .with_permission_type(3)]);
+                vec![wire.call(version, &request).results[0].error_code]
+            }
+            ApiKey::DeleteAcls => {
+                let request =
+                    DeleteAclsRequest::default().with_filters(vec![DeleteAclsFilter::default()
+                        .with_resource_type_filter(1)
+                        .with_pattern_type_filter(1)
+                        .with_operation(1)
+                        .with_permission_type(1)]);
+                vec![wire.call(version, &request).filter_results[0].error_code]
+            }
+            other => panic!("{other:?} is served but has no expectation in this test"),
+        };
+        let expected = match key {
+            ApiKey::ApiVersions | ApiKey::ListGroups => NONE,
+            ApiKey::FindCoordinator
+            | ApiKey::JoinGroup
+            | ApiKey::SyncGroup
+            | ApiKey::Heartbeat
+            | ApiKey::LeaveGroup
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::DescribeGroups => GROUP_DENIED,
+            ApiKey::InitProducerId
+            | ApiKey::DescribeAcls
+            | ApiKey::CreateAcls
+            | ApiKey::DeleteAcls => CLUSTER_DENIED,
+            _ => TOPIC_DENIED,
+        };
+        assert_eq!(codes, [expected], "{key:?} v{version}");
+        tried.push(key);
+    }
+    assert!(tried.len() >= 20, "only {tried:?} were advertised");
+    assert_eq!(state(&mut root), before, "a refused request changed the broker");
+}

@@ -136,16 +136,17 @@ impl Connection {
         credentials: &crate::Credentials,
         timeout: Duration,
     ) -> Result<(), ClientError> {
-        let mechanism = credentials.mechanism_name();
-        let (first, sent) = credentials.first()?;
+        let mut login = credentials.scram_login();
+        let mechanism = login.mechanism();
+        let first = login.first()?;
         let request = Request::Authenticate(Authenticate { mechanism, message: &first });
         let (_, body) = self.exchange(&request, timeout).await?;
         let reply = AuthenticateReply::decode(&body)?;
-        let (last, expected) = credentials.last(&sent, reply.message)?;
+        let last = login.last(reply.message)?;
         let request = Request::Authenticate(Authenticate { mechanism, message: &last });
         let (_, body) = self.exchange(&request, timeout).await?;
         let reply = AuthenticateReply::decode(&body)?;
-        if !reply.done || reply.message != expected.as_slice() {
+        if !reply.done || login.verify(reply.message).is_err() {
             return Err(ClientError::InvalidArgument(format!(
                 "the broker at {} did not prove it holds {:?}'s keys (its SCRAM signature is wrong)",
                 self.address,

@@ -55,7 +55,7 @@ pub use access::Rule;
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, StartOffset};
 pub use error::ClientError;
 pub use group::{GroupConsumer, GroupConsumerBuilder};
-pub use login::{Credentials, Scram};
+pub use login::{Credentials, Scram, ScramLogin};
 pub use producer::{Delivery, Producer, ProducerBuilder, ProducerRecord};
 pub use ringmq_protocol::{Acks, Compression, ErrorCode, Header};
 pub use tls::Tls;

@@ -147,6 +147,89 @@ impl Credentials {
     }
 }
 
+/// A SCRAM login driven by the caller over a transport of its own (Kafka's `SaslAuthenticate`,
+/// say): the three steps `ringmq-client` takes inside [`crate::Client::connect_with`].
+///
+/// ```
+/// let credentials = ringmq_client::Credentials::new("alice", "secret");
+/// let mut login = credentials.scram_login();
+/// assert_eq!(login.mechanism(), "SCRAM-SHA-256");
+/// let first = login.first().unwrap();
+/// assert!(first.starts_with(b"n,,n=alice,r="));
+/// // Send `first`, then: let last = login.last(&server_first)?; send `last`, then
+/// // login.verify(&server_final)? checks the broker's signature.
+/// ```
+pub struct ScramLogin {
+    credentials: Credentials,
+    sent: Option<FirstSent>,
+    expected: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ScramLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramLogin")
+            .field("credentials", &self.credentials)
+            .field("first_sent", &self.sent.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// A SCRAM login with these credentials, for the caller to drive ([`ScramLogin`]).
+    pub fn scram_login(&self) -> ScramLogin {
+        ScramLogin { credentials: self.clone(), sent: None, expected: None }
+    }
+}
+
+impl ScramLogin {
+    /// The SASL mechanism's name (`SCRAM-SHA-256` or `SCRAM-SHA-512`).
+    pub fn mechanism(&self) -> &'static str {
+        self.credentials.mechanism_name()
+    }
+
+    /// The client-first message.
+    ///
+    /// # Errors
+    ///
+    /// The system's random source failed.
+    pub fn first(&mut self) -> Result<Vec<u8>, ClientError> {
+        let (message, sent) = self.credentials.first()?;
+        self.sent = Some(sent);
+        Ok(message)
+    }
+
+    /// The client-final message for the broker's server-first message.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidArgument`]: called before [`first`](Self::first), or a broker
+    /// message that is not SCRAM's.
+    pub fn last(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let sent = self.sent.as_ref().ok_or_else(|| {
+            ClientError::InvalidArgument("a SCRAM login's last message before its first".into())
+        })?;
+        let (message, expected) = self.credentials.last(sent, server_first)?;
+        self.expected = Some(expected);
+        Ok(message)
+    }
+
+    /// Checks the broker's server-final message: its signature proves it holds the user's keys.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::InvalidArgument`]: the signature is not the expected one (or the login is
+    /// not at its end).
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), ClientError> {
+        match &self.expected {
+            Some(expected) if expected == server_final => Ok(()),
+            _ => Err(ClientError::InvalidArgument(
+                "the broker's SCRAM signature is not the user's: it does not hold the user's keys"
+                    .into(),
+            )),
+        }
+    }
+}
+
 /// What the client keeps between its first and last SCRAM messages.
 pub(crate) struct FirstSent {
     nonce: String,

@@ -57,16 +57,6 @@ fn mutual_tls_broker(dir: &std::path::Path, extra: &[&str]) -> (Broker, Authorit
     (Broker::start_with_env(&flags, &env), authority, writer)
 }
 
-/// The broker's `/metrics` page, as text.
-fn metrics_text(address: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: ringmq\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
 fn wait_for_log(broker: &Broker, text: &str) {
     for _ in 0..500 {
         if broker.log().contains(text) {
@@ -108,13 +98,13 @@ async fn clients_work_over_tls_and_plain_or_untrusted_clients_are_refused() {
     let log = broker.log();
     assert!(log.contains("TLS handshake failed"), "{log}");
     // The broker counts a failed handshake when it notices, which may be just after the client.
-    let mut scraped = metrics_text(&broker.metrics);
+    let mut scraped = support::metrics_text(&broker.metrics);
     for _ in 0..100 {
         if scraped.contains("ringmq_tls_handshakes_failed_total 2") {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
-        scraped = metrics_text(&broker.metrics);
+        scraped = support::metrics_text(&broker.metrics);
     }
     assert!(scraped.contains("ringmq_tls_handshakes_failed_total 2"), "{scraped}");
 }

@@ -241,3 +241,13 @@ pub(crate) fn workspace_binary(package: &str, name: &str) -> PathBuf {
 pub(crate) async fn within<T>(seconds: u64, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(seconds), future).await.expect("test step timed out")
 }
+
+/// The broker's `/metrics` page at `address` (`host:port`), as text.
+pub(crate) fn metrics_text(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("the metrics endpoint");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: ringmq\r\n\r\n").expect("a request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a response");
+    response
+}

@@ -49,15 +49,20 @@ async fn a_principal_over_its_produce_quota_is_slowed_to_it_and_another_is_not()
 
         // `bulk` produces flat out to partition 0 for 5 s; acknowledged bytes are counted as the
         // acknowledgements arrive.
-        let bulk = log_in(&broker, "bulk", "bulk password").await;
-        let producer = bulk
-            .producer()
-            .batch_bytes(16 << 10)
-            .buffer_memory(256 << 10)
-            .linger(Duration::from_millis(1))
-            .build()
-            .await
-            .unwrap();
+        // Over two connections: the quota is the principal's, not each connection's.
+        let mut producers = Vec::new();
+        for _ in 0..2 {
+            let bulk = log_in(&broker, "bulk", "bulk password").await;
+            let producer = bulk
+                .producer()
+                .batch_bytes(16 << 10)
+                .buffer_memory(256 << 10)
+                .linger(Duration::from_millis(1))
+                .build()
+                .await
+                .unwrap();
+            producers.push(producer);
+        }
         let acked = Arc::new(AtomicU64::new(0));
         let (deliveries, mut arriving) = tokio::sync::mpsc::channel(1 << 16);
         let counting = tokio::spawn({
@@ -71,17 +76,24 @@ async fn a_principal_over_its_produce_quota_is_slowed_to_it_and_another_is_not()
             }
         });
         let started = Instant::now();
-        let sending = tokio::spawn(async move {
-            let value = [b'b'; RECORD];
-            while started.elapsed() < Duration::from_secs(5) {
-                let record = ProducerRecord::new("metered", &value).partition(0);
-                let delivery = producer.send(record).await.unwrap();
-                if deliveries.send(delivery).await.is_err() {
-                    break;
-                }
-            }
-            producer
-        });
+        let sending: Vec<_> = producers
+            .into_iter()
+            .map(|producer| {
+                let deliveries = deliveries.clone();
+                tokio::spawn(async move {
+                    let value = [b'b'; RECORD];
+                    while started.elapsed() < Duration::from_secs(5) {
+                        let record = ProducerRecord::new("metered", &value).partition(0);
+                        let delivery = producer.send(record).await.unwrap();
+                        if deliveries.send(delivery).await.is_err() {
+                            break;
+                        }
+                    }
+                    producer
+                })
+            })
+            .collect();
+        drop(deliveries);
 
         // The first second holds the burst (one second of quota); the rate is read after it.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -105,12 +117,13 @@ async fn a_principal_over_its_produce_quota_is_slowed_to_it_and_another_is_not()
         let (to, to_bytes) = (Instant::now(), acked.load(Ordering::Relaxed));
         let rate = (to_bytes - from_bytes) as f64 / (to - from).as_secs_f64();
         let ratio = rate / QUOTA as f64;
-        eprintln!("bulk acknowledged {rate:.0} B/s of record values over 3 s: {ratio:.3} x the quota");
+        eprintln!("bulk acknowledged {rate:.0} B/s of record values over 3 s on two connections: {ratio:.3} x the quota");
         assert!((0.9..=1.1).contains(&ratio), "bulk's rate is {ratio:.3} x its quota");
 
-        let producer = sending.await.unwrap();
-        producer.flush().await.unwrap();
-        drop(producer);
+        for sender in sending {
+            let producer = sender.await.unwrap();
+            producer.flush().await.unwrap();
+        }
         counting.await.unwrap();
 
         // Counted per principal: bulk was held back, light never was; both bytes counted.

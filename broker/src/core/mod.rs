@@ -321,7 +321,10 @@ impl Core {
                 self.metrics.authentication_failed();
                 if let AuthError::BadCredentials { user } = &error {
                     // Per user only for known users: names clients make up are not series.
-                    if self.users.credential(user, ScramHash::Sha256).is_some() {
+                    let known = [ScramHash::Sha256, ScramHash::Sha512]
+                        .into_iter()
+                        .any(|hash| self.users.credential(user, hash).is_some());
+                    if known {
                         self.quotas.usage(user).authentication_failed();
                     }
                 }
@@ -633,13 +636,15 @@ impl Core {
     /// [`TopicError::Unknown`], or an I/O failure removing the files.
     pub async fn delete_topic(&self, caller: &Caller, name: &str) -> Result<(), TopicError> {
         self.access.check(caller, ResourceKind::Topic, name, Operation::Delete)?;
-        self.groups.delete_topic(name).await?;
-        let (owners, name) = (Arc::clone(&self.owners), name.to_owned());
-        let forgotten = tokio::task::spawn_blocking(move || owners.deleted(&name)).await;
-        if forgotten.is_err() {
-            tracing::error!("forgetting a deleted topic's owner did not finish");
+        let owners = Arc::clone(&self.owners);
+        let topic = name.to_owned();
+        let owner = tokio::task::spawn_blocking(move || owners.forget(&topic)).await.ok().flatten();
+        let deleted = self.groups.delete_topic(name).await;
+        if let (Err(_), Some(owner)) = (&deleted, owner) {
+            let (owners, topic) = (Arc::clone(&self.owners), name.to_owned());
+            let _ = tokio::task::spawn_blocking(move || owners.restore(&topic, owner)).await;
         }
-        Ok(())
+        deleted
     }
 
     /// The name and partition count of every topic `caller` may describe, sorted by name.

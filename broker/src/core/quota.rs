@@ -28,9 +28,12 @@ use crate::topics::TopicError;
 /// The file of the data directory that says which principal created each topic.
 const OWNERS_FILE: &str = ".topic-owners.toml";
 
-/// Longest a single throttle asks a connection to wait (Kafka caps it the same way, by its
-/// quota window), so one huge batch does not silence a connection for minutes.
-pub const THROTTLE_MAX: Duration = Duration::from_secs(30);
+/// Longest a single throttle asks a connection to wait, and the most debt (this long at the
+/// quota's rate) a principal can run up: Kafka caps it the same way, by its quota window. Well
+/// below clients' request timeouts (30 s for `ringmq-client` and librdkafka), so requests
+/// pipelined behind a held-back connection do not time out. A principal's many connections are
+/// each held back; `principal_connection_count_max` bounds how many it may have.
+pub const THROTTLE_MAX: Duration = Duration::from_secs(10);
 
 /// The quotas of the broker: the same for every principal, counted per principal.
 #[derive(Debug)]
@@ -113,13 +116,15 @@ impl Bucket {
         let rate = self.rate as f64;
         let mut level = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let elapsed = now.saturating_duration_since(level.at).as_secs_f64();
-        // At most one second of burst.
-        level.tokens = (level.tokens + elapsed * rate).min(rate) - bytes as f64;
+        // At most one second of burst, at most THROTTLE_MAX of debt (so the wait handed out
+        // is the debt, and a client that slowed down is not held back for long-gone bursts).
+        let floor = -rate * THROTTLE_MAX.as_secs_f64();
+        level.tokens = ((level.tokens + elapsed * rate).min(rate) - bytes as f64).max(floor);
         level.at = now;
         if level.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-level.tokens / rate).min(THROTTLE_MAX)
+            Duration::from_secs_f64((-level.tokens / rate).min(THROTTLE_MAX.as_secs_f64()))
         }
     }
 }
@@ -205,6 +210,9 @@ pub(super) struct Owners {
     /// Most topic bytes per principal; 0: no limit.
     limit: u64,
     state: Mutex<OwnerState>,
+    /// Held while the file is written (with a snapshot taken under it), so writes land in
+    /// order without holding `state` across the write and its sync.
+    writing: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -235,9 +243,9 @@ pub(super) struct Claim {
 impl Claim {
     /// The creation succeeded: `topic` is the principal's from now on.
     pub(super) fn created(self, topic: &str) {
-        let mut state = self.owners.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.topics.insert(topic.to_owned(), self.principal.clone());
-        self.owners.write(&state);
+        self.owners.change(|topics| {
+            topics.insert(topic.to_owned(), self.principal.clone());
+        });
     }
 }
 
@@ -264,7 +272,7 @@ impl Owners {
             None => OwnersFile::default(),
         };
         let state = OwnerState { topics: file.owners, reserved: HashMap::new() };
-        Ok(Self { path, limit, state: Mutex::new(state) })
+        Ok(Self { path, limit, state: Mutex::new(state), writing: Mutex::new(()) })
     }
 
     /// Sets aside `bytes` of `principal`'s topic bytes for a creation, if they fit its limit
@@ -298,16 +306,35 @@ impl Owners {
         Ok(Claim { owners: Arc::clone(self), principal: principal.to_owned(), bytes })
     }
 
-    /// Forgets a deleted topic's owner.
-    pub(super) fn deleted(&self, topic: &str) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.topics.remove(topic).is_some() {
-            self.write(&state);
-        }
+    /// Forgets the owner of a topic about to be deleted (before it is, so that a topic of the
+    /// same name created right after the deletion keeps its new owner); the owner, to give back
+    /// with [`restore`](Self::restore) if the deletion fails.
+    pub(super) fn forget(&self, topic: &str) -> Option<String> {
+        let mut removed = None;
+        self.change(|topics| removed = topics.remove(topic));
+        removed
     }
 
-    fn write(&self, state: &OwnerState) {
-        let file = OwnersFile { owners: state.topics.clone() };
+    /// Gives a topic whose deletion failed its owner back.
+    pub(super) fn restore(&self, topic: &str, owner: String) {
+        self.change(|topics| {
+            topics.entry(topic.to_owned()).or_insert(owner);
+        });
+    }
+
+    /// Changes the owners and writes the file (outside the state lock).
+    fn change(&self, edit: impl FnOnce(&mut BTreeMap<String, String>)) {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let snapshot = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            edit(&mut state.topics);
+            state.topics.clone()
+        };
+        self.write(snapshot);
+    }
+
+    fn write(&self, owners: BTreeMap<String, String>) {
+        let file = OwnersFile { owners };
         let text = toml::to_string(&file).expect("a map of strings serializes");
         if let Err(error) = replace_private(&self.path, &text) {
             tracing::error!(%error, "the topic owners file was not written; topics created since count for no principal after a restart");
@@ -341,7 +368,11 @@ mod tests {
         let free = Bucket::new(0);
         assert_eq!(free.take(u64::MAX / 2, Instant::now()), Duration::ZERO);
         let slow = Bucket::new(1);
-        assert_eq!(slow.take(1 << 30, Instant::now()), THROTTLE_MAX);
+        let start = Instant::now();
+        assert_eq!(slow.take(1 << 30, start), THROTTLE_MAX);
+        // The debt is capped at THROTTLE_MAX too: once it is paid, the principal moves again.
+        let later = start + THROTTLE_MAX + Duration::from_secs(1);
+        assert_eq!(slow.take(1, later), Duration::ZERO);
     }
 
     #[test]
@@ -379,7 +410,10 @@ mod tests {
         owners.claim("alice", 30, true, sizes).unwrap().created("b");
         let reopened = Arc::new(Owners::open(dir.path(), 100).unwrap());
         assert!(reopened.claim("alice", 20, true, sizes).is_err());
-        reopened.deleted("a");
+        assert_eq!(reopened.forget("a").as_deref(), Some("alice"));
+        reopened.restore("a", "alice".to_owned());
+        assert!(reopened.claim("alice", 20, true, sizes).is_err());
+        reopened.forget("a");
         let again = Arc::new(Owners::open(dir.path(), 100).unwrap());
         drop(again.claim("alice", 70, true, sizes).unwrap());
     }

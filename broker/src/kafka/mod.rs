@@ -184,6 +184,7 @@ pub(crate) async fn serve(
                 tls,
                 throttled_until: None,
                 seat,
+                anonymous: Caller::anonymous(),
             };
             let reason = connection.run().await;
             crate::metrics::Metrics::add(&context.core.metrics().connections_closed, 1);
@@ -272,6 +273,8 @@ struct Connection<'c> {
     throttled_until: Option<Instant>,
     /// The connection counted against its principal's connection limit.
     seat: Option<crate::core::Seat>,
+    /// Who its requests come from before a login (or on a broker without authentication).
+    anonymous: Caller,
 }
 
 impl Connection<'_> {
@@ -372,7 +375,11 @@ impl Connection<'_> {
             version,
             client_id: header.client_id.unwrap_or_default(),
             peer: self.peer,
-            caller: self.session.caller(),
+            caller: match &self.session {
+                sasl::Session::Authenticated(caller) => caller.clone(),
+                // One anonymous caller per connection, so its quota usage is looked up once.
+                _ => self.anonymous.clone(),
+            },
             throttle: Throttle::default(),
         };
         let before_login =

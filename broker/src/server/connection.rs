@@ -132,17 +132,28 @@ async fn run(
         }
         let can_read = closing.is_none() && throttled.is_none() && output.has_room(in_flight_max);
         let deadline = match input.partial_since() {
-            // A frame left partial while the connection is held back is not the client's delay.
-            Some(since) => since.max(throttled.unwrap_or(since)) + config.frame_timeout,
+            Some(since) => since + config.frame_timeout,
             None if output.is_idle() => last_activity + config.idle_timeout,
             None => Instant::now() + config.idle_timeout,
         };
+        // While the connection is held back, the client is not the one who is late.
+        let deadline = throttled.map_or(deadline, |until| {
+            let timeout = match input.partial_since() {
+                Some(_) => config.frame_timeout,
+                None => config.idle_timeout,
+            };
+            deadline.max(until + timeout)
+        });
         let waiting = output.is_waiting();
         tokio::select! {
             biased;
             _ = stop.changed(), if closing.is_none() => closing = Some(CloseReason::ShuttingDown),
             () = wait_front(context, output.pending(), closing.is_some()), if waiting => {}
-            () = sleep_until_some(throttled), if throttled.is_some() => {}
+            () = sleep_until_some(throttled), if throttled.is_some() => {
+                // A frame left partial meanwhile gets its whole frame timeout from now.
+                input.restart_partial_clock();
+                last_activity = Instant::now();
+            }
             read = input.fill(stream, &context.pool_available, (config.request_timeout, config.frame_timeout)), if can_read => {
                 match read? {
                     0 => closing = Some(CloseReason::ClientClosed),
@@ -247,6 +258,14 @@ impl ReadBuffer {
         buffered.get(12..16).and_then(|size| size.try_into().ok()).is_some_and(|size: [u8; 4]| {
             buffered.len() >= FRAME_HEADER_SIZE + u32::from_le_bytes(size) as usize
         })
+    }
+
+    /// Counts the frame in progress (if any) as begun now: after a quota's hold, during which
+    /// the broker did not read it.
+    fn restart_partial_clock(&mut self) {
+        if self.partial_since.is_some() {
+            self.partial_since = Some(Instant::now());
+        }
     }
 
     fn mark_partial(&mut self) {

@@ -703,8 +703,9 @@ impl<'c> Session<'c> {
                 (false, message)
             }
             Ok(Step::Done { user, message }) => {
-                self.caller = Caller::authenticated(&user);
+                let caller = std::mem::replace(&mut self.caller, Caller::authenticated(&user));
                 if let Err(refused) = self.take_seat() {
+                    self.caller = caller;
                     tracing::warn!(%peer, reason = %refused, "native login refused");
                     let opcode = Opcode::Authenticate.as_u8();
                     let code = ErrorCode::TooManyConnections;

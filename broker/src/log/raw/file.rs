@@ -6,8 +6,7 @@
 //! [`super::Exclusive::map`] rests on three facts, all established by the code in this file:
 //!
 //! 1. **One mapping per file, in one broker.** [`DirLock`] holds an exclusive `flock` on
-//!    `DATA_DIR/.lock`, and every mapping keeps the lock alive ([`MappedFile`] owns a share of
-//!    it), so the lock is released only once the last ring file of the directory is unmapped,
+//!    `DATA_DIR/.lock`, and every mapping keeps the lock alive (it owns a [`LockShare`]), so the lock is released only once the last ring file of the directory is unmapped,
 //!    however the owners are dropped. A process-wide registry of mapped files (by device and
 //!    inode) refuses to map a file twice, whatever path or data directory it is reached by.
 //! 2. **Only the broker's user can write or truncate a ring file, through one name.**
@@ -272,8 +271,9 @@ impl DirLock {
     }
 
     /// Records that `file` is about to be mapped: it must lie in the locked directory and must
-    /// not be mapped already by this process. The entry keeps the lock held while it lives.
-    pub(super) fn register(&self, file: &RingFile) -> Result<MappedFile, RingFileError> {
+    /// not be mapped already by this process. The owner of the mapping keeps both halves of the
+    /// answer, in the order [`Registration`] describes.
+    pub(super) fn register(&self, file: &RingFile) -> Result<Registration, RingFileError> {
         let io_error = |source| RingFileError::Io { action: "resolve the path", source };
         let parent = match file.path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -289,14 +289,29 @@ impl DirLock {
         if !mapped.get_or_insert_with(HashSet::new).insert(key) {
             return Err(RingFileError::AlreadyMapped);
         }
-        Ok(MappedFile { _lock: Arc::clone(&self.held), key })
+        Ok(Registration { entry: MappedFile { key }, lock: LockShare(Arc::clone(&self.held)) })
     }
 }
 
-/// A file's entry in the registry of mapped files, removed when the mapping goes; it holds a
-/// share of its directory's lock until then.
+/// What [`DirLock::register`] hands the owner of a new mapping. The owner declares `entry`
+/// before its region and `lock` after it (fields drop in declaration order), so that when the
+/// owner is dropped:
+///
+/// 1. the registry entry goes first, while the mapping still pins the file's inode. Once the
+///    mapping is gone, a file that was deleted (a deleted topic, a removed directory) frees its
+///    inode, and a new file may be given the same device and inode at once; an entry that
+///    outlived the mapping would refuse that unrelated file as [`RingFileError::AlreadyMapped`].
+///    Nothing refers to the region any more when its owner is dropped, so a new mapping of the
+///    same file made in this instant is never used alongside the old one;
+/// 2. then the region is unmapped;
+/// 3. and the directory lock's share goes last, so the lock is held until the file is unmapped.
+pub(super) struct Registration {
+    pub(super) entry: MappedFile,
+    pub(super) lock: LockShare,
+}
+
+/// A file's entry in the registry of mapped files, removed when dropped.
 pub(super) struct MappedFile {
-    _lock: Arc<HeldLock>,
     key: (u64, u64),
 }
 
@@ -312,6 +327,15 @@ impl Drop for MappedFile {
         if let Some(mapped) = mapped.as_mut() {
             mapped.remove(&self.key);
         }
+    }
+}
+
+/// A share of a directory's lock, held by a mapping of one of its files.
+pub(super) struct LockShare(Arc<HeldLock>);
+
+impl fmt::Debug for LockShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("LockShare").field(&self.0.path).finish()
     }
 }
 #[cfg(test)]

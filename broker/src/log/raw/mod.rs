@@ -39,9 +39,9 @@ use std::sync::Mutex;
 
 use chunks::ChunkTable;
 pub(crate) use chunks::{Claim, LeaseRefused, GENERATION_MAX};
-use file::MappedFile;
 pub use file::RingFileError;
 pub(crate) use file::{DirLock, RingFile};
+use file::{LockShare, MappedFile, Registration};
 use region::Region;
 
 use crate::sync::{Arc, AtomicU64, Ordering};
@@ -221,10 +221,11 @@ impl Layout {
 /// A ring's memory before it is shared: creation and recovery have it to themselves.
 #[derive(Debug)]
 pub(crate) struct Exclusive {
+    /// Declared before `region` and `lock` after it: see [`file::Registration`].
+    entry: Option<MappedFile>,
     region: Region,
     layout: Layout,
-    /// Declared after `region`, so the entry goes only once the mapping has.
-    mapped: Option<MappedFile>,
+    lock: Option<LockShare>,
 }
 
 impl Exclusive {
@@ -240,8 +241,8 @@ impl Exclusive {
         if found != layout.file_size() {
             return Err(RingFileError::WrongSize { found, expected: layout.file_size() });
         }
-        let mapped = lock.register(file)?;
-        // Fact 1 of `file`'s module docs: `lock` holds the data directory's lock, `mapped` (kept
+        let Registration { entry, lock: share } = lock.register(file)?;
+        // Fact 1 of `file`'s module docs: `lock` holds the data directory's lock, `share` (kept
         // beside the region until it is unmapped) keeps that lock held, and `register` proved
         // the file lies in the directory and is mapped nowhere else in this process, so no other
         // broker and no second writer or lease table maps it. Fact 2: `RingFile::create` or
@@ -252,12 +253,12 @@ impl Exclusive {
         // while the region lives; the length is the file's (checked above).
         let region = unsafe { Region::map(file.file(), 0, layout.file_bytes(), populate) }
             .map_err(|source| RingFileError::Io { action: "map", source })?;
-        Ok(Self { region, layout, mapped: Some(mapped) })
+        Ok(Self { entry: Some(entry), region, layout, lock: Some(share) })
     }
 
     /// Heap memory laid out like a ring file, for tests and Miri.
     pub(crate) fn heap(layout: Layout) -> Self {
-        Self { region: Region::heap(layout.file_bytes()), layout, mapped: None }
+        Self { entry: None, region: Region::heap(layout.file_bytes()), layout, lock: None }
     }
 
     /// The layout.
@@ -331,13 +332,14 @@ impl Exclusive {
             slot_generation(&layout, next_generation, slot)
         });
         let core = Arc::new(RingCore {
+            _entry: self.entry,
             region: self.region,
             layout,
             published_end: AtomicU64::new(published_end),
             chunks,
             superblock_lock: Mutex::new(()),
             fail_flush: AtomicBool::new(false),
-            _mapped: self.mapped,
+            _lock: self.lock,
         });
         let cursor = WriteCursor {
             core: Arc::clone(&core),
@@ -364,14 +366,15 @@ pub(crate) fn slot_generation(layout: &Layout, next_generation: u64, slot: usize
 /// The shared ring: its memory, the published end and the lease table.
 #[derive(Debug)]
 pub(crate) struct RingCore {
+    /// Declared before `region` and `_lock` after it: see [`file::Registration`].
+    _entry: Option<MappedFile>,
     region: Region,
     layout: Layout,
     published_end: AtomicU64,
     chunks: ChunkTable,
     superblock_lock: Mutex<()>,
     fail_flush: AtomicBool,
-    /// Declared after `region`, so the entry goes only once the mapping has.
-    _mapped: Option<MappedFile>,
+    _lock: Option<LockShare>,
 }
 
 /// Why [`RingCore::lease`] gave no lease.
@@ -769,6 +772,36 @@ mod tests {
         let outside = RingFile::create(&elsewhere.path().join("0.ring"), &layout).unwrap();
         let error = Exclusive::map(&outside, layout, &lock, false).unwrap_err();
         assert!(matches!(error, RingFileError::OutsideDataDir { .. }), "{error}");
+    }
+
+    /// A deleted file's inode is free once its mapping goes, and the next new file may get it at
+    /// once: the registry entry must be gone by then, or that unrelated file is refused as
+    /// mapped. Two threads race deletions against creations in one directory (the way tests and
+    /// topic deletions do); before the entry was dropped ahead of the mapping this failed within
+    /// a few hundred rounds.
+    #[test]
+    #[cfg_attr(miri, ignore = "file mmap")]
+    fn a_deleted_files_inode_is_free_to_map_once_its_mapping_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let layout = Layout::new(4096, 4 * 4096, 4096).unwrap();
+        let rounds = 2_000;
+        std::thread::scope(|scope| {
+            for thread in 0..2 {
+                let (dir, lock) = (dir.path(), &lock);
+                scope.spawn(move || {
+                    for round in 0..rounds {
+                        let path = dir.join(format!("{thread}-{round}.ring"));
+                        let file = RingFile::create(&path, &layout).unwrap();
+                        let mapping = Exclusive::map(&file, layout, lock, false)
+                            .unwrap_or_else(|error| panic!("round {round}: {error}"));
+                        drop(file);
+                        std::fs::remove_file(&path).unwrap();
+                        drop(mapping);
+                    }
+                });
+            }
+        });
     }
 
     /// The lock outlives its `DirLock` while a ring file of the directory is mapped, so no second

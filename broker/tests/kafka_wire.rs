@@ -806,11 +806,230 @@ fn logins_out_of_order_or_malformed_are_refused_and_close_the_connection() {
     assert!(broker.log().contains("kafka login refused"));
 }
 
+/// Logs `wire` in as `user` with SCRAM-SHA-256, through SaslHandshake and SaslAuthenticate.
+fn sasl_login(wire: &mut Wire, user: &str, password: &str) {
+    let handshake =
+        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
+    assert_eq!(wire.call(1, &handshake).error_code, NONE);
+    let mut login = ringmq_client::Credentials::new(user, password).scram_login();
+    let first = SaslAuthenticateRequest::default().with_auth_bytes(login.first().unwrap().into());
+    let server_first = wire.call(2, &first);
+    assert_eq!(server_first.error_code, NONE, "{:?}", server_first.error_message);
+    let last = login.last(&server_first.auth_bytes).unwrap();
+    let server_final =
+        wire.call(2, &SaslAuthenticateRequest::default().with_auth_bytes(last.into()));
+    assert_eq!(server_final.error_code, NONE, "{:?}", server_final.error_message);
+    login.verify(&server_final.auth_bytes).unwrap();
+}
+
+/// An AlterClientQuotas entry for user `name` (empty: the default user): each key set to its
+/// value, or removed (`None`).
+fn quota_entry(
+    name: &str,
+    ops: &[(&str, Option<f64>)],
+) -> kafka_protocol::messages::alter_client_quotas_request::EntryData {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    let entity = EntityData::default()
+        .with_entity_type(text("user"))
+        .with_entity_name((!name.is_empty()).then(|| text(name)));
+    let ops = ops
+        .iter()
+        .map(|(key, value)| {
+            OpData::default()
+                .with_key(text(key))
+                .with_value(value.unwrap_or(0.0))
+                .with_remove(value.is_none())
+        })
+        .collect();
+    EntryData::default().with_entity(vec![entity]).with_ops(ops)
+}
+
+/// A user entity of DescribeClientQuotas (`None`: the default user) and its quotas.
+type QuotaEntity = (Option<String>, Vec<(String, f64)>);
+
+/// DescribeClientQuotas and AlterClientQuotas, every served version: a superuser gives a user
+/// its own quotas and takes them back; the default user shows the broker's settings and cannot
+/// be changed here; what ringmq does not keep (client-id entities, unknown keys, fractions) is
+/// refused with a message, an entry at a time, and `validate_only` changes nothing. The native
+/// port sees the same quotas.
+#[test]
+fn client_quotas_are_described_and_altered_over_kafka() {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData};
+    use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    use kafka_protocol::messages::{AlterClientQuotasRequest, DescribeClientQuotasRequest};
+    const INVALID_REQUEST: i16 = 42;
+    let broker = Broker::start_with_env(
+        &["--auth", "required", "--produce-quota", "1MiB"],
+        &[("RINGMQ_ROOT_USER", "root"), ("RINGMQ_ROOT_PASSWORD", "root password")],
+    );
+    let mut wire = Wire::connect(&broker.kafka);
+    let versions = wire.call(3, &ApiVersionsRequest::default());
+    sasl_login(&mut wire, "root", "root password");
+    let user = |match_type: i8, name: Option<&str>| {
+        ComponentData::default()
+            .with_entity_type(text("user"))
+            .with_match_type(match_type)
+            .with_match(name.map(text))
+    };
+    for version in served(&versions, ApiKey::AlterClientQuotas) {
+        let app = format!("app-{version}");
+        let alter = |wire: &mut Wire, entries: Vec<EntryData>, validate_only: bool| {
+            let request = AlterClientQuotasRequest::default()
+                .with_entries(entries)
+                .with_validate_only(validate_only);
+            let answer = wire.call(version, &request);
+            answer
+                .entries
+                .iter()
+                .map(|entry| {
+                    let message = entry.error_message.as_ref().map(ToString::to_string);
+                    (entry.error_code, message.unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+        };
+        let set =
+            [("producer_byte_rate", Some(2_097_152.0)), ("ringmq_connection_count_max", Some(5.0))];
+        let checked = alter(&mut wire, vec![quota_entry(&app, &set)], true);
+        assert_eq!(checked, [(NONE, String::new())], "v{version}");
+        let describe = |wire: &mut Wire, components: Vec<ComponentData>, strict: bool| {
+            let request = DescribeClientQuotasRequest::default()
+                .with_components(components)
+                .with_strict(strict);
+            let answer = wire.call(version, &request);
+            assert_eq!(answer.error_code, NONE, "v{version}: {:?}", answer.error_message);
+            let mut found: Vec<QuotaEntity> = answer
+                .entries
+                .unwrap_or_default()
+                .into_iter()
+                .map(|entry| {
+                    assert_eq!(entry.entity.len(), 1);
+                    assert_eq!(entry.entity[0].entity_type.as_str(), "user");
+                    let name = entry.entity[0].entity_name.as_ref().map(ToString::to_string);
+                    let values =
+                        entry.values.iter().map(|value| (value.key.to_string(), value.value));
+                    (name, values.collect())
+                })
+                .collect();
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            found
+        };
+        assert!(describe(&mut wire, vec![user(0, Some(&app))], false).is_empty(), "validate_only");
+
+        let applied = alter(&mut wire, vec![quota_entry(&app, &set)], false);
+        assert_eq!(applied, [(NONE, String::new())], "v{version}");
+        let own = (
+            Some(app.clone()),
+            vec![
+                ("producer_byte_rate".to_owned(), 2_097_152.0),
+                ("ringmq_connection_count_max".to_owned(), 5.0),
+            ],
+        );
+        let defaults = (None, vec![("producer_byte_rate".to_owned(), 1_048_576.0)]);
+        assert_eq!(
+            describe(&mut wire, vec![user(0, Some(&app))], false),
+            std::slice::from_ref(&own)
+        );
+        assert_eq!(describe(&mut wire, vec![user(1, None)], true), std::slice::from_ref(&defaults));
+        let everything = describe(&mut wire, vec![], false);
+        assert!(everything.contains(&own) && everything.contains(&defaults), "{everything:?}");
+        let client_id = ComponentData::default()
+            .with_entity_type(text("client-id"))
+            .with_match_type(2)
+            .with_match(None);
+        assert!(describe(&mut wire, vec![client_id], false).is_empty(), "no client-id quotas");
+
+        // Each entry alone: the good one applied, the others refused with what is wrong.
+        let client_entity = EntryData::default()
+            .with_entity(vec![EntityData::default()
+                .with_entity_type(text("client-id"))
+                .with_entity_name(Some(text("tool")))])
+            .with_ops(quota_entry("x", &[("producer_byte_rate", Some(1.0))]).ops);
+        let results = alter(
+            &mut wire,
+            vec![
+                quota_entry(&app, &[("producer_byte_rate", None)]),
+                quota_entry(&app, &[("request_percentage", Some(50.0))]),
+                quota_entry(&app, &[("consumer_byte_rate", Some(1.5))]),
+                quota_entry("", &[("producer_byte_rate", Some(1.0))]),
+                client_entity,
+            ],
+            false,
+        );
+        let codes: Vec<i16> = results.iter().map(|(code, _)| *code).collect();
+        assert_eq!(
+            codes,
+            [NONE, INVALID_REQUEST, INVALID_REQUEST, INVALID_REQUEST, INVALID_REQUEST]
+        );
+        assert!(results[1].1.contains("\"request_percentage\" is not kept here"), "{results:?}");
+        assert!(results[2].1.contains("a whole number"), "{results:?}");
+        assert!(results[3].1.contains("change them in its configuration"), "{results:?}");
+        assert!(results[4].1.contains("not per client-id"), "{results:?}");
+        // Kafka's "no limit" (Long.MAX_VALUE) is ringmq's 0, both ways.
+        let unlimited = i64::MAX as f64;
+        let results = alter(
+            &mut wire,
+            vec![quota_entry(&app, &[("consumer_byte_rate", Some(unlimited))])],
+            false,
+        );
+        assert_eq!(results, [(NONE, String::new())]);
+        let any = describe(&mut wire, vec![user(2, None)], false);
+        assert!(any.iter().all(|(name, _)| name.is_some()), "any named user: {any:?}");
+        let found = any.iter().find(|(name, _)| name.as_deref() == Some(app.as_str())).unwrap();
+        assert!(found.1.contains(&("consumer_byte_rate".to_owned(), unlimited)), "{found:?}");
+        let named_default =
+            DescribeClientQuotasRequest::default().with_components(vec![user(1, Some("root"))]);
+        assert_eq!(wire.call(version, &named_default).error_code, INVALID_REQUEST);
+        let back = quota_entry(&app, &[("consumer_byte_rate", None)]);
+        assert_eq!(alter(&mut wire, vec![back], false), [(NONE, String::new())]);
+        let left = describe(&mut wire, vec![user(0, Some(&app))], false);
+        assert_eq!(
+            left,
+            [(Some(app.clone()), vec![("ringmq_connection_count_max".to_owned(), 5.0)])]
+        );
+    }
+
+    // The native port sees the same quotas; an administrator that is no superuser may change
+    // others' quotas, not a superuser's, whether it only validates or not.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let quotas = runtime.block_on(async {
+        let login = ringmq_client::Credentials::new("root", "root password");
+        let options = ringmq_client::ConnectOptions::default().credentials(login);
+        let mut root = ringmq_client::Client::connect_with(&broker.address, options).await.unwrap();
+        root.add_user("ops", "ops password").await.unwrap();
+        let alter = ringmq_client::access::RuleOperation::Alter;
+        root.add_rule(&ringmq_client::Rule::cluster("ops", alter)).await.unwrap();
+        root.list_quotas().await.unwrap()
+    });
+    let mut ops = Wire::connect(&broker.kafka);
+    sasl_login(&mut ops, "ops", "ops password");
+    for validate_only in [true, false] {
+        let request = AlterClientQuotasRequest::default()
+            .with_entries(vec![
+                quota_entry("root", &[("producer_byte_rate", Some(1.0))]),
+                quota_entry("worker", &[("producer_byte_rate", Some(1.0))]),
+            ])
+            .with_validate_only(validate_only);
+        let answer = ops.call(1, &request);
+        let codes: Vec<i16> = answer.entries.iter().map(|entry| entry.error_code).collect();
+        assert_eq!(codes, [31, NONE], "validate_only {validate_only}: {answer:?}");
+    }
+    let principals: Vec<&str> = quotas.own.iter().map(|quota| quota.principal.as_str()).collect();
+    assert_eq!(principals, ["app-0", "app-1"]);
+    let after = runtime.block_on(async {
+        let login = ringmq_client::Credentials::new("root", "root password");
+        let options = ringmq_client::ConnectOptions::default().credentials(login);
+        let mut root = ringmq_client::Client::connect_with(&broker.address, options).await.unwrap();
+        root.list_quotas().await.unwrap()
+    });
+    let principals: Vec<&str> = after.own.iter().map(|quota| quota.principal.as_str()).collect();
+    assert_eq!(principals, ["app-0", "app-1", "worker"], "root's quotas are unchanged");
+}
+
 /// The Kafka port's half of "every request of every kind tried by a principal without rules is
 /// refused and changes nothing": `mallory` logs in (SCRAM-SHA-256 through SaslAuthenticate) and
 /// calls every API the broker advertises in ApiVersions, at its highest version; each is
 /// refused with TOPIC_/GROUP_/CLUSTER_AUTHORIZATION_FAILED or lists nothing, and afterwards the
-/// topics, their offsets, the groups and the rules are as they were. The loop runs over what
+/// topics, their offsets, the groups, the users, the rules and the quotas are as they were. The loop runs over what
 /// ApiVersions advertises and the match's wildcard fails the test, so a newly served API cannot
 /// go without its expectation here.
 #[test]
@@ -824,9 +1043,10 @@ fn every_served_api_is_refused_to_a_principal_without_rules_and_changes_nothing(
     };
     use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
     use kafka_protocol::messages::{
-        CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, DescribeGroupsRequest, GroupId,
-        HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-        OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+        AlterClientQuotasRequest, CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest,
+        DescribeClientQuotasRequest, DescribeGroupsRequest, GroupId, HeartbeatRequest,
+        JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+        OffsetFetchRequest, SyncGroupRequest,
     };
     const TOPIC_DENIED: i16 = 29;
     const GROUP_DENIED: i16 = 30;
@@ -850,6 +1070,7 @@ fn every_served_api_is_refused_to_a_principal_without_rules_and_changes_nothing(
             state.push(format!("groups {:?}", root.list_groups().await.unwrap()));
             state.push(format!("rules {:?}", root.list_rules().await.unwrap()));
             state.push(format!("users {:?}", root.list_users().await.unwrap()));
+            state.push(format!("quotas {:?}", root.list_quotas().await.unwrap()));
             state
         })
     };
@@ -866,18 +1087,7 @@ fn every_served_api_is_refused_to_a_principal_without_rules_and_changes_nothing(
     // Log in as mallory through Kafka's SASL APIs.
     let mut wire = Wire::connect(&broker.kafka);
     let versions = wire.call(3, &ApiVersionsRequest::default());
-    let handshake =
-        SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
-    assert_eq!(wire.call(1, &handshake).error_code, NONE);
-    let mut login = ringmq_client::Credentials::new("mallory", "mallory password").scram_login();
-    let first = SaslAuthenticateRequest::default().with_auth_bytes(login.first().unwrap().into());
-    let server_first = wire.call(2, &first);
-    assert_eq!(server_first.error_code, NONE, "{:?}", server_first.error_message);
-    let last = login.last(&server_first.auth_bytes).unwrap();
-    let server_final =
-        wire.call(2, &SaslAuthenticateRequest::default().with_auth_bytes(last.into()));
-    assert_eq!(server_final.error_code, NONE, "{:?}", server_final.error_message);
-    login.verify(&server_final.auth_bytes).unwrap();
+    sasl_login(&mut wire, "mallory", "mallory password");
 
     let group = || GroupId(StrBytes::from_static_str("readers"));
     let mut tried = Vec::new();
@@ -1051,6 +1261,16 @@ fn every_served_api_is_refused_to_a_principal_without_rules_and_changes_nothing(
                         .with_permission_type(1)]);
                 vec![wire.call(version, &request).filter_results[0].error_code]
             }
+            ApiKey::DescribeClientQuotas => {
+                vec![wire.call(version, &DescribeClientQuotasRequest::default()).error_code]
+            }
+            ApiKey::AlterClientQuotas => {
+                let request = AlterClientQuotasRequest::default().with_entries(vec![quota_entry(
+                    "mallory",
+                    &[("producer_byte_rate", Some(1e12))],
+                )]);
+                vec![wire.call(version, &request).entries[0].error_code]
+            }
             other => panic!("{other:?} is served but has no expectation in this test"),
         };
         let expected = match key {
@@ -1066,7 +1286,9 @@ fn every_served_api_is_refused_to_a_principal_without_rules_and_changes_nothing(
             ApiKey::InitProducerId
             | ApiKey::DescribeAcls
             | ApiKey::CreateAcls
-            | ApiKey::DeleteAcls => CLUSTER_DENIED,
+            | ApiKey::DeleteAcls
+            | ApiKey::DescribeClientQuotas
+            | ApiKey::AlterClientQuotas => CLUSTER_DENIED,
             _ => TOPIC_DENIED,
         };
         assert_eq!(codes, [expected], "{key:?} v{version}");

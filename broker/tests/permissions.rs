@@ -14,7 +14,10 @@ use ringmq_client::{
     Client, ClientError, ConnectOptions, Credentials, ErrorCode, ProducerRecord, Rule, StartOffset,
     TopicConfig,
 };
-use ringmq_protocol::access::{RuleEntry, RulePattern, RuleResource, ScramKeys, SetUser, UserName};
+use ringmq_protocol::access::{
+    QuotaEntry, QuotaKind, QuotaTarget, RuleEntry, RulePattern, RuleResource, ScramKeys, SetUser,
+    UserName,
+};
 use ringmq_protocol::group::{
     CommitOffsets, Entries, GroupName, GroupTopic, Heartbeat, JoinGroup, LeaveGroup,
     PartitionOffset, ProducerIdentity,
@@ -54,6 +57,7 @@ async fn state(root: &mut Client, broker: &Broker) -> String {
     }
     state += &format!("users {:?}\n", root.list_users().await.unwrap());
     state += &format!("rules {:?}\n", root.list_rules().await.unwrap());
+    state += &format!("quotas {:?}\n", root.list_quotas().await.unwrap());
     let mut files = Vec::new();
     let mut dirs = vec![broker.data_dir.clone()];
     while let Some(dir) = dirs.pop() {
@@ -242,6 +246,22 @@ async fn every_native_request_kind_is_refused_without_a_rule_and_changes_nothing
                     };
                     (request, unauthorized)
                 }
+                Opcode::ListQuotas => (Request::ListQuotas, unauthorized),
+                Opcode::SetQuota => (
+                    Request::SetQuota(QuotaEntry {
+                        principal: "mallory",
+                        kind: QuotaKind::Produce,
+                        value: 0,
+                    }),
+                    unauthorized,
+                ),
+                Opcode::RemoveQuota => (
+                    Request::RemoveQuota(QuotaTarget {
+                        principal: "mallory",
+                        kind: QuotaKind::Produce,
+                    }),
+                    unauthorized,
+                ),
                 _ => panic!("{opcode:?} has no expectation in this test"),
             };
             let answer = mallory.raw_call(&request).await;

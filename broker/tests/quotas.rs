@@ -292,3 +292,208 @@ async fn a_principal_creates_topics_up_to_its_topic_bytes() {
     })
     .await;
 }
+
+/// A principal's own quotas, set by a superuser over the native port and the CLI, take the
+/// broker defaults' place at once (for connections and topic bytes here; the rates share the
+/// same buckets, which the unit tests cover), survive a restart, and go back to the defaults
+/// when removed. A principal without `alter` on the cluster cannot raise its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principals_own_quotas_replace_the_defaults_at_once_and_after_a_restart() {
+    use ringmq_client::access::{Quota, QuotaKind};
+    let mut broker = Broker::start_with_env(
+        &[
+            "--auth",
+            "required",
+            "--principal-connection-count-max",
+            "1",
+            "--principal-topic-bytes-max",
+            "1MiB",
+            "--produce-quota",
+            "1MiB",
+        ],
+        &[("RINGMQ_ROOT_USER", "root"), ("RINGMQ_ROOT_PASSWORD", "root password")],
+    );
+    let app = || ConnectOptions::default().credentials(Credentials::new("app", "app password"));
+    let two_mib = || TopicConfig::default().partitions(2).capacity(1 << 20);
+    within(60, async {
+        let mut root = log_in(&broker, "root", "root password").await;
+        root.add_user("app", "app password").await.unwrap();
+        root.add_rule(&Rule::cluster("app", RuleOperation::Create)).await.unwrap();
+        let mut first = Client::connect_with(&broker.address, app()).await.unwrap();
+        let refused = Client::connect_with(&broker.address, app()).await.unwrap_err();
+        assert!(refused.to_string().contains("limit of 1 open connections"), "{refused}");
+        let error = first.create_topic("wide", two_mib()).await.unwrap_err();
+        assert!(error.to_string().contains("may hold 1048576 bytes"), "{error}");
+
+        // An administrator that is no superuser may set others' quotas, not a superuser's.
+        root.add_user("ops", "ops password").await.unwrap();
+        root.add_rule(&Rule::cluster("ops", RuleOperation::Alter)).await.unwrap();
+        let mut ops = log_in(&broker, "ops", "ops password").await;
+        let error = ops.set_quota(&Quota::new("root", QuotaKind::Produce, 1)).await.unwrap_err();
+        assert_eq!(error.code(), Some(ringmq_client::ErrorCode::Unauthorized), "{error}");
+        assert!(error.to_string().contains("only a superuser may change superuser"), "{error}");
+
+        // The app may not give itself more.
+        let error = first.set_quota(&Quota::new("app", QuotaKind::Connections, 9)).await;
+        let error = error.unwrap_err();
+        assert_eq!(error.code(), Some(ringmq_client::ErrorCode::Unauthorized), "{error}");
+
+        ops.set_quota(&Quota::new("app", QuotaKind::Connections, 3)).await.unwrap();
+        root.set_quota(&Quota::new("app", QuotaKind::TopicBytes, 4 << 20)).await.unwrap();
+        // In force at once, for the connection it already has too.
+        let _second = Client::connect_with(&broker.address, app()).await.unwrap();
+        let _third = Client::connect_with(&broker.address, app()).await.unwrap();
+        assert!(Client::connect_with(&broker.address, app()).await.is_err(), "a fourth");
+        first.create_topic("wide", two_mib()).await.unwrap();
+
+        // Out of range, or the defaults: refused, naming what is wrong.
+        let error = root.set_quota(&Quota::new("app", QuotaKind::Connections, 100_001)).await;
+        assert!(error.unwrap_err().to_string().contains("past its maximum of 100000"));
+        let error = root.set_quota(&Quota::new("*", QuotaKind::Produce, 1)).await.unwrap_err();
+        assert!(error.to_string().contains("change them in its configuration"), "{error}");
+        let error = root.remove_quota("app", QuotaKind::Fetch).await.unwrap_err();
+        assert!(error.to_string().contains("no fetch quota of its own"), "{error}");
+
+        let quotas = root.list_quotas().await.unwrap();
+        assert_eq!(
+            quotas.defaults,
+            [
+                (QuotaKind::Produce, 1 << 20),
+                (QuotaKind::Fetch, 0),
+                (QuotaKind::Connections, 1),
+                (QuotaKind::TopicBytes, 1 << 20)
+            ]
+        );
+        assert_eq!(
+            quotas.own,
+            [
+                Quota::new("app", QuotaKind::Connections, 3),
+                Quota::new("app", QuotaKind::TopicBytes, 4 << 20)
+            ]
+        );
+    })
+    .await;
+
+    broker.restart_same_port();
+    let cli = support::workspace_binary("ringmq-cli", "ringmq-cli");
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(&cli)
+            .args(["--broker", &broker.address, "--user", "root"])
+            .args(args)
+            .env("RINGMQ_PASSWORD", "root password")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), String::from_utf8(output.stdout).unwrap(), stderr)
+    };
+    within(60, async {
+        // After the restart, the app's own quotas hold.
+        let _first = Client::connect_with(&broker.address, app()).await.unwrap();
+        let _second = Client::connect_with(&broker.address, app()).await.unwrap();
+        let mut root = log_in(&broker, "root", "root password").await;
+        assert_eq!(root.list_quotas().await.unwrap().own.len(), 2);
+    })
+    .await;
+
+    let (ok, listed, stderr) = run(&["quota", "list"]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "principal\tproduce\tfetch\tconnections\ttopic-bytes",
+            "*\t1048576\tnone\t1\t1048576",
+            "app\tdefault\tdefault\t3\t4194304"
+        ]
+    );
+    let (ok, _, stderr) = run(&["quota", "set", "ingest", "--produce", "50MiB", "--fetch", "0"]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = run(&["quota", "remove", "app", "all"]);
+    assert!(ok, "{stderr}");
+    let (ok, listed, stderr) = run(&["quota", "list"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(listed.lines().nth(2), Some("ingest\t52428800\tnone\tdefault\tdefault"));
+    assert_eq!(listed.lines().count(), 3, "app is back to the defaults: {listed}");
+    let (ok, _, stderr) = run(&["quota", "set", "ingest", "--connections", "100001"]);
+    assert!(!ok);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("past its maximum of 100000"), "{stderr}");
+    let (ok, _, stderr) = run(&["quota", "set", "ingest"]);
+    assert!(!ok && stderr.contains("--produce"), "a set with no quota: {stderr}");
+
+    within(60, async {
+        // Back to the default of one connection (the ones open stay).
+        let _first = Client::connect_with(&broker.address, app()).await.unwrap();
+        let refused = Client::connect_with(&broker.address, app()).await.unwrap_err();
+        assert!(refused.to_string().contains("limit of 1 open connections"), "{refused}");
+    })
+    .await;
+}
+
+/// A principal's own produce quota, set while the broker has none, slows that principal to it
+/// (within 10 %) from its next request on, on the connection it already has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principals_own_produce_quota_slows_it_to_that_rate() {
+    use ringmq_client::access::{Quota, QuotaKind};
+    const OWN: u64 = 512 << 10;
+    let broker = Broker::start_with_env(
+        &["--auth", "required"],
+        &[("RINGMQ_ROOT_USER", "root"), ("RINGMQ_ROOT_PASSWORD", "root password")],
+    );
+    within(120, async {
+        let mut root = log_in(&broker, "root", "root password").await;
+        root.create_topic("metered", TopicConfig::default().partitions(1).capacity(64 << 20))
+            .await
+            .unwrap();
+        root.add_user("bulk", "bulk password").await.unwrap();
+        root.add_rule(&Rule::topic("bulk", "metered", RuleOperation::Produce)).await.unwrap();
+        let bulk = log_in(&broker, "bulk", "bulk password").await;
+        let producer = bulk
+            .producer()
+            .batch_bytes(16 << 10)
+            .buffer_memory(256 << 10)
+            .linger(Duration::from_millis(1))
+            .build()
+            .await
+            .unwrap();
+        root.set_quota(&Quota::new("bulk", QuotaKind::Produce, OWN)).await.unwrap();
+        let acked = Arc::new(AtomicU64::new(0));
+        let (deliveries, mut arriving) = tokio::sync::mpsc::channel(1 << 16);
+        let counting = tokio::spawn({
+            let acked = Arc::clone(&acked);
+            async move {
+                while let Some(delivery) = arriving.recv().await {
+                    let delivery: ringmq_client::Delivery = delivery;
+                    delivery.await.unwrap();
+                    acked.fetch_add(RECORD as u64, Ordering::Relaxed);
+                }
+            }
+        });
+        let started = Instant::now();
+        let sending = tokio::spawn(async move {
+            let value = [b'b'; RECORD];
+            while started.elapsed() < Duration::from_millis(4500) {
+                let record = ProducerRecord::new("metered", &value).partition(0);
+                let delivery = producer.send(record).await.unwrap();
+                if deliveries.send(delivery).await.is_err() {
+                    break;
+                }
+            }
+            producer
+        });
+        // The first second holds the burst; the rate is read after it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (from, from_bytes) = (Instant::now(), acked.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let (to, to_bytes) = (Instant::now(), acked.load(Ordering::Relaxed));
+        let rate = (to_bytes - from_bytes) as f64 / (to - from).as_secs_f64();
+        let ratio = rate / OWN as f64;
+        eprintln!("bulk acknowledged {rate:.0} B/s of record values: {ratio:.3} x its own quota");
+        assert!((0.9..=1.1).contains(&ratio), "bulk's rate is {ratio:.3} x its own quota");
+        let producer = sending.await.unwrap();
+        producer.flush().await.unwrap();
+        drop(producer);
+        counting.await.unwrap();
+    })
+    .await;
+}

@@ -65,6 +65,43 @@ enum Command {
     /// cluster).
     #[command(subcommand)]
     Acl(AclCommand),
+    /// List the broker's quotas, and give principals quotas of their own in place of its
+    /// defaults (needs describe or alter on the cluster).
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QuotaCommand {
+    /// List the broker's defaults (principal *) and every principal's own quotas
+    /// ("default": the broker's value; "none": no limit).
+    List,
+    /// Give a principal its own quotas (0: no limit); in force for its connections at once.
+    #[command(group(clap::ArgGroup::new("quota").required(true).multiple(true).args(["produce", "fetch", "connections", "topic_bytes"])))]
+    Set {
+        /// Who: a user name, a client certificate's subject (CN=...,O=...), or ANONYMOUS.
+        principal: String,
+        /// Record batch bytes per second it may produce, e.g. 50MiB.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        produce: Option<u64>,
+        /// Record batch bytes per second it may fetch, e.g. 50MiB.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        fetch: Option<u64>,
+        /// Most connections it may have open at once.
+        #[arg(long, value_name = "N")]
+        connections: Option<u64>,
+        /// Most ring bytes (partitions x capacity) of the topics it created, e.g. 10GiB.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        topic_bytes: Option<u64>,
+    },
+    /// Put a principal's quotas back to the broker's defaults.
+    Remove {
+        /// Who.
+        principal: String,
+        /// Which: produce, fetch, connections, topic-bytes, or all (every one it has).
+        #[arg(required = true, value_name = "QUOTA", value_parser = ["produce", "fetch", "connections", "topic-bytes", "all"])]
+        quotas: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,10 +334,27 @@ fn main() -> ExitCode {
                 let _ = error.print();
                 return ExitCode::SUCCESS;
             }
-            // Clap's message is several lines (usage, a hint); its first line says what is wrong.
+            // A command group named without its subcommand (`ringmq-cli quota`): its help,
+            // which lists them.
+            if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = error.print();
+                return ExitCode::from(2);
+            }
+            // Clap's message is several lines: what is wrong (a missing argument is named on the
+            // indented lines after the first), then a blank line, the usage and a hint. The
+            // first paragraph, on one line.
             let rendered = error.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first}");
+            let what: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = if what.is_empty() {
+                "error: invalid arguments".to_owned()
+            } else {
+                what.join(" ")
+            };
+            eprintln!("{line}");
             return ExitCode::from(2);
         }
     };
@@ -360,6 +414,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(command) => group(&mut client, command).await,
         Command::User(command) => user(&mut client, command).await,
         Command::Acl(command) => acl(&mut client, command).await,
+        Command::Quota(command) => quota(&mut client, command).await,
     }
 }
 
@@ -450,6 +505,86 @@ async fn acl(client: &mut Client, command: AclCommand) -> anyhow::Result<()> {
             let rule = rule_of(args);
             client.remove_rule(&rule).await?;
             eprintln!("removed: {rule}");
+        }
+    }
+    Ok(())
+}
+
+async fn quota(client: &mut Client, command: QuotaCommand) -> anyhow::Result<()> {
+    use ringmq_client::access::{Quota, QuotaKind};
+    match command {
+        QuotaCommand::List => {
+            let quotas = client.list_quotas().await?;
+            let mut out = std::io::stdout().lock();
+            let names: Vec<&str> = QuotaKind::ALL.iter().map(|kind| kind.name()).collect();
+            writeln!(out, "principal\t{}", names.join("\t"))?;
+            let shown = |value: Option<u64>| match value {
+                None => "default".to_owned(),
+                Some(0) => "none".to_owned(),
+                Some(value) => value.to_string(),
+            };
+            let defaults: Vec<String> = QuotaKind::ALL
+                .iter()
+                .map(|kind| {
+                    let value = quotas.defaults.iter().find(|(found, _)| found == kind);
+                    shown(Some(value.map_or(0, |(_, value)| *value)))
+                })
+                .collect();
+            writeln!(out, "*\t{}", defaults.join("\t"))?;
+            let mut principals: Vec<&str> =
+                quotas.own.iter().map(|quota| quota.principal.as_str()).collect();
+            principals.dedup();
+            for principal in principals {
+                let values: Vec<String> = QuotaKind::ALL
+                    .iter()
+                    .map(|kind| {
+                        shown(
+                            quotas
+                                .own
+                                .iter()
+                                .find(|quota| quota.principal == principal && quota.kind == *kind)
+                                .map(|quota| quota.value),
+                        )
+                    })
+                    .collect();
+                writeln!(out, "{principal}\t{}", values.join("\t"))?;
+            }
+        }
+        QuotaCommand::Set { principal, produce, fetch, connections, topic_bytes } => {
+            let asked = [
+                (QuotaKind::Produce, produce),
+                (QuotaKind::Fetch, fetch),
+                (QuotaKind::Connections, connections),
+                (QuotaKind::TopicBytes, topic_bytes),
+            ];
+            for (kind, value) in asked {
+                if let Some(value) = value {
+                    client.set_quota(&Quota::new(&principal, kind, value)).await?;
+                    eprintln!("{principal}: {} quota {value}", kind.name());
+                }
+            }
+        }
+        QuotaCommand::Remove { principal, quotas } => {
+            let kinds: Vec<QuotaKind> = if quotas.iter().any(|name| name == "all") {
+                let own = client.list_quotas().await?.own;
+                let kinds: Vec<QuotaKind> = own
+                    .iter()
+                    .filter(|quota| quota.principal == principal)
+                    .map(|quota| quota.kind)
+                    .collect();
+                anyhow::ensure!(!kinds.is_empty(), "{principal} has no quotas of its own");
+                kinds
+            } else {
+                let mut kinds: Vec<QuotaKind> =
+                    quotas.iter().filter_map(|name| QuotaKind::from_name(name)).collect();
+                kinds.sort_by_key(|kind| kind.to_u8());
+                kinds.dedup();
+                kinds
+            };
+            for kind in kinds {
+                client.remove_quota(&principal, kind).await?;
+                eprintln!("{principal}: {} quota back to the default", kind.name());
+            }
         }
     }
     Ok(())

@@ -1,10 +1,13 @@
-//! Users and access rules, managed over the connection: who may log in, and who may do what.
-//! Setting a password sends salted SCRAM keys made here, never the password.
+//! Users, access rules and quotas, managed over the connection: who may log in, who may do
+//! what, and how much. Setting a password sends salted SCRAM keys made here, never the password.
 
-use ringmq_protocol::access::{RuleEntry, RuleList, ScramKeys, SetUser, UserList, UserName};
+use ringmq_protocol::access::{
+    QuotaEntry, QuotaList, QuotaTarget, RuleEntry, RuleList, ScramKeys, SetUser, UserList,
+    UserName, QUOTA_DEFAULTS,
+};
 use ringmq_protocol::message::Request;
 
-pub use ringmq_protocol::access::{RuleOperation, RulePattern, RuleResource};
+pub use ringmq_protocol::access::{QuotaKind, RuleOperation, RulePattern, RuleResource};
 
 use crate::login::{salted_keys, Scram, SET_ITERATIONS};
 use crate::{Client, ClientError};
@@ -201,4 +204,92 @@ impl Client {
     pub async fn remove_rule(&mut self, rule: &Rule) -> Result<(), ClientError> {
         self.call(&Request::RemoveRule(rule.entry())).await.map(drop)
     }
+
+    /// The broker's quotas: its defaults (the settings `produce_quota`, `fetch_quota`,
+    /// `principal_connection_count_max` and `principal_topic_bytes_max`), and the quotas
+    /// principals have of their own (needs `describe` on the cluster).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Broker`] with `Unauthorized`, or a connection error.
+    pub async fn list_quotas(&mut self) -> Result<Quotas, ClientError> {
+        let body = self.read(&Request::ListQuotas).await?;
+        let list = QuotaList::decode(&body)?;
+        let mut quotas = Quotas::default();
+        for entry in list.entries {
+            if entry.principal == QUOTA_DEFAULTS {
+                quotas.defaults.push((entry.kind, entry.value));
+            } else {
+                quotas.own.push(Quota {
+                    principal: entry.principal.to_owned(),
+                    kind: entry.kind,
+                    value: entry.value,
+                });
+            }
+        }
+        Ok(quotas)
+    }
+
+    /// Gives a principal its own quota of one kind, in place of the broker's default (0: no
+    /// limit); in force for its connections at once (needs `alter` on the cluster; a
+    /// superuser's quotas: be a superuser).
+    ///
+    /// ```no_run
+    /// # async fn example(mut client: ringmq_client::Client) -> Result<(), ringmq_client::ClientError> {
+    /// use ringmq_client::access::{Quota, QuotaKind};
+    /// // The ingest service may produce 100 MB/s, whatever the broker's default.
+    /// client.set_quota(&Quota::new("ingest", QuotaKind::Produce, 100_000_000)).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Broker`]: `Unauthorized`, or `InvalidRequest` for a value past the kind's
+    /// maximum or a principal that cannot be one.
+    pub async fn set_quota(&mut self, quota: &Quota) -> Result<(), ClientError> {
+        let entry =
+            QuotaEntry { principal: &quota.principal, kind: quota.kind, value: quota.value };
+        self.call(&Request::SetQuota(entry)).await.map(drop)
+    }
+
+    /// Puts a principal's quota of one kind back to the broker's default.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Broker`]: `Unauthorized`, or `InvalidRequest` if the principal has no
+    /// quota of that kind of its own.
+    pub async fn remove_quota(
+        &mut self,
+        principal: &str,
+        kind: QuotaKind,
+    ) -> Result<(), ClientError> {
+        self.call(&Request::RemoveQuota(QuotaTarget { principal, kind })).await.map(drop)
+    }
+}
+
+/// A principal's own quota of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Quota {
+    /// Whose: a user's name, a client certificate's subject, or `ANONYMOUS`.
+    pub principal: String,
+    /// What it limits.
+    pub kind: QuotaKind,
+    /// Bytes per second (produce, fetch), connections, or topic bytes; 0: no limit.
+    pub value: u64,
+}
+
+impl Quota {
+    /// `principal`'s own quota of `kind`.
+    pub fn new(principal: &str, kind: QuotaKind, value: u64) -> Self {
+        Self { principal: principal.to_owned(), kind, value }
+    }
+}
+
+/// What [`Client::list_quotas`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quotas {
+    /// The broker's default of each kind (0: no limit).
+    pub defaults: Vec<(QuotaKind, u64)>,
+    /// The principals' own quotas, by principal.
+    pub own: Vec<Quota>,
 }

@@ -1,5 +1,5 @@
-//! Users and access rules: the bodies of `ListUsers`, `SetUser`, `RemoveUser`, `ListRules`,
-//! `AddRule` and `RemoveRule`.
+//! Users, access rules and quotas: the bodies of `ListUsers`, `SetUser`, `RemoveUser`,
+//! `ListRules`, `AddRule`, `RemoveRule`, `ListQuotas`, `SetQuota` and `RemoveQuota`.
 //!
 //! A password never crosses the wire: the client derives the salted SCRAM keys (RFC 5802) for
 //! both hashes and sends those. A rule is `principal` may do `operation` on the resources the
@@ -7,8 +7,8 @@
 //! principal allowed everything.
 
 use crate::error::{DecodeError, EncodeError};
-use crate::limits::USER_COUNT_MAX;
-use crate::wire::{len_u32, put_str16, put_u16, put_u32, put_u8, Reader};
+use crate::limits::{QUOTA_PRINCIPAL_COUNT_MAX, USER_COUNT_MAX};
+use crate::wire::{len_u32, put_str16, put_u16, put_u32, put_u64, put_u8, Reader};
 
 /// Longest user name, bytes.
 pub const USER_NAME_SIZE_MAX: usize = 200;
@@ -112,6 +112,154 @@ codes! {
         Alter = 7, "alter";
         /// Cluster: get an idempotent producer id.
         IdempotentWrite = 8, "idempotent-write";
+    }
+}
+
+codes! {
+    /// What a quota limits.
+    QuotaKind {
+        /// Record batch bytes per second produced.
+        Produce = 0, "produce";
+        /// Record batch bytes per second fetched.
+        Fetch = 1, "fetch";
+        /// Connections open at once.
+        Connections = 2, "connections";
+        /// Ring bytes (partitions × capacity) of the topics the principal created.
+        TopicBytes = 3, "topic-bytes";
+    }
+}
+
+/// The principal that stands for the broker's defaults in a [`QuotaList`].
+pub const QUOTA_DEFAULTS: &str = "*";
+
+/// Most entries a `ListQuotas` reply carries: every kind for the defaults and for each
+/// principal with quotas of its own.
+pub const QUOTA_ENTRY_COUNT_MAX: usize = 4 * (QUOTA_PRINCIPAL_COUNT_MAX + 1);
+
+/// One quota on the wire: `principal`, kind `u8`, value `u64` (0: no limit). The `SetQuota`
+/// body: the principal's own value, in place of the broker's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaEntry<'a> {
+    /// Whose ([`QUOTA_DEFAULTS`] in a list: the broker's defaults).
+    pub principal: &'a str,
+    /// What it limits.
+    pub kind: QuotaKind,
+    /// Bytes per second, connections or bytes; 0: no limit.
+    pub value: u64,
+}
+
+impl<'a> QuotaEntry<'a> {
+    fn read(reader: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let principal = reader.str16("principal", PRINCIPAL_SIZE_MAX)?;
+        let kind = quota_kind(reader)?;
+        let value = reader.u64("value")?;
+        Ok(Self { principal, kind, value })
+    }
+
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        put_str16(out, "principal", self.principal, PRINCIPAL_SIZE_MAX)?;
+        put_u8(out, self.kind.to_u8());
+        put_u64(out, self.value);
+        Ok(())
+    }
+
+    /// Decodes a `SetQuota` body.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for a malformed body.
+    pub fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body, "set quota request");
+        let entry = Self::read(&mut reader)?;
+        reader.finish()?;
+        Ok(entry)
+    }
+
+    /// Encodes a `SetQuota` body.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] for a principal over its limit.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.write(out)
+    }
+}
+
+fn quota_kind(reader: &mut Reader<'_>) -> Result<QuotaKind, DecodeError> {
+    let kind = reader.u8("kind")?;
+    QuotaKind::from_u8(kind)
+        .ok_or_else(|| reader.invalid("kind", u64::from(kind), "not a quota kind"))
+}
+
+/// The `RemoveQuota` body: the principal's quota of this kind goes back to the broker's
+/// default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaTarget<'a> {
+    /// Whose.
+    pub principal: &'a str,
+    /// Which.
+    pub kind: QuotaKind,
+}
+
+impl<'a> QuotaTarget<'a> {
+    /// Decodes the body.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for a malformed body.
+    pub fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body, "remove quota request");
+        let principal = reader.str16("principal", PRINCIPAL_SIZE_MAX)?;
+        let kind = quota_kind(&mut reader)?;
+        reader.finish()?;
+        Ok(Self { principal, kind })
+    }
+
+    /// Encodes the body.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] for a principal over its limit.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        put_str16(out, "principal", self.principal, PRINCIPAL_SIZE_MAX)?;
+        put_u8(out, self.kind.to_u8());
+        Ok(())
+    }
+}
+
+/// The `ListQuotas` reply: the broker's defaults (principal [`QUOTA_DEFAULTS`], every kind),
+/// then each principal's own quotas, by principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaList<'a> {
+    /// The quotas.
+    pub entries: Vec<QuotaEntry<'a>>,
+}
+
+impl<'a> QuotaList<'a> {
+    /// Decodes the reply body.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for a malformed body.
+    pub fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body, "quota list");
+        let count = reader.count32("quotas", QUOTA_ENTRY_COUNT_MAX, 11)?;
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            entries.push(QuotaEntry::read(&mut reader)?);
+        }
+        reader.finish()?;
+        Ok(Self { entries })
+    }
+
+    /// Encodes a reply body.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError`] for too many entries or a principal over its limit.
+    pub fn encode(entries: &[QuotaEntry<'_>], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        put_u32(out, len_u32("quotas", entries.len(), QUOTA_ENTRY_COUNT_MAX)?);
+        entries.iter().try_for_each(|entry| entry.write(out))
     }
 }
 
@@ -428,5 +576,29 @@ mod tests {
             RuleOperation::from_name("idempotent-write"),
             Some(RuleOperation::IdempotentWrite)
         );
+    }
+
+    #[test]
+    fn quota_bodies_round_trip_and_bad_values_are_refused() {
+        let entry = QuotaEntry { principal: "alice", kind: QuotaKind::TopicBytes, value: 1 << 40 };
+        let mut out = Vec::new();
+        entry.encode(&mut out).unwrap();
+        assert_eq!(QuotaEntry::decode(&out).unwrap(), entry);
+        let mut bad = out.clone();
+        bad[2 + entry.principal.len()] = 4;
+        assert!(QuotaEntry::decode(&bad).is_err(), "an unknown kind");
+        assert!(QuotaEntry::decode(&out[..out.len() - 1]).is_err(), "a short value");
+        let defaults = QuotaEntry { principal: QUOTA_DEFAULTS, kind: QuotaKind::Produce, value: 0 };
+        let mut list = Vec::new();
+        QuotaList::encode(&[defaults.clone(), entry.clone()], &mut list).unwrap();
+        assert_eq!(QuotaList::decode(&list).unwrap().entries, [defaults, entry]);
+        assert!(QuotaList::decode(&[255, 255, 255, 255]).is_err(), "a count the bytes cannot hold");
+        let target = QuotaTarget { principal: "CN=app", kind: QuotaKind::Connections };
+        let mut out = Vec::new();
+        target.encode(&mut out).unwrap();
+        assert_eq!(QuotaTarget::decode(&out).unwrap(), target);
+        out.push(0);
+        assert!(QuotaTarget::decode(&out).is_err(), "trailing bytes");
+        assert_eq!(QuotaKind::from_name("topic-bytes"), Some(QuotaKind::TopicBytes));
     }
 }

@@ -333,6 +333,12 @@ opcodes! {
     AddRule = 23;
     /// Remove an access rule (or a superuser).
     RemoveRule = 24;
+    /// The broker's default quotas and every principal's own.
+    ListQuotas = 25;
+    /// Give a principal its own quota of one kind.
+    SetQuota = 26;
+    /// Put a principal's quota of one kind back to the broker's default.
+    RemoveQuota = 27;
 }
 
 /// Total frame size (header and body) as `u64`, for accounting.

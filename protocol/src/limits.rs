@@ -50,6 +50,9 @@ pub const GROUP_NAME_SIZE_MAX: usize = 200;
 /// Most users a broker holds.
 pub const USER_COUNT_MAX: usize = 10_000;
 
+/// Most principals with quotas of their own a broker holds.
+pub const QUOTA_PRINCIPAL_COUNT_MAX: usize = 10_000;
+
 /// Most consumer groups with live members a broker holds at once (groups known only by their
 /// committed offsets are bounded by the group state log's capacity instead).
 pub const GROUP_COUNT_MAX: u32 = 10_000;

@@ -5,7 +5,9 @@
 //! in place: strings and batches are borrowed from the frame body. `protocol/README.md` lists every
 //! body field by field.
 
-use crate::access::{RuleEntry, RuleList, SetUser, UserList, UserName};
+use crate::access::{
+    QuotaEntry, QuotaList, QuotaTarget, RuleEntry, RuleList, SetUser, UserList, UserName,
+};
 use crate::code::ErrorCode;
 use crate::error::{DecodeError, EncodeError};
 use crate::frame::{write_frame, FrameHead, Opcode};
@@ -117,6 +119,12 @@ pub enum Request<'a> {
     AddRule(RuleEntry<'a>),
     /// The rule to remove.
     RemoveRule(RuleEntry<'a>),
+    /// Empty body.
+    ListQuotas,
+    /// The quota to set.
+    SetQuota(QuotaEntry<'a>),
+    /// The quota to put back to the default.
+    RemoveQuota(QuotaTarget<'a>),
 }
 
 impl<'a> Request<'a> {
@@ -180,6 +188,12 @@ impl<'a> Request<'a> {
             }
             Opcode::AddRule => Request::AddRule(RuleEntry::decode(body)?),
             Opcode::RemoveRule => Request::RemoveRule(RuleEntry::decode(body)?),
+            Opcode::ListQuotas => {
+                Reader::new(body, "list quotas request").finish()?;
+                Request::ListQuotas
+            }
+            Opcode::SetQuota => Request::SetQuota(QuotaEntry::decode(body)?),
+            Opcode::RemoveQuota => Request::RemoveQuota(QuotaTarget::decode(body)?),
         };
         Ok(Some(request))
     }
@@ -212,6 +226,9 @@ impl<'a> Request<'a> {
             Request::ListRules => Opcode::ListRules,
             Request::AddRule(_) => Opcode::AddRule,
             Request::RemoveRule(_) => Opcode::RemoveRule,
+            Request::ListQuotas => Opcode::ListQuotas,
+            Request::SetQuota(_) => Opcode::SetQuota,
+            Request::RemoveQuota(_) => Opcode::RemoveQuota,
         }
     }
 
@@ -228,7 +245,8 @@ impl<'a> Request<'a> {
             | Request::Stats
             | Request::ListGroups
             | Request::ListUsers
-            | Request::ListRules => Ok(()),
+            | Request::ListRules
+            | Request::ListQuotas => Ok(()),
             Request::CreateTopic(create) => create.encode(out),
             Request::DeleteTopic(name) | Request::DescribeTopic(name) => name.encode(out),
             Request::Produce(produce) => produce.encode(out),
@@ -247,6 +265,8 @@ impl<'a> Request<'a> {
             Request::SetUser(set) => set.encode(out),
             Request::RemoveUser(name) => name.encode(out),
             Request::AddRule(rule) | Request::RemoveRule(rule) => rule.encode(out),
+            Request::SetQuota(entry) => entry.encode(out),
+            Request::RemoveQuota(target) => target.encode(out),
         }
     }
 
@@ -299,6 +319,8 @@ pub enum Response<'a> {
     UserList(UserList<'a>),
     /// See [`RuleList`].
     RuleList(RuleList<'a>),
+    /// See [`QuotaList`].
+    QuotaList(QuotaList<'a>),
 }
 
 impl<'a> Response<'a> {
@@ -356,6 +378,9 @@ impl<'a> Response<'a> {
             Some(Opcode::ListRules) => Ok(Response::RuleList(RuleList::decode(body)?)),
             Some(Opcode::AddRule) => empty("add rule response"),
             Some(Opcode::RemoveRule) => empty("remove rule response"),
+            Some(Opcode::ListQuotas) => Ok(Response::QuotaList(QuotaList::decode(body)?)),
+            Some(Opcode::SetQuota) => empty("set quota response"),
+            Some(Opcode::RemoveQuota) => empty("remove quota response"),
             None => Err(DecodeError::InvalidValue {
                 context: "response",
                 field: "opcode",

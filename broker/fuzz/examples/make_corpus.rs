@@ -5,6 +5,9 @@
 use std::fs;
 use std::path::Path;
 
+use ringmq_protocol::access::{
+    QuotaEntry, QuotaKind, QuotaTarget, RuleEntry, RuleOperation, RulePattern, RuleResource,
+};
 use ringmq_protocol::group::{
     CommitOffsets, Entries, GroupName, GroupTopic, Heartbeat, JoinGroup, LeaveGroup,
     PartitionOffset, ProducerIdentity,
@@ -96,8 +99,23 @@ fn main() {
     ];
     let first = batch_of(&[b"once"], &[], Some((0, 0, 0)));
     let later = batch_of(&[b"once"], &[], Some((0, 0, 5)));
+    let admin = [
+        Request::ListUsers,
+        Request::ListRules,
+        Request::AddRule(RuleEntry {
+            principal: "fuzz",
+            resource: RuleResource::Topic,
+            pattern: RulePattern::Prefix,
+            name: "t",
+            operation: RuleOperation::Produce,
+        }),
+        Request::ListQuotas,
+        Request::SetQuota(QuotaEntry { principal: "fuzz", kind: QuotaKind::Produce, value: 4096 }),
+        Request::RemoveQuota(QuotaTarget { principal: "fuzz", kind: QuotaKind::Produce }),
+    ];
     let seeds = [
         ("session", session(&every_request)),
+        ("admin", session(&admin)),
         ("produce-fetch", session(&[produce_to_t(&traced, Acks::Synced), fetch])),
         ("acks-none", session(&[produce_to_t(&plain, Acks::None), Request::Ping])),
         ("group", session(&group)),

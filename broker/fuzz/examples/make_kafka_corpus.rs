@@ -149,6 +149,68 @@ fn request_body(api: ApiKey, version: i16) -> Vec<u8> {
         ApiKey::DescribeGroups => {
             body(DescribeGroupsRequest::default().with_groups(vec![GroupId(text("g"))]), version)
         }
+        ApiKey::SaslHandshake => {
+            body(SaslHandshakeRequest::default().with_mechanism(text("SCRAM-SHA-256")), version)
+        }
+        ApiKey::SaslAuthenticate => body(
+            SaslAuthenticateRequest::default()
+                .with_auth_bytes(Bytes::from_static(b"n,,n=fuzz,r=0123456789abcdef")),
+            version,
+        ),
+        ApiKey::DescribeAcls => body(
+            DescribeAclsRequest::default()
+                .with_resource_type_filter(2)
+                .with_resource_name_filter(Some(text("t")))
+                .with_pattern_type_filter(1)
+                .with_principal_filter(Some(text("User:fuzz")))
+                .with_operation(1)
+                .with_permission_type(1),
+            version,
+        ),
+        ApiKey::CreateAcls => body(
+            CreateAclsRequest::default().with_creations(vec![
+                create_acls_request::AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(text("t"))
+                    .with_resource_pattern_type(4)
+                    .with_principal(text("User:fuzz"))
+                    .with_host(text("*"))
+                    .with_operation(4)
+                    .with_permission_type(3),
+            ]),
+            version,
+        ),
+        ApiKey::DeleteAcls => body(
+            DeleteAclsRequest::default().with_filters(vec![
+                delete_acls_request::DeleteAclsFilter::default()
+                    .with_resource_type_filter(1)
+                    .with_pattern_type_filter(1)
+                    .with_operation(1)
+                    .with_permission_type(1),
+            ]),
+            version,
+        ),
+        ApiKey::DescribeClientQuotas => body(
+            DescribeClientQuotasRequest::default().with_components(vec![
+                describe_client_quotas_request::ComponentData::default()
+                    .with_entity_type(text("user"))
+                    .with_match_type(0)
+                    .with_match(Some(text("fuzz"))),
+            ]),
+            version,
+        ),
+        ApiKey::AlterClientQuotas => body(
+            AlterClientQuotasRequest::default().with_entries(vec![
+                alter_client_quotas_request::EntryData::default()
+                    .with_entity(vec![alter_client_quotas_request::EntityData::default()
+                        .with_entity_type(text("user"))
+                        .with_entity_name(Some(text("fuzz")))])
+                    .with_ops(vec![alter_client_quotas_request::OpData::default()
+                        .with_key(text("producer_byte_rate"))
+                        .with_value(1_048_576.0)]),
+            ]),
+            version,
+        ),
         other => panic!("{other:?} is served but has no seed here"),
     }
 }

@@ -55,6 +55,22 @@ pub fn read_private(path: &Path) -> Result<Option<String>, FileError> {
     }
 }
 
+/// Reads and parses the TOML file at `path`, as [`read_private`] reads it; `T::default()` when
+/// there is none yet.
+///
+/// # Errors
+///
+/// [`FileError`] naming the file, and for a file that does not parse, what is wrong with it.
+pub fn read_toml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, FileError> {
+    match read_private(path)? {
+        Some(text) => toml::from_str(&text).map_err(|error| FileError::Invalid {
+            path: path.to_owned(),
+            message: error.message().to_owned(),
+        }),
+        None => Ok(T::default()),
+    }
+}
+
 /// Replaces `path` with `text`, durably: once this returns, a crash leaves the new file or (if it
 /// fails) the old one, never a mix.
 ///

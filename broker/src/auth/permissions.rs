@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::file::{read_private, replace_private, FileError};
+use super::file::{read_toml, replace_private, FileError};
 
 /// The file's name in the data directory.
 pub const PERMISSIONS_FILE: &str = ".permissions.toml";
@@ -421,13 +421,7 @@ impl Permissions {
     /// [`PermissionsError`] naming the file and what is wrong with it.
     pub fn open(data_dir: &Path) -> Result<Self, PermissionsError> {
         let path = data_dir.join(PERMISSIONS_FILE);
-        let file: PermissionsFile = match read_private(&path)? {
-            Some(text) => toml::from_str(&text).map_err(|error| PermissionsError::Invalid {
-                path: path.clone(),
-                message: error.message().to_owned(),
-            })?,
-            None => PermissionsFile::default(),
-        };
+        let file: PermissionsFile = read_toml(&path)?;
         for rule in &file.rule {
             rule.validate().map_err(|error| PermissionsError::Invalid {
                 path: path.clone(),

@@ -40,6 +40,13 @@ use ringmq_protocol::limits::{
 
 const HOUR_MS: u64 = 3_600_000;
 
+/// Highest produce or fetch quota, bytes per second (the broker's and a principal's own).
+pub const QUOTA_RATE_MAX: u64 = 1 << 40;
+/// Highest connection quota.
+pub const QUOTA_CONNECTIONS_MAX: u32 = 100_000;
+/// Highest topic bytes quota.
+pub const QUOTA_TOPIC_BYTES_MAX: u64 = 1 << 50;
+
 /// Room a produce frame needs beside its batch (topic name, partition, acks, timeout, ...).
 const PRODUCE_OVERHEAD_MAX: u32 = 1024;
 
@@ -136,13 +143,15 @@ settings! {
         /// authenticate share one allowance, as `ANONYMOUS`), with one second of burst. A client
         /// over it is slowed, not refused: its request is answered, then nothing more is read
         /// from that connection until the principal is back within its quota (Kafka clients are
-        /// told how long in `throttle_time_ms`).
-        produce_quota: u64 = 0, Size::new(0u64, 1 << 40);
+        /// told how long in `throttle_time_ms`). A principal given a produce quota of its own
+        /// (`ringmq-cli quota set`, or Kafka's AlterClientQuotas) is held to that instead; so it is
+        /// for each of the quotas here.
+        produce_quota: u64 = 0, Size::new(0u64, QUOTA_RATE_MAX);
 
         /// Record batch bytes per second each principal may fetch; 0: no quota.
         ///
         /// Counted and enforced like `produce_quota`.
-        fetch_quota: u64 = 0, Size::new(0u64, 1 << 40);
+        fetch_quota: u64 = 0, Size::new(0u64, QUOTA_RATE_MAX);
 
         /// Most connections one principal may have open at once (over both ports); 0: no limit.
         ///
@@ -150,7 +159,7 @@ settings! {
         /// `auth = off` every client is `ANONYMOUS`, so this bounds them all together. A login
         /// past it is refused (`TooManyConnections` on the native port, `POLICY_VIOLATION` on
         /// the Kafka port) and the connection closed.
-        principal_connection_count_max: u32 = 0, Count::new(0, 100_000);
+        principal_connection_count_max: u32 = 0, Count::new(0, QUOTA_CONNECTIONS_MAX);
 
         /// Most ring bytes (partitions × capacity) of the topics one principal has created and
         /// not deleted; 0: no limit. Superusers are not held to it.
@@ -158,7 +167,7 @@ settings! {
         /// A creation that would pass it is refused before anything is allocated. Who created
         /// each topic is kept in `DATA_DIR/.topic-owners.toml`; topics created before the file
         /// existed count for no one.
-        principal_topic_bytes_max: u64 = 0, Size::new(0u64, 1 << 50);
+        principal_topic_bytes_max: u64 = 0, Size::new(0u64, QUOTA_TOPIC_BYTES_MAX);
     }
     Timeouts {
         /// A connection with no request for this long is closed.

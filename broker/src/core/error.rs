@@ -109,12 +109,15 @@ pub enum AdminError {
     /// A rule or superuser could not be added or removed.
     #[error(transparent)]
     Permissions(#[from] crate::auth::permissions::PermissionsError),
+    /// A quota could not be set or removed.
+    #[error(transparent)]
+    Quotas(#[from] super::QuotaError),
     /// The work did not finish (the broker is stopping).
     #[error("the change did not finish: the broker is stopping")]
     Interrupted,
     /// Users and rules are managed only where they are enforced: with `auth = off` anyone could
     /// make themselves a superuser that would then hold once authentication is turned on.
-    #[error("users and access rules are managed only on a broker with auth = required (this one has auth = off)")]
+    #[error("users, access rules and quotas are managed only on a broker with auth = required (this one has auth = off)")]
     AuthOff,
     /// Superusers, and the accounts of superusers, are changed only by a superuser.
     #[error("principal {by:?} is not a superuser: only a superuser may {what}")]

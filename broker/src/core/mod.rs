@@ -25,12 +25,14 @@ use bytes::Bytes;
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
+use ringmq_protocol::access::QuotaKind;
 use ringmq_protocol::group::PartitionOffset;
 use ringmq_protocol::{Acks, BatchView, DecodeError};
 
 use self::access::Access;
 pub use self::access::{Caller, ANONYMOUS};
 pub use self::error::{AdminError, FetchError, ProduceError};
+pub use self::quota::{check_quota, quota_max, Limits, Own, QuotaError};
 use self::quota::{Direction, Owners, Quotas};
 pub use self::quota::{Seat, TooManyConnections, Usage, THROTTLE_MAX};
 use crate::auth::permissions::{
@@ -81,6 +83,9 @@ pub enum OpenError {
     /// The permissions file could not be read.
     #[error(transparent)]
     Permissions(#[from] PermissionsError),
+    /// The quotas file could not be read.
+    #[error(transparent)]
+    Quotas(#[from] QuotaError),
     /// The task opening the data directory did not finish.
     #[error("opening the data directory did not finish: {0}")]
     Interrupted(#[source] tokio::task::JoinError),
@@ -195,7 +200,7 @@ pub struct Core {
     users: Arc<Users>,
     login_failures: Failures,
     access: Access,
-    quotas: Quotas,
+    quotas: Arc<Quotas>,
     owners: Arc<Owners>,
 }
 
@@ -265,13 +270,14 @@ impl Core {
             fetch_wait_max: config.fetch_wait_max,
             batch_size_max: config.batch_size_max,
         };
-        let owners = Arc::new(Owners::open(&config.data_dir, config.principal_topic_bytes_max)?);
-        let quotas = Quotas::new(
+        let owners = Arc::new(Owners::open(&config.data_dir)?);
+        let defaults = Limits([
             config.produce_quota,
             config.fetch_quota,
-            config.principal_connection_count_max,
-            Arc::clone(&metrics),
-        );
+            u64::from(config.principal_connection_count_max),
+            config.principal_topic_bytes_max,
+        ]);
+        let quotas = Arc::new(Quotas::open(&config.data_dir, defaults, Arc::clone(&metrics))?);
         Ok(Self {
             settings,
             topics,
@@ -451,7 +457,7 @@ impl Core {
         Ok(())
     }
 
-    /// Whether `caller` may list (`change` false) or change users and rules, checked before
+    /// Whether `caller` may list (`change` false) or change users, rules and quotas, checked before
     /// anything about the request is looked at.
     ///
     /// # Errors
@@ -510,6 +516,56 @@ impl Core {
             .await
             .map_err(|_| AdminError::Interrupted)??;
         Ok(removed)
+    }
+
+    /// The broker's default quotas and every principal's own (the caller must be allowed to
+    /// describe the cluster, on a broker with `auth = required`).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::AuthOff`] or [`AdminError::Unauthorized`].
+    pub fn quotas(&self, caller: &Caller) -> Result<(Limits, Vec<(String, Own)>), AdminError> {
+        self.access.check_admin(caller, Operation::Describe)?;
+        Ok(self.quotas.list())
+    }
+
+    /// Whether `caller` may change `principal`'s quotas: allowed to alter the cluster, on a
+    /// broker with `auth = required`, and for a superuser's quotas a superuser itself.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::AuthOff`], [`AdminError::Unauthorized`] or [`AdminError::NotSuperuser`].
+    pub fn may_set_quotas(&self, caller: &Caller, principal: &str) -> Result<(), AdminError> {
+        self.access.check_admin(caller, Operation::Alter)?;
+        if self.access.permissions.is_superuser(principal) {
+            self.access
+                .check_superuser(caller, || format!("change superuser {principal:?}'s quotas"))?;
+        }
+        Ok(())
+    }
+
+    /// Gives `principal` its own quota of each kind named (`None`: back to the broker's
+    /// default), all or none, if [`may_set_quotas`](Self::may_set_quotas) allows it. Durable,
+    /// and in force for the principal's connections, when this returns. Removing a quota the
+    /// principal does not have is an error only when `strict`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError`]: refused, a bad principal or value, nothing to remove, or the file.
+    pub async fn set_quotas(
+        &self,
+        caller: &Caller,
+        principal: &str,
+        changes: Vec<(QuotaKind, Option<u64>)>,
+        strict: bool,
+    ) -> Result<(), AdminError> {
+        self.may_set_quotas(caller, principal)?;
+        let quotas = Arc::clone(&self.quotas);
+        let principal = principal.to_owned();
+        tokio::task::spawn_blocking(move || quotas.set(&principal, &changes, strict))
+            .await
+            .map_err(|_| AdminError::Interrupted)??;
+        Ok(())
     }
 
     /// Makes `principal` a superuser, or (`add` false) no longer one; the caller must be a
@@ -611,12 +667,13 @@ impl Core {
         let principal = caller.principal();
         let bounded =
             !self.access.permissions.is_superuser(principal) || !caller.is_authenticated();
+        let limit = if bounded { self.usage(caller).topic_bytes_limit() } else { 0 };
         let asked = self.topics.ring_bytes_asked(partitions, capacity);
         let size_of = |topic: &str| {
             let settings = *self.topics.get(topic)?.settings();
             Some(u64::from(settings.partitions).saturating_mul(settings.capacity))
         };
-        let claim = self.owners.claim(principal, asked, bounded, size_of)?;
+        let claim = self.owners.claim(principal, asked, limit, size_of)?;
         let topics = Arc::clone(&self.topics);
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {

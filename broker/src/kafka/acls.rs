@@ -26,7 +26,7 @@ use super::{codes, encoded, KafkaContext, Request};
 use crate::auth::permissions::{
     Operation, PatternFilter, PatternKind, ResourceKind, Rule, RuleFilter, WILDCARD,
 };
-use crate::core::AdminError;
+use crate::core::{AdminError, QuotaError};
 
 // Kafka's resource types.
 const RESOURCE_ANY: i8 = 1;
@@ -57,7 +57,7 @@ const PERMISSION_ALLOW: i8 = 3;
 /// The only principal type.
 const USER: &str = "User:";
 
-type Refusal = (i16, String);
+pub(super) type Refusal = (i16, String);
 
 fn invalid(message: String) -> Refusal {
     (Kafka::InvalidRequest.code(), message)
@@ -206,12 +206,15 @@ fn filter(
     }))
 }
 
-fn refusal_of(error: &AdminError) -> Refusal {
+/// A refused change of rules or quotas, as Kafka's error code and message.
+pub(super) fn refusal_of(error: &AdminError) -> Refusal {
     let code = match error {
         AdminError::Unauthorized(denied) => codes::denied(denied),
         AdminError::AuthOff => Kafka::SecurityDisabled.code(),
         AdminError::NotSuperuser { .. } => Kafka::ClusterAuthorizationFailed.code(),
         AdminError::Permissions(_) => Kafka::InvalidRequest.code(),
+        AdminError::Quotas(QuotaError::File(_)) => Kafka::UnknownServerError.code(),
+        AdminError::Quotas(_) => Kafka::InvalidRequest.code(),
         _ => Kafka::UnknownServerError.code(),
     };
     (code, error.to_string())

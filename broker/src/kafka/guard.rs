@@ -60,6 +60,7 @@ const BOOL: Kind = Kind::Fixed(1);
 const I16: Kind = Kind::Fixed(2);
 const I32: Kind = Kind::Fixed(4);
 const I64: Kind = Kind::Fixed(8);
+const F64: Kind = Kind::Fixed(8);
 const UUID: Kind = Kind::Fixed(16);
 
 /// A request schema: its fields, the first flexible version (compact encodings and tagged
@@ -269,6 +270,37 @@ const DELETE_ACLS: Schema = Schema {
     known_tags: &[],
 };
 
+const QUOTA_COMPONENT: &[Field] = &[
+    field("entity_type", Kind::Str, 0, ALL),
+    field("match_type", I8, 0, ALL),
+    field("match", Kind::Str, 0, ALL),
+];
+const DESCRIBE_CLIENT_QUOTAS: Schema = Schema {
+    fields: &[
+        field("components", Kind::Array(QUOTA_COMPONENT), 0, ALL),
+        field("strict", BOOL, 0, ALL),
+    ],
+    flexible_from: 1,
+    known_tags: &[],
+};
+
+const QUOTA_ENTITY: &[Field] =
+    &[field("entity_type", Kind::Str, 0, ALL), field("entity_name", Kind::Str, 0, ALL)];
+const QUOTA_OP: &[Field] =
+    &[field("key", Kind::Str, 0, ALL), field("value", F64, 0, ALL), field("remove", BOOL, 0, ALL)];
+const QUOTA_ENTRY: &[Field] = &[
+    field("entity", Kind::Array(QUOTA_ENTITY), 0, ALL),
+    field("ops", Kind::Array(QUOTA_OP), 0, ALL),
+];
+const ALTER_CLIENT_QUOTAS: Schema = Schema {
+    fields: &[
+        field("entries", Kind::Array(QUOTA_ENTRY), 0, ALL),
+        field("validate_only", BOOL, 0, ALL),
+    ],
+    flexible_from: 1,
+    known_tags: &[],
+};
+
 const JOIN_PROTOCOL: &[Field] =
     &[field("name", Kind::Str, 0, ALL), field("metadata", Kind::Bytes, 0, ALL)];
 const JOIN_GROUP: Schema = Schema {
@@ -423,6 +455,8 @@ fn schema(api: ApiKey) -> Option<&'static Schema> {
         ApiKey::DescribeAcls => &DESCRIBE_ACLS,
         ApiKey::CreateAcls => &CREATE_ACLS,
         ApiKey::DeleteAcls => &DELETE_ACLS,
+        ApiKey::DescribeClientQuotas => &DESCRIBE_CLIENT_QUOTAS,
+        ApiKey::AlterClientQuotas => &ALTER_CLIENT_QUOTAS,
         _ => return None,
     })
 }

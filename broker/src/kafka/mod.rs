@@ -22,6 +22,7 @@ mod codes;
 mod fetch;
 mod groups;
 mod guard;
+mod quotas;
 mod sasl;
 mod wire;
 
@@ -74,6 +75,8 @@ pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// The id of this broker in Kafka's metadata (a single node).
@@ -453,6 +456,12 @@ impl Connection<'_> {
             RequestKind::DescribeAcls(body) => encode(acls::describe(context, request, &body)),
             RequestKind::CreateAcls(body) => encode(acls::create(context, request, &body).await),
             RequestKind::DeleteAcls(body) => encode(acls::delete(context, request, &body).await),
+            RequestKind::DescribeClientQuotas(body) => {
+                encode(quotas::describe(context, request, &body))
+            }
+            RequestKind::AlterClientQuotas(body) => {
+                encode(quotas::alter(context, request, &body).await)
+            }
             RequestKind::JoinGroup(body) => {
                 encode(groups::join_group(context, request, body, &mut self.stop).await)
             }

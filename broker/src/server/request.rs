@@ -28,13 +28,15 @@ use crate::auth::scram::{ScramCredential, ScramHash};
 use crate::auth::users::{Credentials, UsersError};
 use crate::auth::{Login, Mechanism, Step};
 use crate::core::{
-    AdminError, Caller, PartitionHandle, ProduceError, Seat, TooManyConnections, TopicHandle,
+    AdminError, Caller, PartitionHandle, ProduceError, QuotaError, Seat, TooManyConnections,
+    TopicHandle,
 };
 use crate::groups::{Assignment, GroupError, GroupListing, ProducerGrant};
 use crate::log::StorageError;
 use crate::topics::TopicError;
 use ringmq_protocol::access::{
-    RuleEntry, RuleList, RuleOperation, RulePattern, RuleResource, SetUser, UserList,
+    QuotaEntry, QuotaKind, QuotaList, RuleEntry, RuleList, RuleOperation, RulePattern,
+    RuleResource, SetUser, UserList, QUOTA_DEFAULTS,
 };
 
 /// Session timeout of a member that asks for none.
@@ -245,6 +247,25 @@ impl<'c> Session<'c> {
                 let result = self.change_rule(&entry, false).await;
                 self.admin_answer(output, Opcode::RemoveRule, correlation_id, result);
             }
+            Request::ListQuotas => self.list_quotas(output, correlation_id),
+            Request::SetQuota(entry) => {
+                let core = &self.context.core;
+                let change = vec![(entry.kind, Some(entry.value))];
+                let result = core.set_quotas(&self.caller, entry.principal, change, true).await;
+                if result.is_ok() {
+                    tracing::info!(peer = %self.peer, by = self.caller.principal(), principal = entry.principal, quota = entry.kind.name(), value = entry.value, "quota set");
+                }
+                self.admin_answer(output, Opcode::SetQuota, correlation_id, result);
+            }
+            Request::RemoveQuota(target) => {
+                let core = &self.context.core;
+                let change = vec![(target.kind, None)];
+                let result = core.set_quotas(&self.caller, target.principal, change, true).await;
+                if result.is_ok() {
+                    tracing::info!(peer = %self.peer, by = self.caller.principal(), principal = target.principal, quota = target.kind.name(), "quota removed");
+                }
+                self.admin_answer(output, Opcode::RemoveQuota, correlation_id, result);
+            }
             _ => {
                 let message = format!("{} is not served by this broker version", opcode.name());
                 self.error(
@@ -284,7 +305,8 @@ impl<'c> Session<'c> {
                 AdminError::Users(UsersError::Exists(_)) => ErrorCode::InvalidRequest,
                 AdminError::Users(UsersError::Unknown(_)) => ErrorCode::InvalidRequest,
                 AdminError::Users(UsersError::Io(_))
-                | AdminError::Permissions(PermissionsError::File(_)) => ErrorCode::StorageError,
+                | AdminError::Permissions(PermissionsError::File(_))
+                | AdminError::Quotas(QuotaError::File(_)) => ErrorCode::StorageError,
                 AdminError::Interrupted => ErrorCode::ShuttingDown,
                 AdminError::AuthOff | AdminError::NotSuperuser { .. } => ErrorCode::Unauthorized,
                 _ => ErrorCode::InvalidRequest,
@@ -336,6 +358,34 @@ impl<'c> Session<'c> {
         output.respond(|out| {
             encode_ok(out, Opcode::ListRules, correlation_id, |body| {
                 RuleList::encode(&entries, body)
+            })
+        });
+    }
+
+    fn list_quotas(&self, output: &mut Output, correlation_id: u32) {
+        let (defaults, own) = match self.context.core.quotas(&self.caller) {
+            Ok(found) => found,
+            Err(error) => {
+                return self.admin_answer(
+                    output,
+                    Opcode::ListQuotas,
+                    correlation_id,
+                    Err::<(), _>(error),
+                )
+            }
+        };
+        let mut entries: Vec<QuotaEntry<'_>> = QuotaKind::ALL
+            .iter()
+            .map(|&kind| QuotaEntry { principal: QUOTA_DEFAULTS, kind, value: defaults.get(kind) })
+            .collect();
+        for (principal, own) in &own {
+            entries.extend(QuotaKind::ALL.iter().filter_map(|&kind| {
+                own.get(kind).map(|value| QuotaEntry { principal, kind, value })
+            }));
+        }
+        output.respond(|out| {
+            encode_ok(out, Opcode::ListQuotas, correlation_id, |body| {
+                QuotaList::encode(&entries, body)
             })
         });
     }

@@ -338,6 +338,15 @@ impl Connection {
         Ok((head, body))
     }
 
+    /// Waits until a whole frame is buffered, without taking it: [`Connection::receive`] then
+    /// returns it at once. Cancel-safe (what arrived stays buffered), so a caller may give up
+    /// waiting without leaving the connection out of step.
+    pub(crate) async fn frame_arrived(&mut self) -> Result<(), ClientError> {
+        self.fill(FRAME_HEADER_SIZE).await?;
+        let head = FrameHead::decode(&self.input[..FRAME_HEADER_SIZE], FRAME_BODY_SIZE_MAX)?;
+        self.fill(FRAME_HEADER_SIZE + head.body_len()).await
+    }
+
     /// Reads the next frame, whatever it answers.
     pub(crate) async fn read_frame(&mut self) -> Result<(FrameHead, Bytes), ClientError> {
         self.fill(FRAME_HEADER_SIZE).await?;

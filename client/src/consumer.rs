@@ -168,6 +168,29 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// A consumer builder for one partition of `topic` on the broker at `address`, connecting
+    /// as `options` say, without a [`crate::Client`] (and its admin connection).
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), ringmq_client::ClientError> {
+    /// use ringmq_client::{ConnectOptions, Consumer, StartOffset};
+    /// let mut consumer = Consumer::builder("127.0.0.1:7878", ConnectOptions::default(), "events", 0)
+    ///     .start(StartOffset::Earliest)
+    ///     .build()
+    ///     .await?;
+    /// let first = consumer.next().await?;
+    /// # let _ = first; Ok(()) }
+    /// ```
+    pub fn builder(
+        address: &str,
+        options: crate::ConnectOptions,
+        topic: &str,
+        partition: u32,
+    ) -> ConsumerBuilder {
+        ConsumerBuilder::new(&options.endpoint(address), topic, partition)
+            .timeout(options.call_timeout())
+    }
+
     /// The offset of the next record [`Consumer::next`] returns.
     pub fn position(&self) -> u64 {
         self.records.front().map_or(self.position, |record| record.offset)
@@ -196,21 +219,103 @@ impl Consumer {
             if let Some(record) = self.records.pop_front() {
                 return Ok(record);
             }
-            self.fetch().await?;
+            self.fetch(self.max_wait).await?;
+        }
+    }
+
+    /// The next record, or `None` if none arrives within `limit`. Giving up costs nothing: a
+    /// fetch already asked for stays pending on the connection and answers a later call.
+    ///
+    /// ```no_run
+    /// # async fn example(mut consumer: ringmq_client::Consumer) -> Result<(), ringmq_client::ClientError> {
+    /// use std::time::Duration;
+    /// while let Some(record) = consumer.next_timeout(Duration::from_millis(100)).await? {
+    ///     println!("{}: {} bytes", record.offset, record.value.len());
+    /// }
+    /// // Nothing for 100 ms: do something else, then come back.
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::next`].
+    pub async fn next_timeout(
+        &mut self,
+        limit: Duration,
+    ) -> Result<Option<ConsumerRecord>, ClientError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(record) = self.records.pop_front() {
+                return Ok(Some(record));
+            }
+            if !self.fetch_before(deadline).await? {
+                return Ok(None);
+            }
         }
     }
 
     /// Fetches once (waiting up to the long-poll time) and returns the records received, which
-    /// may be none.
+    /// may be none: everything one fetch brought. See [`Consumer::poll_max`] for a bounded
+    /// count and wait.
     ///
     /// # Errors
     ///
     /// As [`Consumer::next`].
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
         if self.records.is_empty() {
-            self.fetch().await?;
+            self.fetch(self.max_wait).await?;
         }
         Ok(self.records.drain(..).collect())
+    }
+
+    /// At most `max_records` records, waiting at most `limit` for the first (none: an empty
+    /// `Vec`); records fetched beyond `max_records` wait for the next call.
+    ///
+    /// ```no_run
+    /// # async fn example(mut consumer: ringmq_client::Consumer) -> Result<(), ringmq_client::ClientError> {
+    /// use std::time::Duration;
+    /// let records = consumer.poll_max(500, Duration::from_millis(50)).await?;
+    /// assert!(records.len() <= 500);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::next`].
+    pub async fn poll_max(
+        &mut self,
+        max_records: usize,
+        limit: Duration,
+    ) -> Result<Vec<ConsumerRecord>, ClientError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.records.is_empty() {
+            if !self.fetch_before(deadline).await? {
+                break;
+            }
+        }
+        let count = self.records.len().min(max_records);
+        Ok(self.records.drain(..count).collect())
+    }
+
+    /// Fetches once if an answer can come by `deadline`: `false` (nothing changed) if the fetch
+    /// already asked for has not answered by then. A new fetch long-polls no longer than what
+    /// is left.
+    async fn fetch_before(&mut self, deadline: tokio::time::Instant) -> Result<bool, ClientError> {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.prefetch {
+            Some((_, offset)) if offset == self.position => {
+                let arrived = tokio::time::timeout_at(deadline, self.connection.frame_arrived());
+                // Not yet: the fetch stays pending, the connection in step. (Arrived, or the
+                // connection failed: the fetch below reads it, or asks again.)
+                if arrived.await.is_err() {
+                    return Ok(false);
+                }
+                self.fetch(self.max_wait).await?;
+            }
+            _ if left.is_zero() => return Ok(false),
+            _ => self.fetch(self.max_wait.min(left)).await?,
+        }
+        Ok(true)
     }
 
     /// The records as a stream that never ends on its own (it long-polls); it yields an error
@@ -222,8 +327,11 @@ impl Consumer {
         })
     }
 
-    async fn fetch(&mut self) -> Result<(), ClientError> {
+    /// Fetches once, long-polling up to `max_wait` (a fetch already asked for waits its own),
+    /// then asks for what follows with the consumer's own long-poll time.
+    async fn fetch(&mut self, max_wait: Duration) -> Result<(), ClientError> {
         let timeout = self.timeout + self.max_wait;
+        let first_wait_ms = u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX);
         let max_wait_ms = u32::try_from(self.max_wait.as_millis()).unwrap_or(u32::MAX);
         let position = self.position;
         let request = Request::Fetch(Fetch {
@@ -231,7 +339,7 @@ impl Consumer {
             partition: self.partition,
             offset: position,
             max_bytes: self.max_bytes,
-            max_wait_ms,
+            max_wait_ms: first_wait_ms,
             min_bytes: self.min_bytes,
         });
         let body = match self.prefetch.take() {

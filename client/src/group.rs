@@ -392,6 +392,18 @@ pub struct GroupConsumer {
 }
 
 impl GroupConsumer {
+    /// A builder for a member of group `group` reading `topic` on the broker at `address`,
+    /// connecting as `options` say, without a [`crate::Client`] (and its admin connection).
+    pub fn builder(
+        address: &str,
+        options: crate::ConnectOptions,
+        group: &str,
+        topic: &str,
+    ) -> GroupConsumerBuilder {
+        GroupConsumerBuilder::new(&options.endpoint(address), group, topic)
+            .timeout(options.call_timeout())
+    }
+
     /// The member id the broker gave this consumer.
     pub fn member_id(&self) -> String {
         self.shared.membership().member_id

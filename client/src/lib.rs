@@ -3,11 +3,19 @@
 //! - [`Client`]: a connection for administration (topics, stats).
 //! - [`Producer`]: batches records per partition (linger time and batch size), picks partitions
 //!   (key hash, else round robin), retries on connection loss, and gives a [`Delivery`] future per
-//!   record that resolves to its offset.
+//!   record that resolves to its offset; [`Producer::send_batch`] queues many records and gives
+//!   one [`Deliveries`] handle for all of them (each record's result kept), and
+//!   [`Producer::send_now`] sends what is queued without waiting for the linger or for any
+//!   acknowledgement ([`Producer::flush`] waits for everything).
 //! - [`Consumer`]: reads one partition from the earliest, latest or a given offset, long-polling
-//!   for new records.
+//!   for new records; [`Consumer::poll_max`] and [`Consumer::next_timeout`] bound how many
+//!   records a call returns and how long it waits.
 //! - [`GroupConsumer`]: a member of a consumer group: reads the partitions the broker assigns it
 //!   and commits its progress (at-least-once).
+//!
+//! Producers and consumers come from a [`Client`] (sharing its address and options) or straight
+//! from an address with [`Producer::builder`], [`Consumer::builder`] and
+//! [`GroupConsumer::builder`], which open only their own connection.
 //!
 //! Every call has a timeout. Errors are [`ClientError`].
 //!
@@ -56,7 +64,7 @@ pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, StartOffset};
 pub use error::ClientError;
 pub use group::{GroupConsumer, GroupConsumerBuilder};
 pub use login::{Credentials, Scram, ScramLogin};
-pub use producer::{Delivery, Producer, ProducerBuilder, ProducerRecord};
+pub use producer::{Acknowledged, Deliveries, Delivery, Producer, ProducerBuilder, ProducerRecord};
 pub use ringmq_protocol::{Acks, Compression, ErrorCode, Header};
 pub use tls::Tls;
 
@@ -142,6 +150,20 @@ impl Default for ConnectOptions {
 }
 
 impl ConnectOptions {
+    /// Where and how a producer or consumer built without a [`Client`] connects.
+    pub(crate) fn endpoint(&self, address: &str) -> Endpoint {
+        Endpoint {
+            address: address.to_owned(),
+            tls: self.tls.clone(),
+            credentials: self.credentials.clone(),
+        }
+    }
+
+    /// The timeout of each call.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The timeout of each call ([`DEFAULT_TIMEOUT`] unless set).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {

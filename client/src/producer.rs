@@ -315,6 +315,20 @@ pub struct Producer {
 }
 
 impl Producer {
+    /// A producer builder for the broker at `address`, connecting as `options` say, without a
+    /// [`crate::Client`] (and its admin connection): the producer opens only its own.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), ringmq_client::ClientError> {
+    /// use ringmq_client::{ConnectOptions, Producer, ProducerRecord};
+    /// let producer = Producer::builder("127.0.0.1:7878", ConnectOptions::default()).build().await?;
+    /// producer.send_and_wait(ProducerRecord::new("events", b"hello")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(address: &str, options: crate::ConnectOptions) -> ProducerBuilder {
+        ProducerBuilder::new(&options.endpoint(address)).timeout(options.call_timeout())
+    }
+
     /// Queues a record and returns its [`Delivery`]. Waits only while the producer's batch memory
     /// is used up (backpressure).
     ///
@@ -346,6 +360,55 @@ impl Producer {
                 }
             }
         }
+    }
+
+    /// Queues every record of `records` and sends them at once (see [`Producer::send_now`]),
+    /// with one handle that resolves when all are acknowledged (or failed), with each record's
+    /// result still there. A record `send` refuses (an unknown topic, a record too large) is not
+    /// queued and has that error in its place; the others go on.
+    ///
+    /// ```no_run
+    /// # async fn example(producer: ringmq_client::Producer) -> Result<(), ringmq_client::ClientError> {
+    /// use ringmq_client::ProducerRecord;
+    /// let values: Vec<Vec<u8>> = (0..1000).map(|n| format!("event {n}").into_bytes()).collect();
+    /// let records = values.iter().map(|value| ProducerRecord::new("events", value));
+    /// let acknowledged = producer.send_batch(records).await.await;
+    /// if let Some(error) = acknowledged.first_error() {
+    ///     eprintln!("{} of {} failed, first: {error}", acknowledged.failed(), acknowledged.len());
+    /// }
+    /// let last = acknowledged.result(999)?; // its offset (None with acks = none)
+    /// # let _ = last; Ok(()) }
+    /// ```
+    pub async fn send_batch<'r>(
+        &self,
+        records: impl IntoIterator<Item = ProducerRecord<'r>>,
+    ) -> Deliveries {
+        let mut deliveries = Deliveries::default();
+        for record in records {
+            match self.send(record).await {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(error) => deliveries.push_failed(error),
+            }
+        }
+        self.send_now();
+        deliveries
+    }
+
+    /// Seals every open batch and hands it to the sender at once, without waiting for the
+    /// linger or for any acknowledgement (unlike [`Producer::flush`], which waits for every
+    /// record queued). Use it once per batch of records while batches are pipelined.
+    ///
+    /// ```no_run
+    /// # async fn example(producer: ringmq_client::Producer) -> Result<(), ringmq_client::ClientError> {
+    /// use ringmq_client::ProducerRecord;
+    /// let delivery = producer.send(ProducerRecord::new("events", b"now")).await?;
+    /// producer.send_now(); // goes out now, not after the linger
+    /// delivery.await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn send_now(&self) {
+        self.lock().seal_all();
+        self.inner.wake.notify_one();
     }
 
     /// Sends a record and waits for its acknowledgement: its offset (`None` with `acks = none`).
@@ -981,6 +1044,175 @@ impl DeliveryState {
         for waker in wakers {
             waker.wake();
         }
+    }
+}
+
+/// The acknowledgements of many records (see [`Producer::send_batch`], or collect
+/// [`Delivery`]s): a future that resolves once, when every record is acknowledged or failed, to
+/// [`Acknowledged`]. Records of one internal batch share one outcome, so awaiting a thousand
+/// records that went out in a few batches waits on a few outcomes, not a thousand futures.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    /// Runs of consecutive records of one batch: its outcome, the first record's index in the
+    /// batch, how many; or a record refused before it was queued.
+    runs: Vec<Run>,
+    /// The first run not known to be resolved.
+    waiting: usize,
+}
+
+#[derive(Debug)]
+enum Run {
+    Queued { state: Arc<DeliveryState>, first: u32, count: u32 },
+    Refused(ClientError),
+}
+
+impl Deliveries {
+    /// Adds one record's delivery.
+    pub fn push(&mut self, delivery: Delivery) {
+        if let Some(Run::Queued { state, first, count }) = self.runs.last_mut() {
+            if Arc::ptr_eq(state, &delivery.state) && *first + *count == delivery.index {
+                *count += 1;
+                return;
+            }
+        }
+        self.runs.push(Run::Queued { state: delivery.state, first: delivery.index, count: 1 });
+    }
+
+    /// Adds a record that was refused before it was queued, with its error.
+    pub fn push_failed(&mut self, error: ClientError) {
+        self.runs.push(Run::Refused(error));
+    }
+
+    /// How many records.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(Run::count).sum()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+}
+
+impl Run {
+    fn count(&self) -> usize {
+        match self {
+            Run::Queued { count, .. } => *count as usize,
+            Run::Refused(_) => 1,
+        }
+    }
+}
+
+impl FromIterator<Delivery> for Deliveries {
+    fn from_iter<I: IntoIterator<Item = Delivery>>(deliveries: I) -> Self {
+        let mut all = Self::default();
+        deliveries.into_iter().for_each(|delivery| all.push(delivery));
+        all
+    }
+}
+
+impl Future for Deliveries {
+    type Output = Acknowledged;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Acknowledged> {
+        while let Some(run) = self.runs.get(self.waiting) {
+            if let Run::Queued { state, .. } = run {
+                if state.result.get().is_none() {
+                    {
+                        let mut wakers =
+                            state.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if !wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+                            wakers.push(cx.waker().clone());
+                        }
+                    }
+                    // Completed between the check and the registration: go on.
+                    if state.result.get().is_none() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+            self.waiting += 1;
+        }
+        Poll::Ready(Acknowledged { runs: std::mem::take(&mut self.runs) })
+    }
+}
+
+/// Every record of a [`Deliveries`], acknowledged or failed, in the order they were added.
+#[derive(Debug)]
+pub struct Acknowledged {
+    runs: Vec<Run>,
+}
+
+impl Acknowledged {
+    /// How many records.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(Run::count).sum()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The result of record `index` (in the order added): its offset (`None` with
+    /// `acks = none`), or the error that made it fail.
+    ///
+    /// # Errors
+    ///
+    /// The record's error; [`ClientError::InvalidArgument`] for an index past the last.
+    pub fn result(&self, index: usize) -> Result<Option<u64>, ClientError> {
+        let mut left = index;
+        for run in &self.runs {
+            let count = run.count();
+            if left < count {
+                return match run {
+                    Run::Refused(error) => Err(error.clone()),
+                    Run::Queued { state, first, .. } => {
+                        let outcome = state.result.get().expect("resolved before Acknowledged");
+                        let at = u64::from(*first) + left as u64;
+                        outcome.clone().map(|base| base.map(|base| base + at))
+                    }
+                };
+            }
+            left -= count;
+        }
+        Err(ClientError::InvalidArgument(format!(
+            "record {index} of {}: there is none",
+            self.len()
+        )))
+    }
+
+    /// Every record's result, in order.
+    pub fn results(&self) -> impl Iterator<Item = Result<Option<u64>, ClientError>> + '_ {
+        (0..self.len()).map(|index| self.result(index))
+    }
+
+    /// How many records failed.
+    #[must_use]
+    pub fn failed(&self) -> usize {
+        self.runs
+            .iter()
+            .filter(|run| match run {
+                Run::Refused(_) => true,
+                Run::Queued { state, .. } => state.result.get().is_some_and(Result::is_err),
+            })
+            .map(Run::count)
+            .sum()
+    }
+
+    /// The first error, if any record failed.
+    #[must_use]
+    pub fn first_error(&self) -> Option<&ClientError> {
+        self.runs.iter().find_map(|run| match run {
+            Run::Refused(error) => Some(error),
+            Run::Queued { state, .. } => {
+                state.result.get().and_then(|result| result.as_ref().err())
+            }
+        })
     }
 }
 

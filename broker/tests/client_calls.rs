@@ -49,8 +49,11 @@ async fn a_batch_of_records_resolves_once_with_each_result() {
         drop(admin);
         settled_connections(&broker, 0.0).await;
 
+        // Small batches: the thousand records go out in several, so runs of records with
+        // different batches (and base offsets) are resolved.
         let producer = Producer::builder(&broker.address, ConnectOptions::default())
             .linger(Duration::from_secs(30))
+            .batch_bytes(4096)
             .build()
             .await
             .unwrap();
@@ -134,6 +137,7 @@ async fn polls_are_bounded_in_count_and_in_time() {
                 .build()
                 .await
                 .unwrap();
+        assert!(consumer.poll_max(0, Duration::from_secs(5)).await.unwrap().is_empty());
         let first = consumer.poll_max(10, Duration::from_secs(5)).await.unwrap();
         let offsets: Vec<u64> = first.iter().map(|record| record.offset).collect();
         assert_eq!(offsets, (0..10).collect::<Vec<_>>());
@@ -145,6 +149,13 @@ async fn polls_are_bounded_in_count_and_in_time() {
         }
         assert_eq!(rest.first().unwrap().offset, 10);
         assert_eq!(rest.last().unwrap().offset, 99);
+        let zero = std::time::Instant::now();
+        assert!(consumer.poll_max(10, Duration::ZERO).await.unwrap().is_empty());
+        assert!(
+            zero.elapsed() < Duration::from_secs(4),
+            "a zero limit waited {:?}",
+            zero.elapsed()
+        );
 
         // Nothing more: both give up at their limit (the broker's long poll is 5 s), on the
         // same connection (giving up does not reconnect).
@@ -159,6 +170,12 @@ async fn polls_are_bounded_in_count_and_in_time() {
         let late = consumer.next_timeout(Duration::from_secs(10)).await.unwrap().unwrap();
         assert_eq!((late.offset, &late.value[..]), (100, &b"late"[..]));
         assert_eq!(metric(&broker, "ringmq_connections_opened_total"), opened, "a reconnect");
+
+        // A zero limit still fetches what is there (after a seek, no fetch is pending for it).
+        consumer.seek(3);
+        let again = consumer.poll_max(2, Duration::ZERO).await.unwrap();
+        let offsets: Vec<u64> = again.iter().map(|record| record.offset).collect();
+        assert_eq!(offsets, [3, 4]);
     })
     .await;
 }

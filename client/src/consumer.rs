@@ -149,6 +149,16 @@ impl ConsumerBuilder {
     }
 }
 
+/// A fetch sent ahead, not answered yet.
+#[derive(Debug, Clone, Copy)]
+struct Prefetch {
+    correlation_id: u32,
+    /// The offset it asks for.
+    offset: u64,
+    /// When it was sent: its answer is overdue `timeout + max_wait` later.
+    sent: tokio::time::Instant,
+}
+
 /// Reads one partition from a position, in offset order.
 #[derive(Debug)]
 pub struct Consumer {
@@ -164,7 +174,7 @@ pub struct Consumer {
     high_watermark: u64,
     /// The next fetch, sent as soon as the last answer arrived, so the broker reads and sends
     /// while this side hands out records: its correlation id and the offset it asks for.
-    prefetch: Option<(u32, u64)>,
+    prefetch: Option<Prefetch>,
 }
 
 impl Consumer {
@@ -243,7 +253,7 @@ impl Consumer {
         &mut self,
         limit: Duration,
     ) -> Result<Option<ConsumerRecord>, ClientError> {
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = deadline_after(limit);
         loop {
             if let Some(record) = self.records.pop_front() {
                 return Ok(Some(record));
@@ -287,7 +297,10 @@ impl Consumer {
         max_records: usize,
         limit: Duration,
     ) -> Result<Vec<ConsumerRecord>, ClientError> {
-        let deadline = tokio::time::Instant::now() + limit;
+        if max_records == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = deadline_after(limit);
         while self.records.is_empty() {
             if !self.fetch_before(deadline).await? {
                 break;
@@ -299,20 +312,39 @@ impl Consumer {
 
     /// Fetches once if an answer can come by `deadline`: `false` (nothing changed) if the fetch
     /// already asked for has not answered by then. A new fetch long-polls no longer than what
-    /// is left.
+    /// is left (none at all once the deadline has passed: it answers with what is there).
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::next`]; [`ClientError::Timeout`] once the pending fetch is overdue (its
+    /// long poll and the call timeout have passed with no answer: a dead connection, which the
+    /// next call replaces).
     async fn fetch_before(&mut self, deadline: tokio::time::Instant) -> Result<bool, ClientError> {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match self.prefetch {
-            Some((_, offset)) if offset == self.position => {
-                let arrived = tokio::time::timeout_at(deadline, self.connection.frame_arrived());
-                // Not yet: the fetch stays pending, the connection in step. (Arrived, or the
-                // connection failed: the fetch below reads it, or asks again.)
-                if arrived.await.is_err() {
-                    return Ok(false);
+            Some(pending) if pending.offset == self.position => {
+                let overdue_after = self.timeout + self.max_wait;
+                let overdue = pending.sent + overdue_after;
+                let until = deadline.min(overdue);
+                match tokio::time::timeout_at(until, self.connection.frame_arrived()).await {
+                    // Arrived: the fetch below reads it at once.
+                    Ok(Ok(())) => self.fetch(self.max_wait).await?,
+                    // The connection failed: the fetch below asks again, on a new one, for no
+                    // longer than what is left.
+                    Ok(Err(_)) => self.fetch(self.max_wait.min(left)).await?,
+                    Err(_) if tokio::time::Instant::now() >= overdue => {
+                        // The connection counts as broken (an answer is outstanding), so the
+                        // next call starts on a fresh one.
+                        self.prefetch = None;
+                        return Err(ClientError::Timeout {
+                            operation: "fetch",
+                            after: overdue_after,
+                        });
+                    }
+                    // Not yet: the fetch stays pending, the connection in step.
+                    Err(_) => return Ok(false),
                 }
-                self.fetch(self.max_wait).await?;
             }
-            _ if left.is_zero() => return Ok(false),
             _ => self.fetch(self.max_wait.min(left)).await?,
         }
         Ok(true)
@@ -343,7 +375,7 @@ impl Consumer {
             min_bytes: self.min_bytes,
         });
         let body = match self.prefetch.take() {
-            Some((correlation_id, offset)) if offset == position => {
+            Some(Prefetch { correlation_id, offset, .. }) if offset == position => {
                 match self.connection.receive(correlation_id, Opcode::Fetch, timeout).await {
                     Ok((_, body)) => body,
                     // The connection died under the prefetch (a broker restart): ask again on a
@@ -376,10 +408,17 @@ impl Consumer {
             min_bytes: self.min_bytes,
         });
         if let Ok(correlation_id) = self.connection.send(&next, self.timeout).await {
-            self.prefetch = Some((correlation_id, self.position));
+            let sent = tokio::time::Instant::now();
+            self.prefetch = Some(Prefetch { correlation_id, offset: self.position, sent });
         }
         Ok(())
     }
+}
+
+/// `limit` from now (far in the future for a limit too long to add).
+fn deadline_after(limit: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(limit).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// Appends the records of `batch` at or after offset `from` to `out`. An uncompressed batch's

@@ -227,7 +227,8 @@ impl Client {
     }
 
     /// Connects as `options` say (timeout, TLS, login). The producers and consumers this client
-    /// builds connect the same way.
+    /// builds connect the same way, and start from the same timeout (their builders can change
+    /// it).
     ///
     /// ```no_run
     /// use ringmq_client::{Client, ConnectOptions, Credentials, Tls};
@@ -383,17 +384,17 @@ impl Client {
 
     /// A producer builder for this broker (the producer opens its own connection).
     pub fn producer(&self) -> ProducerBuilder {
-        ProducerBuilder::new(&self.endpoint)
+        ProducerBuilder::new(&self.endpoint).timeout(self.connection.timeout)
     }
 
     /// A consumer builder for one partition of `topic` (the consumer opens its own connection).
     pub fn consumer(&self, topic: &str, partition: u32) -> ConsumerBuilder {
-        ConsumerBuilder::new(&self.endpoint, topic, partition)
+        ConsumerBuilder::new(&self.endpoint, topic, partition).timeout(self.connection.timeout)
     }
 
     /// A builder for a member of consumer group `group` reading `topic`.
     pub fn group_consumer(&self, group: &str, topic: &str) -> GroupConsumerBuilder {
-        GroupConsumerBuilder::new(&self.endpoint, group, topic)
+        GroupConsumerBuilder::new(&self.endpoint, group, topic).timeout(self.connection.timeout)
     }
 
     /// Every consumer group with members or committed offsets, sorted by name.

@@ -338,6 +338,17 @@ impl Producer {
     /// [`ClientError::InvalidArgument`] for a partition out of range, [`ClientError::Encode`] for a
     /// record larger than a batch, [`ClientError::ProducerClosed`] after [`Producer::close`].
     pub async fn send(&self, record: ProducerRecord<'_>) -> Result<Delivery, ClientError> {
+        self.queue(record, false).await
+    }
+
+    /// [`Producer::send`]; with `seal_when_full`, a send that finds the batch memory used up
+    /// seals the open batches before it waits (they are to go out at once anyway), so it does
+    /// not wait out their linger.
+    async fn queue(
+        &self,
+        record: ProducerRecord<'_>,
+        seal_when_full: bool,
+    ) -> Result<Delivery, ClientError> {
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let encoded =
             Record { key: record.key, value: record.value, timestamp, headers: record.headers };
@@ -355,6 +366,9 @@ impl Producer {
                 Appended::UnknownTopic => self.load_topic(record.topic).await?,
                 Appended::NoRoom => {
                     // No room for a new batch: wait for one to complete.
+                    if seal_when_full {
+                        self.lock().seal_all();
+                    }
                     self.inner.wake.notify_one();
                     space.await;
                 }
@@ -385,7 +399,7 @@ impl Producer {
     ) -> Deliveries {
         let mut deliveries = Deliveries::default();
         for record in records {
-            match self.send(record).await {
+            match self.queue(record, true).await {
                 Ok(delivery) => deliveries.push(delivery),
                 Err(error) => deliveries.push_failed(error),
             }
@@ -1135,6 +1149,8 @@ impl Future for Deliveries {
             }
             self.waiting += 1;
         }
+        // Empty again: records pushed after this are awaited afresh.
+        self.waiting = 0;
         Poll::Ready(Acknowledged { runs: std::mem::take(&mut self.runs) })
     }
 }
@@ -1188,7 +1204,16 @@ impl Acknowledged {
 
     /// Every record's result, in order.
     pub fn results(&self) -> impl Iterator<Item = Result<Option<u64>, ClientError>> + '_ {
-        (0..self.len()).map(|index| self.result(index))
+        self.runs.iter().flat_map(|run| {
+            (0..run.count()).map(move |at| match run {
+                Run::Refused(error) => Err(error.clone()),
+                Run::Queued { state, first, .. } => {
+                    let outcome = state.result.get().expect("resolved before Acknowledged");
+                    let at = u64::from(*first) + at as u64;
+                    outcome.clone().map(|base| base.map(|base| base + at))
+                }
+            })
+        })
     }
 
     /// How many records failed.
@@ -1248,5 +1273,45 @@ impl Future for Delivery {
             Some(result) => Poll::Ready(result),
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn delivery(state: &Arc<DeliveryState>, index: u32) -> Delivery {
+        Delivery { state: Arc::clone(state), index }
+    }
+
+    #[test]
+    fn deliveries_resolve_once_all_runs_have_and_keep_each_result() {
+        assert!(Deliveries::default().now_or_never().is_some_and(|done| done.is_empty()));
+        let (first, second) = (Arc::new(DeliveryState::default()), Arc::default());
+        let mut all = Deliveries::default();
+        all.push(delivery(&first, 0));
+        all.push(delivery(&first, 1));
+        all.push_failed(ClientError::ProducerClosed);
+        all.push(delivery(&second, 0));
+        assert_eq!(all.len(), 4);
+        assert!((&mut all).now_or_never().is_none());
+        first.complete(Ok(Some(10)));
+        assert!((&mut all).now_or_never().is_none(), "the second batch is not acknowledged");
+        second.complete(Err(ClientError::ProducerClosed));
+        let done = (&mut all).now_or_never().expect("every batch resolved");
+        let results: Vec<_> = done.results().map(|result| result.ok()).collect();
+        assert_eq!(results, [Some(Some(10)), Some(Some(11)), None, None]);
+        assert_eq!(done.failed(), 2);
+        assert_eq!(done.result(1).unwrap(), Some(11));
+        assert!(done.result(4).is_err());
+        // Records pushed after it resolved are awaited afresh.
+        let third = Arc::new(DeliveryState::default());
+        all.push(delivery(&third, 0));
+        assert!((&mut all).now_or_never().is_none());
+        third.complete(Ok(None));
+        let again = all.now_or_never().unwrap();
+        assert_eq!(again.results().map(Result::unwrap).collect::<Vec<_>>(), [None]);
     }
 }

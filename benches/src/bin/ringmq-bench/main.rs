@@ -105,9 +105,15 @@ struct Args {
     /// is then measured from each message's scheduled send time.
     #[arg(long, value_name = "MSGS_PER_S")]
     rate: Option<u64>,
-    /// Also measure the raw-TCP yardstick: the same bytes through a plain loopback socket.
+    /// Also measure the yardsticks: the same bytes through a plain loopback socket, and written
+    /// to the disk in batch-size writes with one fdatasync each (in --disk-dir), which synced
+    /// produce is then read against.
     #[arg(long)]
     baseline: bool,
+    /// Where --baseline's disk yardstick writes: a directory in the broker's data file system
+    /// [default: the system's temporary directory, where the bench's own broker keeps its data].
+    #[arg(long, value_name = "DIR")]
+    disk_dir: Option<PathBuf>,
     /// Also run every measurement over TLS, right after the plaintext one, against a second
     /// broker this tool starts with a certificate it makes; prints both and their ratio
     /// (native protocol, a broker started by the bench).
@@ -269,7 +275,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let workload = workload_from(&args, topic, size, count, &kafka_address);
         let baseline = if args.baseline {
             let bytes = count * size as u64;
-            Some(tokio::task::spawn_blocking(move || workload::baseline(bytes)).await??)
+            let tcp = tokio::task::spawn_blocking(move || workload::baseline(bytes)).await??;
+            let dir = args.disk_dir.clone().unwrap_or_else(std::env::temp_dir);
+            let batch = workload.batch_bytes;
+            let disk =
+                tokio::task::spawn_blocking(move || workload::disk_baseline(&dir, bytes, batch))
+                    .await??;
+            Some(Yardsticks { tcp, disk })
         } else {
             None
         };
@@ -325,13 +337,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `--baseline` measured, MB/s.
+#[derive(Debug, Clone, Copy)]
+struct Yardsticks {
+    /// The same bytes through a loopback socket.
+    tcp: f64,
+    /// The same bytes written in batch-size writes, one `fdatasync` each.
+    disk: f64,
+}
+
 /// Runs one workload and turns it, and the broker's counters, into a report.
 #[allow(clippy::too_many_arguments, reason = "everything a report names")]
 async fn measure(
     address: &str,
     args: &Args,
     workload: &Workload,
-    baseline: Option<f64>,
+    baseline: Option<Yardsticks>,
     broker_label: &str,
     host: &str,
     commit: &str,
@@ -411,8 +432,15 @@ async fn measure(
         produce_mb_per_s: produce_msgs.map(|msgs| msgs * bytes / 1e6),
         consume_msgs_per_s: consume_msgs,
         consume_mb_per_s: consume_mb,
-        baseline_mb_per_s: baseline,
-        consume_of_baseline: consume_mb.zip(baseline).map(|(consume, baseline)| consume / baseline),
+        baseline_mb_per_s: baseline.map(|yardsticks| yardsticks.tcp),
+        consume_of_baseline: consume_mb
+            .zip(baseline)
+            .map(|(consume, yardsticks)| consume / yardsticks.tcp),
+        disk_mb_per_s: baseline.map(|yardsticks| yardsticks.disk),
+        produce_of_disk: produce_msgs
+            .map(|msgs| msgs * bytes / 1e6)
+            .zip(baseline)
+            .map(|(produce, yardsticks)| produce / yardsticks.disk),
         latency_kind: if workload.mode == Mode::Produce {
             "produce to ack, 1 in 16 sampled"
         } else {

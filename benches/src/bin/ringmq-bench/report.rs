@@ -37,6 +37,10 @@ pub(crate) struct Report {
     pub(crate) consume_mb_per_s: Option<f64>,
     pub(crate) baseline_mb_per_s: Option<f64>,
     pub(crate) consume_of_baseline: Option<f64>,
+    /// The disk yardstick: the same bytes in batch-size writes, one `fdatasync` each.
+    pub(crate) disk_mb_per_s: Option<f64>,
+    /// Produce MB/s over the disk yardstick (what synced produce is read against).
+    pub(crate) produce_of_disk: Option<f64>,
     /// End to end (send to receive), or produce to acknowledgement in produce mode.
     pub(crate) latency_kind: &'static str,
     pub(crate) latency_us: Latency,
@@ -98,6 +102,15 @@ impl Report {
         if let Some(ratio) = self.consume_of_baseline {
             row("consume / yardstick", format!("{:>30.1} %", ratio * 100.0));
         }
+        if let Some(disk) = self.disk_mb_per_s {
+            row(
+                &format!("disk yardstick ({} B + fdatasync)", self.batch_bytes),
+                format!("{disk:>31.1} MB/s"),
+            );
+        }
+        if let Some(ratio) = self.produce_of_disk {
+            row("produce / disk yardstick", format!("{:>30.1} %", ratio * 100.0));
+        }
         let latency = &self.latency_us;
         if latency.samples > 0 {
             row(
@@ -134,7 +147,7 @@ impl Report {
 
     /// The CSV header line.
     pub(crate) fn csv_header() -> &'static str {
-        "mode,message_size,messages,producers,consumers,partitions,acks,produce_msgs_per_s,produce_mb_per_s,consume_msgs_per_s,consume_mb_per_s,baseline_mb_per_s,latency_p50_us,latency_p99_us,latency_p999_us,latency_max_us,broker_allocs_per_msg,produce_copy_ratio,fetch_copy_ratio,broker_cpu_s_per_million_msgs,bench_cpu_s_per_million_msgs,broker_peak_rss_bytes,protocol,transport"
+        "mode,message_size,messages,producers,consumers,partitions,acks,produce_msgs_per_s,produce_mb_per_s,consume_msgs_per_s,consume_mb_per_s,baseline_mb_per_s,latency_p50_us,latency_p99_us,latency_p999_us,latency_max_us,broker_allocs_per_msg,produce_copy_ratio,fetch_copy_ratio,broker_cpu_s_per_million_msgs,bench_cpu_s_per_million_msgs,broker_peak_rss_bytes,protocol,transport,disk_mb_per_s"
     }
 
     /// One CSV row.
@@ -142,7 +155,7 @@ impl Report {
         let option =
             |value: Option<f64>| value.map_or_else(String::new, |value| format!("{value:.3}"));
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.4},{:.4},{:.3},{:.3},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.4},{:.4},{:.3},{:.3},{},{},{},{}",
             serde_json::to_value(self.mode).ok().and_then(|mode| mode.as_str().map(str::to_owned)).unwrap_or_default(),
             self.message_size,
             self.messages,
@@ -167,6 +180,7 @@ impl Report {
             self.broker_peak_rss_bytes,
             self.protocol.name(),
             self.transport,
+            option(self.disk_mb_per_s),
         )
     }
 }

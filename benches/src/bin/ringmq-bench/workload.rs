@@ -357,3 +357,37 @@ pub(crate) fn baseline(bytes: u64) -> anyhow::Result<f64> {
     let finished = reader.join().map_err(|_| anyhow::anyhow!("baseline reader panicked"))??;
     Ok(bytes as f64 / finished.duration_since(started).as_secs_f64() / 1e6)
 }
+
+/// Most bytes the disk yardstick writes, so that a long run does not spend minutes on it.
+const DISK_BASELINE_BYTES_MAX: u64 = 1 << 30;
+
+/// The disk yardstick: `bytes` (at most 1 GiB) written into a file allocated up front in `dir`
+/// (as the broker's rings are, so no write allocates), in `batch`-byte writes each followed by
+/// one `fdatasync`: what synced produce could reach in that file system at that batch size,
+/// with nothing else in the way. Returns MB/s (10^6 bytes per second).
+pub(crate) fn disk_baseline(
+    dir: &std::path::Path,
+    bytes: u64,
+    batch: usize,
+) -> anyhow::Result<f64> {
+    use std::os::unix::fs::FileExt;
+    let bytes = bytes.min(DISK_BASELINE_BYTES_MAX).max(batch as u64);
+    let file = tempfile::Builder::new()
+        .prefix("ringmq-bench-disk-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating the disk yardstick's file in {}", dir.display()))?;
+    let handle = file.as_file();
+    rustix::fs::fallocate(handle, rustix::fs::FallocateFlags::empty(), 0, bytes)
+        .context("allocating the disk yardstick's file")?;
+    handle.sync_all()?;
+    let chunk = vec![0x5Au8; batch.max(1)];
+    let started = Instant::now();
+    let mut offset = 0;
+    while offset < bytes {
+        let size = (bytes - offset).min(chunk.len() as u64) as usize;
+        handle.write_all_at(&chunk[..size], offset)?;
+        rustix::fs::fdatasync(handle).context("fdatasync")?;
+        offset += size as u64;
+    }
+    Ok(bytes as f64 / started.elapsed().as_secs_f64() / 1e6)
+}

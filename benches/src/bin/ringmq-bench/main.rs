@@ -105,6 +105,11 @@ struct Args {
     /// is then measured from each message's scheduled send time.
     #[arg(long, value_name = "MSGS_PER_S")]
     rate: Option<u64>,
+    /// With --rate, how each producer waits for a message's send time: thread (a thread per
+    /// producer sleeps until the exact time: no bursts) or tokio (tokio's 1 ms timer, sending a
+    /// millisecond's messages at once, as runs before 2026-12-02 did).
+    #[arg(long, value_enum, default_value_t = plan::Pacer::Thread)]
+    pacer: plan::Pacer,
     /// Also measure the yardsticks: the same bytes through a plain loopback socket, and written
     /// to the disk in batch-size writes with one fdatasync each (in --disk-dir), which synced
     /// produce is then read against.
@@ -532,6 +537,7 @@ fn workload_from(args: &Args, topic: String, size: usize, count: u64, kafka: &st
         linger: Duration::from_millis(args.linger_ms),
         acks: args.acks,
         rate: args.rate,
+        pacer: args.pacer,
         max_in_flight: args.max_in_flight,
         idempotence: !args.no_idempotence,
         fetch_min_bytes: fetch_min_bytes(args),

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use ringmq_client::{Client, ProducerRecord, StartOffset, TopicConfig};
 
 use crate::plan::{
-    histogram, nanos_since, Measured, Mode, Phase, Progress, Protocol, Schedule, Workload,
+    histogram, nanos_since, Measured, Mode, Pacer, Phase, Progress, Protocol, Schedule, Workload,
 };
 
 /// Connects to the broker, over TLS and logged in where the run is.
@@ -210,31 +210,80 @@ async fn produce_one(
             let _ = latency.lock().await.add(&local);
         })
     });
+    let producer = if workload.rate.is_some() && workload.pacer == Pacer::Thread {
+        let (workload, progress) = (workload.clone(), Arc::clone(progress));
+        let runtime = tokio::runtime::Handle::current();
+        let paced = tokio::task::spawn_blocking(move || {
+            paced_on_thread(&runtime, producer, &workload, count, schedule, &samples, &progress)
+        });
+        paced.await.context("paced producer thread")??
+    } else {
+        for sequence in 0..count {
+            let intended = schedule.intended(sequence);
+            if let Some(intended) = intended {
+                if intended > Instant::now() + Duration::from_millis(1) {
+                    tokio::time::sleep_until(intended.into()).await;
+                }
+            }
+            let (sent, timestamp) = schedule.stamp(sequence, intended);
+            let delivery = producer
+                .send(ProducerRecord::new(&workload.topic, schedule.payload()).timestamp(timestamp))
+                .await?;
+            if recorder.is_some() && sequence % 16 == 0 {
+                let _ = samples.send((sent, delivery)).await;
+            }
+            if sequence % 256 == 255 {
+                progress.fetch_add(256, Ordering::Relaxed);
+            }
+        }
+        progress.fetch_add(count % 256, Ordering::Relaxed);
+        drop(samples);
+        producer
+    };
+    producer.close().await.context("closing the producer")?;
+    if let Some(recorder) = recorder {
+        recorder.await.context("latency recorder")?;
+    }
+    Ok(())
+}
+
+/// The paced send loop of [`Pacer::Thread`], on a blocking-pool thread: sleeps until each
+/// message's send time (timer slack 1 µs, so `nanosleep` wakes within microseconds of it, and
+/// never before), then sends it through the producer, whose sender task runs on `runtime`.
+/// Returns the producer, to be closed on the runtime.
+fn paced_on_thread(
+    runtime: &tokio::runtime::Handle,
+    producer: ringmq_client::Producer,
+    workload: &Workload,
+    count: u64,
+    mut schedule: Schedule,
+    samples: &tokio::sync::mpsc::Sender<(u64, ringmq_client::Delivery)>,
+    progress: &Progress,
+) -> anyhow::Result<ringmq_client::Producer> {
+    // The default slack (50 µs) would let every wake-up be up to that late; failing to set it
+    // only makes the pacing coarser.
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1_000));
     for sequence in 0..count {
         let intended = schedule.intended(sequence);
         if let Some(intended) = intended {
-            if intended > Instant::now() + Duration::from_millis(1) {
-                tokio::time::sleep_until(intended.into()).await;
+            let now = Instant::now();
+            if intended > now {
+                std::thread::sleep(intended - now);
             }
         }
         let (sent, timestamp) = schedule.stamp(sequence, intended);
-        let delivery = producer
-            .send(ProducerRecord::new(&workload.topic, schedule.payload()).timestamp(timestamp))
-            .await?;
-        if recorder.is_some() && sequence % 16 == 0 {
-            let _ = samples.send((sent, delivery)).await;
+        let record = ProducerRecord::new(&workload.topic, schedule.payload()).timestamp(timestamp);
+        let delivery = runtime.block_on(producer.send(record))?;
+        if sequence % 16 == 0 {
+            // Closed: nobody records latency in this run.
+            let _ = samples.blocking_send((sent, delivery));
         }
         if sequence % 256 == 255 {
             progress.fetch_add(256, Ordering::Relaxed);
         }
     }
     progress.fetch_add(count % 256, Ordering::Relaxed);
-    drop(samples);
-    producer.close().await.context("closing the producer")?;
-    if let Some(recorder) = recorder {
-        recorder.await.context("latency recorder")?;
-    }
-    Ok(())
+    Ok(producer)
 }
 
 /// Reads `count` messages across every partition with `workload.consumers` consumers; returns

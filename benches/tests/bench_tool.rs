@@ -78,8 +78,10 @@ fn sweep_writes_a_chart_and_csv() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[0].starts_with("mode,message_size"));
+    assert!(lines[0].ends_with(",protocol,transport,disk_mb_per_s"), "{}", lines[0]);
     assert!(lines[1].starts_with("produce,64,5000"), "{}", lines[1]);
-    assert!(lines[1].ends_with(",native,tcp"), "{}", lines[1]);
+    // No --baseline: no disk yardstick.
+    assert!(lines[1].ends_with(",native,tcp,"), "{}", lines[1]);
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("throughput by message size"));
 }

@@ -31,6 +31,79 @@ fn metric(address: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Producers sending `RECORD`-byte records to one partition flat out for a while, their
+/// acknowledged bytes counted as the acknowledgements arrive.
+struct FlatOut {
+    acked: Arc<AtomicU64>,
+    counting: tokio::task::JoinHandle<()>,
+    sending: Vec<tokio::task::JoinHandle<ringmq_client::Producer>>,
+}
+
+impl FlatOut {
+    fn start(
+        producers: Vec<ringmq_client::Producer>,
+        topic: &'static str,
+        length: Duration,
+    ) -> Self {
+        let acked = Arc::new(AtomicU64::new(0));
+        let (deliveries, mut arriving) = tokio::sync::mpsc::channel(1 << 16);
+        let counting = tokio::spawn({
+            let acked = Arc::clone(&acked);
+            async move {
+                while let Some(delivery) = arriving.recv().await {
+                    let delivery: ringmq_client::Delivery = delivery;
+                    delivery.await.unwrap();
+                    acked.fetch_add(RECORD as u64, Ordering::Relaxed);
+                }
+            }
+        });
+        let started = Instant::now();
+        let sending = producers
+            .into_iter()
+            .map(|producer| {
+                let deliveries = deliveries.clone();
+                tokio::spawn(async move {
+                    let value = [b'b'; RECORD];
+                    while started.elapsed() < length {
+                        let record = ProducerRecord::new(topic, &value).partition(0);
+                        let delivery = producer.send(record).await.unwrap();
+                        if deliveries.send(delivery).await.is_err() {
+                            break;
+                        }
+                    }
+                    producer
+                })
+            })
+            .collect();
+        Self { acked, counting, sending }
+    }
+
+    /// Bytes acknowledged so far.
+    fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Now, and the bytes acknowledged so far: where a rate is measured from.
+    fn mark(&self) -> (Instant, u64) {
+        (Instant::now(), self.acked())
+    }
+
+    /// Acknowledged bytes per second since `mark`.
+    fn rate_since(&self, (from, from_bytes): (Instant, u64)) -> f64 {
+        (self.acked() - from_bytes) as f64 / from.elapsed().as_secs_f64()
+    }
+
+    /// Waits for the senders to stop, every record to be acknowledged and counted; the bytes.
+    async fn finish(self) -> u64 {
+        for sender in self.sending {
+            let producer = sender.await.unwrap();
+            producer.flush().await.unwrap();
+        }
+        self.counting.await.unwrap();
+        self.acked.load(Ordering::Relaxed)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_principal_over_its_produce_quota_is_slowed_to_it_and_another_is_not() {
     let quota = QUOTA.to_string();
@@ -63,41 +136,11 @@ async fn a_principal_over_its_produce_quota_is_slowed_to_it_and_another_is_not()
                 .unwrap();
             producers.push(producer);
         }
-        let acked = Arc::new(AtomicU64::new(0));
-        let (deliveries, mut arriving) = tokio::sync::mpsc::channel(1 << 16);
-        let counting = tokio::spawn({
-            let acked = Arc::clone(&acked);
-            async move {
-                while let Some(delivery) = arriving.recv().await {
-                    let delivery: ringmq_client::Delivery = delivery;
-                    delivery.await.unwrap();
-                    acked.fetch_add(RECORD as u64, Ordering::Relaxed);
-                }
-            }
-        });
-        let started = Instant::now();
-        let sending: Vec<_> = producers
-            .into_iter()
-            .map(|producer| {
-                let deliveries = deliveries.clone();
-                tokio::spawn(async move {
-                    let value = [b'b'; RECORD];
-                    while started.elapsed() < Duration::from_secs(5) {
-                        let record = ProducerRecord::new("metered", &value).partition(0);
-                        let delivery = producer.send(record).await.unwrap();
-                        if deliveries.send(delivery).await.is_err() {
-                            break;
-                        }
-                    }
-                    producer
-                })
-            })
-            .collect();
-        drop(deliveries);
+        let flat_out = FlatOut::start(producers, "metered", Duration::from_secs(5));
 
         // The first second holds the burst (one second of quota); the rate is read after it.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let (from, from_bytes) = (Instant::now(), acked.load(Ordering::Relaxed));
+        let mark = flat_out.mark();
 
         // Meanwhile `light` produces 256 KiB to partition 1, within its own allowance.
         let light = log_in(&broker, "light", "light password").await;
@@ -113,18 +156,13 @@ async fn a_principal_over_its_produce_quota_is_slowed_to_it_and_another_is_not()
             delivery.await.unwrap();
         }
 
-        tokio::time::sleep_until((from + Duration::from_secs(3)).into()).await;
-        let (to, to_bytes) = (Instant::now(), acked.load(Ordering::Relaxed));
-        let rate = (to_bytes - from_bytes) as f64 / (to - from).as_secs_f64();
+        tokio::time::sleep_until((mark.0 + Duration::from_secs(3)).into()).await;
+        let rate = flat_out.rate_since(mark);
         let ratio = rate / QUOTA as f64;
         eprintln!("bulk acknowledged {rate:.0} B/s of record values over 3 s on two connections: {ratio:.3} x the quota");
         assert!((0.9..=1.1).contains(&ratio), "bulk's rate is {ratio:.3} x its quota");
 
-        for sender in sending {
-            let producer = sender.await.unwrap();
-            producer.flush().await.unwrap();
-        }
-        counting.await.unwrap();
+        let acked = flat_out.finish().await;
 
         // Counted per principal: bulk was held back, light never was; both bytes counted.
         let throttle = |who: &str| {
@@ -141,12 +179,12 @@ async fn a_principal_over_its_produce_quota_is_slowed_to_it_and_another_is_not()
             metric(&broker.metrics, &format!("ringmq_principal_bytes_in_total{{principal=\"{who}\"}}"))
         };
         assert!(bytes_in("light") >= (256 * RECORD) as f64, "{}", bytes_in("light"));
-        assert!(bytes_in("bulk") >= acked.load(Ordering::Relaxed) as f64);
+        assert!(bytes_in("bulk") >= acked as f64);
 
         // Slowed, not refused: every acknowledged record of bulk's is in the partition.
         let info = root.describe_topic("metered").await.unwrap();
         let stored = info.partitions[0].next_offset;
-        assert_eq!(stored * RECORD as u64, acked.load(Ordering::Relaxed));
+        assert_eq!(stored * RECORD as u64, acked);
         assert_eq!(info.partitions[1].next_offset, 256);
     })
     .await;
@@ -457,43 +495,16 @@ async fn a_principals_own_produce_quota_slows_it_to_that_rate() {
             .await
             .unwrap();
         root.set_quota(&Quota::new("bulk", QuotaKind::Produce, OWN)).await.unwrap();
-        let acked = Arc::new(AtomicU64::new(0));
-        let (deliveries, mut arriving) = tokio::sync::mpsc::channel(1 << 16);
-        let counting = tokio::spawn({
-            let acked = Arc::clone(&acked);
-            async move {
-                while let Some(delivery) = arriving.recv().await {
-                    let delivery: ringmq_client::Delivery = delivery;
-                    delivery.await.unwrap();
-                    acked.fetch_add(RECORD as u64, Ordering::Relaxed);
-                }
-            }
-        });
-        let started = Instant::now();
-        let sending = tokio::spawn(async move {
-            let value = [b'b'; RECORD];
-            while started.elapsed() < Duration::from_millis(4500) {
-                let record = ProducerRecord::new("metered", &value).partition(0);
-                let delivery = producer.send(record).await.unwrap();
-                if deliveries.send(delivery).await.is_err() {
-                    break;
-                }
-            }
-            producer
-        });
+        let flat_out = FlatOut::start(vec![producer], "metered", Duration::from_millis(4500));
         // The first second holds the burst; the rate is read after it.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let (from, from_bytes) = (Instant::now(), acked.load(Ordering::Relaxed));
+        let mark = flat_out.mark();
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        let (to, to_bytes) = (Instant::now(), acked.load(Ordering::Relaxed));
-        let rate = (to_bytes - from_bytes) as f64 / (to - from).as_secs_f64();
+        let rate = flat_out.rate_since(mark);
         let ratio = rate / OWN as f64;
         eprintln!("bulk acknowledged {rate:.0} B/s of record values: {ratio:.3} x its own quota");
         assert!((0.9..=1.1).contains(&ratio), "bulk's rate is {ratio:.3} x its own quota");
-        let producer = sending.await.unwrap();
-        producer.flush().await.unwrap();
-        drop(producer);
-        counting.await.unwrap();
+        flat_out.finish().await;
     })
     .await;
 }

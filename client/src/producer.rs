@@ -1050,6 +1050,20 @@ struct DeliveryState {
 }
 
 impl DeliveryState {
+    /// The outcome of the batch's record `at`, once the batch has one.
+    fn outcome_of(&self, at: u64) -> Option<Result<Option<u64>, ClientError>> {
+        let outcome = self.result.get()?;
+        Some(outcome.clone().map(|base| base.map(|base| base + at)))
+    }
+
+    /// Has `waker` woken when the batch completes (once, however often it is polled).
+    fn register(&self, waker: &Waker) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !wakers.iter().any(|known| known.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
     fn complete(&self, result: Result<Option<u64>, ClientError>) {
         let _ = self.result.set(result);
         let wakers = std::mem::take(
@@ -1100,7 +1114,7 @@ impl Deliveries {
     /// How many records.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.runs.iter().map(Run::count).sum()
+        records_in(&self.runs)
     }
 
     /// Whether there are none.
@@ -1110,7 +1124,22 @@ impl Deliveries {
     }
 }
 
+/// How many records `runs` hold.
+fn records_in(runs: &[Run]) -> usize {
+    runs.iter().map(Run::count).sum()
+}
+
 impl Run {
+    /// The result of the run's record `at` (from 0), once its batch is resolved.
+    fn result(&self, at: usize) -> Result<Option<u64>, ClientError> {
+        match self {
+            Run::Refused(error) => Err(error.clone()),
+            Run::Queued { state, first, .. } => state
+                .outcome_of(u64::from(*first) + at as u64)
+                .expect("resolved before Acknowledged"),
+        }
+    }
+
     fn count(&self) -> usize {
         match self {
             Run::Queued { count, .. } => *count as usize,
@@ -1134,13 +1163,7 @@ impl Future for Deliveries {
         while let Some(run) = self.runs.get(self.waiting) {
             if let Run::Queued { state, .. } = run {
                 if state.result.get().is_none() {
-                    {
-                        let mut wakers =
-                            state.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        if !wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
-                            wakers.push(cx.waker().clone());
-                        }
-                    }
+                    state.register(cx.waker());
                     // Completed between the check and the registration: go on.
                     if state.result.get().is_none() {
                         return Poll::Pending;
@@ -1165,7 +1188,7 @@ impl Acknowledged {
     /// How many records.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.runs.iter().map(Run::count).sum()
+        records_in(&self.runs)
     }
 
     /// Whether there are none.
@@ -1183,18 +1206,10 @@ impl Acknowledged {
     pub fn result(&self, index: usize) -> Result<Option<u64>, ClientError> {
         let mut left = index;
         for run in &self.runs {
-            let count = run.count();
-            if left < count {
-                return match run {
-                    Run::Refused(error) => Err(error.clone()),
-                    Run::Queued { state, first, .. } => {
-                        let outcome = state.result.get().expect("resolved before Acknowledged");
-                        let at = u64::from(*first) + left as u64;
-                        outcome.clone().map(|base| base.map(|base| base + at))
-                    }
-                };
+            if left < run.count() {
+                return run.result(left);
             }
-            left -= count;
+            left -= run.count();
         }
         Err(ClientError::InvalidArgument(format!(
             "record {index} of {}: there is none",
@@ -1204,16 +1219,7 @@ impl Acknowledged {
 
     /// Every record's result, in order.
     pub fn results(&self) -> impl Iterator<Item = Result<Option<u64>, ClientError>> + '_ {
-        self.runs.iter().flat_map(|run| {
-            (0..run.count()).map(move |at| match run {
-                Run::Refused(error) => Err(error.clone()),
-                Run::Queued { state, first, .. } => {
-                    let outcome = state.result.get().expect("resolved before Acknowledged");
-                    let at = u64::from(*first) + at as u64;
-                    outcome.clone().map(|base| base.map(|base| base + at))
-                }
-            })
-        })
+        self.runs.iter().flat_map(|run| (0..run.count()).map(move |at| run.result(at)))
     }
 
     /// How many records failed.
@@ -1253,26 +1259,13 @@ impl Future for Delivery {
     type Output = Result<Option<u64>, ClientError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let resolved = |state: &DeliveryState, index: u32| {
-            state
-                .result
-                .get()
-                .map(|result| result.clone().map(|base| base.map(|base| base + u64::from(index))))
-        };
-        if let Some(result) = resolved(&self.state, self.index) {
+        let at = u64::from(self.index);
+        if let Some(result) = self.state.outcome_of(at) {
             return Poll::Ready(result);
         }
-        {
-            let mut wakers =
-                self.state.wakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
-                wakers.push(cx.waker().clone());
-            }
-        }
-        match resolved(&self.state, self.index) {
-            Some(result) => Poll::Ready(result),
-            None => Poll::Pending,
-        }
+        self.state.register(cx.waker());
+        // Completed between the check and the registration: ready now.
+        self.state.outcome_of(at).map_or(Poll::Pending, Poll::Ready)
     }
 }
 

@@ -445,7 +445,7 @@ impl Quotas {
 }
 
 /// Whether `principal` may have its own `kind` quota of `value` (`None`: back to the default),
-/// as [`Quotas::set`] checks it before it changes anything.
+/// as setting a quota checks it before it changes anything.
 ///
 /// # Errors
 ///

@@ -78,12 +78,59 @@ fn sweep_writes_a_chart_and_csv() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[0].starts_with("mode,message_size"));
-    assert!(lines[0].ends_with(",protocol,transport,disk_mb_per_s"), "{}", lines[0]);
+    assert!(lines[0].ends_with(",protocol,transport,disk_mb_per_s,target_rate"), "{}", lines[0]);
     assert!(lines[1].starts_with("produce,64,5000"), "{}", lines[1]);
-    // No --baseline: no disk yardstick.
-    assert!(lines[1].ends_with(",native,tcp,"), "{}", lines[1]);
+    // No --baseline: no disk yardstick; no --rate: no target rate.
+    assert!(lines[1].ends_with(",native,tcp,,"), "{}", lines[1]);
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("throughput by message size"));
+}
+
+/// A rate sweep is one paced run per rate, each `rate x --duration` messages long, and its chart
+/// is the latency percentiles against the offered rate, naming the run it shows.
+#[test]
+fn rate_sweep_charts_latency_against_the_offered_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("latency.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+        .args(["--warmup", "200", "--capacity", "16MiB", "--size", "256", "--linger-ms", "0"])
+        .args(["--duration", "0.5", "--sweep", "rates=2k,4000", "--json", "--chart"])
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let reports: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    for (report, rate) in reports.iter().zip([2000, 4000]) {
+        assert_eq!(report["target_rate"], rate);
+        assert_eq!(report["messages"], rate / 2, "rate x 0.5 s");
+        assert_eq!(report["latency_us"]["samples"], rate / 2);
+        assert_eq!(report["broker_records_in"], rate / 2);
+    }
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.contains("against offered rate"), "{svg}");
+    for named in ["p50", "p99", "p99.9", "256 B messages, 1 producer(s) + 1 consumer(s)"] {
+        assert!(svg.contains(named), "the chart names {named}");
+    }
+}
+
+#[test]
+fn a_bad_sweep_is_one_line() {
+    for (sweep, said) in [
+        ("rates=10k,fast", "bad rate \"fast\" in --sweep"),
+        ("rates=0", "a rate is 1 to 10^9 msgs/s"),
+        ("speeds=1,2", "--sweep takes sizes="),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+            .args(["--sweep", sweep])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(said), "{sweep}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
 }
 
 #[test]

@@ -39,11 +39,12 @@ fn main() -> ExitCode {
     for renamed in &renamed {
         tracing::warn!(old = %renamed.old, new = %renamed.new, "{renamed}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ringmq")
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all().thread_name("ringmq");
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads as usize);
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

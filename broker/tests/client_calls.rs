@@ -9,7 +9,8 @@ mod support;
 use std::time::Duration;
 
 use ringmq_client::{
-    Client, ConnectOptions, Consumer, ErrorCode, Producer, ProducerRecord, StartOffset, TopicConfig,
+    Client, ConnectOptions, Consumer, ErrorCode, GroupConsumer, Producer, ProducerRecord,
+    StartOffset, TopicConfig,
 };
 use support::{within, Broker};
 
@@ -176,6 +177,56 @@ async fn polls_are_bounded_in_count_and_in_time() {
         let again = consumer.poll_max(2, Duration::ZERO).await.unwrap();
         let offsets: Vec<u64> = again.iter().map(|record| record.offset).collect();
         assert_eq!(offsets, [3, 4]);
+    })
+    .await;
+}
+
+/// A group member's bounded wait gives up at its limit, keeps its membership and its fetches,
+/// and hands out what arrives later, in order, with nothing lost or repeated across the calls.
+/// The broker runs on one worker thread (`--worker-threads 1`, the latency-first setting), so
+/// the long polls and the produce that answers them share it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_members_wait_is_bounded_and_loses_nothing() {
+    let broker = Broker::start(&["--worker-threads", "1"]);
+    within(60, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        admin.create_topic("jobs", TopicConfig::default().partitions(2)).await.unwrap();
+        let mut member =
+            GroupConsumer::builder(&broker.address, ConnectOptions::default(), "workers", "jobs")
+                .session_timeout(Duration::from_secs(3))
+                .max_wait(Duration::from_secs(5))
+                .build()
+                .await
+                .unwrap();
+        let started = std::time::Instant::now();
+        assert!(member.next_timeout(Duration::from_millis(200)).await.unwrap().is_none());
+        assert!(member.next_timeout(Duration::ZERO).await.unwrap().is_none());
+        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+        let generation = member.generation();
+
+        let producer =
+            Producer::builder(&broker.address, ConnectOptions::default()).build().await.unwrap();
+        let values: Vec<Vec<u8>> = (0..40).map(|n| format!("job {n}").into_bytes()).collect();
+        let records = values.iter().enumerate().map(|(n, value)| {
+            ProducerRecord::new("jobs", value).partition(u32::try_from(n % 2).unwrap())
+        });
+        assert!(producer.send_batch(records).await.await.first_error().is_none());
+        let mut seen = std::collections::BTreeSet::new();
+        let mut last = [None::<u64>; 2];
+        while seen.len() < 40 {
+            // Short limits on purpose: many calls give up halfway through a fetch.
+            let Some(record) = member.next_timeout(Duration::from_millis(1)).await.unwrap() else {
+                continue;
+            };
+            let partition = record.partition as usize;
+            assert!(last[partition] < Some(record.offset), "in order within a partition");
+            last[partition] = Some(record.offset);
+            assert!(seen.insert(record.value.to_vec()), "handed out twice: {record:?}");
+        }
+        assert!(member.next_timeout(Duration::from_millis(100)).await.unwrap().is_none());
+        assert_eq!(member.generation(), generation, "giving up is not a rebalance");
+        member.commit().await.unwrap();
+        member.close().await.unwrap();
     })
     .await;
 }

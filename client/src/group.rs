@@ -468,6 +468,35 @@ impl GroupConsumer {
         }
     }
 
+    /// The next record, or `None` if none arrives within `limit`; as [`GroupConsumer::next`]
+    /// otherwise (the record returned last is marked processed either way). Giving up loses
+    /// nothing: records the partitions' fetches bring meanwhile wait for the next call.
+    ///
+    /// ```no_run
+    /// # async fn example(mut member: ringmq_client::GroupConsumer) -> Result<(), ringmq_client::ClientError> {
+    /// use std::time::Duration;
+    /// while let Some(record) = member.next_timeout(Duration::from_millis(100)).await? {
+    ///     println!("{}/{}: {} bytes", record.partition, record.offset, record.value.len());
+    /// }
+    /// member.commit().await?; // Nothing for 100 ms: commit what was processed.
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`GroupConsumer::next`].
+    pub async fn next_timeout(
+        &mut self,
+        limit: Duration,
+    ) -> Result<Option<ConsumerRecord>, ClientError> {
+        // `next` is cancel safe: a record is taken from the channel only when it is returned,
+        // and an assignment sync cut short is done again by the next call.
+        match tokio::time::timeout(limit, self.next()).await {
+            Ok(record) => record.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Commits the positions after every record returned so far (the last one included).
     ///
     /// # Errors

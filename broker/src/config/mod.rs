@@ -74,6 +74,15 @@ settings! {
         /// A new ring is populated for writing (`MADV_POPULATE_WRITE`), an existing one for
         /// reading (`MAP_POPULATE`), so the first lap does not pay a page fault per page.
         prefault: bool = true, Switch;
+
+        /// Threads of the async runtime that serves every connection; 0: one per CPU core.
+        ///
+        /// 1 keeps every hand-off inside the broker (a produce waking the fetches it answers, a
+        /// connection's reads and writes) on one thread, with no wake-up of another: the
+        /// latency-first choice while one core can carry the load (the README's *Latency*
+        /// section has the figures). Fewer threads than cores also leaves cores to clients on
+        /// the same machine. Syncs and other blocking work run on their own threads either way.
+        worker_threads: u32 = 0, Count::new(0, 1024);
     }
     Topics {
         /// Partitions of a topic created without a partition count.

@@ -69,7 +69,9 @@ struct Args {
     /// Messages to send (after the warm-up).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
-    /// Run for about this long instead of a count: the count is estimated from a short probe.
+    /// Run for about this long instead of a count. A paced run (--rate, or a rate sweep) sends
+    /// rate x SECS messages, 3 s worth when neither this nor --count is given; an unpaced one
+    /// estimates the count from a short probe.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
     /// Messages sent before measuring, to reach a steady state.
@@ -129,10 +131,13 @@ struct Args {
     /// by access rules (so every request passes the rule check).
     #[arg(long, requires = "tls")]
     scram: bool,
-    /// Run a series, e.g. sizes=64,256,1024,16384 (one run per message size).
+    /// Run a series: sizes=64,256,1024,16384 (one run per message size) or
+    /// rates=10k,20k,50k (one paced run per offered rate, msgs/s across all producers, at
+    /// --size; each runs --duration seconds, 3 by default, unless --count is given).
     #[arg(long, value_name = "SERIES")]
     sweep: Option<String>,
-    /// Write an SVG chart of throughput by message size and latency by percentile.
+    /// Write an SVG chart of the sweep: MB/s by message size (sizes=...), or latency
+    /// percentiles against the offered rate (rates=...).
     #[arg(long, value_name = "FILE")]
     chart: Option<PathBuf>,
     /// Print JSON (one object per run; an array for a sweep) instead of the table.
@@ -148,6 +153,11 @@ struct Args {
     /// Producers without idempotence (no producer id, no sequence numbers).
     #[arg(long)]
     no_idempotence: bool,
+    /// Worker threads of the bench's own async runtime, which runs its clients (producers'
+    /// connections and consumers); 0: one per CPU core. 1 is the client half of the
+    /// latency-first configuration (with --broker-arg=--worker-threads=1 for the broker's).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    client_threads: usize,
     /// Session timeout of the group members in --rebalance runs, ms.
     #[arg(long, default_value_t = 3000, value_name = "MS")]
     session_timeout_ms: u64,
@@ -174,7 +184,12 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if args.client_threads > 0 {
+        runtime.worker_threads(args.client_threads);
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -195,20 +210,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.protocol == Protocol::Kafka && !cfg!(feature = "kafka") {
         anyhow::bail!(plan::NO_KAFKA);
     }
-    let sizes = match &args.sweep {
-        Some(series) => {
-            let list =
-                series.strip_prefix("sizes=").context("--sweep takes sizes=<bytes>,<bytes>,...")?;
-            list.split(',')
-                .map(|size| {
-                    size.trim()
-                        .parse::<usize>()
-                        .with_context(|| format!("bad size {size:?} in --sweep"))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        }
-        None => vec![args.size],
-    };
+    let points = sweep_points(&args)?;
     let broker_args = vec![
         "--sync".to_owned(),
         args.sync.clone(),
@@ -267,17 +269,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let host = broker::host_description();
     let commit = broker::commit();
     let mut reports = Vec::new();
-    let mut last_latency = None;
-    for (index, size) in sizes.iter().copied().enumerate() {
-        let count = match (args.count, args.duration) {
-            (Some(count), _) => count,
-            (None, Some(seconds)) => {
+    for (index, point) in points.iter().copied().enumerate() {
+        let size = point.size;
+        let count = match (args.count, args.duration, point.rate) {
+            (Some(count), _, _) => count,
+            (None, seconds, Some(rate)) => {
+                // Paced: the rate says how many messages fill the time.
+                ((rate as f64 * seconds.unwrap_or(RATE_SWEEP_SECONDS)) as u64).max(1000)
+            }
+            (None, Some(seconds), None) => {
                 estimate_count(&address, &kafka_address, &args, size, seconds, index).await?
             }
-            (None, None) => (512 << 20) / size.max(16) as u64,
+            (None, None, None) => (512 << 20) / size.max(16) as u64,
         };
         let topic = format!("bench-{}-{size}-{index}", std::process::id());
-        let workload = workload_from(&args, topic, size, count, &kafka_address);
+        let workload = Workload {
+            rate: point.rate,
+            ..workload_from(&args, topic, size, count, &kafka_address)
+        };
         let baseline = if args.baseline {
             let bytes = count * size as u64;
             let tcp = tokio::task::spawn_blocking(move || workload::baseline(bytes)).await??;
@@ -290,7 +299,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             None
         };
-        let (report, latency) =
+        let report =
             measure(&address, &args, &workload, baseline, &broker_label, &host, &commit).await?;
         if !args.json && !args.csv {
             if index > 0 {
@@ -305,7 +314,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             over_tls.credentials = secure.client_login();
             let label =
                 format!("ringmq with TLS started by the bench at {}", secure.broker.address);
-            let (tls_report, _) =
+            let tls_report =
                 measure(&secure.broker.address, &args, &over_tls, None, &label, &host, &commit)
                     .await?;
             if !args.json && !args.csv {
@@ -314,11 +323,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             reports.push(report.clone());
             reports.push(tls_report);
-            last_latency = Some(latency);
             continue;
         }
         reports.push(report);
-        last_latency = Some(latency);
     }
     if args.json {
         let text = if reports.len() == 1 {
@@ -334,12 +341,70 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("{}", report.csv_row());
         }
     }
-    if let (Some(path), Some(latency)) = (&args.chart, &last_latency) {
-        chart::draw(path, &reports, latency)?;
+    if let Some(path) = &args.chart {
+        let series = match &args.sweep {
+            Some(sweep) if sweep.starts_with("rates=") => chart::Series::Rates,
+            _ => chart::Series::Sizes,
+        };
+        chart::draw(path, series, &reports)?;
         eprintln!("chart written to {}", path.display());
     }
     drop(started);
     Ok(())
+}
+
+/// How long each run of a rate sweep lasts without `--count` or `--duration`, seconds.
+const RATE_SWEEP_SECONDS: f64 = 3.0;
+
+/// One run of a series: its message size and, for a paced run, its offered rate.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    size: usize,
+    rate: Option<u64>,
+}
+
+/// The runs `--sweep` asks for (one, from `--size` and `--rate`, without it).
+fn sweep_points(args: &Args) -> anyhow::Result<Vec<Point>> {
+    let Some(series) = &args.sweep else {
+        return Ok(vec![Point { size: args.size, rate: args.rate }]);
+    };
+    fn list(text: &str) -> Vec<&str> {
+        text.split(',').map(str::trim).collect()
+    }
+    if let Some(sizes) = series.strip_prefix("sizes=") {
+        return list(sizes)
+            .into_iter()
+            .map(|size| {
+                size.parse::<usize>()
+                    .map(|size| Point { size, rate: args.rate })
+                    .with_context(|| format!("bad size {size:?} in --sweep"))
+            })
+            .collect();
+    }
+    if let Some(rates) = series.strip_prefix("rates=") {
+        return list(rates)
+            .into_iter()
+            .map(|rate| {
+                parse_rate(rate)
+                    .map(|rate| Point { size: args.size, rate: Some(rate) })
+                    .with_context(|| format!("bad rate {rate:?} in --sweep"))
+            })
+            .collect();
+    }
+    anyhow::bail!("--sweep takes sizes=<bytes>,<bytes>,... or rates=<msgs/s>,<msgs/s>,...")
+}
+
+/// A rate in messages per second: `20000`, `20k` or `1.5M`; at least 1.
+fn parse_rate(text: &str) -> anyhow::Result<u64> {
+    let (number, scale) = match text.char_indices().last() {
+        Some((at, 'k' | 'K')) => (&text[..at], 1e3),
+        Some((at, 'm' | 'M')) => (&text[..at], 1e6),
+        _ => (text, 1.0),
+    };
+    let value: f64 = number.parse().context("expected a number of msgs/s such as 20000 or 20k")?;
+    let rate = (value * scale).round();
+    anyhow::ensure!((1.0..=1e9).contains(&rate), "a rate is 1 to 10^9 msgs/s");
+    Ok(rate as u64)
 }
 
 /// What `--baseline` measured, MB/s.
@@ -361,7 +426,7 @@ async fn measure(
     broker_label: &str,
     host: &str,
     commit: &str,
-) -> anyhow::Result<(Report, hdrhistogram::Histogram<u64>)> {
+) -> anyhow::Result<Report> {
     let mut admin = workload::connect(address, workload).await?;
     let progress = Arc::new(AtomicU64::new(0));
     let bar = ProgressBar::new(workload.count);
@@ -391,6 +456,12 @@ async fn measure(
     let measured = workload::run(address, workload, &progress).await?;
     let bench_after = process_usage();
     let after = admin.stats().await?;
+    // Gone once measured: a series would otherwise pile up rings the kernel must write back
+    // (their pages are dirty from the pre-fault) while the later runs are measured.
+    admin
+        .delete_topic(&workload.topic)
+        .await
+        .with_context(|| format!("deleting the bench topic {}", workload.topic))?;
     ticker.abort();
     bar.finish_and_clear();
 
@@ -486,7 +557,7 @@ async fn measure(
         host: host.to_owned(),
         commit: commit.to_owned(),
     };
-    Ok((report, measured.latency))
+    Ok(report)
 }
 
 /// The TLS run's throughput as a fraction of the plaintext run's, measured in the same invocation.

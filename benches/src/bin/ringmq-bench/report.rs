@@ -147,7 +147,7 @@ impl Report {
 
     /// The CSV header line.
     pub(crate) fn csv_header() -> &'static str {
-        "mode,message_size,messages,producers,consumers,partitions,acks,produce_msgs_per_s,produce_mb_per_s,consume_msgs_per_s,consume_mb_per_s,baseline_mb_per_s,latency_p50_us,latency_p99_us,latency_p999_us,latency_max_us,broker_allocs_per_msg,produce_copy_ratio,fetch_copy_ratio,broker_cpu_s_per_million_msgs,bench_cpu_s_per_million_msgs,broker_peak_rss_bytes,protocol,transport,disk_mb_per_s"
+        "mode,message_size,messages,producers,consumers,partitions,acks,produce_msgs_per_s,produce_mb_per_s,consume_msgs_per_s,consume_mb_per_s,baseline_mb_per_s,latency_p50_us,latency_p99_us,latency_p999_us,latency_max_us,broker_allocs_per_msg,produce_copy_ratio,fetch_copy_ratio,broker_cpu_s_per_million_msgs,bench_cpu_s_per_million_msgs,broker_peak_rss_bytes,protocol,transport,disk_mb_per_s,target_rate"
     }
 
     /// One CSV row.
@@ -155,7 +155,7 @@ impl Report {
         let option =
             |value: Option<f64>| value.map_or_else(String::new, |value| format!("{value:.3}"));
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.4},{:.4},{:.3},{:.3},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1},{:.6},{:.4},{:.4},{:.3},{:.3},{},{},{},{},{}",
             serde_json::to_value(self.mode).ok().and_then(|mode| mode.as_str().map(str::to_owned)).unwrap_or_default(),
             self.message_size,
             self.messages,
@@ -181,6 +181,7 @@ impl Report {
             self.protocol.name(),
             self.transport,
             option(self.disk_mb_per_s),
+            self.target_rate.map_or_else(String::new, |rate| rate.to_string()),
         )
     }
 }

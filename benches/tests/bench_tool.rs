@@ -96,6 +96,7 @@ fn rate_sweep_charts_latency_against_the_offered_rate() {
         .args(["--warmup", "200", "--capacity", "16MiB", "--size", "256", "--linger-ms", "0"])
         .args(["--duration", "0.5", "--sweep", "rates=2k,4000", "--json", "--chart"])
         .arg(&chart)
+        .args(["--client-threads", "1", "--broker-arg=--worker-threads=1"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -110,7 +111,13 @@ fn rate_sweep_charts_latency_against_the_offered_rate() {
     }
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.contains("against offered rate"), "{svg}");
-    for named in ["p50", "p99", "p99.9", "256 B messages, 1 producer(s) + 1 consumer(s)"] {
+    for named in [
+        "p50",
+        "p99",
+        "p99.9",
+        "256 B, 1 producer(s) + 1 consumer(s)",
+        "broker --worker-threads=1, client threads 1",
+    ] {
         assert!(svg.contains(named), "the chart names {named}");
     }
 }

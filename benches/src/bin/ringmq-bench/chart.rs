@@ -30,11 +30,19 @@ pub(crate) fn draw(path: &Path, series: Series, reports: &[Report]) -> anyhow::R
     Ok(())
 }
 
-/// What a rate sweep's runs share, in a line: size, clients, partitions, acks, batching, commit.
+/// What a rate sweep's runs share, in a line: size, clients, partitions, acks, batching, the
+/// broker's extra flags and the bench's runtime threads (what tells a latency-first run from a
+/// default one), commit.
 fn run_description(report: &Report) -> String {
+    let flags = report.broker.split_once(" with ").map_or("", |(_, flags)| flags);
+    let threads = match report.client_threads {
+        0 => String::new(),
+        threads => format!(", client threads {threads}"),
+    };
+    let broker = if flags.is_empty() { String::new() } else { format!("; broker {flags}") };
     format!(
-        "{} B messages, {} producer(s) + {} consumer(s), {} partition(s), acks={}, linger {} ms, \
-         batch {} B, {} over {}; commit {}",
+        "{} B, {} producer(s) + {} consumer(s), {} partition(s), acks={}, linger {} ms, \
+         batch {} B, {} over {}{broker}{threads}; commit {}",
         report.message_size,
         report.producers,
         report.consumers,

@@ -554,6 +554,7 @@ async fn measure(
         broker_bytes_in: delta(|stats| stats.bytes_in) as u64,
         broker_bytes_out: delta(|stats| stats.bytes_out) as u64,
         broker: broker_label.to_owned(),
+        client_threads: args.client_threads,
         host: host.to_owned(),
         commit: commit.to_owned(),
     };

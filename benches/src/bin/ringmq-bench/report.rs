@@ -56,6 +56,8 @@ pub(crate) struct Report {
     pub(crate) broker_bytes_in: u64,
     pub(crate) broker_bytes_out: u64,
     pub(crate) broker: String,
+    /// Worker threads of the bench's runtime (`--client-threads`; 0: one per core).
+    pub(crate) client_threads: usize,
     pub(crate) host: String,
     pub(crate) commit: String,
 }

@@ -230,3 +230,51 @@ async fn a_group_members_wait_is_bounded_and_loses_nothing() {
     })
     .await;
 }
+
+/// Busy-polling on both sides (`--busy-poll-us` on the broker, `ConnectOptions::busy_poll` on
+/// the client) delivers every record once, in order, to a consumer that waits on each one while
+/// a producer awaits each acknowledgement; and the spin is bounded: an idle broker parks again,
+/// spending nothing like the idle time's worth of CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_loses_nothing_and_stops_when_idle() {
+    let broker = Broker::start(&["--worker-threads", "1", "--busy-poll-us", "2000"]);
+    within(60, async {
+        let options = ConnectOptions::default().busy_poll(Duration::from_millis(2));
+        let mut admin = Client::connect_with(&broker.address, options.clone()).await.unwrap();
+        admin.create_topic("ticks", TopicConfig::default()).await.unwrap();
+        let mut consumer = Consumer::builder(&broker.address, options.clone(), "ticks", 0)
+            .start(StartOffset::Earliest)
+            .build()
+            .await
+            .unwrap();
+        let producer = Producer::builder(&broker.address, options).linger(Duration::ZERO);
+        let producer = producer.build().await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut values = Vec::new();
+            while values.len() < 300 {
+                let record = consumer.next().await.unwrap();
+                assert_eq!(record.offset, values.len() as u64, "dense and in order");
+                values.push(record.value.to_vec());
+            }
+            values
+        });
+        for n in 0..300 {
+            let value = format!("tick {n}");
+            producer
+                .send(ProducerRecord::new("ticks", value.as_bytes()))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let values = reader.await.unwrap();
+        let expected: Vec<Vec<u8>> = (0..300).map(|n| format!("tick {n}").into_bytes()).collect();
+        assert_eq!(values, expected);
+
+        let before = admin.stats().await.unwrap().cpu_time_us;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let spent = admin.stats().await.unwrap().cpu_time_us - before;
+        assert!(spent < 400_000, "an idle busy-polling broker spent {spent} µs of CPU in 2 s");
+    })
+    .await;
+}

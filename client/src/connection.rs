@@ -23,6 +23,8 @@ pub(crate) struct Endpoint {
     pub(crate) address: String,
     pub(crate) tls: Option<Tls>,
     pub(crate) credentials: Option<crate::Credentials>,
+    /// How long a wait for the broker busy-polls before it parks (zero: not at all).
+    pub(crate) busy_poll: Duration,
 }
 
 /// What every connection knows about the broker after the handshake.
@@ -373,16 +375,47 @@ impl Connection {
             self.input.reserve(size - self.input.len());
         }
         while self.input.len() < size {
-            let read = self
-                .stream
-                .read_buf(&mut self.input)
-                .await
-                .map_err(|error| self.io_error(error))?;
+            let read = self.read_some().await.map_err(|error| self.io_error(error))?;
             if read == 0 {
                 return Err(ClientError::Closed { address: self.address.clone() });
             }
         }
         Ok(())
+    }
+}
+
+impl Connection {
+    /// Reads what has arrived, waiting for at least a byte; with busy-polling on, the first
+    /// `busy_poll` of the wait tries the socket and yields to the runtime in turn (never
+    /// parking the thread), and only then waits for the kernel's wake-up.
+    async fn read_some(&mut self) -> std::io::Result<usize> {
+        if self.endpoint.busy_poll.is_zero() {
+            return self.stream.read_buf(&mut self.input).await;
+        }
+        let until = Instant::now() + self.endpoint.busy_poll;
+        loop {
+            {
+                let mut read = std::pin::pin!(self.stream.read_buf(&mut self.input));
+                // A read that is not ready is dropped at the end of this block: `read_buf`
+                // loses nothing when cancelled.
+                let polled = std::future::poll_fn(|context| {
+                    std::task::Poll::Ready(
+                        match std::future::Future::poll(read.as_mut(), context) {
+                            std::task::Poll::Ready(result) => Some(result),
+                            std::task::Poll::Pending => None,
+                        },
+                    )
+                })
+                .await;
+                if let Some(result) = polled {
+                    return result;
+                }
+                if Instant::now() >= until {
+                    return read.await;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
     }
 }
 

@@ -135,17 +135,18 @@ pub struct PartitionInfo {
     pub next_offset: u64,
 }
 
-/// How to connect: the timeout of each call, TLS, and a login.
+/// How to connect: the timeout of each call, TLS, a login, and busy-polling.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
     timeout: Duration,
     tls: Option<Tls>,
     credentials: Option<Credentials>,
+    busy_poll: Duration,
 }
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { timeout: DEFAULT_TIMEOUT, tls: None, credentials: None }
+        Self { timeout: DEFAULT_TIMEOUT, tls: None, credentials: None, busy_poll: Duration::ZERO }
     }
 }
 
@@ -156,6 +157,7 @@ impl ConnectOptions {
             address: address.to_owned(),
             tls: self.tls.clone(),
             credentials: self.credentials.clone(),
+            busy_poll: self.busy_poll,
         }
     }
 
@@ -182,6 +184,36 @@ impl ConnectOptions {
     #[must_use]
     pub fn credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
+        self
+    }
+
+    /// Busy-poll for up to `spin` before sleeping, each time a connection waits for the broker
+    /// (an acknowledgement, a fetch's answer) [default: 0, off].
+    ///
+    /// While it waits, the connection's task checks its socket, yields to the runtime's other
+    /// tasks and checks again, instead of parking the thread until the kernel wakes it. An
+    /// answer that arrives within `spin` is picked up without a wake-up of a sleeping thread;
+    /// the price is a thread kept busy (one CPU) for up to `spin` after every exchange. Worth
+    /// it only with a core to spare for each busy-polling runtime thread: the README's
+    /// *Latency* section measures it. The broker has the same option (`busy_poll_us`).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use ringmq_client::{ConnectOptions, Consumer, StartOffset};
+    ///
+    /// # async fn example() -> Result<(), ringmq_client::ClientError> {
+    /// let options = ConnectOptions::default().busy_poll(Duration::from_micros(50));
+    /// let mut consumer = Consumer::builder("127.0.0.1:7878", options, "events", 0)
+    ///     .start(StartOffset::Latest)
+    ///     .build()
+    ///     .await?;
+    /// let record = consumer.next().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn busy_poll(mut self, spin: Duration) -> Self {
+        self.busy_poll = spin;
         self
     }
 }
@@ -247,18 +279,20 @@ impl Client {
     /// As [`Client::connect_tls`]; a refused login is [`ClientError::Broker`] with
     /// `Unauthenticated` ("wrong user name or password").
     pub async fn connect_with(address: &str, options: ConnectOptions) -> Result<Self, ClientError> {
-        let ConnectOptions { timeout, tls, credentials } = options;
-        let endpoint = Endpoint { address: address.to_owned(), tls, credentials };
+        let ConnectOptions { timeout, tls, credentials, busy_poll } = options;
+        let endpoint = Endpoint { address: address.to_owned(), tls, credentials, busy_poll };
         let connection = Connection::open(&endpoint, timeout, "ringmq-client admin").await?;
         Ok(Self { connection, endpoint })
     }
 
-    /// How this client connects (its timeout, TLS and login), for another connection alike.
+    /// How this client connects (its timeout, TLS, login and busy-polling), for another
+    /// connection alike.
     pub fn options(&self) -> ConnectOptions {
         ConnectOptions {
             timeout: self.connection.timeout,
             tls: self.endpoint.tls.clone(),
             credentials: self.endpoint.credentials.clone(),
+            busy_poll: self.endpoint.busy_poll,
         }
     }
 

@@ -83,6 +83,18 @@ settings! {
         /// section has the figures). Fewer threads than cores also leaves cores to clients on
         /// the same machine. Syncs and other blocking work run on their own threads either way.
         worker_threads: u32 = 0, Count::new(0, 1024);
+
+        /// Busy-poll for up to this many microseconds before parking, each time a connection of
+        /// the native protocol waits for its client or a fetch for an append; 0: never (the
+        /// default). The Kafka port does not busy-poll.
+        ///
+        /// A waiting connection checks its socket and the partition, yields to the other
+        /// connections and checks again, so a request or an append that comes within the spin
+        /// is served without the wake-up of a sleeping thread. The price is CPU: a runtime
+        /// thread stays busy for up to this long after every request, however idle the broker
+        /// is between requests. Worth it only with a core to spare per worker thread (see
+        /// `worker_threads`); the README's *Latency* section measures it.
+        busy_poll_us: u32 = 0, Count::new(0, 1_000_000);
     }
     Topics {
         /// Partitions of a topic created without a partition count.

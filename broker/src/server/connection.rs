@@ -81,6 +81,7 @@ async fn run(
 ) -> io::Result<CloseReason> {
     let config = &context.config;
     let in_flight_max = config.in_flight_count_max as usize;
+    let busy_poll = Duration::from_micros(u64::from(config.busy_poll_us));
     let mut closing: Option<CloseReason> = None;
     let mut last_activity = Instant::now();
     loop {
@@ -145,6 +146,12 @@ async fn run(
             deadline.max(until + timeout)
         });
         let waiting = output.is_waiting();
+        // Busy-polling: for `busy_poll` after the last request or response, the task yields
+        // instead of parking, and the branches above are checked again when it next runs.
+        let spinning = !busy_poll.is_zero()
+            && closing.is_none()
+            && (can_read || waiting)
+            && Instant::now() < last_activity + busy_poll;
         tokio::select! {
             biased;
             _ = stop.changed(), if closing.is_none() => closing = Some(CloseReason::ShuttingDown),
@@ -167,6 +174,7 @@ async fn run(
                     CloseReason::IdleTimeout
                 });
             }
+            () = tokio::task::yield_now(), if spinning => {}
         }
     }
 }

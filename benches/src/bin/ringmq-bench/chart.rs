@@ -35,10 +35,13 @@ pub(crate) fn draw(path: &Path, series: Series, reports: &[Report]) -> anyhow::R
 /// default one), commit.
 fn run_description(report: &Report) -> String {
     let flags = report.broker.split_once(" with ").map_or("", |(_, flags)| flags);
-    let threads = match report.client_threads {
+    let mut threads = match report.client_threads {
         0 => String::new(),
         threads => format!(", client threads {threads}"),
     };
+    if report.client_busy_poll_us > 0 {
+        threads.push_str(&format!(", client busy-poll {} µs", report.client_busy_poll_us));
+    }
     let broker = if flags.is_empty() { String::new() } else { format!("; broker {flags}") };
     format!(
         "{} B, {} producer(s) + {} consumer(s), {} partition(s), acks={}, linger {} ms, \

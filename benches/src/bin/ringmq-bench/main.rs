@@ -158,6 +158,11 @@ struct Args {
     /// latency-first configuration (with --broker-arg=--worker-threads=1 for the broker's).
     #[arg(long, default_value_t = 0, value_name = "N")]
     client_threads: usize,
+    /// Busy-poll the bench's connections for up to this many µs before parking each time they
+    /// wait for the broker (ringmq-client's `ConnectOptions::busy_poll`); 0: off. The broker's
+    /// own is --broker-arg=--busy-poll-us=N.
+    #[arg(long, default_value_t = 0, value_name = "US", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    client_busy_poll_us: u64,
     /// Session timeout of the group members in --rebalance runs, ms.
     #[arg(long, default_value_t = 3000, value_name = "MS")]
     session_timeout_ms: u64,
@@ -555,6 +560,7 @@ async fn measure(
         broker_bytes_out: delta(|stats| stats.bytes_out) as u64,
         broker: broker_label.to_owned(),
         client_threads: args.client_threads,
+        client_busy_poll_us: args.client_busy_poll_us,
         host: host.to_owned(),
         commit: commit.to_owned(),
     };
@@ -596,6 +602,7 @@ fn workload_from(args: &Args, topic: String, size: usize, count: u64, kafka: &st
     Workload {
         tls: None,
         credentials: None,
+        busy_poll: Duration::from_micros(args.client_busy_poll_us),
         mode: args.mode,
         topic,
         producers: args.producers,

@@ -50,6 +50,8 @@ pub(crate) struct Workload {
     pub(crate) tls: Option<ringmq_client::Tls>,
     /// The login of every connection, if the broker requires one (`--scram`).
     pub(crate) credentials: Option<ringmq_client::Credentials>,
+    /// How long the clients' connections busy-poll before parking (zero: off).
+    pub(crate) busy_poll: std::time::Duration,
     pub(crate) mode: Mode,
     pub(crate) topic: String,
     pub(crate) producers: usize,

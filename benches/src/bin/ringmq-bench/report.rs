@@ -58,6 +58,8 @@ pub(crate) struct Report {
     pub(crate) broker: String,
     /// Worker threads of the bench's runtime (`--client-threads`; 0: one per core).
     pub(crate) client_threads: usize,
+    /// The bench's connections' busy-poll, µs (`--client-busy-poll-us`; 0: off).
+    pub(crate) client_busy_poll_us: u64,
     pub(crate) host: String,
     pub(crate) commit: String,
 }

@@ -23,7 +23,7 @@ use crate::plan::{
 
 /// Connects to the broker, over TLS and logged in where the run is.
 pub(crate) async fn connect(address: &str, workload: &Workload) -> anyhow::Result<Client> {
-    let mut options = ringmq_client::ConnectOptions::default();
+    let mut options = ringmq_client::ConnectOptions::default().busy_poll(workload.busy_poll);
     if let Some(tls) = &workload.tls {
         options = options.tls(tls.clone());
     }

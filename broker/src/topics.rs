@@ -30,7 +30,7 @@ use ringmq_protocol::limits::{PARTITION_COUNT_MAX, TOPIC_COUNT_MAX};
 use ringmq_protocol::topic::validate_topic_name;
 
 use crate::log::recovery::RecoveryMode;
-use crate::log::{self, DataDir, LogConfig, OpenMode, RecoveryReport, StorageError};
+use crate::log::{self, DataDir, LogConfig, OpenMode, RecoveryReport, StorageError, SyncMethod};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::producers::ProducerTable;
@@ -211,6 +211,8 @@ pub struct TopicDefaults {
     pub batch_size_max: u32,
     /// Pre-fault mappings.
     pub prefault: bool,
+    /// How partitions sync.
+    pub sync_method: SyncMethod,
     /// Largest capacity a request may ask for.
     pub capacity_max: u64,
     /// Most partitions a request may ask for.
@@ -350,7 +352,8 @@ impl Topics {
                     path: settings_path.clone(),
                     message: error.message().to_owned(),
                 })?;
-            let config = log_config(&settings, defaults.prefault)?;
+            let config =
+                log_config(&settings, defaults.prefault)?.with_sync_method(defaults.sync_method);
             let name: Arc<str> = Arc::from(name);
             let mut partitions = Vec::with_capacity(settings.partitions as usize);
             for index in 0..settings.partitions {
@@ -472,7 +475,9 @@ impl Topics {
             self.defaults.batch_size_max,
         )
         .map_err(TopicError::InvalidGeometry)?;
-        let config = config.with_prefault(self.defaults.prefault);
+        let config = config
+            .with_prefault(self.defaults.prefault)
+            .with_sync_method(self.defaults.sync_method);
         let written = Arc::new(AtomicU64::new(0));
         let allocated = Arc::new(AtomicU64::new(0));
         let reservation = Reservation {

@@ -32,6 +32,7 @@ use thiserror::Error;
 use self::declare::{settings, Setting};
 use self::kind::{Address, Choice, Count, Directory, FilePath, Host, Millis, Raw, Size, Switch};
 use crate::groups::store::STATE_CAPACITY_MIN;
+pub use crate::log::SyncMethod;
 use crate::log::{CAPACITY_MAX, CAPACITY_MIN};
 pub use crate::partition::SyncPolicy;
 use ringmq_protocol::limits::{
@@ -68,6 +69,15 @@ settings! {
         /// only after the sync that covers it, as if it asked for `acks=synced`.
         sync: SyncPolicy = SyncPolicy::None,
             Choice::new("POLICY", "none, always or interval=<ms> (1 to 3600000)");
+
+        /// How a sync makes a partition's new bytes durable.
+        ///
+        /// `msync`: `msync(MS_SYNC)` of the range written since the last sync (on Linux a
+        /// range-bounded `fdatasync`). `fdatasync`: the whole ring file's dirty pages.
+        /// `range+fdatasync`: `sync_file_range` of the range, then `fdatasync`. Each waits for the
+        /// device; the README's *Synced produce* figures compare them.
+        sync_method: SyncMethod = SyncMethod::Msync,
+            Choice::new("METHOD", "msync, fdatasync or range+fdatasync");
 
         /// Pre-fault ring mappings when they are created and opened.
         ///

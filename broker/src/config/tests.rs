@@ -52,7 +52,7 @@ fn flags_parse_units() {
 
 #[test]
 fn bad_values_name_the_key_the_value_and_what_is_accepted() {
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--default-capacity", "lots"],
             "invalid value \"lots\" for --default-capacity: expected a size like",
@@ -73,6 +73,10 @@ fn bad_values_name_the_key_the_value_and_what_is_accepted() {
         (&["--batch-size-max", "2MiB"], "for --batch-size-max"),
         (&["--data-dir", ""], "invalid value \"\" for --data-dir: expected a directory path"),
         (&["--auth", "maybe"], "invalid value \"maybe\" for --auth: expected off or required"),
+        (
+            &["--sync-method", "fsync"],
+            "invalid value \"fsync\" for --sync-method: expected msync, fdatasync or range+fdatasync",
+        ),
     ];
     for (args, expected) in cases {
         let error = run(args).unwrap_err().to_string();
@@ -89,7 +93,7 @@ fn every_limit_a_setting_declares_is_enforced_at_both_ends() {
         if setting.switch
             || matches!(
                 setting.value_name,
-                "ADDR" | "DIR" | "FILE" | "POLICY" | "FORMAT" | "HOST" | "MODE"
+                "ADDR" | "DIR" | "FILE" | "POLICY" | "FORMAT" | "HOST" | "MODE" | "METHOD"
             )
         {
             continue;

@@ -218,6 +218,7 @@ impl Core {
             capacity: config.partition_capacity_default,
             batch_size_max: config.batch_size_max,
             prefault: config.prefault,
+            sync_method: config.sync_method,
             capacity_max: config.partition_capacity_max,
             partition_count_max: config.partition_count_max,
             topic_count_max: config.topic_count_max,

@@ -147,6 +147,7 @@ fn fixture(partitions: u32) -> Fixture {
         capacity: 1 << 20,
         batch_size_max: 64 << 10,
         prefault: false,
+        sync_method: crate::log::SyncMethod::default(),
         capacity_max: 1 << 30,
         partition_count_max: 1024,
         topic_count_max: 16,

@@ -37,6 +37,7 @@ mod superblock;
 mod time_index;
 mod writer;
 
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -82,6 +83,53 @@ pub struct LogConfig {
     chunk_size: u64,
     batch_size_max: u32,
     prefault: bool,
+    sync_method: SyncMethod,
+}
+
+/// How a sync makes a range of the ring durable. Each waits until the bytes are on the device
+/// and its write cache is flushed; they differ in what they write and how many calls it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMethod {
+    /// `msync(MS_SYNC)` of the range: writes the range's dirty pages and flushes the device
+    /// (on Linux, a range-bounded `fdatasync`). One call per contiguous range.
+    #[default]
+    Msync,
+    /// `fdatasync` of the ring file: writes every dirty page of the file, including pages
+    /// appended after the sync began.
+    Fdatasync,
+    /// `sync_file_range` of the range (write it and wait), then `fdatasync` for the device's
+    /// cache and the metadata: what databases that manage their own files do.
+    RangeFdatasync,
+}
+
+/// A sync method the broker does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sync method {text:?} (expected msync, fdatasync or range+fdatasync)")]
+pub struct InvalidSyncMethod {
+    text: String,
+}
+
+impl std::str::FromStr for SyncMethod {
+    type Err = InvalidSyncMethod;
+
+    fn from_str(text: &str) -> Result<Self, InvalidSyncMethod> {
+        match text {
+            "msync" => Ok(Self::Msync),
+            "fdatasync" => Ok(Self::Fdatasync),
+            "range+fdatasync" => Ok(Self::RangeFdatasync),
+            _ => Err(InvalidSyncMethod { text: text.to_owned() }),
+        }
+    }
+}
+
+impl fmt::Display for SyncMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Msync => "msync",
+            Self::Fdatasync => "fdatasync",
+            Self::RangeFdatasync => "range+fdatasync",
+        })
+    }
 }
 
 impl LogConfig {
@@ -109,6 +157,17 @@ impl LogConfig {
     #[must_use]
     pub fn with_prefault(self, prefault: bool) -> Self {
         Self { prefault, ..self }
+    }
+
+    /// How [`Log::sync`] makes the published bytes durable.
+    pub fn sync_method(&self) -> SyncMethod {
+        self.sync_method
+    }
+
+    /// The same geometry, synced with `sync_method`.
+    #[must_use]
+    pub fn with_sync_method(self, sync_method: SyncMethod) -> Self {
+        Self { sync_method, ..self }
     }
 
     /// Checks and completes a ring geometry. Without `chunk_size` one is chosen: about
@@ -179,7 +238,13 @@ impl LogConfig {
         // marker).
         let room = chunk_size - entry::CHUNK_FRAMING_SIZE as u64;
         let batch_size_max = batch_size_max.min(u32::try_from(room).unwrap_or(u32::MAX));
-        Ok(Self { capacity: count * chunk_size, chunk_size, batch_size_max, prefault: true })
+        Ok(Self {
+            capacity: count * chunk_size,
+            chunk_size,
+            batch_size_max,
+            prefault: true,
+            sync_method: SyncMethod::Msync,
+        })
     }
 
     /// Bytes a ring file of this geometry takes on disk: the superblocks and the ring.
@@ -389,6 +454,7 @@ struct Shared {
     time_index: TimeIndex,
     path: PathBuf,
     batch_size_max: u32,
+    sync_method: SyncMethod,
     head_position: AtomicU64,
     head_offset: AtomicU64,
     next_offset: AtomicU64,
@@ -696,6 +762,7 @@ fn start(
         time_index,
         path: path.to_owned(),
         batch_size_max: config.batch_size_max,
+        sync_method: config.sync_method,
         head_position: AtomicU64::new(head_position),
         head_offset: AtomicU64::new(recovered.head_offset),
         next_offset: AtomicU64::new(recovered.next_offset),
@@ -886,7 +953,7 @@ impl Log {
         let target_offset = shared.next_offset.load(Ordering::Acquire);
         let target_end = shared.core.published_end();
         let from = shared.synced_position.load(Ordering::Acquire);
-        if let Err(source) = shared.core.flush_data(from, target_end) {
+        if let Err(source) = shared.core.flush_data(from, target_end, shared.sync_method) {
             return Err(shared.poison_with(FailedStep::Sync, source));
         }
         shared.synced_position.store(target_end, Ordering::Release);

@@ -44,6 +44,7 @@ pub(crate) use file::{DirLock, RingFile};
 use file::{LockShare, MappedFile, Registration};
 use region::Region;
 
+use crate::log::SyncMethod;
 use crate::sync::{Arc, AtomicU64, Ordering};
 
 /// Where things are in a ring file: the superblock area, then the data area of `capacity` bytes in
@@ -421,9 +422,9 @@ impl RingCore {
         Ok(lease)
     }
 
-    /// Writes the data area between positions `start` and `end` to disk (`msync(MS_SYNC)`).
+    /// Writes the data area between positions `start` and `end` to disk, as `method` says.
     /// A range longer than the ring syncs the whole data area.
-    pub(crate) fn flush_data(&self, start: u64, end: u64) -> io::Result<()> {
+    pub(crate) fn flush_data(&self, start: u64, end: u64, method: SyncMethod) -> io::Result<()> {
         if self.fail_flush.load(Ordering::Relaxed) {
             return Err(io::Error::other("injected msync failure"));
         }
@@ -434,17 +435,20 @@ impl RingCore {
         let data_start = layout.data_start_bytes();
         let capacity = layout.file_bytes() - data_start;
         if end - start >= layout.capacity() {
-            return self.region.flush(data_start, capacity);
+            return self.region.sync(data_start, capacity, method);
         }
         let first = layout.place(start);
         // Below the capacity (checked above), which fits usize.
         let length = usize::try_from(end - start).expect("a sync range below the capacity");
         let to_wrap = data_start + capacity - first;
         if length <= to_wrap {
-            self.region.flush(first, length)
+            self.region.sync(first, length, method)
+        } else if method == SyncMethod::Fdatasync {
+            // One call syncs the whole file anyway.
+            self.region.sync(first, to_wrap, method)
         } else {
-            self.region.flush(first, to_wrap)?;
-            self.region.flush(data_start, length - to_wrap)
+            self.region.sync(first, to_wrap, method)?;
+            self.region.sync(data_start, length - to_wrap, method)
         }
     }
 
@@ -706,12 +710,14 @@ mod tests {
     #[test]
     fn flush_ranges_wrap_and_can_be_made_to_fail() {
         let (core, _writer) = small();
-        core.flush_data(200, 300).unwrap();
-        core.flush_data(0, 10_000).unwrap();
-        core.flush_data(5, 5).unwrap();
+        for method in [SyncMethod::Msync, SyncMethod::Fdatasync, SyncMethod::RangeFdatasync] {
+            core.flush_data(200, 300, method).unwrap();
+            core.flush_data(0, 10_000, method).unwrap();
+        }
+        core.flush_data(5, 5, SyncMethod::Msync).unwrap();
         core.write_superblock(0, &[1; 64]).unwrap();
         core.inject_flush_failure(true);
-        assert!(core.flush_data(0, 1).is_err());
+        assert!(core.flush_data(0, 1, SyncMethod::Msync).is_err());
         assert!(core.write_superblock(0, &[1; 8]).is_err());
     }
 

@@ -19,15 +19,18 @@ use std::ptr::{self, NonNull};
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
+use crate::log::SyncMethod;
+
 /// Bytes per loom shadow cell.
 #[cfg(broker_loom)]
 pub(crate) const LOOM_GRANULE: usize = 1;
 
 #[derive(Debug)]
 enum Backing {
-    /// A shared, writable mapping of a file region. `MmapRaw` never hands out slices, so the
-    /// region is the only way to its bytes.
-    Map(MmapRaw),
+    /// A shared, writable mapping of a file region (`map`), with a descriptor of the file
+    /// (`file`, mapped from byte `file_offset`) for the syncs that go through it. `MmapRaw`
+    /// never hands out slices, so the region is the only way to its bytes.
+    Map { map: MmapRaw, file: File, file_offset: u64 },
     /// A boxed slice leaked into `ptr`; rebuilt and dropped in `Drop`.
     Heap,
 }
@@ -77,7 +80,8 @@ impl Region {
         // caller's guarantee that nobody else resizes or writes the file (see `# Safety`).
         let map = options.map_raw(file)?;
         let ptr = NonNull::new(map.as_mut_ptr()).ok_or_else(|| io::Error::other("null mapping"))?;
-        Ok(Self::from_parts(ptr, len, Backing::Map(map)))
+        let file = file.try_clone()?;
+        Ok(Self::from_parts(ptr, len, Backing::Map { map, file, file_offset }))
     }
 
     /// Zeroed heap memory of `len` bytes (at least one byte is allocated).
@@ -165,8 +169,47 @@ impl Region {
     pub(crate) fn flush(&self, at: usize, size: usize) -> io::Result<()> {
         self.check(at, size);
         match &self.backing {
-            Backing::Map(map) if size > 0 => map.flush_range(at, size),
+            Backing::Map { map, .. } if size > 0 => map.flush_range(at, size),
             _ => Ok(()),
+        }
+    }
+
+    /// Makes `at .. at + size` durable the way `method` says (see [`SyncMethod`]). A no-op for
+    /// heap memory.
+    pub(crate) fn sync(&self, at: usize, size: usize, method: SyncMethod) -> io::Result<()> {
+        self.check(at, size);
+        let Backing::Map { file, file_offset, .. } = &self.backing else {
+            return Ok(());
+        };
+        if size == 0 {
+            return Ok(());
+        }
+        match method {
+            SyncMethod::Msync => self.flush(at, size),
+            SyncMethod::Fdatasync => file.sync_data(),
+            SyncMethod::RangeFdatasync => {
+                let offset = i64::try_from(*file_offset + at as u64).map_err(io::Error::other)?;
+                let length = i64::try_from(size).map_err(io::Error::other)?;
+                let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+                // SAFETY: an FFI call on a descriptor `file` owns, which lives across the call;
+                // it passes no pointer, so no memory of this process is touched.
+                let done = unsafe {
+                    libc::sync_file_range(
+                        std::os::fd::AsRawFd::as_raw_fd(file),
+                        offset,
+                        length,
+                        flags,
+                    )
+                };
+                if done != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The range's pages are on the device now; fdatasync flushes the device's cache
+                // and any metadata the pages need (and any page dirtied since).
+                file.sync_data()
+            }
         }
     }
 
@@ -176,8 +219,8 @@ impl Region {
     pub(crate) fn advise_populate_write(&self, at: usize, size: usize) -> io::Result<()> {
         self.check(at, size);
         match &self.backing {
-            Backing::Map(_) if size == 0 => Ok(()),
-            Backing::Map(map) => match map.advise_range(Advice::PopulateWrite, at, size) {
+            Backing::Map { .. } if size == 0 => Ok(()),
+            Backing::Map { map, .. } => match map.advise_range(Advice::PopulateWrite, at, size) {
                 Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Ok(()),
                 other => other,
             },

@@ -241,7 +241,7 @@ impl Metrics {
                 "ringmq_fetch_duration_seconds",
                 "Fetch requests, from reading the log to the response written (long-poll wait excluded).",
             ),
-            sync_duration: histogram("ringmq_sync_duration_seconds", "Syncs of partition logs (by the sync_method setting)."),
+            sync_duration: histogram("ringmq_sync_duration_seconds", "Syncs of partition logs (by sync_method) and of the consumer-group log (msync)."),
             errors: ErrorCode::ALL.iter().map(|code| errors_vec.with_label_values(&[code.name()])).collect(),
             connections_open: gauge("ringmq_connections_open", "Client connections open."),
             connections_opened: counter("ringmq_connections_opened_total", "Client connections accepted."),

@@ -392,7 +392,8 @@ impl Connection {
         if self.endpoint.busy_poll.is_zero() {
             return self.stream.read_buf(&mut self.input).await;
         }
-        let until = Instant::now() + self.endpoint.busy_poll;
+        // A spin too long to represent (`Duration::MAX`) never ends: it busy-polls throughout.
+        let until = Instant::now().checked_add(self.endpoint.busy_poll);
         loop {
             {
                 let mut read = std::pin::pin!(self.stream.read_buf(&mut self.input));
@@ -410,7 +411,7 @@ impl Connection {
                 if let Some(result) = polled {
                     return result;
                 }
-                if Instant::now() >= until {
+                if until.is_some_and(|until| Instant::now() >= until) {
                     return read.await;
                 }
             }

@@ -196,6 +196,7 @@ impl ConnectOptions {
     /// the price is a thread kept busy (one CPU) for up to `spin` after every exchange. Worth
     /// it only with a core to spare for each busy-polling runtime thread: the README's
     /// *Latency* section measures it. The broker has the same option (`busy_poll_us`).
+    /// `Duration::MAX` busy-polls for the whole of every wait.
     ///
     /// ```no_run
     /// use std::time::Duration;

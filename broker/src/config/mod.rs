@@ -75,7 +75,8 @@ settings! {
         /// `msync`: `msync(MS_SYNC)` of the range written since the last sync (on Linux a
         /// range-bounded `fdatasync`). `fdatasync`: the whole ring file's dirty pages.
         /// `range+fdatasync`: `sync_file_range` of the range, then `fdatasync`. Each waits for the
-        /// device; the README's *Synced produce* figures compare them.
+        /// device; the README's *Synced produce* figures compare them. The consumer-group log
+        /// always uses `msync` (a few bytes per commit).
         sync_method: SyncMethod = SyncMethod::Msync,
             Choice::new("METHOD", "msync, fdatasync or range+fdatasync");
 

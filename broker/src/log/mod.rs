@@ -934,7 +934,8 @@ impl Log {
         self.shared.synced_position.load(Ordering::Acquire)
     }
 
-    /// Syncs everything published so far (`msync(MS_SYNC)`): every record below the returned
+    /// Syncs everything published so far (by the log's [`SyncMethod`]; by default `msync(MS_SYNC)`
+    /// of the range written since the last sync): every record below the returned
     /// offset, and every byte below the returned position, survives an OS crash. One call covers
     /// every batch published before it started, so concurrent producers share it. Blocks for the
     /// duration of the sync.

@@ -702,7 +702,7 @@ fn offsets_are_found_by_timestamp() {
 
 /// The kB of the mapping of `path` in this process that are dirty (not yet written back), from
 /// `/proc/self/smaps`.
-fn dirty_kib_of_mapping(path: &Path) -> u64 {
+pub(crate) fn dirty_kib_of_mapping(path: &Path) -> u64 {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
     let name = path.to_str().unwrap();
     let mut inside = false;
@@ -733,17 +733,23 @@ fn every_sync_method_writes_the_ring_back_across_the_wrap() {
         assert_eq!(config.sync_method(), method);
         let (log, mut writer, _) = open(&data, &path, &config, OpenMode::Create).unwrap();
         let mut syncs_with_dirty_pages = 0;
+        let (capacity, mut wrapped_syncs) = (config.capacity(), 0);
         for round in 0..40u64 {
             let next = writer.next_offset();
             let values: Vec<Vec<u8>> = (0..4).map(|i| value_for(next + i, 300)).collect();
             append_values(&mut writer, &values).unwrap();
             if round % 3 == 2 {
                 syncs_with_dirty_pages += u32::from(dirty_kib_of_mapping(&path) > 0);
+                let from = log.synced_position();
                 assert_eq!(log.sync().unwrap().offset, writer.next_offset(), "{method}");
+                let to = log.synced_position();
+                // A range that crosses a lap boundary is synced in two pieces.
+                wrapped_syncs += u32::from(to > from && from / capacity != (to - 1) / capacity);
                 assert_eq!(dirty_kib_of_mapping(&path), 0, "{method}: dirty pages after a sync");
             }
         }
         assert!(syncs_with_dirty_pages > 0, "{method}: the appends dirtied no page");
+        assert!(wrapped_syncs > 0, "{method}: no synced range crossed the ring's wrap");
         assert!(log.earliest_offset() > 0, "{method}: the ring lapped");
         let next = writer.next_offset();
         assert_eq!(log.sync().unwrap().offset, next);

@@ -431,25 +431,55 @@ impl RingCore {
         if end <= start {
             return Ok(());
         }
+        let pieces = self.data_pieces(start, end);
+        match method {
+            SyncMethod::Msync => {
+                for (at, size) in pieces {
+                    self.region.flush(at, size)?;
+                }
+                Ok(())
+            }
+            // One call writes the whole file, both pieces included.
+            SyncMethod::Fdatasync => self.region.sync_file_data(),
+            SyncMethod::RangeFdatasync => {
+                for (at, size) in pieces {
+                    self.region.write_back(at, size)?;
+                }
+                // Then the device's cache and the metadata, once for both pieces.
+                self.region.sync_file_data()
+            }
+        }
+    }
+
+    /// The file ranges (offset, length) that hold positions `start..end` of the data area: one,
+    /// or two where the range wraps (the second then empty or not); the whole data area for a
+    /// range longer than the ring.
+    fn data_pieces(&self, start: u64, end: u64) -> [(usize, usize); 2] {
         let layout = &self.layout;
         let data_start = layout.data_start_bytes();
         let capacity = layout.file_bytes() - data_start;
         if end - start >= layout.capacity() {
-            return self.region.sync(data_start, capacity, method);
+            return [(data_start, capacity), (data_start, 0)];
         }
         let first = layout.place(start);
         // Below the capacity (checked above), which fits usize.
         let length = usize::try_from(end - start).expect("a sync range below the capacity");
         let to_wrap = data_start + capacity - first;
         if length <= to_wrap {
-            self.region.sync(first, length, method)
-        } else if method == SyncMethod::Fdatasync {
-            // One call syncs the whole file anyway.
-            self.region.sync(first, to_wrap, method)
+            [(first, length), (data_start, 0)]
         } else {
-            self.region.sync(first, to_wrap, method)?;
-            self.region.sync(data_start, length - to_wrap, method)
+            [(first, to_wrap), (data_start, length - to_wrap)]
         }
+    }
+
+    /// Writes back positions `start..end` without flushing the device (the first step of
+    /// `range+fdatasync`), for tests that check which pages it cleans.
+    #[cfg(test)]
+    pub(crate) fn write_back_data(&self, start: u64, end: u64) -> io::Result<()> {
+        for (at, size) in self.data_pieces(start, end) {
+            self.region.write_back(at, size)?;
+        }
+        Ok(())
     }
 
     /// Writes `bytes` at `at` in the superblock area (before the data area) and syncs them.
@@ -778,6 +808,36 @@ mod tests {
         let outside = RingFile::create(&elsewhere.path().join("0.ring"), &layout).unwrap();
         let error = Exclusive::map(&outside, layout, &lock, false).unwrap_err();
         assert!(matches!(error, RingFileError::OutsideDataDir { .. }), "{error}");
+    }
+
+    /// `range+fdatasync`'s first step writes back exactly its range, both pieces of a wrapped
+    /// one: the pages outside it stay dirty (`/proc/self/smaps`).
+    #[test]
+    #[cfg_attr(miri, ignore = "file mmap")]
+    fn write_back_cleans_exactly_its_range_and_both_pieces_of_a_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let layout = Layout::new(4096, 8 * 4096, 4096).unwrap();
+        let path = dir.path().join("0.ring");
+        let file = RingFile::create(&path, &layout).unwrap();
+        let (core, mut writer) =
+            Exclusive::map(&file, layout, &lock, false).unwrap().share(0, None, 0);
+        core.flush_data(0, 8 * 4096, SyncMethod::Msync).unwrap();
+        let dirty = || crate::log::tests::dirty_kib_of_mapping(&path);
+        for chunk in 0..8u64 {
+            assert_eq!(writer.try_claim(), Claim::Claimed);
+            writer.write(chunk * 4096, &[1; 4096]);
+            writer.publish((chunk + 1) * 4096);
+        }
+        let before = dirty();
+        assert!(before >= 32, "8 pages written, {before} kB dirty");
+        // Positions 6 to 10 pages: data pages 6 and 7, then (wrapped) 0 and 1.
+        core.write_back_data(6 * 4096, 10 * 4096).unwrap();
+        assert_eq!(dirty(), before - 16, "exactly the four pages of the range are clean");
+        core.write_back_data(2 * 4096, 3 * 4096).unwrap();
+        assert_eq!(dirty(), before - 20);
+        core.flush_data(0, 8 * 4096, SyncMethod::RangeFdatasync).unwrap();
+        assert_eq!(dirty(), 0);
     }
 
     /// A deleted file's inode is free once its mapping goes, and the next new file may get it at

@@ -19,8 +19,6 @@ use std::ptr::{self, NonNull};
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
-use crate::log::SyncMethod;
-
 /// Bytes per loom shadow cell.
 #[cfg(broker_loom)]
 pub(crate) const LOOM_GRANULE: usize = 1;
@@ -50,8 +48,9 @@ pub(crate) struct Region {
 // moving the owner to another thread cannot create a data race.
 unsafe impl Send for Region {}
 // SAFETY: shared use goes through the same `unsafe` methods and their exclusion guarantees; the
-// only safe methods (`len`, `flush`, `advise_populate_write`) do not touch the bytes as Rust
-// memory (msync and madvise are kernel calls on the mapping).
+// only safe methods (`len`, `flush`, `write_back`, `sync_file_data`, `advise_populate_write`) do
+// not touch the bytes as Rust memory (msync, sync_file_range, fdatasync and madvise are kernel
+// calls on the mapping or its file).
 unsafe impl Sync for Region {}
 
 impl Region {
@@ -174,9 +173,10 @@ impl Region {
         }
     }
 
-    /// Makes `at .. at + size` durable the way `method` says (see [`SyncMethod`]). A no-op for
-    /// heap memory.
-    pub(crate) fn sync(&self, at: usize, size: usize, method: SyncMethod) -> io::Result<()> {
+    /// Writes `at .. at + size` back to the file and waits for the writes
+    /// (`sync_file_range` with WAIT_BEFORE, WRITE and WAIT_AFTER), without flushing the device's
+    /// cache: [`Region::sync_file_data`] does that. A no-op for heap memory.
+    pub(crate) fn write_back(&self, at: usize, size: usize) -> io::Result<()> {
         self.check(at, size);
         let Backing::Map { file, file_offset, .. } = &self.backing else {
             return Ok(());
@@ -184,32 +184,28 @@ impl Region {
         if size == 0 {
             return Ok(());
         }
-        match method {
-            SyncMethod::Msync => self.flush(at, size),
-            SyncMethod::Fdatasync => file.sync_data(),
-            SyncMethod::RangeFdatasync => {
-                let offset = i64::try_from(*file_offset + at as u64).map_err(io::Error::other)?;
-                let length = i64::try_from(size).map_err(io::Error::other)?;
-                let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-                // SAFETY: an FFI call on a descriptor `file` owns, which lives across the call;
-                // it passes no pointer, so no memory of this process is touched.
-                let done = unsafe {
-                    libc::sync_file_range(
-                        std::os::fd::AsRawFd::as_raw_fd(file),
-                        offset,
-                        length,
-                        flags,
-                    )
-                };
-                if done != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The range's pages are on the device now; fdatasync flushes the device's cache
-                // and any metadata the pages need (and any page dirtied since).
-                file.sync_data()
-            }
+        let offset = i64::try_from(*file_offset + at as u64).map_err(io::Error::other)?;
+        let length = i64::try_from(size).map_err(io::Error::other)?;
+        let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        // SAFETY: an FFI call on a descriptor `file` owns, which lives across the call; it
+        // passes no pointer, so no memory of this process is touched.
+        let done = unsafe {
+            libc::sync_file_range(std::os::fd::AsRawFd::as_raw_fd(file), offset, length, flags)
+        };
+        if done != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// `fdatasync` of the mapped file: every dirty page of it, the metadata they need and the
+    /// device's cache. A no-op for heap memory.
+    pub(crate) fn sync_file_data(&self) -> io::Result<()> {
+        match &self.backing {
+            Backing::Map { file, .. } => file.sync_data(),
+            Backing::Heap => Ok(()),
         }
     }
 

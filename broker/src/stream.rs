@@ -1,5 +1,5 @@
-//! The byte stream of one client connection, plain TCP or TLS, as both front ends read and write
-//! it.
+//! The byte stream of one client connection, plain TCP, TLS or the local Unix socket, as both
+//! front ends read and write it.
 //!
 //! Plain TCP keeps the readiness-based path (`readable` then `try_read`, `writable` then
 //! `try_write_vectored`), so an idle connection waits holding no buffer and a fetch answer goes to
@@ -11,8 +11,10 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
 /// A client connection's stream.
@@ -22,6 +24,8 @@ pub(crate) enum Stream {
     Plain(TcpStream),
     /// TLS over TCP, after the handshake.
     Tls(Box<TlsStream<TcpStream>>),
+    /// The local listener's Unix domain socket (same-host clients).
+    Local(UnixStream),
 }
 
 impl Stream {
@@ -29,6 +33,7 @@ impl Stream {
     pub(crate) async fn readable(&mut self) -> io::Result<()> {
         match self {
             Self::Plain(stream) => stream.readable().await,
+            Self::Local(stream) => stream.readable().await,
             Self::Tls(stream) => {
                 let (tcp, connection) = stream.get_ref();
                 // rustls holds decrypted bytes not read yet: no need to wait for the socket.
@@ -45,6 +50,15 @@ impl Stream {
     pub(crate) async fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         match self {
             Self::Plain(stream) => loop {
+                match stream.try_read(buffer) {
+                    Ok(read) => return Ok(read),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        stream.readable().await?;
+                    }
+                    Err(error) => return Err(error),
+                }
+            },
+            Self::Local(stream) => loop {
                 match stream.try_read(buffer) {
                     Ok(read) => return Ok(read),
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
@@ -83,6 +97,18 @@ impl Stream {
                 }
                 Ok(())
             }
+            Self::Local(stream) => {
+                while !remaining.is_empty() {
+                    stream.writable().await?;
+                    match stream.try_write_vectored(remaining) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(written) => IoSlice::advance_slices(&mut remaining, written),
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(())
+            }
             Self::Tls(stream) => {
                 while !remaining.is_empty() {
                     match stream.write_vectored(remaining).await? {
@@ -93,6 +119,50 @@ impl Stream {
                 stream.flush().await
             }
         }
+    }
+
+    /// Writes all of `bytes` with `descriptors` attached to the first of them (`SCM_RIGHTS`), on
+    /// the local socket only.
+    pub(crate) async fn write_with_descriptors(
+        &mut self,
+        bytes: &[u8],
+        descriptors: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
+        let Self::Local(stream) = self else {
+            return Err(io::Error::other("descriptors can be sent over the local socket only"));
+        };
+        let mut rest = bytes;
+        let mut attached = false;
+        while !rest.is_empty() {
+            stream.writable().await?;
+            let sent = stream.try_io(Interest::WRITABLE, || {
+                let mut space =
+                    [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+                let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+                if !attached
+                    && !control.push(rustix::net::SendAncillaryMessage::ScmRights(descriptors))
+                {
+                    return Err(io::Error::other("too many descriptors for one message"));
+                }
+                let flags = rustix::net::SendFlags::NOSIGNAL;
+                Ok(rustix::net::sendmsg(
+                    stream.as_fd(),
+                    &[IoSlice::new(rest)],
+                    &mut control,
+                    flags,
+                )?)
+            });
+            match sent {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    attached = true;
+                    rest = rest.get(written..).unwrap_or_default();
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
     }
 
     /// The subject of the client's certificate, on a TLS connection whose client presented one
@@ -152,6 +222,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
+            Self::Local(stream) => Pin::new(stream).poll_read(context, buffer),
             Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(context, buffer),
         }
     }
@@ -165,6 +236,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_write(context, bytes),
+            Self::Local(stream) => Pin::new(stream).poll_write(context, bytes),
             Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(context, bytes),
         }
     }
@@ -172,6 +244,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_flush(context),
+            Self::Local(stream) => Pin::new(stream).poll_flush(context),
             Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(context),
         }
     }
@@ -179,6 +252,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(stream) => Pin::new(stream).poll_shutdown(context),
+            Self::Local(stream) => Pin::new(stream).poll_shutdown(context),
             Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(context),
         }
     }

@@ -213,6 +213,8 @@ pub struct TopicDefaults {
     pub prefault: bool,
     /// How partitions sync.
     pub sync_method: SyncMethod,
+    /// Keep a cursor page per partition for same-host readers (the local listener is on).
+    pub local_readers: bool,
     /// Largest capacity a request may ask for.
     pub capacity_max: u64,
     /// Most partitions a request may ask for.
@@ -352,8 +354,9 @@ impl Topics {
                     path: settings_path.clone(),
                     message: error.message().to_owned(),
                 })?;
-            let config =
-                log_config(&settings, defaults.prefault)?.with_sync_method(defaults.sync_method);
+            let config = log_config(&settings, defaults.prefault)?
+                .with_sync_method(defaults.sync_method)
+                .with_local_readers(defaults.local_readers);
             let name: Arc<str> = Arc::from(name);
             let mut partitions = Vec::with_capacity(settings.partitions as usize);
             for index in 0..settings.partitions {
@@ -477,7 +480,8 @@ impl Topics {
         .map_err(TopicError::InvalidGeometry)?;
         let config = config
             .with_prefault(self.defaults.prefault)
-            .with_sync_method(self.defaults.sync_method);
+            .with_sync_method(self.defaults.sync_method)
+            .with_local_readers(self.defaults.local_readers);
         let written = Arc::new(AtomicU64::new(0));
         let allocated = Arc::new(AtomicU64::new(0));
         let reservation = Reservation {

@@ -25,6 +25,8 @@ pub(crate) struct Endpoint {
     pub(crate) credentials: Option<crate::Credentials>,
     /// How long a wait for the broker busy-polls before it parks (zero: not at all).
     pub(crate) busy_poll: Duration,
+    /// The broker's local socket, for a same-host connection (then `address` is its path).
+    pub(crate) local: Option<std::path::PathBuf>,
 }
 
 /// What every connection knows about the broker after the handshake.
@@ -84,6 +86,27 @@ impl Connection {
             address: address.to_owned(),
             source: source.into(),
         };
+        let timed_out =
+            |_| ClientError::Timeout { operation: "connecting to the broker", after: timeout };
+        let stream = if let Some(path) = &endpoint.local {
+            let stream = tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path))
+                .await
+                .map_err(timed_out)?
+                .map_err(connect_error)?;
+            Stream::Local(crate::local::socket::LocalStream::new(stream))
+        } else {
+            Self::connect_tcp(endpoint, timeout).await?
+        };
+        Self::handshake(stream, endpoint, timeout, client_name).await
+    }
+
+    /// A TCP connection to the endpoint, with TLS if it says so.
+    async fn connect_tcp(endpoint: &Endpoint, timeout: Duration) -> Result<Stream, ClientError> {
+        let address = endpoint.address.as_str();
+        let connect_error = |source: std::io::Error| ClientError::Connect {
+            address: address.to_owned(),
+            source: source.into(),
+        };
         let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
             .await
             .map_err(|_| ClientError::Timeout {
@@ -92,7 +115,7 @@ impl Connection {
             })?
             .map_err(connect_error)?;
         let _ = stream.set_nodelay(true);
-        let stream = match &endpoint.tls {
+        Ok(match &endpoint.tls {
             None => Stream::Plain(stream),
             Some(tls) => {
                 let handshake = tokio::time::timeout(timeout, tls.connect(address, stream))
@@ -104,7 +127,17 @@ impl Connection {
                     .map_err(connect_error)?;
                 Stream::Tls(Box::new(handshake))
             }
-        };
+        })
+    }
+
+    /// Performs the handshake (and the login) on a fresh stream.
+    async fn handshake(
+        stream: Stream,
+        endpoint: &Endpoint,
+        timeout: Duration,
+        client_name: &'static str,
+    ) -> Result<Self, ClientError> {
+        let address = endpoint.address.as_str();
         let mut connection = Self {
             stream,
             endpoint: endpoint.clone(),
@@ -156,6 +189,14 @@ impl Connection {
             )));
         }
         Ok(())
+    }
+
+    /// Descriptors the broker attached to what was read so far (a `LocalOpen` answer's), taken.
+    pub(crate) fn take_descriptors(&mut self) -> Vec<std::os::fd::OwnedFd> {
+        match &mut self.stream {
+            Stream::Local(stream) => stream.take_descriptors(),
+            _ => Vec::new(),
+        }
     }
 
     /// A new correlation id.

@@ -38,7 +38,8 @@
 //! # }
 //! ```
 
-#![forbid(unsafe_code)]
+// Unsafe code lives only in `local::map` (the read-only views of the broker's mapped ring).
+#![deny(unsafe_code)]
 
 pub mod access;
 pub mod compression;
@@ -46,6 +47,7 @@ mod connection;
 mod consumer;
 mod error;
 mod group;
+mod local;
 mod login;
 mod producer;
 mod tls;
@@ -63,6 +65,7 @@ pub use access::Rule;
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerRecord, StartOffset};
 pub use error::ClientError;
 pub use group::{GroupConsumer, GroupConsumerBuilder};
+pub use local::{LocalBatch, LocalConsumer, LocalConsumerBuilder, LocalRecord};
 pub use login::{Credentials, Scram, ScramLogin};
 pub use producer::{Acknowledged, Deliveries, Delivery, Producer, ProducerBuilder, ProducerRecord};
 pub use ringmq_protocol::{Acks, Compression, ErrorCode, Header};
@@ -158,6 +161,7 @@ impl ConnectOptions {
             tls: self.tls.clone(),
             credentials: self.credentials.clone(),
             busy_poll: self.busy_poll,
+            local: None,
         }
     }
 
@@ -281,7 +285,8 @@ impl Client {
     /// `Unauthenticated` ("wrong user name or password").
     pub async fn connect_with(address: &str, options: ConnectOptions) -> Result<Self, ClientError> {
         let ConnectOptions { timeout, tls, credentials, busy_poll } = options;
-        let endpoint = Endpoint { address: address.to_owned(), tls, credentials, busy_poll };
+        let endpoint =
+            Endpoint { address: address.to_owned(), tls, credentials, busy_poll, local: None };
         let connection = Connection::open(&endpoint, timeout, "ringmq-client admin").await?;
         Ok(Self { connection, endpoint })
     }

@@ -339,6 +339,12 @@ opcodes! {
     SetQuota = 26;
     /// Put a principal's quota of one kind back to the broker's default.
     RemoveQuota = 27;
+    /// Map a partition to read it in place, on the local (Unix socket) listener only: the reply
+    /// carries the ring file and its cursor page as descriptors (`SCM_RIGHTS`).
+    LocalOpen = 28;
+    /// A local reader at the end of a partition waits here for an append (long polling without
+    /// data: the reader then reads the ring itself).
+    LocalWait = 29;
 }
 
 /// Total frame size (header and body) as `u64`, for accounting.

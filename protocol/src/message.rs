@@ -125,6 +125,11 @@ pub enum Request<'a> {
     SetQuota(QuotaEntry<'a>),
     /// The quota to put back to the default.
     RemoveQuota(QuotaTarget<'a>),
+    /// See [`LocalOpen`].
+    LocalOpen(LocalOpen<'a>),
+    /// Wait until the partition holds data at the offset (or `max_wait_ms` passed); a fetch's
+    /// body, answered with a [`LocalWaitReply`] and no batches.
+    LocalWait(Fetch<'a>),
 }
 
 impl<'a> Request<'a> {
@@ -194,6 +199,8 @@ impl<'a> Request<'a> {
             }
             Opcode::SetQuota => Request::SetQuota(QuotaEntry::decode(body)?),
             Opcode::RemoveQuota => Request::RemoveQuota(QuotaTarget::decode(body)?),
+            Opcode::LocalOpen => Request::LocalOpen(LocalOpen::decode(body)?),
+            Opcode::LocalWait => Request::LocalWait(Fetch::decode(body)?),
         };
         Ok(Some(request))
     }
@@ -229,6 +236,8 @@ impl<'a> Request<'a> {
             Request::ListQuotas => Opcode::ListQuotas,
             Request::SetQuota(_) => Opcode::SetQuota,
             Request::RemoveQuota(_) => Opcode::RemoveQuota,
+            Request::LocalOpen(_) => Opcode::LocalOpen,
+            Request::LocalWait(_) => Opcode::LocalWait,
         }
     }
 
@@ -250,7 +259,8 @@ impl<'a> Request<'a> {
             Request::CreateTopic(create) => create.encode(out),
             Request::DeleteTopic(name) | Request::DescribeTopic(name) => name.encode(out),
             Request::Produce(produce) => produce.encode(out),
-            Request::Fetch(fetch) => fetch.encode(out),
+            Request::Fetch(fetch) | Request::LocalWait(fetch) => fetch.encode(out),
+            Request::LocalOpen(open) => open.encode(out),
             Request::InitProducer(identity) => {
                 identity.encode(out);
                 Ok(())
@@ -321,6 +331,10 @@ pub enum Response<'a> {
     RuleList(RuleList<'a>),
     /// See [`QuotaList`].
     QuotaList(QuotaList<'a>),
+    /// See [`LocalOpenReply`].
+    LocalOpen(LocalOpenReply),
+    /// See [`LocalWaitReply`].
+    LocalWait(LocalWaitReply),
 }
 
 impl<'a> Response<'a> {
@@ -381,6 +395,8 @@ impl<'a> Response<'a> {
             Some(Opcode::ListQuotas) => Ok(Response::QuotaList(QuotaList::decode(body)?)),
             Some(Opcode::SetQuota) => empty("set quota response"),
             Some(Opcode::RemoveQuota) => empty("remove quota response"),
+            Some(Opcode::LocalOpen) => Ok(Response::LocalOpen(LocalOpenReply::decode(body)?)),
+            Some(Opcode::LocalWait) => Ok(Response::LocalWait(LocalWaitReply::decode(body)?)),
             None => Err(DecodeError::InvalidValue {
                 context: "response",
                 field: "opcode",
@@ -990,6 +1006,115 @@ impl<'a> Fetch<'a> {
         put_u32(out, self.max_wait_ms);
         put_u32(out, self.min_bytes);
         Ok(())
+    }
+}
+
+/// LocalOpen request: a same-host reader asks to read a partition in place from `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalOpen<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition.
+    pub partition: u32,
+    /// First offset wanted.
+    pub offset: u64,
+}
+
+impl<'a> LocalOpen<'a> {
+    fn decode(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body, "local open request");
+        let topic = reader.str16("topic", TOPIC_NAME_SIZE_MAX)?;
+        let partition = reader.u32("partition")?;
+        let offset = reader.u64("offset")?;
+        reader.finish()?;
+        Ok(Self { topic, partition, offset })
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        put_str16(out, "topic", self.topic, TOPIC_NAME_SIZE_MAX)?;
+        put_u32(out, self.partition);
+        put_u64(out, self.offset);
+        Ok(())
+    }
+}
+
+/// Reply to a [`LocalOpen`]: where to start reading, and the partition's offsets. The frame comes
+/// with two descriptors (`SCM_RIGHTS`, on the reply's first byte): the ring file, read-only, then
+/// its cursor page ([`crate::local`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalOpenReply {
+    /// Position of the batch holding the offset asked for (it may begin with records before it,
+    /// which the reader skips).
+    pub position: u64,
+    /// Base offset of the batch at `position`.
+    pub offset: u64,
+    /// Index of that batch's entry in its chunk's table ([`crate::local::Cursor::entry`]).
+    pub entry: u32,
+    /// Earliest offset the partition holds.
+    pub earliest_offset: u64,
+    /// Offset the next record will get.
+    pub next_offset: u64,
+    /// Largest batch the partition holds, bytes.
+    pub batch_size_max: u32,
+}
+
+impl LocalOpenReply {
+    /// Decodes the reply body.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for a malformed body.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body, "local open response");
+        let position = reader.u64("position")?;
+        let offset = reader.u64("offset")?;
+        let entry = reader.u32("entry")?;
+        let earliest_offset = reader.u64("earliest_offset")?;
+        let next_offset = reader.u64("next_offset")?;
+        let batch_size_max = reader.u32("batch_size_max")?;
+        reader.finish()?;
+        Ok(Self { position, offset, entry, earliest_offset, next_offset, batch_size_max })
+    }
+
+    /// Encodes the reply body.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.position);
+        put_u64(out, self.offset);
+        put_u32(out, self.entry);
+        put_u64(out, self.earliest_offset);
+        put_u64(out, self.next_offset);
+        put_u32(out, self.batch_size_max);
+    }
+}
+
+/// Reply to a `LocalWait`: the partition's offsets once it holds data at the offset asked for
+/// (or when the wait ran out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalWaitReply {
+    /// Earliest offset the partition holds.
+    pub earliest_offset: u64,
+    /// Offset the next record will get.
+    pub next_offset: u64,
+}
+
+impl LocalWaitReply {
+    /// Decodes the reply body.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for a malformed body.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(body, "local wait response");
+        let earliest_offset = reader.u64("earliest_offset")?;
+        let next_offset = reader.u64("next_offset")?;
+        reader.finish()?;
+        Ok(Self { earliest_offset, next_offset })
+    }
+
+    /// Encodes the reply body.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.earliest_offset);
+        put_u64(out, self.next_offset);
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) enum Section {
     Observability,
     /// The Kafka listener.
     Kafka,
+    /// The local (Unix socket) listener for same-host readers.
+    Local,
     /// TLS, authentication and permissions.
     Security,
 }
@@ -44,6 +46,7 @@ impl Section {
             Section::Groups => "Consumer groups",
             Section::Observability => "Observability",
             Section::Kafka => "Kafka listener",
+            Section::Local => "Local listener (same-host readers)",
             Section::Security => "Security",
         }
     }

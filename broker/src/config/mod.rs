@@ -280,6 +280,23 @@ settings! {
         /// `auto.create.topics.enable` does.
         kafka_auto_create_topics: bool = true, Switch;
     }
+    Local {
+        /// Path of a Unix domain socket for clients on this host. Empty: off.
+        ///
+        /// Same-host consumers (`LocalConsumer` in ringmq-client, `ringmq-cli consume --local`)
+        /// connect here and then read partitions straight from the mapped ring, with no request
+        /// or syscall per fetch. The socket speaks the native protocol, so the same connection
+        /// commits group offsets. A socket file left by a broker that died is replaced; any
+        /// other file at the path is an error.
+        local_listen: PathBuf = PathBuf::new(), FilePath;
+
+        /// File mode of the local socket, octal: who may connect (its owner and group).
+        ///
+        /// Authentication and permissions apply on top, as on the TCP listeners; a local
+        /// connection's host is 127.0.0.1.
+        local_listen_mode: FileMode = FileMode(0o600),
+            Choice::new("MODE", "an octal file mode from 0 to 777, like 600 or 660");
+    }
     Security {
         /// PEM file of the certificate chain the client listeners (native and Kafka) present.
         ///
@@ -337,7 +354,36 @@ impl fmt::Display for AuthMode {
     }
 }
 
+/// A Unix file mode (permission bits only), read and printed in octal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl FromStr for FileMode {
+    type Err = UnknownChoice;
+
+    fn from_str(text: &str) -> Result<Self, UnknownChoice> {
+        let digits = text.trim().trim_start_matches("0o");
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if mode <= 0o777 && !digits.is_empty() && !digits.starts_with('+') => {
+                Ok(Self(mode))
+            }
+            _ => Err(UnknownChoice { text: text.to_owned() }),
+        }
+    }
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
 impl Config {
+    /// The local (Unix socket) listener's path, if it is on.
+    pub fn local_listen_path(&self) -> Option<&std::path::Path> {
+        (!self.local_listen.as_os_str().is_empty()).then_some(self.local_listen.as_path())
+    }
+
     /// Where `/metrics` is served, if metrics are on.
     pub fn metrics_address(&self) -> Option<SocketAddr> {
         self.metrics.then_some(self.metrics_listen)

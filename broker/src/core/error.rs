@@ -94,6 +94,12 @@ pub enum FetchError {
     /// Too many readers on the chunk, or the writer lapped the read; retry.
     #[error("the partition is busy (too many concurrent readers, or rewritten faster than it could be read); retry")]
     Busy,
+    /// The partition keeps no cursor page: same-host reading is off.
+    #[error("same-host reading is off on this broker (start it with --local-listen)")]
+    LocalOff,
+    /// The descriptors for a same-host reader could not be made.
+    #[error("cannot open the partition for a local reader: {0}")]
+    LocalFiles(String),
 }
 
 /// Why a change to users or permissions failed.

@@ -51,6 +51,17 @@ use crate::partition::{AppendError, Partition, SyncPolicy};
 use crate::pool::PoolStats;
 use crate::topics::{Topic, TopicDefaults, TopicError, TopicSettings, Topics};
 
+/// A partition opened for a same-host reader ([`Core::local_open`]).
+#[derive(Debug)]
+pub struct LocalOpened {
+    /// Where to start reading.
+    pub start: crate::log::LocalStart,
+    /// The ring file and its cursor page.
+    pub files: crate::log::LocalFiles,
+    /// Largest batch the partition holds.
+    pub batch_size_max: u32,
+}
+
 /// What the core needs of the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct CoreSettings {
@@ -219,6 +230,7 @@ impl Core {
             batch_size_max: config.batch_size_max,
             prefault: config.prefault,
             sync_method: config.sync_method,
+            local_readers: config.local_listen_path().is_some(),
             capacity_max: config.partition_capacity_max,
             partition_count_max: config.partition_count_max,
             topic_count_max: config.topic_count_max,
@@ -949,6 +961,40 @@ impl Core {
             }
             _ => FetchError::Busy,
         })
+    }
+
+    /// Opens a partition for a same-host reader: where to start reading `offset`, and the ring
+    /// file and cursor page to map. Checked as a fetch is (consume permission on the topic); what
+    /// the reader then reads costs the broker nothing, so no fetch quota applies to it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Core::read`], or [`FetchError::LocalOff`] / [`FetchError::LocalFiles`].
+    pub fn local_open(
+        &self,
+        caller: &Caller,
+        partition: &PartitionHandle,
+        offset: u64,
+    ) -> Result<LocalOpened, FetchError> {
+        self.access.check(caller, ResourceKind::Topic, partition.topic(), Operation::Consume)?;
+        let log = partition.partition.log();
+        let start = log.local_start(offset).map_err(|error| match error {
+            ReadError::OffsetOutOfRange { offset, earliest, next } => {
+                FetchError::OffsetOutOfRange {
+                    topic: partition.topic().to_owned(),
+                    partition: partition.index(),
+                    offset,
+                    earliest,
+                    next,
+                }
+            }
+            _ => FetchError::Busy,
+        })?;
+        let files = log
+            .local_files()
+            .ok_or(FetchError::LocalOff)?
+            .map_err(|error| FetchError::LocalFiles(error.to_string()))?;
+        Ok(LocalOpened { start, files, batch_size_max: log.batch_size_max() })
     }
 
     /// Counts `bytes` of record batches `caller` is about to be sent against its fetch quota;

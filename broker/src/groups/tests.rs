@@ -148,6 +148,7 @@ fn fixture(partitions: u32) -> Fixture {
         batch_size_max: 64 << 10,
         prefault: false,
         sync_method: crate::log::SyncMethod::default(),
+        local_readers: false,
         capacity_max: 1 << 30,
         partition_count_max: 1024,
         topic_count_max: 16,

@@ -137,8 +137,11 @@ pub(crate) async fn fetch(
                     let offsets = match error {
                         FetchError::OffsetOutOfRange { earliest, next, .. } => (earliest, next),
                         FetchError::Busy => (offsets.earliest, offsets.next),
-                        // Refused: no offsets either (sent as -1).
-                        FetchError::Unauthorized(_) => (0, 0),
+                        // Refused: no offsets either (sent as -1). (The local errors come only
+                        // from opening a partition for a same-host reader.)
+                        FetchError::Unauthorized(_)
+                        | FetchError::LocalOff
+                        | FetchError::LocalFiles(_) => (0, 0),
                     };
                     Answered::Failed { code: codes::fetch(&error), offsets }
                 }

@@ -48,9 +48,9 @@ use thiserror::Error;
 use ringmq_protocol::limits::{BATCH_HEADER_SIZE, BATCH_SIZE_MAX};
 
 use self::index::OffsetIndex;
-use self::raw::{DirLock, Exclusive, Layout, RingCore, RingFile};
-pub use self::raw::{LayoutError, RingFileError};
-pub use self::reader::{LogBytes, ReadError, ReadOutcome, Scan, TimedOffset};
+use self::raw::{DirLock, Exclusive, Layout, LocalPage, RingCore, RingFile};
+pub use self::raw::{LayoutError, LocalFiles, RingFileError};
+pub use self::reader::{LocalStart, LogBytes, ReadError, ReadOutcome, Scan, TimedOffset};
 use self::recovery::{RecoveryMode, Truncation};
 use self::superblock::{
     Checkpoint, Superblock, DATA_START, DATA_START_BYTES, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
@@ -84,6 +84,7 @@ pub struct LogConfig {
     batch_size_max: u32,
     prefault: bool,
     sync_method: SyncMethod,
+    local_readers: bool,
 }
 
 /// How a sync makes a range of the ring durable. Each waits until the bytes are on the device
@@ -170,6 +171,17 @@ impl LogConfig {
         Self { sync_method, ..self }
     }
 
+    /// Whether the log keeps a cursor page for same-host readers ([`Log::local_files`]).
+    pub fn local_readers(&self) -> bool {
+        self.local_readers
+    }
+
+    /// The same geometry, with or without a cursor page for same-host readers.
+    #[must_use]
+    pub fn with_local_readers(self, local_readers: bool) -> Self {
+        Self { local_readers, ..self }
+    }
+
     /// Checks and completes a ring geometry. Without `chunk_size` one is chosen: about
     /// [`CHUNK_COUNT_DEFAULT`] chunks, at least 64 KiB and at least `batch_size_max` where the
     /// capacity allows. The capacity is rounded down to a whole number of chunks.
@@ -244,6 +256,7 @@ impl LogConfig {
             batch_size_max,
             prefault: true,
             sync_method: SyncMethod::Msync,
+            local_readers: false,
         })
     }
 
@@ -755,7 +768,20 @@ fn start(
         Some(_) => recovered.tail_position,
         None => layout.generation_start(next_generation),
     };
-    let (core, cursor) = exclusive.share(published, recovered.tail_generation, next_generation);
+    // A heap ring has no file to hand a same-host reader, so it keeps no page.
+    let page = match config.local_readers && !exclusive.is_heap() {
+        true => {
+            let name = format!("ringmq-cursor:{}", path.display());
+            let bytes = layout.page_layout().page_bytes();
+            Some(
+                LocalPage::create(&name, bytes)
+                    .map_err(io_error("create the local readers' cursor page"))?,
+            )
+        }
+        false => None,
+    };
+    let (core, cursor) =
+        exclusive.share_with(published, recovered.tail_generation, next_generation, page);
     let shared = std::sync::Arc::new(Shared {
         core,
         index,

@@ -83,6 +83,22 @@ pub struct ReadOutcome {
     pub end_offset: u64,
 }
 
+/// Where a same-host reader starts to read an offset: the batch holding it, and that batch's
+/// entry in its chunk's table (the reader checks every batch against its entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalStart {
+    /// The batch's position.
+    pub position: u64,
+    /// Its base offset (the next offset, where no batch is written yet).
+    pub offset: u64,
+    /// Its entry's index in its chunk.
+    pub entry: u32,
+    /// Earliest offset held.
+    pub earliest_offset: u64,
+    /// Offset the next record will get.
+    pub next_offset: u64,
+}
+
 /// Why a read returned no batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -207,6 +223,102 @@ impl Log {
             }
             offset = outcome.end_offset;
         }
+    }
+
+    /// Descriptors of the ring file and its cursor page for a same-host reader; `None` when the
+    /// log keeps no page ([`super::LogConfig::with_local_readers`]).
+    pub fn local_files(&self) -> Option<std::io::Result<super::LocalFiles>> {
+        self.shared.core.local_files()
+    }
+
+    /// Where a same-host reader of `offset` starts; see [`LocalStart`].
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::OffsetOutOfRange`] as [`Log::read`] says, or [`ReadError::Busy`] when the
+    /// writer lapped every attempt.
+    pub fn local_start(&self, offset: u64) -> Result<LocalStart, ReadError> {
+        let shared = &self.shared;
+        let layout = *shared.core.layout();
+        for _ in 0..READ_ATTEMPTS {
+            let next = shared.next_offset.load(Ordering::Acquire);
+            let end = shared.core.published_end();
+            let earliest = shared.head_offset.load(Ordering::Acquire);
+            let head = shared.head_position.load(Ordering::Acquire);
+            if offset < earliest || offset > next {
+                return Err(ReadError::OffsetOutOfRange { offset, earliest, next });
+            }
+            let start = |position, offset| LocalStart {
+                position,
+                offset,
+                entry: 0,
+                earliest_offset: earliest,
+                next_offset: next,
+            };
+            if next == earliest {
+                // Nothing held: the next batch goes at the start of the next chunk, which `end`
+                // is unless a batch was appended since `next` was loaded (then look again).
+                if end.is_multiple_of(layout.chunk_size()) {
+                    return Ok(start(end, next));
+                }
+                continue;
+            }
+            // The batch holding the offset, or the last one for the next offset.
+            let Some(hint) = shared.index.lookup(offset.min(next - 1), head, end) else { continue };
+            let generation = layout.generation(hint.position);
+            let chunk_start = layout.generation_start(generation);
+            let first = shared.time_index.first_offset(layout.slot(generation));
+            // After the first offset: a chunk reclaimed meanwhile moved the head past it first.
+            if shared.head_position.load(Ordering::Acquire) > chunk_start || first > hint.offset {
+                continue;
+            }
+            // Walk the chunk's batch headers to the batch holding the offset, counting their
+            // entries: the reader starts there and knows each batch's entry from then on.
+            match self.walk_to(chunk_start, first, offset) {
+                Ok((position, offset, entry)) => {
+                    return Ok(LocalStart { entry, ..start(position, offset) });
+                }
+                Err(Restart::Lapped) => continue,
+                Err(Restart::Busy) => return Err(ReadError::Busy),
+            }
+        }
+        Err(ReadError::Busy)
+    }
+
+    /// From the start of a chunk whose first batch has base offset `first`, the position, base
+    /// offset and entry index of the batch holding `target` (or of what follows the chunk's last
+    /// batch, if `target` is past it).
+    fn walk_to(
+        &self,
+        chunk_start: u64,
+        first: u64,
+        target: u64,
+    ) -> Result<(u64, u64, u32), Restart> {
+        let lease =
+            RingCore::lease(&self.shared.core, chunk_start).map_err(|error| match error {
+                LeaseError::TooManyReaders => Restart::Busy,
+                LeaseError::Reclaimed | LeaseError::NotPublished => Restart::Lapped,
+            })?;
+        let bytes = lease.bytes();
+        let (mut at, mut expected, mut entry) = (0usize, first, 0u32);
+        loop {
+            let rest = &bytes[at..];
+            if rest.len() < BATCH_HEADER_SIZE || read_end_marker(rest).is_some() {
+                break;
+            }
+            let header = BatchHeader::peek(rest).map_err(|_| Restart::Lapped)?;
+            let size = header.batch_len();
+            if header.base_offset() != expected || size > rest.len() || size < BATCH_HEADER_SIZE {
+                return Err(Restart::Lapped);
+            }
+            if header.next_offset() > target {
+                break;
+            }
+            at += size;
+            expected = header.next_offset();
+            entry += 1;
+        }
+        Ok((chunk_start + at as u64, expected, entry))
     }
 
     /// Walks every batch held, from the earliest; see [`Scan`].

@@ -26,6 +26,11 @@ impl TimeIndex {
         }
     }
 
+    /// The base offset of the first batch of the chunk in `slot`.
+    pub(crate) fn first_offset(&self, slot: usize) -> u64 {
+        self.first_offsets[slot].load(Ordering::Acquire)
+    }
+
     /// Writer: the chunk in `slot` starts over with a batch of base offset `first_offset`.
     pub(crate) fn start(&self, slot: usize, first_offset: u64) {
         self.max_timestamps[slot].store(i64::MIN, Ordering::Release);

@@ -46,14 +46,16 @@ pub(crate) async fn serve(
 ) {
     context.core.metrics().connection_opened();
     let principal = stream.certificate_subject();
+    let local = matches!(stream, Stream::Local(_));
     match &principal {
         Some(subject) => tracing::info!(%peer, principal = %subject, "connection opened"),
+        None if local => tracing::info!(local, "connection opened"),
         None => tracing::info!(%peer, tls = matches!(stream, Stream::Tls(_)), "connection opened"),
     }
     let mut input = ReadBuffer::new(context.pool.clone());
     let mut output = Output::new(context.config.in_flight_count_max as usize);
     let tls = matches!(stream, Stream::Tls(_));
-    let mut session = Session::new(&context, peer, principal, tls);
+    let mut session = Session::new(&context, peer, principal, tls, local);
     if let Err(refused) = session.take_seat() {
         tracing::warn!(%peer, reason = %refused, "connection refused");
         context.core.metrics().connection_refused();

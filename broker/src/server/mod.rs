@@ -6,6 +6,7 @@
 //! shutdown timeout), then syncs every partition and writes clean-shutdown checkpoints.
 
 mod connection;
+mod local;
 mod request;
 mod response;
 
@@ -53,6 +54,14 @@ pub enum ServerError {
     /// The TLS certificate, key or client CA file could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// The local listener's socket could not be made.
+    #[error("cannot listen on the local socket {}: {problem}", path.display())]
+    LocalListen {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
 }
 
 /// Shared by every connection.
@@ -73,6 +82,7 @@ pub struct Broker {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     kafka: Option<(TcpListener, Arc<KafkaContext>)>,
+    local: Option<local::LocalListener>,
 }
 
 impl Broker {
@@ -150,8 +160,12 @@ impl Broker {
                 Some((listener, Arc::new(context)))
             }
         };
+        let local = match config.local_listen_path() {
+            Some(path) => Some(local::LocalListener::bind(path, config.local_listen_mode.0)?),
+            None => None,
+        };
         let context = Arc::new(Context { config, core, pool, pool_available, tls });
-        Ok(Self { context, listener, metrics_listener, kafka })
+        Ok(Self { context, listener, metrics_listener, kafka, local })
     }
 
     /// The address of the metrics endpoint, if it is on.
@@ -231,7 +245,7 @@ impl Broker {
 
     /// Serves until `shutdown` completes, then stops gracefully.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let Self { context, listener, metrics_listener, kafka } = self;
+        let Self { context, listener, metrics_listener, kafka, local } = self;
         let config = &context.config;
         let admission =
             Admission::new(config.connection_count_max, config.connection_count_per_address_max);
@@ -270,6 +284,12 @@ impl Broker {
                 Arc::clone(&admission),
                 stop,
             ));
+        }
+        if let Some(local) = local {
+            // With the connections, as the Kafka listener: shutdown waits for it to finish.
+            let (context, admission, stop) =
+                (Arc::clone(&context), Arc::clone(&admission), stop_rx.clone());
+            connections.spawn(local.serve(context, admission, stop));
         }
         tokio::pin!(shutdown);
         loop {

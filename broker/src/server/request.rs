@@ -14,8 +14,8 @@ use ringmq_protocol::group::{
     MemberToEncode, OffsetDescription, PartitionOffset, ProducerIdentity,
 };
 use ringmq_protocol::message::{
-    CreateTopic, Fetch, Handshake, HandshakeReply, PartitionState, Produce, ProduceReply,
-    TopicDescription, TopicList, TopicName,
+    CreateTopic, Fetch, Handshake, HandshakeReply, LocalOpen, LocalOpenReply, PartitionState,
+    Produce, ProduceReply, TopicDescription, TopicList, TopicName,
 };
 use ringmq_protocol::{Acks, DecodeError, ErrorCode, FrameHead, Opcode, Request, PROTOCOL_VERSION};
 
@@ -28,8 +28,8 @@ use crate::auth::scram::{ScramCredential, ScramHash};
 use crate::auth::users::{Credentials, UsersError};
 use crate::auth::{Login, Mechanism, Step};
 use crate::core::{
-    AdminError, Caller, PartitionHandle, ProduceError, QuotaError, Seat, TooManyConnections,
-    TopicHandle,
+    AdminError, Caller, FetchError, PartitionHandle, ProduceError, QuotaError, Seat,
+    TooManyConnections, TopicHandle,
 };
 use crate::groups::{Assignment, GroupError, GroupListing, ProducerGrant};
 use crate::log::StorageError;
@@ -55,6 +55,8 @@ pub(crate) struct Session<'c> {
     login: Option<(Mechanism, Login)>,
     /// Whether the connection is TLS (PLAIN is offered only then).
     tls: bool,
+    /// Whether the connection came through the local listener (`LocalOpen` is served only then).
+    local: bool,
     /// The connection counted against its principal's connection limit.
     seat: Option<Seat>,
 }
@@ -65,9 +67,10 @@ impl<'c> Session<'c> {
         peer: SocketAddr,
         principal: Option<String>,
         tls: bool,
+        local: bool,
     ) -> Self {
         let caller = principal.map_or_else(Caller::anonymous, |who| Caller::authenticated(&who));
-        Self { context, peer, cached: None, caller, login: None, tls, seat: None }
+        Self { context, peer, cached: None, caller, login: None, tls, local, seat: None }
     }
 
     /// Counts the connection against its principal's connection limit (once it has one).
@@ -142,7 +145,9 @@ impl<'c> Session<'c> {
             Request::ListTopics => self.list_topics(output, correlation_id),
             Request::DescribeTopic(name) => self.describe_topic(output, correlation_id, &name),
             Request::Produce(produce) => self.produce(output, correlation_id, &produce).await,
-            Request::Fetch(fetch) => self.fetch(output, correlation_id, &fetch),
+            Request::Fetch(fetch) => self.fetch(output, correlation_id, &fetch, false),
+            Request::LocalWait(fetch) => self.fetch(output, correlation_id, &fetch, true),
+            Request::LocalOpen(open) => self.local_open(output, correlation_id, &open),
             Request::Stats => match self.context.core.stats(&self.caller) {
                 Ok(stats) => output.respond(|out| {
                     encode_ok(out, Opcode::Stats, correlation_id, |body| {
@@ -888,11 +893,19 @@ impl<'c> Session<'c> {
         }
     }
 
-    fn fetch(&mut self, output: &mut Output, correlation_id: u32, fetch: &Fetch<'_>) {
+    /// A fetch, or with `wake_only` a `LocalWait` (the same wait, answered without data).
+    fn fetch(
+        &mut self,
+        output: &mut Output,
+        correlation_id: u32,
+        fetch: &Fetch<'_>,
+        wake_only: bool,
+    ) {
+        let opcode = if wake_only { Opcode::LocalWait } else { Opcode::Fetch };
         let partition = match self.partition(fetch.topic, fetch.partition) {
             Ok(partition) => partition,
             Err((code, message)) => {
-                return self.error(output, Opcode::Fetch.as_u8(), code, correlation_id, &message)
+                return self.error(output, opcode.as_u8(), code, correlation_id, &message)
             }
         };
         let config = &self.context.config;
@@ -911,7 +924,66 @@ impl<'c> Session<'c> {
             min_bytes: (fetch.min_bytes as usize).clamp(1, max_bytes),
             deadline: Instant::now() + wait,
             seen_next: partition_next,
+            wake_only,
         });
+    }
+
+    /// Opens a partition for a same-host reader: the answer goes out with the ring file and its
+    /// cursor page attached.
+    fn local_open(&mut self, output: &mut Output, correlation_id: u32, open: &LocalOpen<'_>) {
+        let opcode = Opcode::LocalOpen.as_u8();
+        if !self.local {
+            let message = "LocalOpen is served on the local listener only (a Unix socket, \
+                           --local-listen), to clients on the broker's host";
+            return self.error(
+                output,
+                opcode,
+                ErrorCode::UnsupportedRequest,
+                correlation_id,
+                message,
+            );
+        }
+        let partition = match self.partition(open.topic, open.partition) {
+            Ok(partition) => partition,
+            Err((code, message)) => {
+                return self.error(output, opcode, code, correlation_id, &message)
+            }
+        };
+        let (code, message, earliest, next) = match self.context.core.local_open(
+            &self.caller,
+            &partition,
+            open.offset,
+        ) {
+            Ok(opened) => {
+                let reply = LocalOpenReply {
+                    position: opened.start.position,
+                    offset: opened.start.offset,
+                    entry: opened.start.entry,
+                    earliest_offset: opened.start.earliest_offset,
+                    next_offset: opened.start.next_offset,
+                    batch_size_max: opened.batch_size_max,
+                };
+                let mut frame = Vec::with_capacity(64);
+                encode_ok(&mut frame, Opcode::LocalOpen, correlation_id, |body| {
+                    reply.encode(body);
+                    Ok(())
+                });
+                tracing::debug!(peer = %self.peer, topic = open.topic, partition = open.partition, offset = open.offset, "local reader opened a partition");
+                output.push(Pending::Descriptors { frame, files: opened.files });
+                return;
+            }
+            Err(error @ FetchError::OffsetOutOfRange { earliest, next, .. }) => {
+                (ErrorCode::OffsetOutOfRange, error.to_string(), earliest, next)
+            }
+            Err(error @ FetchError::Unauthorized(_)) => {
+                (ErrorCode::Unauthorized, error.to_string(), 0, 0)
+            }
+            Err(error @ (FetchError::LocalOff | FetchError::LocalFiles(_))) => {
+                (ErrorCode::StorageError, error.to_string(), 0, 0)
+            }
+            Err(error) => (ErrorCode::Busy, error.to_string(), 0, 0),
+        };
+        output.error(opcode, code, correlation_id, &message, earliest, next);
     }
 }
 

@@ -14,11 +14,12 @@ use std::time::Duration;
 use crate::stream::Stream;
 use tokio::time::Instant;
 
-use ringmq_protocol::message::{ErrorBody, FetchReply, ProduceReply};
+use ringmq_protocol::message::{ErrorBody, FetchReply, LocalWaitReply, ProduceReply};
 use ringmq_protocol::{ErrorCode, Opcode};
 
 use super::Context;
 use crate::core::{Caller, FetchError, PartitionHandle, SyncState, SyncWait};
+use crate::log::LocalFiles;
 
 /// Output a connection may have encoded and unwritten before it stops reading requests.
 const OUTPUT_SOFT_LIMIT: usize = 1 << 20;
@@ -63,6 +64,8 @@ pub(crate) enum Pending {
     Deferred { end: usize },
     /// A produce acknowledged once its sync is done.
     Synced { correlation_id: u32, wait: SyncWait, base_offset: u64, started: Instant },
+    /// An encoded response that goes out with descriptors attached (a `LocalOpen` answer).
+    Descriptors { frame: Vec<u8>, files: LocalFiles },
     /// A fetch, read when it reaches the front; waits for data until `deadline`.
     Fetch {
         correlation_id: u32,
@@ -75,6 +78,8 @@ pub(crate) enum Pending {
         /// The partition's next offset when it was last read: any append since is a reason to
         /// read again.
         seen_next: u64,
+        /// A `LocalWait`: answered with the offsets only, once data is there.
+        wake_only: bool,
     },
 }
 
@@ -196,6 +201,17 @@ impl Output {
                     self.out.extend_from_slice(&self.deferred[self.deferred_start..*end]);
                     self.deferred_start = *end;
                 }
+                Pending::Descriptors { frame, files } => {
+                    if !self.out.is_empty() {
+                        with_timeout(write_timeout, stream.write_all(&self.out)).await?;
+                        self.out.clear();
+                    }
+                    use std::os::fd::AsFd;
+                    let descriptors = [files.ring.as_fd(), files.page.as_fd()];
+                    with_timeout(write_timeout, stream.write_with_descriptors(frame, &descriptors))
+                        .await?;
+                    self.wrote = true;
+                }
                 Pending::Synced { correlation_id, wait, base_offset, started } => {
                     let failure = match core.sync_state(wait) {
                         SyncState::Done => {
@@ -240,54 +256,68 @@ impl Output {
                     min_bytes,
                     deadline,
                     seen_next,
+                    wake_only,
                 } => {
                     let started = Instant::now();
-                    let (code, message, earliest, next) =
-                        match core.read(caller, partition, *offset, *max_bytes) {
-                            Err(error @ FetchError::OffsetOutOfRange { earliest, next, .. }) => {
-                                (ErrorCode::OffsetOutOfRange, error.to_string(), earliest, next)
-                            }
-                            Err(error @ FetchError::Unauthorized(_)) => {
-                                (ErrorCode::Unauthorized, error.to_string(), 0, 0)
-                            }
-                            Err(error) => (ErrorCode::Busy, error.to_string(), 0, 0),
-                            // Wait for more only while the read reached the end of the log (a read
-                            // stops at a chunk's end, and what lies beyond is there already).
-                            Ok(outcome)
-                                if outcome.batches.len() < *min_bytes
-                                    && outcome.end_offset >= outcome.next_offset
-                                    && Instant::now() < *deadline
-                                    && !closing =>
-                            {
-                                *seen_next = outcome.next_offset;
-                                drop(outcome);
-                                self.pending.push_front(front);
-                                break;
-                            }
-                            Ok(outcome) => {
-                                // Cannot fail: a read is bounded by the frame size limit.
-                                let _ = FetchReply::encode_frame_head(
-                                    *correlation_id,
-                                    outcome.earliest_offset,
-                                    outcome.next_offset,
-                                    outcome.batches.len(),
-                                    &mut self.out,
-                                );
-                                core.fetched(partition, &outcome);
-                                let bytes = outcome.batches.len() as u64;
-                                self.throttle(core.fetch_throttle(caller, bytes));
-                                let mut slices =
-                                    [IoSlice::new(&self.out), IoSlice::new(&outcome.batches)];
-                                with_timeout(write_timeout, stream.write_all_vectored(&mut slices))
-                                    .await?;
-                                self.out.clear();
-                                self.wrote = true;
-                                core.fetch_answered(started);
-                                // `outcome` drops here: the lease on the log ends with the write.
-                                continue;
-                            }
-                        };
-                    let opcode = Opcode::Fetch.as_u8();
+                    let (code, message, earliest, next) = match core
+                        .read(caller, partition, *offset, *max_bytes)
+                    {
+                        Err(error @ FetchError::OffsetOutOfRange { earliest, next, .. }) => {
+                            (ErrorCode::OffsetOutOfRange, error.to_string(), earliest, next)
+                        }
+                        Err(error @ FetchError::Unauthorized(_)) => {
+                            (ErrorCode::Unauthorized, error.to_string(), 0, 0)
+                        }
+                        Err(error) => (ErrorCode::Busy, error.to_string(), 0, 0),
+                        // Wait for more only while the read reached the end of the log (a read
+                        // stops at a chunk's end, and what lies beyond is there already).
+                        Ok(outcome)
+                            if outcome.batches.len() < *min_bytes
+                                && outcome.end_offset >= outcome.next_offset
+                                && Instant::now() < *deadline
+                                && !closing =>
+                        {
+                            *seen_next = outcome.next_offset;
+                            drop(outcome);
+                            self.pending.push_front(front);
+                            break;
+                        }
+                        Ok(outcome) if *wake_only => {
+                            let reply = LocalWaitReply {
+                                earliest_offset: outcome.earliest_offset,
+                                next_offset: outcome.next_offset,
+                            };
+                            drop(outcome);
+                            encode_ok(&mut self.out, Opcode::LocalWait, *correlation_id, |body| {
+                                reply.encode(body);
+                                Ok(())
+                            });
+                            continue;
+                        }
+                        Ok(outcome) => {
+                            // Cannot fail: a read is bounded by the frame size limit.
+                            let _ = FetchReply::encode_frame_head(
+                                *correlation_id,
+                                outcome.earliest_offset,
+                                outcome.next_offset,
+                                outcome.batches.len(),
+                                &mut self.out,
+                            );
+                            core.fetched(partition, &outcome);
+                            let bytes = outcome.batches.len() as u64;
+                            self.throttle(core.fetch_throttle(caller, bytes));
+                            let mut slices =
+                                [IoSlice::new(&self.out), IoSlice::new(&outcome.batches)];
+                            with_timeout(write_timeout, stream.write_all_vectored(&mut slices))
+                                .await?;
+                            self.out.clear();
+                            self.wrote = true;
+                            core.fetch_answered(started);
+                            // `outcome` drops here: the lease on the log ends with the write.
+                            continue;
+                        }
+                    };
+                    let opcode = if *wake_only { Opcode::LocalWait } else { Opcode::Fetch }.as_u8();
                     Failure { opcode, code, correlation_id: *correlation_id, message: &message }
                         .answer(&mut self.out, metrics, peer, earliest, next);
                 }
@@ -320,7 +350,7 @@ impl Output {
 pub(super) async fn wait_front(context: &Context, pending: &VecDeque<Pending>, closing: bool) {
     let core = &context.core;
     match pending.front() {
-        None | Some(Pending::Deferred { .. }) => {}
+        None | Some(Pending::Deferred { .. } | Pending::Descriptors { .. }) => {}
         Some(Pending::Synced { wait, .. }) => core.sync_changed(wait).await,
         Some(Pending::Fetch { partition, deadline, seen_next, .. }) => {
             if closing {

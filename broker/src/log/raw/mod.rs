@@ -30,6 +30,7 @@
 
 mod chunks;
 mod file;
+mod page;
 mod region;
 
 use std::fmt;
@@ -42,7 +43,9 @@ pub(crate) use chunks::{Claim, LeaseRefused, GENERATION_MAX};
 pub use file::RingFileError;
 pub(crate) use file::{DirLock, RingFile};
 use file::{LockShare, MappedFile, Registration};
+pub(crate) use page::LocalPage;
 use region::Region;
+use ringmq_protocol::local::{self as local_read, PageLayout};
 
 use crate::log::SyncMethod;
 use crate::sync::{Arc, AtomicU64, Ordering};
@@ -126,6 +129,12 @@ impl Layout {
         }
         // INVARIANTS 1 to 3 hold from here.
         Ok(Self { data_start, capacity, chunk_size })
+    }
+
+    /// The geometry a cursor page states for this ring.
+    pub(crate) fn page_layout(&self) -> PageLayout {
+        PageLayout::new(self.data_start, self.capacity, self.chunk_size)
+            .expect("a ring's layout is a valid page layout (word-aligned data start and chunks)")
     }
 
     /// Bytes in the data area; a multiple of the chunk size.
@@ -257,6 +266,11 @@ impl Exclusive {
         Ok(Self { entry: Some(entry), region, layout, lock: Some(share) })
     }
 
+    /// Whether the memory is the heap's (tests, Miri), not a file's.
+    pub(crate) fn is_heap(&self) -> bool {
+        self.entry.is_none() && self.region.is_heap()
+    }
+
     /// Heap memory laid out like a ring file, for tests and Miri.
     pub(crate) fn heap(layout: Layout) -> Self {
         Self { entry: None, region: Region::heap(layout.file_bytes()), layout, lock: None }
@@ -303,11 +317,24 @@ impl Exclusive {
     /// generation the writer will replace when it next claims that slot (see
     /// [`slot_generation`]), so a reader can never lease a generation whose bytes the writer may
     /// still write.
+    #[cfg(test)]
     pub(crate) fn share(
         self,
         published_end: u64,
         claimed: Option<u64>,
         next_generation: u64,
+    ) -> (Arc<RingCore>, WriteCursor) {
+        self.share_with(published_end, claimed, next_generation, None)
+    }
+
+    /// [`Exclusive::share`], keeping `page` (when there is one) in step with the ring for
+    /// same-host readers from the first claim on.
+    pub(crate) fn share_with(
+        self,
+        published_end: u64,
+        claimed: Option<u64>,
+        next_generation: u64,
+        page: Option<LocalPage>,
     ) -> (Arc<RingCore>, WriteCursor) {
         let layout = self.layout;
         assert!(
@@ -332,6 +359,15 @@ impl Exclusive {
         let chunks = ChunkTable::new(layout.slot_count(), |slot| {
             slot_generation(&layout, next_generation, slot)
         });
+        let local = page.map(|page| {
+            let page_layout = layout.page_layout();
+            local_read::init_page(page.words(), &page_layout, published_end, |slot| {
+                usize::try_from(slot)
+                    .ok()
+                    .and_then(|slot| slot_generation(&layout, next_generation, slot))
+            });
+            Local { page, layout: page_layout }
+        });
         let core = Arc::new(RingCore {
             _entry: self.entry,
             region: self.region,
@@ -340,6 +376,7 @@ impl Exclusive {
             chunks,
             superblock_lock: Mutex::new(()),
             fail_flush: AtomicBool::new(false),
+            local,
             _lock: self.lock,
         });
         let cursor = WriteCursor {
@@ -375,7 +412,34 @@ pub(crate) struct RingCore {
     chunks: ChunkTable,
     superblock_lock: Mutex<()>,
     fail_flush: AtomicBool,
+    /// The cursor page of same-host readers, when they are served.
+    local: Option<Local>,
     _lock: Option<LockShare>,
+}
+
+/// A ring's cursor page and the geometry it states.
+#[derive(Debug)]
+struct Local {
+    page: LocalPage,
+    layout: PageLayout,
+}
+
+impl Drop for RingCore {
+    fn drop(&mut self) {
+        // Readers still mapping the page learn that it will not move again.
+        if let Some(local) = &self.local {
+            local_read::note_closed(local.page.words());
+        }
+    }
+}
+
+/// What a same-host reader maps: the ring file, read-only, and its cursor page.
+#[derive(Debug)]
+pub struct LocalFiles {
+    /// The ring file, opened read-only.
+    pub ring: std::os::fd::OwnedFd,
+    /// The cursor page (a sealed memfd, which can be mapped read-only only).
+    pub page: std::os::fd::OwnedFd,
 }
 
 /// Why [`RingCore::lease`] gave no lease.
@@ -398,6 +462,14 @@ impl RingCore {
     /// The position below which every byte is completely written (acquire).
     pub(crate) fn published_end(&self) -> u64 {
         self.published_end.load(Ordering::Acquire)
+    }
+
+    /// Descriptors for a same-host reader: `None` if this ring keeps no cursor page.
+    pub(crate) fn local_files(&self) -> Option<io::Result<LocalFiles>> {
+        let local = self.local.as_ref()?;
+        Some((|| {
+            Ok(LocalFiles { ring: self.region.reopen_read_only()?, page: local.page.reader_fd()? })
+        })())
     }
 
     /// Leases the published bytes of `position`'s chunk from `position` on: up to the chunk's end
@@ -590,6 +662,11 @@ impl WriteCursor {
         }
         let claim = self.core.chunks.try_claim(generation);
         if claim == Claim::Claimed {
+            if let Some(local) = &self.core.local {
+                // Before the first byte of the generation: same-host readers of the slot's old
+                // generation see their copies fail (the page's protocol, writer step 1).
+                local_read::note_claim(local.page.words(), &local.layout, generation);
+            }
             // INVARIANT 3: from here the writer may write this generation's bytes.
             self.claimed = Some(generation);
             self.next_generation = generation + 1;
@@ -634,6 +711,9 @@ impl WriteCursor {
         self.published = end;
         // INVARIANT 2: release pairs with the acquire in `RingCore::lease`.
         self.core.published_end.store(end, Ordering::Release);
+        if let Some(local) = &self.core.local {
+            local_read::note_published(local.page.words(), end);
+        }
     }
 }
 

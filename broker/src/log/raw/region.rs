@@ -83,6 +83,23 @@ impl Region {
         Ok(Self::from_parts(ptr, len, Backing::Map { map, file, file_offset }))
     }
 
+    /// Whether the region is heap memory.
+    pub(crate) fn is_heap(&self) -> bool {
+        matches!(self.backing, Backing::Heap)
+    }
+
+    /// A new read-only descriptor of the mapped file, for a same-host reader to map (an error
+    /// for heap memory).
+    pub(crate) fn reopen_read_only(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsRawFd;
+        let Backing::Map { file, .. } = &self.backing else {
+            return Err(io::Error::other("a heap ring has no file"));
+        };
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
+        Ok(rustix::fs::open(path, flags, rustix::fs::Mode::empty())?)
+    }
+
     /// Zeroed heap memory of `len` bytes (at least one byte is allocated).
     pub(crate) fn heap(len: usize) -> Self {
         let boxed: Box<[u8]> = vec![0u8; len.max(1)].into_boxed_slice();

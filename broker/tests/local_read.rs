@@ -1,0 +1,337 @@
+//! Same-host readers against the real `ringmq` binary: a `LocalConsumer` connects to the broker's
+//! Unix socket, maps the partition's ring and reads it in place, while producers write over TCP.
+
+#![allow(clippy::unwrap_used, reason = "tests fail on error")]
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ringmq_client::{
+    Client, ClientError, ConnectOptions, Consumer, ConsumerRecord, ErrorCode, LocalConsumer,
+    ProducerRecord, StartOffset, TopicConfig,
+};
+use ringmq_protocol::message::{Fetch, FetchReply, LocalOpen};
+use ringmq_protocol::Request;
+use support::{within, Broker};
+
+/// A broker with its local listener on in a temporary directory; the socket's path.
+fn local_broker(extra: &[&str]) -> (Broker, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("local.sock");
+    let mut args = vec!["--local-listen", socket.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (Broker::start(&args), dir, socket)
+}
+
+fn value(n: u64) -> Vec<u8> {
+    let mut value = format!("record {n} ").into_bytes();
+    value.resize(16 + (n % 200) as usize, b'.');
+    value
+}
+
+/// Produces `range`, one record per value, in batches of up to 64 records.
+async fn produce(address: &str, topic: &str, range: std::ops::Range<u64>) {
+    let mut admin = Client::connect(address).await.unwrap();
+    let producer = admin.producer().batch_bytes(16 << 10).build().await.unwrap();
+    let values: Vec<Vec<u8>> = range.clone().map(value).collect();
+    for chunk in values.chunks(64) {
+        let records = chunk.iter().map(|value| ProducerRecord::new(topic, value).partition(0));
+        let delivered = producer.send_batch(records.collect::<Vec<_>>()).await.await;
+        assert_eq!(delivered.failed(), 0, "{:?}", delivered.first_error());
+    }
+    drop(producer);
+    let _ = admin.ping().await;
+}
+
+/// Reads `count` records from a local consumer, owned.
+async fn read_local(consumer: &mut LocalConsumer, count: usize) -> Vec<ConsumerRecord> {
+    let mut records = Vec::with_capacity(count);
+    while records.len() < count {
+        records.push(consumer.next().await.unwrap());
+    }
+    records
+}
+
+/// A local and a TCP consumer read the same partition while producers write it: they read the
+/// same records, field for field, in the same order, every offset once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_tcp_consumers_read_the_same_records_under_load() {
+    let (broker, _dir, socket) = local_broker(&[]);
+    within(120, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        // A small ring with small chunks: the readers cross many chunk ends.
+        let config = TopicConfig {
+            chunk_size: Some(64 << 10),
+            ..TopicConfig::default().partitions(1).capacity(4 << 20)
+        };
+        admin.create_topic("events", config).await.unwrap();
+        const TOTAL: u64 = 6000;
+        let mut local = LocalConsumer::builder(&socket, "events", 0).build().await.unwrap();
+        let mut tcp = Consumer::builder(&broker.address, ConnectOptions::default(), "events", 0)
+            .start(StartOffset::Earliest)
+            .build()
+            .await
+            .unwrap();
+        let address = broker.address.clone();
+        let producers = tokio::spawn(async move {
+            let (first, second) = tokio::join!(
+                produce(&address, "events", 0..TOTAL / 2),
+                produce(&address, "events", TOTAL / 2..TOTAL)
+            );
+            let ((), ()) = (first, second);
+        });
+        let local_records = read_local(&mut local, TOTAL as usize).await;
+        let mut tcp_records = Vec::new();
+        while tcp_records.len() < TOTAL as usize {
+            tcp_records.push(tcp.next().await.unwrap());
+        }
+        producers.await.unwrap();
+        assert_eq!(local_records.len(), tcp_records.len());
+        for (local, tcp) in local_records.iter().zip(&tcp_records) {
+            assert_eq!(local, tcp);
+        }
+        let offsets: Vec<u64> = local_records.iter().map(|record| record.offset).collect();
+        assert_eq!(offsets, (0..TOTAL).collect::<Vec<_>>(), "dense, each once, in order");
+        let mut values: Vec<Vec<u8>> =
+            local_records.iter().map(|record| record.value.to_vec()).collect();
+        values.sort();
+        let mut sent: Vec<Vec<u8>> = (0..TOTAL).map(value).collect();
+        sent.sort();
+        assert_eq!(values, sent, "every record sent, none other");
+        // Nothing more: the wait ends empty-handed after max_wait.
+        let mut idle = LocalConsumer::builder(&socket, "events", 0)
+            .start(StartOffset::Latest)
+            .max_wait(Duration::from_millis(200))
+            .build()
+            .await
+            .unwrap();
+        assert!(idle.next_batch().await.unwrap().is_none());
+        assert_eq!(idle.position(), TOTAL);
+    })
+    .await;
+}
+
+/// Batches come out as views that borrow the consumer: each is the Kafka batch as the producer
+/// sent it, its records start at the position the consumer was at, and a start in the middle
+/// of a batch skips the records before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_views_that_start_at_the_position() {
+    let (broker, _dir, socket) = local_broker(&[]);
+    within(60, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        admin.create_topic("events", TopicConfig::default().partitions(1)).await.unwrap();
+        produce(&broker.address, "events", 0..200).await;
+        let mut consumer = LocalConsumer::builder(&socket, "events", 0)
+            .start(StartOffset::Offset(70))
+            .build()
+            .await
+            .unwrap();
+        let batch = consumer.next_batch().await.unwrap().expect("a batch");
+        assert!(batch.base_offset() <= 70 && batch.next_offset() > 70);
+        let offsets: Vec<u64> = batch.records().unwrap().map(|record| record.offset).collect();
+        assert_eq!(offsets.first(), Some(&70));
+        let first = batch.records().unwrap().next().unwrap();
+        assert_eq!(first.value, Some(value(70).as_slice()));
+        let bytes = batch.as_bytes().to_vec();
+        let end = batch.next_offset();
+        assert_eq!(consumer.position(), end);
+        // The same batch over TCP, fetched raw, is the same bytes.
+        let fetch = Request::Fetch(Fetch {
+            topic: "events",
+            partition: 0,
+            offset: 70,
+            max_bytes: 1 << 20,
+            max_wait_ms: 0,
+            min_bytes: 1,
+        });
+        let body = admin.raw_call(&fetch).await.unwrap();
+        let fetched = FetchReply::decode(&body).unwrap();
+        assert!(
+            fetched.batches.starts_with(&bytes),
+            "the local batch is the fetched batch, byte for byte"
+        );
+        let rest = read_local(&mut consumer, (200 - end) as usize).await;
+        assert_eq!(rest.first().unwrap().offset, end);
+        assert_eq!(rest.last().unwrap().offset, 199);
+    })
+    .await;
+}
+
+/// A reader the writer laps is told the earliest offset, as over TCP, and goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapped_local_reader_is_told_the_earliest_offset() {
+    let (broker, _dir, socket) = local_broker(&[]);
+    within(120, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        let config = TopicConfig {
+            chunk_size: Some(64 << 10),
+            ..TopicConfig::default().partitions(1).capacity(1 << 20)
+        };
+        admin.create_topic("small", config).await.unwrap();
+        produce(&broker.address, "small", 0..100).await;
+        let mut consumer = LocalConsumer::builder(&socket, "small", 0).build().await.unwrap();
+        let first = read_local(&mut consumer, 10).await;
+        assert_eq!(first.last().unwrap().offset, 9);
+        // About 3 MiB through a 1 MiB ring: the reader's chunk is long gone.
+        produce(&broker.address, "small", 100..25_000).await;
+        let error = loop {
+            match consumer.next_batch().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the reader was lapped, not at the end"),
+                Err(error) => break error,
+            }
+        };
+        let ClientError::OffsetOutOfRange { earliest, next, .. } = error else {
+            panic!("expected out of range, got {error}");
+        };
+        assert!(earliest > 100, "earliest {earliest}");
+        assert_eq!(next, 25_000);
+        consumer.seek(earliest);
+        let rest = read_local(&mut consumer, (next - earliest) as usize).await;
+        assert_eq!(rest.first().unwrap().offset, earliest);
+        assert_eq!(rest.last().unwrap().offset, 24_999);
+        assert_eq!(rest.last().unwrap().value, value(24_999));
+    })
+    .await;
+}
+
+/// A broker killed with SIGKILL and restarted on the same data under a local reader: the reader
+/// notices, reconnects (the stale socket file is replaced), and goes on from its offset, each
+/// record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reader_resumes_after_the_broker_is_killed_and_restarted() {
+    let (mut broker, _dir, socket) = local_broker(&[]);
+    within(120, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        admin.create_topic("events", TopicConfig::default().partitions(1)).await.unwrap();
+        produce(&broker.address, "events", 0..1000).await;
+        let mut consumer = LocalConsumer::builder(&socket, "events", 0)
+            .max_wait(Duration::from_millis(300))
+            .build()
+            .await
+            .unwrap();
+        let mut records = read_local(&mut consumer, 600).await;
+        broker.restart_same_port();
+        produce(&broker.address, "events", 1000..2000).await;
+        while records.len() < 2000 {
+            match consumer.next().await {
+                Ok(record) => records.push(record),
+                // While the new broker starts, a read may find nobody listening.
+                Err(ClientError::Connect { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(error) => panic!("{error}"),
+            }
+        }
+        let offsets: Vec<u64> = records.iter().map(|record| record.offset).collect();
+        assert_eq!(offsets, (0..2000).collect::<Vec<_>>());
+        assert!(records.iter().all(|record| record.value == value(record.offset)));
+        assert!(consumer.reopened() >= 1, "the reader opened the partition again");
+    })
+    .await;
+}
+
+/// The local reader commits to a group over the Unix socket; a new one resumes there, and the
+/// TCP side sees the same committed offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reader_commits_and_resumes_through_its_group() {
+    let (broker, _dir, socket) = local_broker(&[]);
+    within(60, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        admin.create_topic("events", TopicConfig::default().partitions(1)).await.unwrap();
+        produce(&broker.address, "events", 0..300).await;
+        let mut consumer =
+            LocalConsumer::builder(&socket, "events", 0).group("audit").build().await.unwrap();
+        let read = read_local(&mut consumer, 120).await;
+        assert_eq!(read.last().unwrap().offset, 119);
+        // `next` reads whole batches but hands out records one by one: the position, and the
+        // commit, are after the last record handed out.
+        assert_eq!(consumer.position(), 120);
+        consumer.commit().await.unwrap();
+        drop(consumer);
+        assert_eq!(admin.committed_offsets("audit", "events").await.unwrap(), [(0, 120)]);
+        let mut again =
+            LocalConsumer::builder(&socket, "events", 0).group("audit").build().await.unwrap();
+        assert_eq!(again.position(), 120);
+        assert_eq!(read_local(&mut again, 1).await[0].offset, 120);
+        let mut plain = LocalConsumer::builder(&socket, "events", 0).build().await.unwrap();
+        let error = plain.commit().await.unwrap_err();
+        assert!(error.to_string().contains("needs a group"), "{error}");
+    })
+    .await;
+}
+
+/// A byte damaged in the ring file is never handed out: the local reader reports the corrupt
+/// batch (and so does the TCP consumer, which checks CRCs), and the broker serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_batch_is_never_handed_out() {
+    let (broker, _dir, socket) = local_broker(&[]);
+    within(60, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        admin.create_topic("events", TopicConfig::default().partitions(1)).await.unwrap();
+        produce(&broker.address, "events", 0..50).await;
+        // Flip one bit of a record's value in the first batch, through the file (the page cache
+        // both processes map).
+        let ring = broker.data_dir.join("events/0.ring");
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&ring).unwrap();
+        use std::os::unix::fs::FileExt;
+        let at = 8192 + 61 + 20;
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+        let mut consumer = LocalConsumer::builder(&socket, "events", 0).build().await.unwrap();
+        let error = consumer.next_batch().await.unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Broker { code: ErrorCode::CorruptBatch, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("offset 0"), "{error}");
+        // The broker is unharmed: it takes more, and a reader past the damage reads on.
+        produce(&broker.address, "events", 50..60).await;
+        let mut later = LocalConsumer::builder(&socket, "events", 0)
+            .start(StartOffset::Latest)
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(later.position(), 60);
+        produce(&broker.address, "events", 60..61).await;
+        assert_eq!(read_local(&mut later, 1).await[0].value, value(60));
+    })
+    .await;
+}
+
+/// `LocalOpen` is served only on the local socket; over TCP it is refused with a message naming
+/// the listener. Unknown topics and offsets past the end are answered as a fetch's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_open_is_refused_where_it_cannot_work() {
+    let (broker, _dir, socket) = local_broker(&[]);
+    within(60, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        admin.create_topic("events", TopicConfig::default().partitions(1)).await.unwrap();
+        let open = Request::LocalOpen(LocalOpen { topic: "events", partition: 0, offset: 0 });
+        let error = admin.raw_call(&open).await.unwrap_err();
+        assert!(error.to_string().contains("local listener only"), "{error}");
+        let missing = LocalConsumer::builder(&socket, "nope", 0).build().await.unwrap_err();
+        assert!(
+            matches!(&missing, ClientError::Broker { code: ErrorCode::UnknownTopic, .. }),
+            "{missing}"
+        );
+        let past = LocalConsumer::builder(&socket, "events", 0)
+            .start(StartOffset::Offset(5))
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(past, ClientError::OffsetOutOfRange { offset: 5, earliest: 0, next: 0 }),
+            "{past}"
+        );
+        let nobody = LocalConsumer::builder(socket.with_extension("none"), "events", 0)
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(nobody, ClientError::Connect { .. }), "{nobody}");
+    })
+    .await;
+}

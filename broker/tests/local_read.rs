@@ -335,3 +335,102 @@ async fn local_open_is_refused_where_it_cannot_work() {
     })
     .await;
 }
+
+/// `ringmq-cli consume --local` prints what the TCP consumer prints. A reader process killed
+/// (SIGKILL) in the middle of its reads leaves the broker serving: producers, TCP consumers and
+/// a new local reader go on, and nothing stored is harmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_locally_and_a_killed_reader_harms_nothing() {
+    let (broker, _dir, socket) = local_broker(&[]);
+    let cli = support::workspace_binary("ringmq-cli", "ringmq-cli");
+    within(120, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        admin.create_topic("events", TopicConfig::default().partitions(2)).await.unwrap();
+        produce(&broker.address, "events", 0..500).await;
+        let printed = |args: &[&str]| {
+            let output = std::process::Command::new(&cli).args(args).output().unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8(output.stdout).unwrap()
+        };
+        let local = printed(&[
+            "consume",
+            "events",
+            "--local",
+            socket.to_str().unwrap(),
+            "--format",
+            "offset",
+        ]);
+        let tcp =
+            printed(&["--broker", &broker.address, "consume", "events", "--format", "offset"]);
+        assert_eq!(local.lines().count(), 500);
+        let sorted = |text: &str| {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(sorted(&local), sorted(&tcp));
+        // A bad path is one readable line and exit 1.
+        let output = std::process::Command::new(&cli)
+            .args(["consume", "events", "--local", "/nonexistent/ringmq.sock"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("/nonexistent/ringmq.sock"), "{stderr}");
+
+        // A following reader, killed while producers write.
+        let mut reader = std::process::Command::new(&cli)
+            .args(["consume", "events", "--partition", "0", "--follow", "--local"])
+            .arg(&socket)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let address = broker.address.clone();
+        let writing = tokio::spawn(async move { produce(&address, "events", 500..3000).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        reader.kill().unwrap();
+        reader.wait().unwrap();
+        writing.await.unwrap();
+        let mut tcp = Consumer::builder(&broker.address, ConnectOptions::default(), "events", 0)
+            .start(StartOffset::Earliest)
+            .build()
+            .await
+            .unwrap();
+        let mut fresh = LocalConsumer::builder(&socket, "events", 0).build().await.unwrap();
+        let total = admin.describe_topic("events").await.unwrap().partitions[0].next_offset;
+        let local_records = read_local(&mut fresh, total as usize).await;
+        for record in &local_records {
+            assert_eq!(tcp.next().await.unwrap(), *record);
+        }
+        assert!(broker.log().contains("connection closed"), "the broker saw the reader go");
+    })
+    .await;
+}
+
+/// The local socket's mode is what `--local-listen-mode` says; a file that is not a socket in
+/// the way stops the broker with one line naming the path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_gets_its_mode_and_a_file_in_the_way_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (broker, _dir, socket) = local_broker(&["--local-listen-mode", "640"]);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    drop(broker);
+    let dir = tempfile::tempdir().unwrap();
+    let in_the_way = dir.path().join("plain-file");
+    std::fs::write(&in_the_way, b"not a socket").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["--listen", "127.0.0.1:0", "--kafka", "false", "--metrics", "false", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--local-listen")
+        .arg(&in_the_way)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.lines().find(|line| line.contains("local socket")).unwrap_or_default();
+    assert!(line.contains("not a socket is in the way"), "{stderr}");
+    assert!(line.contains("plain-file"), "{stderr}");
+    assert_eq!(std::fs::read(&in_the_way).unwrap(), b"not a socket", "left alone");
+}

@@ -22,7 +22,9 @@ use ringmq_protocol::group::{
     CommitOffsets, Entries, GroupName, GroupTopic, Heartbeat, JoinGroup, LeaveGroup,
     PartitionOffset, ProducerIdentity,
 };
-use ringmq_protocol::message::{Authenticate, CreateTopic, Fetch, Handshake, Produce, TopicName};
+use ringmq_protocol::message::{
+    Authenticate, CreateTopic, Fetch, Handshake, LocalOpen, Produce, TopicName,
+};
 use ringmq_protocol::{Acks, BatchEncoder, Opcode, Push, Record, Request};
 use support::{within, Broker};
 
@@ -92,8 +94,10 @@ enum Expected {
 /// kind cannot be added until it says here what a principal without rules gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_native_request_kind_is_refused_without_a_rule_and_changes_nothing() {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("local.sock");
     let broker = Broker::start_with_env(
-        &["--auth", "required"],
+        &["--auth", "required", "--local-listen", socket.to_str().unwrap()],
         &[("RINGMQ_ROOT_USER", ROOT.0), ("RINGMQ_ROOT_PASSWORD", ROOT.1)],
     );
     within(120, async {
@@ -108,6 +112,10 @@ async fn every_native_request_kind_is_refused_without_a_rule_and_changes_nothing
         let before = state(&mut root, &broker).await;
 
         let mut mallory = log_in(&broker, "mallory", "mallory password").await.unwrap();
+        // The same principal on the local socket, where LocalOpen is served.
+        let options =
+            ConnectOptions::default().credentials(Credentials::new("mallory", "mallory password"));
+        let mut mallory_local = Client::connect_local(&socket, options).await.unwrap();
         let batch = batch();
         let offsets = [PartitionOffset { partition: 0, offset: 0 }];
         let keys = ScramKeys {
@@ -262,6 +270,25 @@ async fn every_native_request_kind_is_refused_without_a_rule_and_changes_nothing
                     }),
                     unauthorized,
                 ),
+                Opcode::LocalWait => (
+                    Request::LocalWait(Fetch {
+                        topic: "orders",
+                        partition: 0,
+                        offset: 0,
+                        max_bytes: 1,
+                        max_wait_ms: 0,
+                        min_bytes: 1,
+                    }),
+                    unauthorized,
+                ),
+                Opcode::LocalOpen => {
+                    let open =
+                        Request::LocalOpen(LocalOpen { topic: "orders", partition: 0, offset: 0 });
+                    let error = mallory_local.raw_call(&open).await.expect_err("LocalOpen");
+                    assert_eq!(error.code(), Some(ErrorCode::Unauthorized), "{error}");
+                    assert!(error.to_string().contains("mallory"), "{error}");
+                    continue;
+                }
                 _ => panic!("{opcode:?} has no expectation in this test"),
             };
             let answer = mallory.raw_call(&request).await;

@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
 use ringmq_client::{
-    Acks, Client, ClientError, Compression, ConsumerRecord, ProducerRecord, StartOffset,
-    TopicConfig,
+    Acks, Client, ClientError, Compression, ConsumerRecord, LocalConsumer, ProducerRecord,
+    StartOffset, TopicConfig,
 };
 
 #[derive(Debug, Parser)]
@@ -299,6 +299,10 @@ struct ConsumeArgs {
     /// offset, timestamp, key, value), tab-separated.
     #[arg(long, value_enum, default_value_t = Format::Value)]
     format: Format,
+    /// Read on the broker's own host, straight from its mapped ring, through its local socket
+    /// at PATH (the broker's --local-listen) instead of --broker: no request per fetch.
+    #[arg(long, value_name = "PATH", conflicts_with = "group")]
+    local: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -402,6 +406,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         })?;
         options = options.credentials(ringmq_client::Credentials::new(user, &password));
+    }
+    if let Command::Consume(args) = &cli.command {
+        if let Some(path) = &args.local {
+            let mut client = Client::connect_local(path, options.clone()).await?;
+            let Command::Consume(args) = cli.command else { unreachable!("matched above") };
+            return consume_local(&mut client, args, options).await;
+        }
     }
     let mut client = Client::connect_with(&cli.broker, options).await?;
     match cli.command {
@@ -931,31 +942,116 @@ async fn consume(client: &mut Client, args: ConsumeArgs, timeout: Duration) -> a
         let records = records.clone();
         let follow = args.follow;
         tokio::spawn(async move {
-            let mut consumer = match builder.build().await {
-                Ok(consumer) => consumer,
+            match builder.build().await {
+                Ok(consumer) => pump(consumer, partition, follow, records).await,
                 Err(error) => {
                     let _ = records.send(Err(error)).await;
-                    return;
-                }
-            };
-            // Without --follow, stop at the end of the log as it was when we started.
-            let end = consumer.high_watermark();
-            while follow || consumer.position() < end {
-                match consumer.next().await {
-                    Ok(record) => {
-                        if records.send(Ok((partition, record))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(error) => {
-                        let _ = records.send(Err(error)).await;
-                        return;
-                    }
                 }
             }
         });
     }
     drop(records);
+    print_received(&mut received, &args).await
+}
+
+/// `consume --local`: each partition read in place by a `LocalConsumer`, printed as `consume`
+/// prints (without --follow, up to each partition's end when it was opened).
+async fn consume_local(
+    client: &mut Client,
+    args: ConsumeArgs,
+    options: ringmq_client::ConnectOptions,
+) -> anyhow::Result<()> {
+    let path = args.local.clone().unwrap_or_default();
+    let info = client.describe_topic(&args.topic).await?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(partition) => vec![partition],
+        None => info.partitions.iter().map(|state| state.partition).collect(),
+    };
+    let (records, mut received) = mpsc::channel::<Result<(u32, ConsumerRecord), ClientError>>(1024);
+    for partition in partitions {
+        let builder = LocalConsumer::builder(&path, &args.topic, partition)
+            .start(args.from)
+            .options(options.clone());
+        let records = records.clone();
+        let follow = args.follow;
+        tokio::spawn(async move {
+            match builder.build().await {
+                Ok(consumer) => pump(consumer, partition, follow, records).await,
+                Err(error) => {
+                    let _ = records.send(Err(error)).await;
+                }
+            }
+        });
+    }
+    drop(records);
+    print_received(&mut received, &args).await
+}
+
+/// The next record of a [`PartitionReader`].
+type NextRecord<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<ConsumerRecord, ClientError>> + Send + 'a>,
+>;
+
+/// A reader of one partition, over TCP or in place.
+trait PartitionReader: Send {
+    fn high_watermark(&self) -> u64;
+    fn position(&self) -> u64;
+    fn next_record(&mut self) -> NextRecord<'_>;
+}
+
+impl PartitionReader for ringmq_client::Consumer {
+    fn high_watermark(&self) -> u64 {
+        ringmq_client::Consumer::high_watermark(self)
+    }
+    fn position(&self) -> u64 {
+        ringmq_client::Consumer::position(self)
+    }
+    fn next_record(&mut self) -> NextRecord<'_> {
+        Box::pin(self.next())
+    }
+}
+
+impl PartitionReader for LocalConsumer {
+    fn high_watermark(&self) -> u64 {
+        LocalConsumer::high_watermark(self)
+    }
+    fn position(&self) -> u64 {
+        LocalConsumer::position(self)
+    }
+    fn next_record(&mut self) -> NextRecord<'_> {
+        Box::pin(self.next())
+    }
+}
+
+/// Sends a partition's records to `records`: without `follow`, up to the end of the log as it
+/// was when the reader started; stops at the first error (sent too).
+async fn pump(
+    mut consumer: impl PartitionReader,
+    partition: u32,
+    follow: bool,
+    records: mpsc::Sender<Result<(u32, ConsumerRecord), ClientError>>,
+) {
+    let end = consumer.high_watermark();
+    while follow || consumer.position() < end {
+        match consumer.next_record().await {
+            Ok(record) => {
+                if records.send(Ok((partition, record))).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                let _ = records.send(Err(error)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Prints what the partitions' readers send until they are done or --count is reached.
+async fn print_received(
+    received: &mut mpsc::Receiver<Result<(u32, ConsumerRecord), ClientError>>,
+    args: &ConsumeArgs,
+) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printed = 0u64;
     while let Some(next) = received.recv().await {

@@ -291,6 +291,32 @@ impl Client {
         Ok(Self { connection, endpoint })
     }
 
+    /// Connects to the broker's local listener, the Unix domain socket at `path`
+    /// (`--local-listen`), for a client on the broker's own host. Every request works there as
+    /// over TCP; producers and consumers made from this client connect the same way. TLS in
+    /// `options` is not used (the socket never leaves the host); a login is.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connect`] if nothing listens at `path`; a refused login as
+    /// [`Client::connect_with`].
+    pub async fn connect_local(
+        path: impl AsRef<std::path::Path>,
+        options: ConnectOptions,
+    ) -> Result<Self, ClientError> {
+        let path = path.as_ref();
+        let ConnectOptions { timeout, credentials, busy_poll, .. } = options;
+        let endpoint = Endpoint {
+            address: path.display().to_string(),
+            tls: None,
+            credentials,
+            busy_poll,
+            local: Some(path.to_owned()),
+        };
+        let connection = Connection::open(&endpoint, timeout, "ringmq-client admin").await?;
+        Ok(Self { connection, endpoint })
+    }
+
     /// How this client connects (its timeout, TLS, login and busy-polling), for another
     /// connection alike.
     pub fn options(&self) -> ConnectOptions {

@@ -52,7 +52,7 @@ fn flags_parse_units() {
 
 #[test]
 fn bad_values_name_the_key_the_value_and_what_is_accepted() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &["--default-capacity", "lots"],
             "invalid value \"lots\" for --default-capacity: expected a size like",
@@ -76,6 +76,14 @@ fn bad_values_name_the_key_the_value_and_what_is_accepted() {
         (
             &["--sync-method", "fsync"],
             "invalid value \"fsync\" for --sync-method: expected msync, fdatasync or range+fdatasync",
+        ),
+        (
+            &["--local-listen-mode", "1777"],
+            "invalid value \"1777\" for --local-listen-mode: expected an octal file mode from 0 to 777",
+        ),
+        (
+            &["--local-listen-mode", "rw"],
+            "invalid value \"rw\" for --local-listen-mode: expected an octal file mode",
         ),
     ];
     for (args, expected) in cases {
@@ -329,5 +337,17 @@ fn the_shipped_example_files_load_with_current_names() {
     for text in [deploy.as_str(), example.expect("a TOML example in docs/config.md")] {
         let (_, renamed) = with_file(text, &[]).unwrap();
         assert!(renamed.is_empty(), "old names in a shipped example: {renamed:?}");
+    }
+}
+
+#[test]
+fn file_modes_read_octal_and_print_back() {
+    use super::FileMode;
+    assert_eq!("600".parse::<FileMode>().ok(), Some(FileMode(0o600)));
+    assert_eq!("0660".parse::<FileMode>().ok(), Some(FileMode(0o660)));
+    assert_eq!("0o777".parse::<FileMode>().ok(), Some(FileMode(0o777)));
+    assert_eq!(FileMode(0o640).to_string(), "0640");
+    for bad in ["", "8", "1000", "+7", "-1", "rw-"] {
+        assert!(bad.parse::<FileMode>().is_err(), "{bad:?}");
     }
 }

@@ -205,3 +205,50 @@ fn tls_runs_beside_the_plaintext_run() {
     }
     assert!(reports[1]["broker"].as_str().unwrap().contains("with TLS"));
 }
+
+/// `--local` runs the same workload again with the consumers reading the rings in place through
+/// the broker's local listener, then (end to end) with no consumer: three reports, the local
+/// one with every message received and none of it fetched from the broker.
+#[test]
+fn local_runs_beside_the_tcp_run() {
+    let reports = bench(&["--local", "--mode", "end-to-end", "--count", "5000", "--size", "256"]);
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 3);
+    assert_eq!(reports[0]["transport"], "tcp");
+    assert_eq!(reports[1]["transport"], "local");
+    assert_eq!(reports[2]["mode"], "produce");
+    for report in reports {
+        assert_eq!(report["broker_records_in"], 5000);
+    }
+    assert!(reports[0]["broker_records_out"].as_u64().unwrap() >= 5000);
+    // Local readers fetch nothing: the broker hands out no record.
+    assert_eq!(reports[1]["broker_records_out"], 0);
+    assert_eq!(reports[1]["latency_us"]["samples"], 5000);
+    assert!(reports[1]["local_batches"].as_u64().unwrap() > 0);
+    assert!(reports[1]["local_waits"].is_u64());
+    assert_eq!(reports[2]["broker_records_out"], 0);
+}
+
+/// A consume-only `--local` run reads the prepared messages from the mapped ring.
+#[test]
+fn local_consume_reads_every_message() {
+    let reports = bench(&["--local", "--mode", "consume", "--count", "5000", "--size", "256"]);
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[1]["transport"], "local");
+    assert!(reports[1]["consume_msgs_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(reports[1]["broker_records_out"], 0);
+}
+
+/// `--local` with a mode that has no consumer is refused in one line.
+#[test]
+fn local_without_consumers_is_refused() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+        .args(["--local", "--mode", "produce"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--local measures consumers"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

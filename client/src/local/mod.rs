@@ -163,6 +163,8 @@ impl LocalConsumerBuilder {
             last_request: Instant::now(),
             reopened: 0,
             opened_once: false,
+            batches: 0,
+            waits: 0,
         };
         consumer.open_at(offset).await?;
         Ok(consumer)
@@ -217,6 +219,10 @@ pub struct LocalConsumer {
     last_request: Instant,
     reopened: u64,
     opened_once: bool,
+    /// Batches handed out by [`LocalConsumer::next_batch`].
+    batches: u64,
+    /// `LocalWait` requests sent (sleeps at the end of the partition).
+    waits: u64,
 }
 
 /// A batch read from the ring, validated: a view of the consumer's own copy, which lives until
@@ -330,6 +336,19 @@ impl LocalConsumer {
         self.reopened
     }
 
+    /// Batches [`LocalConsumer::next_batch`] has handed out (directly or for
+    /// [`LocalConsumer::next`]).
+    pub fn batches_read(&self) -> u64 {
+        self.batches
+    }
+
+    /// `LocalWait` requests sent: each is a sleep at the end of the partition, and the only
+    /// request (so the only syscalls) a reader makes in steady state. A reader that never
+    /// catches up with the writer sends none.
+    pub fn waits(&self) -> u64 {
+        self.waits
+    }
+
     /// Moves the consumer to `offset`: the next read asks the broker where it lies.
     pub fn seek(&mut self, offset: u64) {
         self.position = offset;
@@ -367,6 +386,7 @@ impl LocalConsumer {
             &self.decompressed
         };
         let from = std::mem::replace(&mut self.position, header.next_offset());
+        self.batches += 1;
         Ok(Some(LocalBatch { bytes, header, records, from, partition: self.partition }))
     }
 
@@ -493,6 +513,7 @@ impl LocalConsumer {
             min_bytes: 1,
         });
         let timeout = self.timeout + limit;
+        self.waits += 1;
         let answer = self.connection.call(&request, timeout).await;
         self.last_request = Instant::now();
         match answer {

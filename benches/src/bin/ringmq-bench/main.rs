@@ -13,6 +13,7 @@ mod broker;
 mod chart;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod local;
 mod plan;
 mod rebalance;
 mod report;
@@ -131,6 +132,14 @@ struct Args {
     /// by access rules (so every request passes the rule check).
     #[arg(long, requires = "tls")]
     scram: bool,
+    /// Also run every measurement with the consumers on the broker's host reading the rings in
+    /// place (ringmq-client's LocalConsumer, through the broker's local listener, which the
+    /// bench's broker then has), right after the TCP one against the same broker; prints both
+    /// and their ratio. An end-to-end run also measures the producers with no reader, the
+    /// broker's CPU per message a local reader should leave unchanged (native protocol, a
+    /// broker started by the bench).
+    #[arg(long, conflicts_with_all = ["broker", "tls"])]
+    local: bool,
     /// Run a series: sizes=64,256,1024,16384 (one run per message size) or
     /// rates=10k,20k,50k (one paced run per offered rate, msgs/s across all producers, at
     /// --size; each runs --duration seconds, 3 by default, unless --count is given).
@@ -230,6 +239,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.tls && args.protocol == Protocol::Kafka {
         anyhow::bail!("--tls measures the native protocol; leave out --protocol kafka");
     }
+    if args.local && args.protocol == Protocol::Kafka {
+        anyhow::bail!("--local measures the native protocol; leave out --protocol kafka");
+    }
+    if args.local && args.mode == Mode::Produce {
+        anyhow::bail!("--local measures consumers: use --mode consume or --mode end-to-end");
+    }
+    // The local listener's socket, in a directory of its own that lives as long as the broker.
+    let local_dir = match args.local {
+        false => None,
+        true => Some(tempfile::Builder::new().prefix("ringmq-bench-local-").tempdir()?),
+    };
+    let local_socket = local_dir.as_ref().map(|dir| dir.path().join("local.sock"));
+    let mut broker_args = broker_args;
     let tls_broker = match args.tls {
         false => None,
         true => {
@@ -242,6 +264,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Some(secure)
         }
     };
+    if let Some(socket) = &local_socket {
+        broker_args.extend(["--local-listen".to_owned(), socket.display().to_string()]);
+    }
     let started = match &args.broker {
         Some(_) => None,
         None => Some(
@@ -330,6 +355,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
             reports.push(tls_report);
             continue;
         }
+        if let Some(socket) = &local_socket {
+            let local = Workload {
+                topic: format!("{}-local", workload.topic),
+                local: Some(socket.clone()),
+                ..workload.clone()
+            };
+            let label = format!("{broker_label}, consumers on its local listener");
+            let local_report =
+                measure(&address, &args, &local, None, &label, &host, &commit).await?;
+            if !args.json && !args.csv {
+                println!("\n{}", local_report.table());
+            }
+            let unread = match workload.mode {
+                Mode::EndToEnd => {
+                    let unread = Workload {
+                        topic: format!("{}-unread", workload.topic),
+                        mode: Mode::Produce,
+                        ..workload.clone()
+                    };
+                    let label = format!("{broker_label}, no consumer");
+                    let unread_report =
+                        measure(&address, &args, &unread, None, &label, &host, &commit).await?;
+                    if !args.json && !args.csv {
+                        println!("\n{}", unread_report.table());
+                    }
+                    Some(unread_report)
+                }
+                _ => None,
+            };
+            if !args.json && !args.csv {
+                println!("{}", local_ratio(&report, &local_report, unread.as_ref()));
+            }
+            reports.push(report);
+            reports.push(local_report);
+            reports.extend(unread);
+            continue;
+        }
         reports.push(report);
     }
     if args.json {
@@ -355,6 +417,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("chart written to {}", path.display());
     }
     drop(started);
+    drop(local_dir);
     Ok(())
 }
 
@@ -489,11 +552,14 @@ async fn measure(
     let report = Report {
         mode: workload.mode,
         protocol: workload.protocol,
-        transport: match (&workload.tls, &workload.credentials) {
-            (Some(_), Some(_)) => "tls-scram",
-            (Some(_), None) => "tls",
+        transport: match (&workload.tls, &workload.credentials, &workload.local) {
+            (Some(_), Some(_), _) => "tls-scram",
+            (Some(_), None, _) => "tls",
+            (None, _, Some(_)) => "local",
             _ => "tcp",
         },
+        local_batches: measured.local_reads.map(|reads| reads.batches),
+        local_waits: measured.local_reads.map(|reads| reads.waits),
         message_size: workload.size,
         messages: workload.count,
         producers: workload.producers,
@@ -537,7 +603,7 @@ async fn measure(
         },
         // Per message moved: in (produce, end to end) or out (consume only).
         broker_allocs_per_msg: delta(|stats| stats.allocations)
-            / messages_in.max(delta(|stats| stats.records_out)),
+            / messages_in.max(delta(|stats| stats.records_out)).max(moved),
         produce_copy_ratio: ratio(
             delta(|stats| stats.produce_copy_bytes),
             delta(|stats| stats.bytes_in),
@@ -587,6 +653,32 @@ fn tls_ratio(plain: &Report, tls: &Report) -> String {
     format!("{:<34} {}", "TLS / plaintext", parts.join(", "))
 }
 
+/// The local readers' run against the TCP consumers' (and, end to end, the producers' alone),
+/// measured in the same invocation against the same broker.
+fn local_ratio(tcp: &Report, local: &Report, unread: Option<&Report>) -> String {
+    let mut parts = Vec::new();
+    if let (Some(tcp), Some(local)) = (tcp.consume_msgs_per_s, local.consume_msgs_per_s) {
+        parts.push(format!("consume {:.2}", local / tcp.max(1e-9)));
+    }
+    if tcp.latency_us.samples > 0 && local.latency_us.samples > 0 && tcp.mode != Mode::Produce {
+        parts.push(format!(
+            "p99 latency {:.2}",
+            local.latency_us.p99 / tcp.latency_us.p99.max(1e-9)
+        ));
+    }
+    let mut text = format!("{:<34} {}", "local / TCP", parts.join(", "));
+    if let Some(unread) = unread {
+        text.push_str(&format!(
+            "\n{:<34} no consumer {:.2}, local consumer {:.2}, TCP consumer {:.2}",
+            "broker CPU s per million msgs",
+            unread.broker_cpu_s_per_million_msgs,
+            local.broker_cpu_s_per_million_msgs,
+            tcp.broker_cpu_s_per_million_msgs,
+        ));
+    }
+    text
+}
+
 /// `part / whole`, or 0 when nothing moved.
 fn ratio(part: f64, whole: f64) -> f64 {
     if whole > 0.0 {
@@ -622,6 +714,7 @@ fn workload_from(args: &Args, topic: String, size: usize, count: u64, kafka: &st
         fetch_min_bytes: fetch_min_bytes(args),
         protocol: args.protocol,
         kafka_address: kafka.to_owned(),
+        local: None,
     }
 }
 

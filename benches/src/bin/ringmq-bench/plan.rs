@@ -74,6 +74,9 @@ pub(crate) struct Workload {
     pub(crate) protocol: Protocol,
     /// The broker's Kafka listener (`host:port`), for the Kafka mode.
     pub(crate) kafka_address: String,
+    /// The broker's local listener, when the consumers read on the broker's host through it
+    /// (`--local`): they map the rings and read them in place.
+    pub(crate) local: Option<std::path::PathBuf>,
 }
 
 /// How a run with a target rate waits for each message's send time.
@@ -103,6 +106,28 @@ pub(crate) struct Measured {
     pub(crate) consume: Option<Phase>,
     /// Latency in ns: end to end (send to receive), or produce to acknowledgement.
     pub(crate) latency: Histogram<u64>,
+    /// What the local readers did, in a `--local` run.
+    pub(crate) local_reads: Option<LocalReads>,
+}
+
+/// The local readers' own counts over a run.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub(crate) struct LocalReads {
+    /// Batches read from the mapped rings.
+    pub(crate) batches: u64,
+    /// `LocalWait` requests (sleeps at the end of a partition): the only requests, so the only
+    /// syscalls, a local reader makes.
+    pub(crate) waits: u64,
+}
+
+/// What the consumers of a run received.
+#[derive(Debug)]
+pub(crate) struct Consumed {
+    /// Receive time minus send time of every message, ns.
+    pub(crate) latency: Histogram<u64>,
+    /// When the last message arrived.
+    pub(crate) finished: Instant,
+    pub(crate) local_reads: Option<LocalReads>,
 }
 
 /// Counts messages for the progress display.

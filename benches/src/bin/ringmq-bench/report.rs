@@ -18,8 +18,14 @@ pub(crate) struct Latency {
 pub(crate) struct Report {
     pub(crate) mode: crate::plan::Mode,
     pub(crate) protocol: crate::plan::Protocol,
-    /// `tcp`, `tls`, or `tls-scram` (over TLS, logged in, every request rule-checked).
+    /// `tcp`, `tls`, `tls-scram` (over TLS, logged in, every request rule-checked), or `local`
+    /// (producers over TCP, consumers reading the rings in place through the local listener).
     pub(crate) transport: &'static str,
+    /// In a `local` run: batches the local readers read from the mapped rings.
+    pub(crate) local_batches: Option<u64>,
+    /// In a `local` run: the readers' `LocalWait` requests (sleeps at the end of a partition),
+    /// their only requests.
+    pub(crate) local_waits: Option<u64>,
     pub(crate) message_size: usize,
     pub(crate) messages: u64,
     pub(crate) producers: usize,
@@ -76,6 +82,7 @@ impl Report {
         let over = match self.transport {
             "tls" => format!("{protocol} over TLS"),
             "tls-scram" => format!("{protocol} over TLS, logged in with SCRAM-SHA-256"),
+            "local" => format!("{protocol}, consumers reading the rings in place (local)"),
             _ => protocol.to_owned(),
         };
         row("mode", format!("{:?} over {over}, {rate}", self.mode));
@@ -114,6 +121,15 @@ impl Report {
         }
         if let Some(ratio) = self.produce_of_disk {
             row("produce / disk yardstick", format!("{:>30.1} %", ratio * 100.0));
+        }
+        if let (Some(batches), Some(waits)) = (self.local_batches, self.local_waits) {
+            row(
+                "local reads",
+                format!(
+                    "{batches} batches, {waits} LocalWait requests ({:.3} per batch)",
+                    waits as f64 / batches.max(1) as f64
+                ),
+            );
         }
         let latency = &self.latency_us;
         if latency.samples > 0 {

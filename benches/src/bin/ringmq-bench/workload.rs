@@ -18,7 +18,8 @@ use tokio::sync::Mutex;
 use ringmq_client::{Client, ProducerRecord, StartOffset, TopicConfig};
 
 use crate::plan::{
-    histogram, nanos_since, Measured, Mode, Pacer, Phase, Progress, Protocol, Schedule, Workload,
+    histogram, nanos_since, Consumed, Measured, Mode, Pacer, Phase, Progress, Protocol, Schedule,
+    Workload,
 };
 
 /// Connects to the broker, over TLS and logged in where the run is.
@@ -83,17 +84,24 @@ pub(crate) async fn run(
                 produce: Some(Phase { messages: workload.count, seconds }),
                 consume: None,
                 latency,
+                local_reads: None,
             })
         }
         Mode::Consume => {
             // Every partition from its start: the warm-up messages and the prepared ones.
             let started = Instant::now();
             let count = workload.count + workload.warmup;
-            consume_all(address, workload, count, StartOffset::Earliest, epoch, progress, true)
-                .await?;
+            let consumed =
+                consume_all(address, workload, count, StartOffset::Earliest, epoch, progress, true)
+                    .await?;
             let seconds = started.elapsed().as_secs_f64();
             let consume = Some(Phase { messages: count, seconds });
-            Ok(Measured { produce: None, consume, latency: histogram() })
+            Ok(Measured {
+                produce: None,
+                consume,
+                latency: histogram(),
+                local_reads: consumed.local_reads,
+            })
         }
         Mode::EndToEnd => {
             // Consumers start at the current end (after the warm-up) before producers begin.
@@ -126,12 +134,13 @@ pub(crate) async fn run(
             )
             .await?;
             let produce_seconds = started.elapsed().as_secs_f64();
-            let (latency, finished) = consumers.await.context("consumer task")??;
-            let consume_seconds = finished.duration_since(started).as_secs_f64();
+            let consumed = consumers.await.context("consumer task")??;
+            let consume_seconds = consumed.finished.duration_since(started).as_secs_f64();
             Ok(Measured {
                 produce: Some(Phase { messages: workload.count, seconds: produce_seconds }),
                 consume: Some(Phase { messages: workload.count, seconds: consume_seconds }),
-                latency,
+                latency: consumed.latency,
+                local_reads: consumed.local_reads,
             })
         }
     }
@@ -286,8 +295,9 @@ fn paced_on_thread(
     Ok(producer)
 }
 
-/// Reads `count` messages across every partition with `workload.consumers` consumers; returns
-/// the latency of each (receive time minus send time) and when the last arrived.
+/// Reads `count` messages across every partition with `workload.consumers` consumers, over
+/// TCP, the Kafka protocol or the local listener as the workload says; returns the latency of
+/// each (receive time minus send time) and when the last arrived.
 async fn consume_all(
     address: &str,
     workload: &Workload,
@@ -296,16 +306,32 @@ async fn consume_all(
     epoch: Instant,
     progress: &Progress,
     count_progress: bool,
-) -> anyhow::Result<(Histogram<u64>, Instant)> {
+) -> anyhow::Result<Consumed> {
     if workload.protocol == Protocol::Kafka {
         #[cfg(feature = "kafka")]
-        return crate::kafka::consume_all(workload, count, start, epoch, progress).await;
+        {
+            let (latency, finished) =
+                crate::kafka::consume_all(workload, count, start, epoch, progress).await?;
+            return Ok(Consumed { latency, finished, local_reads: None });
+        }
         #[cfg(not(feature = "kafka"))]
         bail!(
             "{} (the broker's Kafka listener: {})",
             crate::plan::NO_KAFKA,
             workload.kafka_address
         );
+    }
+    if let Some(path) = &workload.local {
+        return crate::local::consume_all(
+            path,
+            workload,
+            count,
+            start,
+            epoch,
+            progress,
+            count_progress,
+        )
+        .await;
     }
     let received = Arc::new(AtomicU64::new(0));
     let consumers = workload.consumers.clamp(1, workload.partitions as usize);
@@ -371,7 +397,7 @@ async fn consume_all(
     if received.load(Ordering::Relaxed) < count {
         bail!("consumers stopped early");
     }
-    Ok((latency, finished))
+    Ok(Consumed { latency, finished, local_reads: None })
 }
 
 /// The raw-TCP yardstick: `bytes` pushed through a plain loopback socket, in 64 KiB writes, one

@@ -5,7 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 use ringmq_protocol::limits::FRAME_HEADER_SIZE;
 use ringmq_protocol::message::{
-    BrokerStats, ErrorBody, FetchReply, HandshakeReply, TopicDescription, TopicList,
+    BrokerStats, ErrorBody, FetchReply, HandshakeReply, LocalOpenReply, LocalWaitReply,
+    TopicDescription, TopicList,
 };
 use ringmq_protocol::{FrameHead, Opcode, Request, Response};
 
@@ -33,4 +34,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = TopicDescription::decode(data).map(|description| description.partitions().count());
     let _ = FetchReply::decode(data);
     let _ = BrokerStats::decode(data);
+    let _ = LocalOpenReply::decode(data);
+    let _ = LocalWaitReply::decode(data);
 });

@@ -25,7 +25,7 @@
 //!    byte a reader may view; it moves to a new generation only through
 //!    [`chunks::ChunkTable::try_claim`], which waits for every lease on the generation it replaces.
 //! 4. No reference to the whole mapping exists once the ring is shared ([`Exclusive`] is consumed
-//!    by [`Exclusive::share`]); readers get references to leased, published ranges only, and the
+//!    by [`Exclusive::share_with`]); readers get references to leased, published ranges only, and the
 //!    superblock bytes are written only under `superblock_lock` (readers never view them).
 
 mod chunks;
@@ -327,7 +327,7 @@ impl Exclusive {
         self.share_with(published_end, claimed, next_generation, None)
     }
 
-    /// [`Exclusive::share`], keeping `page` (when there is one) in step with the ring for
+    /// `Exclusive::share` (tests only), keeping `page` (when there is one) in step with the ring for
     /// same-host readers from the first claim on.
     pub(crate) fn share_with(
         self,

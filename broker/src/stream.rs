@@ -17,6 +17,38 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, Re
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
+/// Reads into `$buffer` from a tokio socket, waiting for readiness (`TcpStream` and `UnixStream`
+/// have these methods but no trait in common).
+macro_rules! read_ready {
+    ($stream:expr, $buffer:expr) => {
+        loop {
+            match $stream.try_read($buffer) {
+                Ok(read) => return Ok(read),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    $stream.readable().await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    };
+}
+
+/// Writes every slice of `$remaining` to a tokio socket with as few `writev` calls as it allows.
+macro_rules! write_all_ready {
+    ($stream:expr, $remaining:expr) => {{
+        while !$remaining.is_empty() {
+            $stream.writable().await?;
+            match $stream.try_write_vectored($remaining) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => IoSlice::advance_slices(&mut $remaining, written),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }};
+}
+
 /// A client connection's stream.
 #[derive(Debug)]
 pub(crate) enum Stream {
@@ -49,24 +81,8 @@ impl Stream {
     /// stream.
     pub(crate) async fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         match self {
-            Self::Plain(stream) => loop {
-                match stream.try_read(buffer) {
-                    Ok(read) => return Ok(read),
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                        stream.readable().await?;
-                    }
-                    Err(error) => return Err(error),
-                }
-            },
-            Self::Local(stream) => loop {
-                match stream.try_read(buffer) {
-                    Ok(read) => return Ok(read),
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                        stream.readable().await?;
-                    }
-                    Err(error) => return Err(error),
-                }
-            },
+            Self::Plain(stream) => read_ready!(stream, buffer),
+            Self::Local(stream) => read_ready!(stream, buffer),
             Self::Tls(stream) => stream.read(buffer).await,
         }
     }
@@ -85,30 +101,8 @@ impl Stream {
         let mut remaining: &mut [IoSlice<'_>] = slices;
         IoSlice::advance_slices(&mut remaining, 0);
         match self {
-            Self::Plain(stream) => {
-                while !remaining.is_empty() {
-                    stream.writable().await?;
-                    match stream.try_write_vectored(remaining) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(written) => IoSlice::advance_slices(&mut remaining, written),
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(error) => return Err(error),
-                    }
-                }
-                Ok(())
-            }
-            Self::Local(stream) => {
-                while !remaining.is_empty() {
-                    stream.writable().await?;
-                    match stream.try_write_vectored(remaining) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(written) => IoSlice::advance_slices(&mut remaining, written),
-                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(error) => return Err(error),
-                    }
-                }
-                Ok(())
-            }
+            Self::Plain(stream) => write_all_ready!(stream, remaining),
+            Self::Local(stream) => write_all_ready!(stream, remaining),
             Self::Tls(stream) => {
                 while !remaining.is_empty() {
                     match stream.write_vectored(remaining).await? {

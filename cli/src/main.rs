@@ -930,12 +930,17 @@ async fn produce(client: &Client, args: ProduceArgs, timeout: Duration) -> anyho
     }
 }
 
-async fn consume(client: &mut Client, args: ConsumeArgs, timeout: Duration) -> anyhow::Result<()> {
+/// The partitions `consume` reads: `--partition`, or every partition of the topic.
+async fn partitions_to_read(client: &mut Client, args: &ConsumeArgs) -> anyhow::Result<Vec<u32>> {
     let info = client.describe_topic(&args.topic).await?;
-    let partitions: Vec<u32> = match args.partition {
+    Ok(match args.partition {
         Some(partition) => vec![partition],
         None => info.partitions.iter().map(|state| state.partition).collect(),
-    };
+    })
+}
+
+async fn consume(client: &mut Client, args: ConsumeArgs, timeout: Duration) -> anyhow::Result<()> {
+    let partitions = partitions_to_read(client, &args).await?;
     let (records, mut received) = mpsc::channel::<Result<(u32, ConsumerRecord), ClientError>>(1024);
     for partition in partitions {
         let builder = client.consumer(&args.topic, partition).start(args.from).timeout(timeout);
@@ -962,11 +967,7 @@ async fn consume_local(
     options: ringmq_client::ConnectOptions,
 ) -> anyhow::Result<()> {
     let path = args.local.clone().unwrap_or_default();
-    let info = client.describe_topic(&args.topic).await?;
-    let partitions: Vec<u32> = match args.partition {
-        Some(partition) => vec![partition],
-        None => info.partitions.iter().map(|state| state.partition).collect(),
-    };
+    let partitions = partitions_to_read(client, &args).await?;
     let (records, mut received) = mpsc::channel::<Result<(u32, ConsumerRecord), ClientError>>(1024);
     for partition in partitions {
         let builder = LocalConsumer::builder(&path, &args.topic, partition)

@@ -949,18 +949,11 @@ impl Core {
         max_bytes: usize,
     ) -> Result<ReadOutcome, FetchError> {
         self.access.check(caller, ResourceKind::Topic, partition.topic(), Operation::Consume)?;
-        partition.partition.log().read(offset, max_bytes).map_err(|error| match error {
-            ReadError::OffsetOutOfRange { offset, earliest, next } => {
-                FetchError::OffsetOutOfRange {
-                    topic: partition.topic().to_owned(),
-                    partition: partition.index(),
-                    offset,
-                    earliest,
-                    next,
-                }
-            }
-            _ => FetchError::Busy,
-        })
+        partition
+            .partition
+            .log()
+            .read(offset, max_bytes)
+            .map_err(|error| read_error(partition, error))
     }
 
     /// Opens a partition for a same-host reader: where to start reading `offset`, and the ring
@@ -978,18 +971,7 @@ impl Core {
     ) -> Result<LocalOpened, FetchError> {
         self.access.check(caller, ResourceKind::Topic, partition.topic(), Operation::Consume)?;
         let log = partition.partition.log();
-        let start = log.local_start(offset).map_err(|error| match error {
-            ReadError::OffsetOutOfRange { offset, earliest, next } => {
-                FetchError::OffsetOutOfRange {
-                    topic: partition.topic().to_owned(),
-                    partition: partition.index(),
-                    offset,
-                    earliest,
-                    next,
-                }
-            }
-            _ => FetchError::Busy,
-        })?;
+        let start = log.local_start(offset).map_err(|error| read_error(partition, error))?;
         let files = log
             .local_files()
             .ok_or(FetchError::LocalOff)?
@@ -1407,5 +1389,19 @@ impl ProduceError {
             }
             AppendError::Storage(error) => ProduceError::Storage(error),
         }
+    }
+}
+
+/// A log read's failure as the fetch error a front end answers with.
+fn read_error(partition: &PartitionHandle, error: ReadError) -> FetchError {
+    match error {
+        ReadError::OffsetOutOfRange { offset, earliest, next } => FetchError::OffsetOutOfRange {
+            topic: partition.topic().to_owned(),
+            partition: partition.index(),
+            offset,
+            earliest,
+            next,
+        },
+        _ => FetchError::Busy,
     }
 }

@@ -49,14 +49,13 @@ impl Mapped {
     /// The mapping's words.
     pub(crate) fn words(&self) -> &[AtomicU64] {
         let ptr = self.map.as_ptr().cast::<AtomicU64>();
-        // SAFETY: invariant 1: `ptr` is page-aligned (so aligned for `AtomicU64`) and valid for
-        // reads of `words * 8` bytes for as long as `self`, which the borrow cannot outlive;
-        // invariant 3: no part of it goes away meanwhile. Invariant 2: the memory is only ever
-        // loaded through these atomics, so the shared reference aliases no other reference, and
-        // `AtomicU64` allows the value to change under it (the broker's writes). The memory is
-        // read-only: the only operation ever made on these atomics is a relaxed `load` (the
-        // `Words` impl of `ringmq_protocol::local`, whose acquires are fences), which
-        // `core::sync::atomic` documents as sound on read-only memory for register-sized atomics.
+        // The only operation ever made on these atomics is a relaxed `load` (the `Words` impl of
+        // `ringmq_protocol::local`, whose acquires are fences), which `core::sync::atomic`
+        // documents as sound on read-only memory for register-sized atomics.
+        // SAFETY: invariant 1: `ptr` is page-aligned (aligned for `AtomicU64`) and valid for
+        // reads of `words * 8` bytes while `self` lives, which the borrow cannot outlive;
+        // invariant 3: none of it goes away meanwhile; invariant 2: it is only loaded through
+        // these atomics, which allow the broker's writes under them, so nothing else aliases it.
         unsafe { std::slice::from_raw_parts(ptr, self.words) }
     }
 }

@@ -42,7 +42,10 @@ impl Mapped {
             )));
         }
         // `map_raw_read_only` is safe: a raw mapping hands out no references (invariant 1).
-        let map = MmapOptions::new().len(words * 8).map_raw_read_only(&file)?;
+        let bytes = words.checked_mul(8).ok_or_else(|| {
+            io::Error::other(format!("a file of {size} bytes is too large to map"))
+        })?;
+        let map = MmapOptions::new().len(bytes).map_raw_read_only(&file)?;
         Ok(Self { map, words })
     }
 

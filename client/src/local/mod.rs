@@ -444,8 +444,17 @@ impl LocalConsumer {
                 self.open_at(self.position).await?;
             }
             if self.last_request.elapsed() >= KEEPALIVE {
-                self.connection.call(&Request::Ping, self.timeout).await?;
+                let answer = self.connection.call(&Request::Ping, self.timeout).await;
                 self.last_request = Instant::now();
+                if let Err(error) = answer {
+                    // The broker went away (its page is no longer written): open again, on a
+                    // new connection, from the position.
+                    self.opened = None;
+                    if !matches!(error, ClientError::Closed { .. } | ClientError::Io { .. }) {
+                        return Err(error);
+                    }
+                    continue;
+                }
             }
             let Some(opened) = &self.opened else { continue };
             let page = opened.page.words();

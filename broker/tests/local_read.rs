@@ -197,6 +197,56 @@ async fn a_lapped_local_reader_is_told_the_earliest_offset() {
     .await;
 }
 
+/// A broker killed with SIGKILL never closes its cursor page. The next broker on the same data
+/// laps the ring while a reader still holds the dead broker's page, whose tags say the reader's
+/// chunk is still there: the reader must notice the ring's new incarnation, open the partition
+/// again and be told the earliest offset, never be handed the new broker's bytes as its batch
+/// (nor report them as corrupt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_on_a_killed_brokers_page_never_takes_the_next_brokers_bytes() {
+    let (mut broker, _dir, socket) = local_broker(&[]);
+    within(120, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        let config = TopicConfig {
+            chunk_size: Some(64 << 10),
+            ..TopicConfig::default().partitions(1).capacity(1 << 20)
+        };
+        admin.create_topic("small", config).await.unwrap();
+        produce(&broker.address, "small", 0..100).await;
+        let mut consumer = LocalConsumer::builder(&socket, "small", 0).build().await.unwrap();
+        // Batch by batch (`next` would read ahead, and `next_batch` then open the partition
+        // again): the reader keeps the first broker's page.
+        let first = consumer.next_batch().await.unwrap().unwrap().next_offset();
+        assert!(first < 100);
+        broker.restart_same_port();
+        // About 3 MiB through a 1 MiB ring by the new broker: every slot is rewritten, the
+        // reader's included, while the old page still says the reader's chunk is held.
+        produce(&broker.address, "small", 100..25_000).await;
+        let error = loop {
+            match consumer.next_batch().await {
+                Ok(Some(batch)) => {
+                    for record in batch.records().unwrap() {
+                        assert_eq!(record.value, Some(&value(record.offset)[..]));
+                    }
+                }
+                Ok(None) => panic!("the reader was lapped, not at the end"),
+                Err(error) => break error,
+            }
+        };
+        let ClientError::OffsetOutOfRange { earliest, next, .. } = error else {
+            panic!("expected out of range, got {error}");
+        };
+        assert!(earliest > 100, "earliest {earliest}");
+        assert_eq!(next, 25_000);
+        consumer.seek(earliest);
+        let rest = read_local(&mut consumer, (next - earliest) as usize).await;
+        assert_eq!(rest.first().unwrap().offset, earliest);
+        assert_eq!(rest.last().unwrap().value, value(24_999));
+        assert!(consumer.reopened() >= 1, "the reader opened the partition on the new broker");
+    })
+    .await;
+}
+
 /// A broker killed with SIGKILL and restarted on the same data under a local reader: the reader
 /// notices, reconnects (the stale socket file is replaced), and goes on from its offset, each
 /// record once.

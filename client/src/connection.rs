@@ -58,6 +58,8 @@ pub(crate) struct Connection {
     scratch: Vec<u8>,
     broken: bool,
     reconnect: Backoff,
+    /// Connections made before this one (by [`Connection::reopen`]).
+    reconnects: u64,
 }
 
 /// When the next reconnect may be tried.
@@ -150,6 +152,7 @@ impl Connection {
             scratch: Vec::with_capacity(4096),
             broken: false,
             reconnect: Backoff::default(),
+            reconnects: 0,
         };
         let handshake = Request::Handshake(Handshake {
             version_min: PROTOCOL_VERSION,
@@ -189,6 +192,21 @@ impl Connection {
             )));
         }
         Ok(())
+    }
+
+    /// How many times the connection was replaced by a new one: what was learned over an
+    /// earlier one (a same-host reader's mapped page) may be a broker's that is gone.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// The user id of the process at the other end of a local connection (`SO_PEERCRED`):
+    /// the broker's, whose files a same-host reader maps. `None` over TCP.
+    pub(crate) fn peer_uid(&self) -> Option<std::io::Result<u32>> {
+        match &self.stream {
+            Stream::Local(stream) => Some(stream.peer_uid()),
+            _ => None,
+        }
     }
 
     /// Descriptors the broker attached to what was read so far (a `LocalOpen` answer's), taken.
@@ -255,7 +273,9 @@ impl Connection {
         }
         match Self::open(&self.endpoint, self.timeout, self.client_name).await {
             Ok(fresh) => {
+                let reconnects = self.reconnects.saturating_add(1);
                 *self = fresh;
+                self.reconnects = reconnects;
                 Ok(())
             }
             Err(error) => {

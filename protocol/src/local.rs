@@ -22,7 +22,9 @@
 //!    5  slot_count     capacity / chunk_size
 //!    6  state          0 live; 1 closed (the broker no longer writes this page)
 //!    7  published_end  every byte of the ring below this position is written (release)
-//! 8..16 reserved       0
+//!    8  incarnation_at file offset of the ring's incarnation word (before the data area)
+//!    9  incarnation    what the incarnation word held when this page was made
+//! 10..16 reserved      0
 //! 16+s  tag of slot s  1 + the chunk generation slot s holds (0: none yet)
 //! ```
 //!
@@ -53,7 +55,9 @@
 //!    the bytes below it, and the ring entries of the batches below it;
 //! 2. loads `tag[s]` with acquire: it must be `g + 1` (larger: the chunk was reclaimed);
 //! 3. copies the bytes with relaxed word loads into memory of its own;
-//! 4. issues an acquire fence and loads `tag[s]` again: still `g + 1`, or the copy is thrown away.
+//! 4. issues an acquire fence and loads `tag[s]` again: still `g + 1`, or the copy is thrown away;
+//!    and loads the ring's incarnation word: still the page's `incarnation`, or the copy is thrown
+//!    away too (see "A broker that dies" below).
 //!
 //! Why a copy that passes step 4 holds exactly generation `g`'s bytes: they were all written
 //! before `published_end` passed them (writer step 2, reader step 1), so no load can see an older
@@ -62,6 +66,23 @@
 //! step 4, whose load must see `g' + 1` or later. Tags only grow (`g + 1`, then `g + 1 +
 //! slot_count`, ...), so an unchanged tag means no reclaim began. The loom model in this module
 //! checks this with the writer and the reader as threads over the same words.
+//!
+//! # A broker that dies
+//!
+//! A page is one broker process's: a broker killed outright (SIGKILL, a crash) never marks it
+//! closed, and the next broker to open the ring shares a fresh page of its own. A reader still
+//! reading through the dead broker's page would see tags that no longer move while the new broker
+//! rewrites the ring, so the tags alone would not catch a torn copy.
+//!
+//! The ring file therefore holds an incarnation word (a little-endian `u64` in the superblock
+//! area, never in the data area) that every broker increments when it opens the ring, and follows
+//! with a sequentially consistent fence, before it writes any byte of the data area. Each page
+//! states where that word is and what it held for its broker. A reader loads it after its step-4
+//! fence: if a load of step 3 saw a byte the new broker wrote, that byte was stored after the new
+//! broker's fence, which then synchronizes with the reader's fence, so the reader sees the new
+//! incarnation and throws the copy away ([`CopyError::Replaced`]): it must ask the broker that now
+//! runs for a page of its own. This is the same argument as for the tags, with the incarnation as
+//! one tag over the whole ring.
 //!
 //! The copy is what makes it sound: a reader that handed out views of the mapping itself would
 //! hand out bytes the broker may overwrite while they are being used, and a Rust reference to
@@ -88,8 +109,8 @@ use crate::ring::{read_end_marker, Entry, END_MARKER_SIZE, ENTRY_SIZE};
 
 /// The page's magic word: "RMQLOCAL".
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RMQLOCAL");
-/// The page format this build reads and writes.
-pub const VERSION: u64 = 1;
+/// The page format this build reads and writes (2: with the ring's incarnation).
+pub const VERSION: u64 = 2;
 /// Words before the slot tags.
 pub const HEADER_WORDS: usize = 16;
 
@@ -101,6 +122,8 @@ const WORD_CHUNK_SIZE: usize = 4;
 const WORD_SLOT_COUNT: usize = 5;
 const WORD_STATE: usize = 6;
 const WORD_PUBLISHED_END: usize = 7;
+const WORD_INCARNATION_AT: usize = 8;
+const WORD_INCARNATION: usize = 9;
 
 const STATE_CLOSED: u64 = 1;
 
@@ -154,6 +177,17 @@ pub struct PageLayout {
     capacity: u64,
     chunk_size: u64,
     slot_count: u64,
+    incarnation: Option<Incarnation>,
+}
+
+/// Where a ring's incarnation word is and what it held for one broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Incarnation {
+    /// File offset of the word.
+    at: u64,
+    /// Index of the word in the ring's mapping (`at / 8`).
+    word: usize,
+    value: u64,
 }
 
 /// Why a cursor page cannot be used.
@@ -202,7 +236,27 @@ impl PageLayout {
         {
             return Err(PageError::Inconsistent("too many chunks"));
         }
-        Ok(Self { data_start, capacity, chunk_size, slot_count })
+        Ok(Self { data_start, capacity, chunk_size, slot_count, incarnation: None })
+    }
+
+    /// This layout with the ring's incarnation word: the little-endian `u64` at file offset `at`
+    /// (word-aligned, before the data area), which held `value` when the broker that writes the
+    /// page opened the ring. Copies are checked against it (see "A broker that dies").
+    ///
+    /// # Errors
+    ///
+    /// [`PageError::Inconsistent`] for a word that is not aligned or not before the data area.
+    pub fn with_incarnation(self, at: u64, value: u64) -> Result<Self, PageError> {
+        let before_data = at.checked_add(WORD).is_some_and(|end| end <= self.data_start);
+        let word = usize::try_from(at / WORD).ok();
+        match word {
+            Some(word) if at.is_multiple_of(WORD) && before_data => {
+                Ok(Self { incarnation: Some(Incarnation { at, word, value }), ..self })
+            }
+            _ => Err(PageError::Inconsistent(
+                "the incarnation word is not an aligned word before the data area",
+            )),
+        }
     }
 
     /// Reads and checks the layout a page states, against the page's own length and the ring's
@@ -225,6 +279,7 @@ impl PageLayout {
         if word(WORD_SLOT_COUNT) != layout.slot_count {
             return Err(PageError::Inconsistent("the slot count is not capacity / chunk size"));
         }
+        let layout = layout.with_incarnation(word(WORD_INCARNATION_AT), word(WORD_INCARNATION))?;
         if page.word_count() < layout.page_words() {
             return Err(PageError::Inconsistent("the page is shorter than its slot table"));
         }
@@ -299,6 +354,10 @@ pub fn init_page<W: WordsMut + ?Sized>(
         (WORD_SLOT_COUNT, layout.slot_count),
         (WORD_STATE, 0),
         (WORD_PUBLISHED_END, published_end),
+        // A layout without an incarnation (tests of the protocol alone) gets a page no reader
+        // accepts: `u64::MAX` is never a word before the data area.
+        (WORD_INCARNATION_AT, layout.incarnation.map_or(u64::MAX, |incarnation| incarnation.at)),
+        (WORD_INCARNATION, layout.incarnation.map_or(0, |incarnation| incarnation.value)),
     ];
     for (index, value) in header {
         page.store(index, value, Ordering::Relaxed);
@@ -347,43 +406,66 @@ pub fn is_closed<P: Words + ?Sized>(page: &P) -> bool {
     state == Some(STATE_CLOSED)
 }
 
-/// The copy did not hold one generation's bytes: the chunk was reclaimed before or while it was
-/// read. The reader is behind the broker's retention and must ask it where the log now starts.
+/// Whether the ring is still written by the broker of this page's layout: its incarnation word
+/// holds what the page says (always true for a layout without one). A relaxed look, for a reader
+/// deciding whether to wait on the page; every copy checks it again, ordered
+/// ([`copy_checked`]).
+pub fn is_current<R: Words + ?Sized>(ring: &R, layout: &PageLayout) -> bool {
+    layout.incarnation.is_none_or(|incarnation| {
+        let word = ring.load(incarnation.word, Ordering::Relaxed);
+        word.map(|word| u64::from_le_bytes(word.to_ne_bytes())) == Some(incarnation.value)
+    })
+}
+
+/// Why a copy was thrown away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lapped;
+pub enum CopyError {
+    /// The copy did not hold one generation's bytes: the chunk was reclaimed before or while it
+    /// was read (or the range is not inside one chunk of the ring). The reader is behind the
+    /// broker's retention and must ask it where the log now starts.
+    Lapped,
+    /// Another broker opened the ring since the page was made (the page's broker died): the
+    /// copy may hold its bytes. The reader must ask the broker that now runs for a new page.
+    Replaced,
+}
 
 /// Reader steps 2 to 4: copies `out.len()` bytes at `position` (one chunk; below the published
 /// end, which the caller loaded) into `out`, and tells whether the copy holds exactly the bytes of
-/// `position`'s chunk generation.
+/// `position`'s chunk generation, as the page's broker wrote them.
 ///
 /// # Errors
 ///
-/// [`Lapped`] when the chunk was reclaimed before or during the copy (or the range is not inside
-/// one chunk of the ring).
+/// [`CopyError::Lapped`] when the chunk was reclaimed before or during the copy (or the range is
+/// not inside one chunk of the ring); [`CopyError::Replaced`] when another broker now writes the
+/// ring.
 pub fn copy_checked<P: Words + ?Sized, R: Words + ?Sized>(
     page: &P,
     ring: &R,
     layout: &PageLayout,
     position: u64,
     out: &mut [u8],
-) -> Result<(), Lapped> {
+) -> Result<(), CopyError> {
+    let lapped = CopyError::Lapped;
     let generation = layout.generation(position);
-    let tag_word = layout.slot_word(generation).ok_or(Lapped)?;
-    let tag = generation.checked_add(1).ok_or(Lapped)?;
-    let length = u64::try_from(out.len()).map_err(|_| Lapped)?;
-    let end = position.checked_add(length).ok_or(Lapped)?;
-    if end > layout.chunk_end(position).ok_or(Lapped)? {
-        return Err(Lapped);
+    let tag_word = layout.slot_word(generation).ok_or(lapped)?;
+    let tag = generation.checked_add(1).ok_or(lapped)?;
+    let length = u64::try_from(out.len()).map_err(|_| lapped)?;
+    let end = position.checked_add(length).ok_or(lapped)?;
+    if end > layout.chunk_end(position).ok_or(lapped)? {
+        return Err(lapped);
     }
     let before = page.load(tag_word, Ordering::Relaxed);
     page.fence(Ordering::Acquire);
     if before != Some(tag) {
-        return Err(Lapped);
+        return Err(lapped);
     }
-    copy_words(ring, layout.file_index(position).ok_or(Lapped)?, out).ok_or(Lapped)?;
+    copy_words(ring, layout.file_index(position).ok_or(lapped)?, out).ok_or(lapped)?;
     page.fence(Ordering::Acquire);
     if page.load(tag_word, Ordering::Relaxed) != Some(tag) {
-        return Err(Lapped);
+        return Err(lapped);
+    }
+    if !is_current(ring, layout) {
+        return Err(CopyError::Replaced);
     }
     Ok(())
 }
@@ -455,8 +537,15 @@ pub enum LocalReadError {
         /// Where the reader was.
         position: u64,
     },
-    /// The bytes at the cursor are whole (the chunk was not reclaimed) but not the batch expected:
-    /// damaged in the file, or not written by the broker this page belongs to.
+    /// The broker that made the page no longer writes the ring (it died and another broker opened
+    /// it): open the partition again, on the broker that runs now.
+    #[error("the broker that shared this partition's page stopped and another now writes the ring (at position {position}): open it again")]
+    Replaced {
+        /// Where the reader was.
+        position: u64,
+    },
+    /// The bytes at the cursor are whole (the chunk was not reclaimed, the ring not reopened) but
+    /// not the batch expected: damaged in the file.
     #[error("the batch at offset {offset} (position {position}) is not valid: {reason}")]
     Corrupt {
         /// The offset expected there.
@@ -476,7 +565,8 @@ pub enum LocalReadError {
 ///
 /// # Errors
 ///
-/// [`LocalReadError::Lapped`] or [`LocalReadError::Corrupt`]; the cursor is left where it was.
+/// [`LocalReadError::Lapped`], [`LocalReadError::Replaced`] or [`LocalReadError::Corrupt`]; the
+/// cursor is left where it was.
 pub fn read_batch<'b, P: Words + ?Sized, R: Words + ?Sized>(
     page: &P,
     ring: &R,
@@ -486,7 +576,12 @@ pub fn read_batch<'b, P: Words + ?Sized, R: Words + ?Sized>(
     batch_size_max: u32,
 ) -> Result<Option<BatchView<'b>>, LocalReadError> {
     let mut at = *cursor;
-    let lapped = LocalReadError::Lapped { position: cursor.position };
+    let position = cursor.position;
+    let failed = |error: CopyError| match error {
+        CopyError::Lapped => LocalReadError::Lapped { position },
+        CopyError::Replaced => LocalReadError::Replaced { position },
+    };
+    let lapped = failed(CopyError::Lapped);
     let corrupt = |at: &Cursor, reason: String| LocalReadError::Corrupt {
         offset: at.offset,
         position: at.position,
@@ -510,7 +605,7 @@ pub fn read_batch<'b, P: Words + ?Sized, R: Words + ?Sized>(
         let mut head = [0u8; BATCH_HEADER_SIZE];
         let peek = usize::try_from(published).unwrap_or(usize::MAX).min(BATCH_HEADER_SIZE);
         let head = head.get_mut(..peek).ok_or_else(|| lapped.clone())?;
-        copy_checked(page, ring, layout, at.position, head).map_err(|Lapped| lapped.clone())?;
+        copy_checked(page, ring, layout, at.position, head).map_err(failed)?;
         if let Some(next) = read_end_marker(head) {
             if next != at.offset {
                 return Err(corrupt(&at, format!("the chunk's end marker names offset {next}")));
@@ -530,13 +625,12 @@ pub fn read_batch<'b, P: Words + ?Sized, R: Words + ?Sized>(
                 format!("a batch of {size} bytes does not fit what is published"),
             ));
         }
-        let entry =
-            read_entry(page, ring, layout, &at, chunk_end).map_err(|Lapped| lapped.clone())?;
+        let entry = read_entry(page, ring, layout, &at, chunk_end).map_err(failed)?;
         if buffer.len() < size {
             buffer.resize(size, 0);
         }
         let copy = buffer.get_mut(..size).ok_or_else(|| lapped.clone())?;
-        copy_checked(page, ring, layout, at.position, copy).map_err(|Lapped| lapped.clone())?;
+        copy_checked(page, ring, layout, at.position, copy).map_err(failed)?;
         let batch = BatchView::validate(copy, batch_size_max)
             .map_err(|error: DecodeError| corrupt(&at, error.to_string()))?;
         if batch.base_offset() != at.offset {
@@ -575,11 +669,12 @@ fn read_entry<P: Words + ?Sized, R: Words + ?Sized>(
     layout: &PageLayout,
     at: &Cursor,
     chunk_end: u64,
-) -> Result<Option<Entry>, Lapped> {
+) -> Result<Option<Entry>, CopyError> {
     let from_end = u64::from(at.entry)
         .checked_add(1)
         .and_then(|count| count.checked_mul(u64::try_from(ENTRY_SIZE).ok()?));
-    let place = from_end.and_then(|from_end| chunk_end.checked_sub(from_end)).ok_or(Lapped)?;
+    let place =
+        from_end.and_then(|from_end| chunk_end.checked_sub(from_end)).ok_or(CopyError::Lapped)?;
     if place < at.position {
         return Ok(None);
     }
@@ -600,6 +695,8 @@ mod tests {
     const DATA_START: u64 = 64;
     const CHUNK: u64 = 1024;
     const SLOTS: u64 = 4;
+    /// Where the test rings keep their incarnation word: the last word before the data area.
+    const INCARNATION_AT: u64 = DATA_START - 8;
 
     fn words(bytes: u64) -> Arc<[AtomicU64]> {
         (0..bytes / 8).map(|_| AtomicU64::new(0)).collect()
@@ -622,12 +719,17 @@ mod tests {
 
     impl TestRing {
         fn new() -> Self {
-            let layout = PageLayout::new(DATA_START, CHUNK * SLOTS, CHUNK).unwrap();
+            let layout = PageLayout::new(DATA_START, CHUNK * SLOTS, CHUNK)
+                .unwrap()
+                .with_incarnation(INCARNATION_AT, 1)
+                .unwrap();
             let page = words(layout.page_bytes() as u64);
             init_page(&*page, &layout, 0, |_| None);
+            let ring = words(layout.file_bytes());
+            ring[(INCARNATION_AT / 8) as usize].store(1u64.to_le(), Ordering::Relaxed);
             Self {
                 page,
-                ring: words(layout.file_bytes()),
+                ring,
                 layout,
                 tail: 0,
                 chunk_end: 0,
@@ -647,6 +749,15 @@ mod tests {
                 value[(index % 8) as usize] = byte;
                 word.store(u64::from_ne_bytes(value), Ordering::Relaxed);
             }
+        }
+
+        /// What a broker that opens the ring after this one died does before it writes: a new
+        /// incarnation, then the fence. The old page is left as it was (nobody writes it again).
+        fn replace_broker(&self) {
+            let word = &self.ring[(INCARNATION_AT / 8) as usize];
+            let next = u64::from_le(word.load(Ordering::Relaxed)) + 1;
+            word.store(next.to_le(), Ordering::Relaxed);
+            atomic::fence(Ordering::SeqCst);
         }
 
         fn entry_position(&self) -> u64 {
@@ -767,16 +878,107 @@ mod tests {
         assert_eq!(PageLayout::read(&*ring.page, &*ring.ring), Ok(ring.layout));
         let short = words(ring.layout.file_bytes() - 8);
         assert!(matches!(PageLayout::read(&*ring.page, &*short), Err(PageError::Inconsistent(_))));
-        ring.page[WORD_VERSION].store(2, Ordering::Relaxed);
+        ring.page[WORD_VERSION].store(1, Ordering::Relaxed);
         assert!(matches!(
             PageLayout::read(&*ring.page, &*ring.ring),
-            Err(PageError::NotAPage { version: 2, .. })
+            Err(PageError::NotAPage { version: 1, .. })
         ));
+        ring.page[WORD_VERSION].store(VERSION, Ordering::Relaxed);
+        // An incarnation word inside the data area, or not aligned, is refused.
+        for at in [DATA_START, INCARNATION_AT + 1, u64::MAX] {
+            ring.page[WORD_INCARNATION_AT].store(at, Ordering::Relaxed);
+            assert!(matches!(
+                PageLayout::read(&*ring.page, &*ring.ring),
+                Err(PageError::Inconsistent(_))
+            ));
+        }
+        // A page made without an incarnation is refused by readers.
+        let bare = PageLayout::new(DATA_START, CHUNK * SLOTS, CHUNK).unwrap();
+        let page = words(bare.page_bytes() as u64);
+        init_page(&*page, &bare, 0, |_| None);
+        assert!(PageLayout::read(&*page, &*ring.ring).is_err());
         assert!(PageLayout::new(64, 1000, 300).is_err());
         assert!(PageLayout::new(60, 1024, 256).is_err());
         assert!(!is_closed(&*ring.page));
         note_closed(&*ring.page);
         assert!(is_closed(&*ring.page));
+    }
+
+    /// A reader still on the page of a broker that died is told to open the partition again as
+    /// soon as another broker opened the ring, and keeps its place; on the new broker's page it
+    /// reads on from there.
+    #[test]
+    fn a_reader_of_a_dead_brokers_page_is_told_to_open_again() {
+        let mut ring = TestRing::new();
+        let first = ring.append(2);
+        let second = ring.append(3);
+        let mut cursor = Cursor::at_chunk_start(0, 0);
+        let mut buffer = Vec::new();
+        assert_eq!(ring.read(&mut cursor, &mut buffer).unwrap(), Some(batch_for(first, 2)));
+        assert!(is_current(&*ring.ring, &ring.layout));
+        ring.replace_broker();
+        assert!(!is_current(&*ring.ring, &ring.layout));
+        let before = cursor;
+        assert_eq!(
+            ring.read(&mut cursor, &mut buffer),
+            Err(LocalReadError::Replaced { position: before.position })
+        );
+        assert_eq!(cursor, before);
+        // The new broker's page (the incarnation it wrote), the same ring: the reader goes on.
+        let layout = ring.layout.with_incarnation(INCARNATION_AT, 2).unwrap();
+        init_page(&*ring.page, &layout, ring.tail, |slot| (slot == 0).then_some(0));
+        let read = read_batch(&*ring.page, &*ring.ring, &layout, &mut cursor, &mut buffer, 1 << 20);
+        assert_eq!(
+            read.unwrap().map(|batch| batch.as_bytes().to_vec()),
+            Some(batch_for(second, 3))
+        );
+    }
+
+    /// A broker that opened the ring after the page's broker died rewrites a chunk while a reader
+    /// on the old page (whose tags never move again) reads it over and over, on two threads: the
+    /// reader gets the old batches whole or is told to open again, never a mixture.
+    #[test]
+    fn a_new_broker_rewriting_under_an_old_page_never_gets_a_torn_batch_through() {
+        let mut ring = TestRing::new();
+        let mut written = Vec::new();
+        while ring.tail + 200 < CHUNK {
+            written.push(batch_for(ring.next_offset, 3));
+            ring.append(3);
+        }
+        let ring = Arc::new(ring);
+        let reader_ring = Arc::clone(&ring);
+        let reader = std::thread::spawn(move || {
+            let ring = reader_ring;
+            let mut buffer = Vec::new();
+            for pass in 0.. {
+                let mut cursor = Cursor::at_chunk_start(0, 0);
+                for batch in &written {
+                    match ring.read(&mut cursor, &mut buffer) {
+                        Ok(Some(read)) => assert_eq!(&read, batch, "pass {pass}"),
+                        Ok(None) => panic!("pass {pass}: the log ended early"),
+                        Err(LocalReadError::Replaced { .. }) => return pass,
+                        Err(error) => panic!("pass {pass}: {error}"),
+                    }
+                }
+                if pass > 1_000_000 {
+                    panic!("the replacement was never noticed");
+                }
+            }
+            unreachable!()
+        });
+        std::thread::yield_now();
+        ring.replace_broker();
+        // The new broker's own batches over the old chunk, under the old page's unchanged tags.
+        let mut offset = 1_000;
+        let mut at = 0;
+        while at + 200 < CHUNK {
+            let batch = batch_for(offset, 2);
+            ring.write(at, &batch);
+            at += batch.len() as u64;
+            offset += 2;
+        }
+        let passes = reader.join().unwrap();
+        assert!(passes < 1_000_000);
     }
 
     /// Every single bit flip in a chunk's batches, end marker or entries is refused: a batch read
@@ -946,6 +1148,41 @@ mod loom_tests {
                 assert_eq!(copy, bytes_of(NEW), "published bytes are whole");
             }
             writer.join().unwrap();
+        });
+    }
+
+    /// A broker that dies without closing its page, and the next broker rewrites generation 0 in
+    /// place (its slot's tag in the old page never changes): a reader copying generation 0 with
+    /// the old page passes only with generation 0's bytes, whole.
+    #[test]
+    fn a_copy_is_never_torn_by_the_next_broker() {
+        loom::model(|| {
+            // Word 0 is the incarnation word; the data area is words 1 to 4.
+            let layout =
+                PageLayout::new(8, 2 * CHUNK, CHUNK).unwrap().with_incarnation(0, 1).unwrap();
+            let page = Arc::new(words(layout.page_words()));
+            let ring = Arc::new(words(5));
+            ring.store(0, 1u64.to_le(), Ordering::Relaxed);
+            init_page(&*page, &layout, 0, |_| None);
+            note_claim(&*page, &layout, 0);
+            ring.store(1, OLD[0], Ordering::Relaxed);
+            ring.store(2, OLD[1], Ordering::Relaxed);
+            note_published(&*page, CHUNK);
+
+            let next_broker_ring = Arc::clone(&ring);
+            let next_broker = loom::thread::spawn(move || {
+                next_broker_ring.store(0, 2u64.to_le(), Ordering::Relaxed);
+                next_broker_ring.fence(Ordering::SeqCst);
+                next_broker_ring.store(1, NEW[0], Ordering::Relaxed);
+                next_broker_ring.store(2, NEW[1], Ordering::Relaxed);
+            });
+
+            let mut copy = [0u8; 16];
+            match copy_checked(&*page, &*ring, &layout, 0, &mut copy) {
+                Ok(()) => assert_eq!(copy, bytes_of(OLD), "a copy that passed is generation 0"),
+                Err(error) => assert_eq!(error, CopyError::Replaced),
+            }
+            next_broker.join().unwrap();
         });
     }
 

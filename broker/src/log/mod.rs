@@ -53,7 +53,8 @@ pub use self::raw::{LayoutError, LocalFiles, RingFileError};
 pub use self::reader::{LocalStart, LogBytes, ReadError, ReadOutcome, Scan, TimedOffset};
 use self::recovery::{RecoveryMode, Truncation};
 use self::superblock::{
-    Checkpoint, Superblock, DATA_START, DATA_START_BYTES, SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
+    Checkpoint, Superblock, DATA_START, DATA_START_BYTES, INCARNATION_AT, RECORD_SIZE,
+    SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
 };
 use self::time_index::TimeIndex;
 pub use self::writer::{Appended, LogWriter};
@@ -567,6 +568,9 @@ fn open_unless(
     let prepared = Exclusive::map(&file, layout, &dir.lock, config.prefault && !created)
         .map_err(file_error)
         .and_then(|mut exclusive| {
+            // Before anything else is written: same-host readers still on the page of a broker
+            // that died learn from this that their page no longer describes the ring.
+            exclusive.begin_incarnation(INCARNATION_AT);
             if created {
                 prepare(&exclusive, config.prefault, cancel, written, path)?;
                 format(&mut exclusive);
@@ -680,10 +684,10 @@ fn format(exclusive: &mut Exclusive) {
     write_both_copies(exclusive, &page);
 }
 
-fn write_both_copies(exclusive: &mut Exclusive, page: &[u8; SUPERBLOCK_SIZE]) {
+fn write_both_copies(exclusive: &mut Exclusive, record: &[u8; RECORD_SIZE]) {
     for copy in 0..SUPERBLOCK_COPIES {
-        exclusive.file_mut()[copy * SUPERBLOCK_SIZE..(copy + 1) * SUPERBLOCK_SIZE]
-            .copy_from_slice(page);
+        let at = copy * SUPERBLOCK_SIZE;
+        exclusive.file_mut()[at..at + RECORD_SIZE].copy_from_slice(record);
     }
 }
 

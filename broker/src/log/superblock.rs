@@ -20,8 +20,17 @@
 //!   72     8  next_offset      clean shutdown: offset the next record gets
 //!   80     8  durable_offset   every record below this offset was synced to disk
 //!   88     4  crc              CRC-32C of bytes 0..88
-//!   92  4004  zero
+//!   92  3996  zero
+//! 4088     8  incarnation      first copy only; not part of the superblock (see below)
 //! ```
+//!
+//! A superblock write writes its 92 bytes only, so the rest of each page keeps what it holds. The
+//! last word of the first page is the ring's incarnation: a little-endian count that every broker
+//! opening the ring increments before it writes anything else, which same-host readers still on
+//! a dead broker's cursor page check their copies against ([`ringmq_protocol::local`], "A broker
+//! that dies"). It is not checksummed and needs no durability: it only has to change while a
+//! reader of the previous broker may still be reading, and a reader lives no longer than the
+//! page cache it reads.
 
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -38,6 +47,11 @@ pub(crate) const SUPERBLOCK_COPIES: usize = 2;
 pub(crate) const DATA_START_BYTES: usize = SUPERBLOCK_SIZE * SUPERBLOCK_COPIES;
 /// [`DATA_START_BYTES`] as a file offset.
 pub(crate) const DATA_START: u64 = DATA_START_BYTES as u64;
+/// Bytes of a superblock copy that a superblock write writes (the rest of its page is left alone).
+pub(crate) const RECORD_SIZE: usize = size_of::<Raw>();
+/// File offset of the ring's incarnation word: the last word of the first superblock page.
+pub(crate) const INCARNATION_AT: usize = SUPERBLOCK_SIZE - 8;
+const _: () = assert!(RECORD_SIZE <= INCARNATION_AT);
 /// The magic of a ring file.
 pub(crate) const MAGIC: [u8; 8] = *b"RINGMQLG";
 /// The format version this build reads and writes.
@@ -128,8 +142,8 @@ impl std::fmt::Display for SuperblockError {
 }
 
 impl Superblock {
-    /// Encodes one copy (a whole page).
-    pub(crate) fn encode(&self) -> [u8; SUPERBLOCK_SIZE] {
+    /// Encodes one copy: the bytes a superblock write writes at the start of its page.
+    pub(crate) fn encode(&self) -> [u8; RECORD_SIZE] {
         let clean = self.clean.unwrap_or_default();
         let mut raw = Raw {
             magic: MAGIC,
@@ -148,9 +162,9 @@ impl Superblock {
             crc: U32::new(0),
         };
         raw.crc = U32::new(crc32c::crc32c(&raw.as_bytes()[..CRC_SPAN]));
-        let mut page = [0u8; SUPERBLOCK_SIZE];
-        page[..size_of::<Raw>()].copy_from_slice(raw.as_bytes());
-        page
+        let mut record = [0u8; RECORD_SIZE];
+        record.copy_from_slice(raw.as_bytes());
+        record
     }
 
     /// Decodes one copy.
@@ -237,8 +251,8 @@ mod tests {
     #[test]
     fn round_trip_and_choose_newest() {
         let mut file = vec![0u8; DATA_START as usize];
-        file[..SUPERBLOCK_SIZE].copy_from_slice(&sample(7).encode());
-        file[SUPERBLOCK_SIZE..].copy_from_slice(&sample(8).encode());
+        file[..RECORD_SIZE].copy_from_slice(&sample(7).encode());
+        file[SUPERBLOCK_SIZE..][..RECORD_SIZE].copy_from_slice(&sample(8).encode());
         let (chosen, skipped) = Superblock::choose(&file).unwrap();
         assert_eq!((chosen, skipped), (sample(8), None));
     }
@@ -246,10 +260,10 @@ mod tests {
     #[test]
     fn torn_copy_falls_back_to_the_other() {
         let mut file = vec![0u8; DATA_START as usize];
-        file[..SUPERBLOCK_SIZE].copy_from_slice(&sample(7).encode());
+        file[..RECORD_SIZE].copy_from_slice(&sample(7).encode());
         let mut torn = sample(8).encode();
         torn[60] ^= 0xFF;
-        file[SUPERBLOCK_SIZE..].copy_from_slice(&torn);
+        file[SUPERBLOCK_SIZE..][..RECORD_SIZE].copy_from_slice(&torn);
         let (chosen, skipped) = Superblock::choose(&file).unwrap();
         assert_eq!(chosen.sequence, 7);
         assert_eq!(skipped, Some(SuperblockError::Checksum));
@@ -265,8 +279,8 @@ mod tests {
             let crc = crc32c::crc32c(&page[..CRC_SPAN]);
             page[CRC_SPAN..CRC_SPAN + 4].copy_from_slice(&crc.to_le_bytes());
             let mut file = vec![0u8; DATA_START as usize];
-            file[..SUPERBLOCK_SIZE].copy_from_slice(&page);
-            file[SUPERBLOCK_SIZE..].copy_from_slice(&page);
+            file[..RECORD_SIZE].copy_from_slice(&page);
+            file[SUPERBLOCK_SIZE..][..RECORD_SIZE].copy_from_slice(&page);
             let error = Superblock::choose(&file).unwrap_err();
             assert_eq!(error, SuperblockError::Version(u32::from(version)));
             assert!(error.to_string().contains(says), "{error}");

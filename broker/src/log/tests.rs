@@ -287,6 +287,42 @@ fn restart_keeps_offsets_dense() {
     }
 }
 
+/// Every open of a ring steps its incarnation word (same-host readers of a broker that died check
+/// their copies against it), and no superblock write, clean close or crash touches it.
+#[test]
+#[cfg_attr(miri, ignore = "file mmap")]
+fn every_open_steps_the_incarnation_and_nothing_else_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::lock(dir.path()).unwrap();
+    let path = dir.path().join("0.ring");
+    let incarnation = || {
+        let bytes = std::fs::read(&path).unwrap();
+        u64::from_le_bytes(bytes[INCARNATION_AT..INCARNATION_AT + 8].try_into().unwrap())
+    };
+    let config = config(4).with_local_readers(true);
+    let (log, mut writer, _) = open(&data, &path, &config, OpenMode::Create).unwrap();
+    assert!(log.local_files().is_some());
+    for round in 0..20u8 {
+        append_values(&mut writer, &[vec![round; 700]]).unwrap();
+    }
+    log.sync().unwrap();
+    assert_eq!(incarnation(), 1);
+    writer.close().unwrap();
+    drop(log);
+    assert_eq!(incarnation(), 1, "a clean close leaves it");
+    for expected in 2..5 {
+        let (log, mut writer, _) = open(&data, &path, &config, OpenMode::Existing).unwrap();
+        assert_eq!(incarnation(), expected);
+        append_values(&mut writer, &[vec![9; 100]]).unwrap();
+        log.sync().unwrap();
+        // A crash (no close): the next open steps it again.
+        drop((log, writer));
+    }
+    let (log, _writer, _) = open(&data, &path, &config, OpenMode::Existing).unwrap();
+    assert_eq!(incarnation(), 5);
+    assert!(read_all(&log).iter().any(|(_, value)| value == &vec![19u8; 700]));
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "file mmap")]
 fn opening_a_mismatched_or_damaged_file_names_the_file_and_problem() {

@@ -15,7 +15,12 @@
 //!    broker sealed against shrinking, and the broker never resizes a ring file (it preallocates
 //!    it and keeps it for the partition's life; a deleted topic's file is unlinked, which leaves
 //!    a mapping intact). Only a user who can write the broker's data directory could truncate
-//!    it, and the broker itself relies on that not happening.
+//!    it, and the broker itself relies on that not happening. The reader checks both before it
+//!    maps them (`check_files` in the parent module: the page's seals, the ring file's owner
+//!    against the broker's user as the socket reports it).
+//! 4. The target is 64-bit: `core::sync::atomic` promises relaxed loads from read-only memory
+//!    only up to the pointer's size (a 32-bit target may load a `u64` with a compare-exchange,
+//!    which faults on a read-only page), so [`Mapped::map`] refuses elsewhere.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -33,6 +38,12 @@ pub(crate) struct Mapped {
 impl Mapped {
     /// Maps the whole of `file`, read-only; its size must be a positive multiple of 8.
     pub(crate) fn map(file: OwnedFd) -> io::Result<Self> {
+        if cfg!(not(target_pointer_width = "64")) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "same-host reading needs a 64-bit target (its relaxed 8-byte loads of read-only memory)",
+            ));
+        }
         let file = std::fs::File::from(file);
         let size = file.metadata()?.len();
         let words = usize::try_from(size / 8).map_err(io::Error::other)?;
@@ -58,7 +69,8 @@ impl Mapped {
         // SAFETY: invariant 1: `ptr` is page-aligned (aligned for `AtomicU64`) and valid for
         // reads of `words * 8` bytes while `self` lives, which the borrow cannot outlive;
         // invariant 3: none of it goes away meanwhile; invariant 2: it is only loaded through
-        // these atomics, which allow the broker's writes under them, so nothing else aliases it.
+        // these atomics, which allow the broker's writes under them, so nothing else aliases it;
+        // invariant 4: a `Mapped` exists only on a 64-bit target.
         unsafe { std::slice::from_raw_parts(ptr, self.words) }
     }
 }

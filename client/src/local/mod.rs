@@ -13,7 +13,9 @@
 //! briefly on the cursor page, then sleeps in a `LocalWait` request on the socket, which the
 //! broker answers when the partition grows; so an idle reader costs no CPU. If the broker
 //! restarts, the reader notices when its socket closes, reconnects and opens the partition again
-//! at its own offset.
+//! at its own offset; a broker that died outright (SIGKILL) never closes its page, so the reader
+//! also checks every copy against the ring's incarnation, which the next broker steps before it
+//! writes anything (see [`ringmq_protocol::local`], "A broker that dies").
 //!
 //! Batches come out as [`LocalBatch`]es that borrow the consumer (the next read needs `&mut`
 //! again, so a batch cannot outlive the check that validated it); [`LocalConsumer::next`] and
@@ -47,6 +49,11 @@ const MAX_WAIT_DEFAULT: Duration = Duration::from_millis(500);
 /// A reader that reads without asking the broker anything pings it this often, so the broker's
 /// idle timeout does not close its connection.
 const KEEPALIVE: Duration = Duration::from_secs(60);
+/// First pause between two openings of the partition within one read that found nothing to read
+/// (a page closed or replaced again at once); it doubles up to [`REOPEN_PAUSE_MAX`].
+const REOPEN_PAUSE: Duration = Duration::from_millis(1);
+/// Longest pause between two such openings.
+const REOPEN_PAUSE_MAX: Duration = Duration::from_millis(100);
 
 /// Settings of a [`LocalConsumer`].
 #[derive(Debug, Clone)]
@@ -178,6 +185,9 @@ struct Opened {
     page: Mapped,
     layout: PageLayout,
     batch_size_max: u32,
+    /// The connection's [`Connection::reconnects`] when it brought the files: a later value means
+    /// the broker may have restarted since, so the files are opened again.
+    connection: u64,
 }
 
 /// A consumer of one partition on the broker's own host, reading the ring in place.
@@ -439,8 +449,31 @@ impl LocalConsumer {
     async fn fill(&mut self) -> Result<Option<usize>, ClientError> {
         let deadline = Instant::now() + self.max_wait;
         let mut spin_until = Instant::now() + self.spin;
+        let mut opened_here = 0u32;
+        let mut pause = REOPEN_PAUSE;
         loop {
+            if self
+                .opened
+                .as_ref()
+                .is_some_and(|opened| opened.connection != self.connection.reconnects())
+            {
+                // Another call (a commit) reconnected: the broker that shared these files may be
+                // gone.
+                self.opened = None;
+            }
             if self.opened.is_none() {
+                if opened_here > 0 {
+                    // Opened in this read already and found nothing to read: the page was closed
+                    // or replaced again at once (a partition being deleted, a broker restarting).
+                    // Pause, within the read's time, rather than ask in a tight loop.
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(pause.min(deadline - now)).await;
+                    pause = (pause * 2).min(REOPEN_PAUSE_MAX);
+                }
+                opened_here += 1;
                 self.open_at(self.position).await?;
             }
             if self.last_request.elapsed() >= KEEPALIVE {
@@ -476,8 +509,11 @@ impl LocalConsumer {
                     return Ok(Some(batch.as_bytes().len()));
                 }
                 Ok(None) => {
-                    if protocol::is_closed(page) {
-                        // The broker closed the partition (shutdown, deletion): ask again.
+                    if protocol::is_closed(page)
+                        || !protocol::is_current(opened.ring.words(), &opened.layout)
+                    {
+                        // The broker closed the partition (shutdown, deletion), or died and
+                        // another broker opened the ring: ask again.
                         self.opened = None;
                         continue;
                     }
@@ -495,6 +531,10 @@ impl LocalConsumer {
                 }
                 Err(LocalReadError::Lapped { .. }) => {
                     // Ask the broker where the position now is: out of range, most likely.
+                    self.opened = None;
+                }
+                Err(LocalReadError::Replaced { .. }) => {
+                    // The page's broker died and another opened the ring: ask the one that runs.
                     self.opened = None;
                 }
                 Err(error) => {
@@ -591,6 +631,22 @@ async fn open(
                 .to_owned(),
         ));
     };
+    let broker_uid = match connection.peer_uid() {
+        Some(Ok(uid)) => uid,
+        Some(Err(error)) => {
+            return Err(ClientError::InvalidArgument(format!(
+                "cannot tell which user the broker at the local socket runs as: {error}"
+            )))
+        }
+        None => {
+            return Err(ClientError::InvalidArgument(
+                "same-host reading needs the broker's local socket, not a TCP connection"
+                    .to_owned(),
+            ))
+        }
+    };
+    check_files(&ring, &page, broker_uid)?;
+    let reconnects = connection.reconnects();
     let mapping_error = |what: &str, error: std::io::Error| {
         ClientError::InvalidArgument(format!("cannot map the partition's {what}: {error}"))
     };
@@ -599,7 +655,42 @@ async fn open(
     let layout = PageLayout::read(page.words(), ring.words()).map_err(|error| {
         ClientError::InvalidArgument(format!("the partition's cursor page: {error}"))
     })?;
-    Ok((reply, Opened { ring, page, layout, batch_size_max: reply.batch_size_max }))
+    Ok((
+        reply,
+        Opened { ring, page, layout, batch_size_max: reply.batch_size_max, connection: reconnects },
+    ))
+}
+
+/// Checks the files a `LocalOpen` answer brought before they are mapped, so that neither can
+/// shrink under the mapping (a load past a file's end would kill the reader with `SIGBUS`): the
+/// ring must be a regular file of the broker's user (`SO_PEERCRED`), which only that user can
+/// truncate; the cursor page must carry the seals against shrinking and growing. A process that
+/// took over the socket's path cannot hand the reader files it could pull away.
+fn check_files(
+    ring: &std::os::fd::OwnedFd,
+    page: &std::os::fd::OwnedFd,
+    broker_uid: u32,
+) -> Result<(), ClientError> {
+    use rustix::fs::{FileType, SealFlags};
+    let refused = |what: String| {
+        ClientError::InvalidArgument(format!("refusing to map the partition's files: {what}"))
+    };
+    let stat = rustix::fs::fstat(ring).map_err(|error| refused(format!("ring file: {error}")))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(refused("the ring file is not a regular file".to_owned()));
+    }
+    if stat.st_uid != broker_uid {
+        return Err(refused(format!(
+            "the ring file belongs to user {}, the broker runs as user {broker_uid}",
+            stat.st_uid
+        )));
+    }
+    let seals = rustix::fs::fcntl_get_seals(page)
+        .map_err(|error| refused(format!("the cursor page is not a sealed memfd ({error})")))?;
+    if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
+        return Err(refused("the cursor page is not sealed against resizing".to_owned()));
+    }
+    Ok(())
 }
 
 /// The group's committed offset for the partition, if it has one.
@@ -614,4 +705,49 @@ async fn committed_offset(
         connection.call(&Request::FetchCommitted(GroupTopic { group, topic }), timeout).await?;
     let offsets = CommittedOffsets::decode(&body)?;
     Ok(offsets.offsets.iter().find(|entry| entry.partition == partition).map(|entry| entry.offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::{MemfdFlags, SealFlags};
+    use std::os::fd::OwnedFd;
+
+    fn memfd(seals: SealFlags) -> OwnedFd {
+        let fd = rustix::fs::memfd_create("ringmq-client-test", MemfdFlags::ALLOW_SEALING).unwrap();
+        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        if !seals.is_empty() {
+            rustix::fs::fcntl_add_seals(&fd, seals).unwrap();
+        }
+        fd
+    }
+
+    /// A regular file of this user, already unlinked.
+    fn regular_file() -> OwnedFd {
+        let path = std::env::temp_dir().join(format!("ringmq-client-check-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        OwnedFd::from(file)
+    }
+
+    /// The files a broker hands a reader are checked before they are mapped: a ring that is not
+    /// a regular file of the broker's user, or a page that could shrink, is refused by name.
+    #[test]
+    fn files_that_could_shrink_under_the_mapping_are_refused() {
+        let uid = rustix::process::getuid().as_raw();
+        let ring = regular_file();
+        let sealed = memfd(SealFlags::SHRINK | SealFlags::GROW);
+        check_files(&ring, &sealed, uid).unwrap();
+
+        let refusal = |result: Result<(), ClientError>| result.unwrap_err().to_string();
+        let error = refusal(check_files(&ring, &sealed, uid.wrapping_add(1)));
+        assert!(error.contains("belongs to user"), "{error}");
+        let error = refusal(check_files(&ring, &memfd(SealFlags::GROW), uid));
+        assert!(error.contains("not sealed against resizing"), "{error}");
+        let error = refusal(check_files(&ring, &regular_file(), uid));
+        assert!(error.contains("not a sealed memfd"), "{error}");
+        let directory = OwnedFd::from(std::fs::File::open(std::env::temp_dir()).unwrap());
+        let error = refusal(check_files(&directory, &sealed, uid));
+        assert!(error.contains("not a regular file"), "{error}");
+    }
 }

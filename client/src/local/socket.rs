@@ -30,6 +30,12 @@ impl LocalStream {
         Self { stream, received: Vec::new() }
     }
 
+    /// The user id of the peer process, as the kernel recorded it when it connected.
+    pub(crate) fn peer_uid(&self) -> io::Result<u32> {
+        let credentials = rustix::net::sockopt::socket_peercred(self.stream.as_fd())?;
+        Ok(credentials.uid.as_raw())
+    }
+
     /// The descriptors received since the last call, in order.
     pub(crate) fn take_descriptors(&mut self) -> Vec<OwnedFd> {
         std::mem::take(&mut self.received)

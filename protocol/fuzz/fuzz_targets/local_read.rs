@@ -1,6 +1,6 @@
 //! The same-host reader's side of the cursor page protocol on arbitrary bytes: a page whose
 //! words are the input (`PageLayout::read`), and `local::read_batch` over a ring of arbitrary
-//! bytes with arbitrary slot tags, published end and cursor. Never a panic, never a load past
+//! bytes with arbitrary slot tags, published end, incarnation and cursor. Never a panic, never a load past
 //! either mapping, never a batch handed out that does not validate.
 #![no_main]
 
@@ -37,6 +37,18 @@ fuzz_target!(|data: &[u8]| {
     let data_start = 8 * u64::from(params[2] % 4);
     let Ok(layout) = PageLayout::new(data_start, chunk_size * slots, chunk_size) else { return };
     let ring = words(rest, usize::try_from((data_start + chunk_size * slots) / 8).unwrap_or(0));
+    // The ring's incarnation word (the last word before the data area, when there is one): the
+    // page's value matches it or is arbitrary.
+    let layout = match data_start.checked_sub(8) {
+        Some(at) => {
+            let found = ring.get(usize::try_from(at / 8).unwrap_or(usize::MAX)).map_or(0, |word| {
+                u64::from_le_bytes(word.load(std::sync::atomic::Ordering::Relaxed).to_ne_bytes())
+            });
+            let value = if params[5] & 1 == 1 { found } else { word(0) };
+            layout.with_incarnation(at, value).unwrap_or(layout)
+        }
+        None => layout,
+    };
     let page = words(&[], layout.page_words());
     // Generations around the cursor's, some current, some reclaimed, some not yet written.
     let base = word(8) % (1 << 20);

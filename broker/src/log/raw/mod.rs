@@ -236,6 +236,9 @@ pub(crate) struct Exclusive {
     region: Region,
     layout: Layout,
     lock: Option<LockShare>,
+    /// The ring's incarnation word, once [`Exclusive::begin_incarnation`] stepped it: its file
+    /// offset and the value this broker wrote.
+    incarnation: Option<(u64, u64)>,
 }
 
 impl Exclusive {
@@ -263,7 +266,7 @@ impl Exclusive {
         // while the region lives; the length is the file's (checked above).
         let region = unsafe { Region::map(file.file(), 0, layout.file_bytes(), populate) }
             .map_err(|source| RingFileError::Io { action: "map", source })?;
-        Ok(Self { entry: Some(entry), region, layout, lock: Some(share) })
+        Ok(Self { entry: Some(entry), region, layout, lock: Some(share), incarnation: None })
     }
 
     /// Whether the memory is the heap's (tests, Miri), not a file's.
@@ -273,7 +276,37 @@ impl Exclusive {
 
     /// Heap memory laid out like a ring file, for tests and Miri.
     pub(crate) fn heap(layout: Layout) -> Self {
-        Self { entry: None, region: Region::heap(layout.file_bytes()), layout, lock: None }
+        Self {
+            entry: None,
+            region: Region::heap(layout.file_bytes()),
+            layout,
+            lock: None,
+            incarnation: None,
+        }
+    }
+
+    /// Increments the ring's incarnation word, the little-endian `u64` at file offset `at` (in
+    /// the superblock area), then issues a sequentially consistent fence: call it before any
+    /// other byte of the file is written. A same-host reader still on the cursor page of the
+    /// broker that had the ring before checks its copies against the word and so never takes a
+    /// byte written after this for one of the old broker's ([`ringmq_protocol::local`], "A broker
+    /// that dies"). Returns the new value, which this broker's page states.
+    pub(crate) fn begin_incarnation(&mut self, at: usize) -> u64 {
+        let end = at.checked_add(8).expect("the incarnation word's range fits usize");
+        assert!(
+            at.is_multiple_of(8) && end <= self.layout.data_start_bytes(),
+            "the incarnation word is an aligned word of the superblock area"
+        );
+        let word = &mut self.file_mut()[at..end];
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let value = u64::from_le_bytes(bytes).wrapping_add(1);
+        word.copy_from_slice(&value.to_le_bytes());
+        // Orders the new incarnation before every later write to the file, in the other
+        // processes' view too (the readers' fence pairs with this one).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.incarnation = Some((u64::try_from(at).expect("usize fits u64"), value));
+        value
     }
 
     /// The layout.
@@ -359,8 +392,14 @@ impl Exclusive {
         let chunks = ChunkTable::new(layout.slot_count(), |slot| {
             slot_generation(&layout, next_generation, slot)
         });
+        let incarnation = self.incarnation;
         let local = page.map(|page| {
-            let page_layout = layout.page_layout();
+            let (at, value) =
+                incarnation.expect("a ring shared with local readers stepped its incarnation");
+            let page_layout = layout
+                .page_layout()
+                .with_incarnation(at, value)
+                .expect("the incarnation word lies before the data area");
             local_read::init_page(page.words(), &page_layout, published_end, |slot| {
                 usize::try_from(slot)
                     .ok()

@@ -31,13 +31,19 @@ fn value(n: u64) -> Vec<u8> {
     value
 }
 
-/// Produces `range`, one record per value, in batches of up to 64 records.
+/// Produces `range` to partition 0, one record per value, in batches of up to 64 records.
 async fn produce(address: &str, topic: &str, range: std::ops::Range<u64>) {
+    produce_to(address, topic, 0, range).await;
+}
+
+/// Produces `range` to `partition`, one record per value, in batches of up to 64 records.
+async fn produce_to(address: &str, topic: &str, partition: u32, range: std::ops::Range<u64>) {
     let mut admin = Client::connect(address).await.unwrap();
     let producer = admin.producer().batch_bytes(16 << 10).build().await.unwrap();
     let values: Vec<Vec<u8>> = range.clone().map(value).collect();
     for chunk in values.chunks(64) {
-        let records = chunk.iter().map(|value| ProducerRecord::new(topic, value).partition(0));
+        let records =
+            chunk.iter().map(|value| ProducerRecord::new(topic, value).partition(partition));
         let delivered = producer.send_batch(records.collect::<Vec<_>>()).await.await;
         assert_eq!(delivered.failed(), 0, "{:?}", delivered.first_error());
     }
@@ -283,6 +289,88 @@ async fn a_local_reader_resumes_after_the_broker_is_killed_and_restarted() {
     .await;
 }
 
+/// Group members on the broker's host read their assigned partitions in place: a member alone
+/// reads every partition and commits; then a local and a TCP member share the group, each
+/// partition read by exactly one of them, from the commit on, every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_tcp_group_members_share_the_partitions() {
+    use std::collections::BTreeMap;
+    let (broker, _dir, socket) = local_broker(&[]);
+    within(120, async {
+        let mut admin = Client::connect(&broker.address).await.unwrap();
+        admin.create_topic("events", TopicConfig::default().partitions(2)).await.unwrap();
+        for partition in 0..2 {
+            produce_to(&broker.address, "events", partition, 0..300).await;
+        }
+        // Joins, heartbeats and commits over the local socket too.
+        let coordinator = Client::connect_local(&socket, ConnectOptions::default()).await.unwrap();
+        let local_member = || {
+            coordinator
+                .group_consumer("shared", "events")
+                .auto_commit(None)
+                .max_wait(Duration::from_millis(100))
+                .read_locally(&socket)
+        };
+        let served_before = admin.stats().await.unwrap().records_out;
+        let mut alone = local_member().build().await.unwrap();
+        let mut seen = BTreeMap::new();
+        for _ in 0..600 {
+            let record = alone.next().await.unwrap();
+            assert_eq!(record.value, value(record.offset));
+            *seen.entry((record.partition, record.offset)).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 600);
+        assert_eq!(
+            admin.stats().await.unwrap().records_out,
+            served_before,
+            "the member read in place: the broker served no record over a fetch"
+        );
+        alone.commit().await.unwrap();
+        alone.close().await.unwrap();
+        assert_eq!(
+            admin.committed_offsets("shared", "events").await.unwrap(),
+            [(0, 300), (1, 300)]
+        );
+
+        let mut local = local_member().build().await.unwrap();
+        let mut tcp =
+            admin.group_consumer("shared", "events").auto_commit(None).build().await.unwrap();
+        // Settled: one partition each.
+        loop {
+            let (mine, theirs) = (local.refresh().await.unwrap(), tcp.refresh().await.unwrap());
+            if mine.len() == 1 && theirs.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for partition in 0..2 {
+            produce_to(&broker.address, "events", partition, 300..500).await;
+        }
+        let mut read = BTreeMap::new();
+        while read.len() < 400 {
+            for member in [&mut local, &mut tcp] {
+                if let Some(record) = member.next_timeout(Duration::from_millis(50)).await.unwrap()
+                {
+                    assert_eq!(record.value, value(record.offset));
+                    let previous = read.insert((record.partition, record.offset), record);
+                    assert!(previous.is_none(), "a record read twice");
+                }
+            }
+        }
+        let offsets: Vec<u64> = read.keys().map(|&(_, offset)| offset).collect();
+        assert!(offsets.iter().all(|offset| (300..500).contains(offset)), "from the commit on");
+        local.commit().await.unwrap();
+        tcp.commit().await.unwrap();
+        assert_eq!(
+            admin.committed_offsets("shared", "events").await.unwrap(),
+            [(0, 500), (1, 500)]
+        );
+        local.close().await.unwrap();
+        tcp.close().await.unwrap();
+    })
+    .await;
+}
+
 /// The local reader commits to a group over the Unix socket; a new one resumes there, and the
 /// TCP side sees the same committed offset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,6 +507,21 @@ async fn the_cli_reads_locally_and_a_killed_reader_harms_nothing() {
             lines
         };
         assert_eq!(sorted(&local), sorted(&tcp));
+        // As a group member: the same records, and the group's commit over the socket.
+        let member = printed(&[
+            "consume",
+            "events",
+            "--local",
+            socket.to_str().unwrap(),
+            "--group",
+            "cli-local",
+            "--idle-ms",
+            "500",
+            "--format",
+            "offset",
+        ]);
+        assert_eq!(sorted(&member), sorted(&tcp));
+        assert_eq!(admin.committed_offsets("cli-local", "events").await.unwrap(), [(0, 500)]);
         // A bad path is one readable line and exit 1.
         let output = std::process::Command::new(&cli)
             .args(["consume", "events", "--local", "/nonexistent/ringmq.sock"])

@@ -300,8 +300,10 @@ struct ConsumeArgs {
     #[arg(long, value_enum, default_value_t = Format::Value)]
     format: Format,
     /// Read on the broker's own host, straight from its mapped ring, through its local socket
-    /// at PATH (the broker's --local-listen) instead of --broker: no request per fetch.
-    #[arg(long, value_name = "PATH", conflicts_with = "group")]
+    /// at PATH (the broker's --local-listen) instead of --broker: no request per fetch. With
+    /// --group, the member reads the partitions it is assigned this way, and joins, heartbeats
+    /// and commits over the same socket.
+    #[arg(long, value_name = "PATH")]
     local: Option<std::path::PathBuf>,
 }
 
@@ -411,6 +413,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(path) = &args.local {
             let mut client = Client::connect_local(path, options.clone()).await?;
             let Command::Consume(args) = cli.command else { unreachable!("matched above") };
+            if args.group.is_some() {
+                return consume_group(&client, args, timeout).await;
+            }
             return consume_local(&mut client, args, options).await;
         }
     }
@@ -715,14 +720,16 @@ async fn consume_group(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let group = args.group.as_deref().unwrap_or_default();
-    let mut consumer = client
+    let mut builder = client
         .group_consumer(group, &args.topic)
         .start(args.from)
         .auto_commit(None)
         .session_timeout(Duration::from_millis(args.session_timeout_ms))
-        .timeout(timeout)
-        .build()
-        .await?;
+        .timeout(timeout);
+    if let Some(path) = &args.local {
+        builder = builder.read_locally(path);
+    }
+    let mut consumer = builder.build().await?;
     let idle = Duration::from_millis(args.idle_ms);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printed = 0u64;

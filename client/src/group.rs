@@ -17,6 +17,11 @@
 //! none is skipped. A committed position the partition no longer holds (reclaimed by the ring)
 //! resumes at the earliest offset still held.
 //!
+//! **Same-host members.** With [`GroupConsumerBuilder::read_locally`] a member on the broker's own
+//! host reads each partition it is assigned in place, through the broker's local socket (a
+//! [`crate::LocalConsumer`] per partition: no request per fetch); joining, heartbeats and commits
+//! are unchanged, so local and networked members share one group and its assignment.
+//!
 //! **Losing the session.** If no heartbeat succeeds for a whole session timeout (the broker is
 //! unreachable, or this process was paused), the broker has given this member's partitions to
 //! others: the consumer stops reading them at once and joins again when the broker answers.
@@ -24,6 +29,7 @@
 //! member are refused, so the group's position never goes backwards because of it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +45,7 @@ use ringmq_protocol::{ErrorCode, Request};
 
 use crate::connection::{Connection, Endpoint};
 use crate::consumer::{ConsumerBuilder, ConsumerRecord, StartOffset};
+use crate::local::LocalConsumerBuilder;
 use crate::{ClientError, DEFAULT_TIMEOUT};
 
 /// Records buffered between the fetch tasks and `next`.
@@ -62,6 +69,7 @@ pub struct GroupConsumerBuilder {
     max_wait: Duration,
     max_bytes: u32,
     timeout: Duration,
+    local: Option<PathBuf>,
 }
 
 impl GroupConsumerBuilder {
@@ -76,7 +84,19 @@ impl GroupConsumerBuilder {
             max_wait: Duration::from_millis(500),
             max_bytes: 1 << 20,
             timeout: DEFAULT_TIMEOUT,
+            local: None,
         }
+    }
+
+    /// Read the assigned partitions in place, on the broker's own host, through its local
+    /// socket at `path` (the broker's `--local-listen`): each by a [`crate::LocalConsumer`],
+    /// with no request per fetch (`max_bytes` does not apply; `max_wait` bounds each wait at the
+    /// end of a partition). The group protocol still goes to the address the builder was made
+    /// for, which may be the same socket.
+    #[must_use]
+    pub fn read_locally(mut self, path: impl AsRef<Path>) -> Self {
+        self.local = Some(path.as_ref().to_owned());
+        self
     }
 
     /// How long the broker keeps this member without a heartbeat [default: 10 s]. A crashed
@@ -581,15 +601,32 @@ impl GroupConsumer {
                 None if settings.start == StartOffset::Latest => StartOffset::Latest,
                 None => StartOffset::Earliest,
             };
-            let builder = ConsumerBuilder::new(&settings.endpoint, &settings.topic, partition)
-                .start(start)
-                .max_wait(settings.max_wait)
-                .max_bytes(settings.max_bytes)
-                .timeout(settings.timeout);
             let epoch = self.next_epoch;
             self.next_epoch += 1;
-            let task =
-                tokio::spawn(fetch_partition(builder, partition, epoch, self.records_tx.clone()));
+            let records = self.records_tx.clone();
+            let task = match &settings.local {
+                Some(path) => {
+                    let builder = LocalConsumerBuilder::over(
+                        &settings.endpoint,
+                        path,
+                        &settings.topic,
+                        partition,
+                        settings.timeout,
+                    )
+                    .start(start)
+                    .max_wait(settings.max_wait);
+                    tokio::spawn(read_partition_locally(builder, partition, epoch, records))
+                }
+                None => {
+                    let builder =
+                        ConsumerBuilder::new(&settings.endpoint, &settings.topic, partition)
+                            .start(start)
+                            .max_wait(settings.max_wait)
+                            .max_bytes(settings.max_bytes)
+                            .timeout(settings.timeout);
+                    tokio::spawn(fetch_partition(builder, partition, epoch, records))
+                }
+            };
             self.fetchers.insert(partition, Fetcher { task, epoch });
         }
         self.synced = true;
@@ -613,6 +650,68 @@ impl Drop for GroupConsumer {
         self.heartbeat.abort();
         for fetcher in self.fetchers.values() {
             fetcher.task.abort();
+        }
+    }
+}
+
+/// Where a reader whose position the partition no longer holds goes on: the earliest record
+/// held (or, for a position past the end after the topic was recreated, the earliest too).
+fn resume_at(earliest: u64, next: u64, offset: u64) -> u64 {
+    if offset > next {
+        earliest.min(next)
+    } else {
+        earliest
+    }
+}
+
+/// Reads one partition in place into `records` until aborted, as [`fetch_partition`] does over
+/// TCP.
+async fn read_partition_locally(
+    mut builder: LocalConsumerBuilder,
+    partition: u32,
+    epoch: u64,
+    records: mpsc::Sender<Fetched>,
+) {
+    let send = |result| records.send(Fetched { partition, epoch, result });
+    let mut consumer = loop {
+        match builder.clone().build().await {
+            Ok(consumer) => break consumer,
+            Err(ClientError::OffsetOutOfRange { earliest, next, offset }) => {
+                builder = builder.start(StartOffset::Offset(resume_at(earliest, next, offset)));
+            }
+            Err(error) if error.is_retriable() => tokio::time::sleep(FETCH_BACKOFF).await,
+            Err(error) => {
+                if send(Err(error)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(FETCH_BACKOFF).await;
+            }
+        }
+    };
+    loop {
+        let batch = match consumer.next_batch().await {
+            Ok(Some(batch)) => batch.to_records(),
+            Ok(None) => continue,
+            Err(error) => Err(error),
+        };
+        match batch {
+            Ok(batch) => {
+                for record in batch {
+                    if send(Ok(record)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(ClientError::OffsetOutOfRange { earliest, next, offset }) => {
+                consumer.seek(resume_at(earliest, next, offset));
+            }
+            Err(error) if error.is_retriable() => tokio::time::sleep(FETCH_BACKOFF).await,
+            Err(error) => {
+                if send(Err(error)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(FETCH_BACKOFF).await;
+            }
         }
     }
 }
@@ -649,8 +748,7 @@ async fn fetch_partition(
             Err(ClientError::OffsetOutOfRange { earliest, next, offset }) => {
                 // The position was reclaimed (or is past the end, after the topic was
                 // recreated): go on from the earliest record held.
-                let to = if offset > next { earliest.min(next) } else { earliest };
-                consumer.seek(to);
+                consumer.seek(resume_at(earliest, next, offset));
             }
             Err(error) if error.is_retriable() => tokio::time::sleep(FETCH_BACKOFF).await,
             Err(error) => {

@@ -36,7 +36,7 @@ use ringmq_protocol::local::{self as protocol, Cursor, LocalReadError, PageLayou
 use ringmq_protocol::message::{Fetch, LocalOpen, LocalOpenReply, LocalWaitReply};
 use ringmq_protocol::{BatchHeader, Records, Request};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Endpoint};
 use crate::consumer::{push_records, ConsumerRecord, StartOffset};
 use crate::{ClientError, ConnectOptions};
 
@@ -64,11 +64,33 @@ pub struct LocalConsumerBuilder {
     start: StartOffset,
     group: Option<String>,
     options: ConnectOptions,
+    /// How to connect, when it comes from another builder's endpoint (a group member's) rather
+    /// than from `options`: the endpoint (credentials, its `local` replaced by `path`) and the
+    /// call timeout.
+    endpoint: Option<(Endpoint, Duration)>,
     spin: Duration,
     max_wait: Duration,
 }
 
 impl LocalConsumerBuilder {
+    /// A builder connecting as `endpoint` says (its credentials), to the local socket at `path`.
+    pub(crate) fn over(
+        endpoint: &Endpoint,
+        path: &Path,
+        topic: &str,
+        partition: u32,
+        timeout: Duration,
+    ) -> Self {
+        let mut endpoint = endpoint.clone();
+        endpoint.address = path.display().to_string();
+        endpoint.local = Some(path.to_owned());
+        endpoint.tls = None;
+        Self {
+            endpoint: Some((endpoint, timeout)),
+            ..LocalConsumer::builder(path, topic, partition)
+        }
+    }
+
     /// Where the consumer starts [default: [`StartOffset::Earliest`]]; with
     /// [`LocalConsumerBuilder::group`], only where the group has no committed offset.
     #[must_use]
@@ -90,6 +112,7 @@ impl LocalConsumerBuilder {
     #[must_use]
     pub fn options(mut self, options: ConnectOptions) -> Self {
         self.options = options;
+        self.endpoint = None;
         self
     }
 
@@ -118,9 +141,14 @@ impl LocalConsumerBuilder {
     /// unknown topic or partition or a refused permission, [`ClientError::OffsetOutOfRange`]
     /// for a start offset the partition does not hold.
     pub async fn build(self) -> Result<LocalConsumer, ClientError> {
-        let mut endpoint = self.options.endpoint(&self.path.display().to_string());
-        endpoint.local = Some(self.path.clone());
-        let timeout = self.options.call_timeout();
+        let (endpoint, timeout) = match &self.endpoint {
+            Some((endpoint, timeout)) => (endpoint.clone(), *timeout),
+            None => {
+                let mut endpoint = self.options.endpoint(&self.path.display().to_string());
+                endpoint.local = Some(self.path.clone());
+                (endpoint, self.options.call_timeout())
+            }
+        };
         let mut connection = Connection::open(&endpoint, timeout, "ringmq-client local").await?;
         let committed = match &self.group {
             Some(group) => {
@@ -324,6 +352,7 @@ impl LocalConsumer {
             start: StartOffset::Earliest,
             group: None,
             options: ConnectOptions::default(),
+            endpoint: None,
             spin: SPIN_DEFAULT,
             max_wait: MAX_WAIT_DEFAULT,
         }

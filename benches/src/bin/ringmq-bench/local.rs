@@ -42,6 +42,7 @@ pub(crate) async fn consume_all(
             .options(options)
             .start(start)
             .max_wait(wait)
+            .spin(workload.local_spin)
             .build()
             .await
             .with_context(|| {

@@ -172,6 +172,12 @@ struct Args {
     /// own is --broker-arg=--busy-poll-us=N.
     #[arg(long, default_value_t = 0, value_name = "US", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     client_busy_poll_us: u64,
+    /// With --local: how long a local reader at the end of the data spins on the cursor page
+    /// before it sleeps in a LocalWait (ringmq-client's `LocalConsumerBuilder::spin`), µs. A
+    /// spin longer than the gap between messages never sleeps: a busy core for the lowest
+    /// latency.
+    #[arg(long, default_value_t = 50, value_name = "US", value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    local_spin_us: u64,
     /// Session timeout of the group members in --rebalance runs, ms.
     #[arg(long, default_value_t = 3000, value_name = "MS")]
     session_timeout_ms: u64,
@@ -695,6 +701,7 @@ fn workload_from(args: &Args, topic: String, size: usize, count: u64, kafka: &st
         tls: None,
         credentials: None,
         busy_poll: Duration::from_micros(args.client_busy_poll_us),
+        local_spin: Duration::from_micros(args.local_spin_us),
         mode: args.mode,
         topic,
         producers: args.producers,

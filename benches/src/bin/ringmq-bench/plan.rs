@@ -52,6 +52,8 @@ pub(crate) struct Workload {
     pub(crate) credentials: Option<ringmq_client::Credentials>,
     /// How long the clients' connections busy-poll before parking (zero: off).
     pub(crate) busy_poll: std::time::Duration,
+    /// How long a local reader at the end of the data spins on the cursor page before it sleeps.
+    pub(crate) local_spin: std::time::Duration,
     pub(crate) mode: Mode,
     pub(crate) topic: String,
     pub(crate) producers: usize,

@@ -165,40 +165,56 @@ async fn batches_are_views_that_start_at_the_position() {
     .await;
 }
 
+/// Creates "small": one partition, a 1 MiB ring of 64 KiB chunks, holding records 0..100.
+async fn small_topic(address: &str) {
+    let mut admin = Client::connect(address).await.unwrap();
+    let config = TopicConfig {
+        chunk_size: Some(64 << 10),
+        ..TopicConfig::default().partitions(1).capacity(1 << 20)
+    };
+    admin.create_topic("small", config).await.unwrap();
+    produce(address, "small", 0..100).await;
+}
+
+/// Reads batches (each record checked) until the reader is told its position is gone, about
+/// 3 MiB of 0..25 000 through a 1 MiB ring; then it seeks to the earliest offset and reads the
+/// rest, to the last record.
+async fn told_out_of_range_then_resumes(consumer: &mut LocalConsumer) {
+    let error = loop {
+        match consumer.next_batch().await {
+            Ok(Some(batch)) => {
+                for record in batch.records().unwrap() {
+                    assert_eq!(record.value, Some(&value(record.offset)[..]));
+                }
+            }
+            Ok(None) => panic!("the reader was lapped, not at the end"),
+            Err(error) => break error,
+        }
+    };
+    let ClientError::OffsetOutOfRange { earliest, next, .. } = error else {
+        panic!("expected out of range, got {error}");
+    };
+    assert!(earliest > 100, "earliest {earliest}");
+    assert_eq!(next, 25_000);
+    consumer.seek(earliest);
+    let rest = read_local(consumer, (next - earliest) as usize).await;
+    assert_eq!(rest.first().unwrap().offset, earliest);
+    assert_eq!(rest.last().unwrap().offset, 24_999);
+    assert_eq!(rest.last().unwrap().value, value(24_999));
+}
+
 /// A reader the writer laps is told the earliest offset, as over TCP, and goes on from there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapped_local_reader_is_told_the_earliest_offset() {
     let (broker, _dir, socket) = local_broker(&[]);
     within(120, async {
-        let mut admin = Client::connect(&broker.address).await.unwrap();
-        let config = TopicConfig {
-            chunk_size: Some(64 << 10),
-            ..TopicConfig::default().partitions(1).capacity(1 << 20)
-        };
-        admin.create_topic("small", config).await.unwrap();
-        produce(&broker.address, "small", 0..100).await;
+        small_topic(&broker.address).await;
         let mut consumer = LocalConsumer::builder(&socket, "small", 0).build().await.unwrap();
         let first = read_local(&mut consumer, 10).await;
         assert_eq!(first.last().unwrap().offset, 9);
         // About 3 MiB through a 1 MiB ring: the reader's chunk is long gone.
         produce(&broker.address, "small", 100..25_000).await;
-        let error = loop {
-            match consumer.next_batch().await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("the reader was lapped, not at the end"),
-                Err(error) => break error,
-            }
-        };
-        let ClientError::OffsetOutOfRange { earliest, next, .. } = error else {
-            panic!("expected out of range, got {error}");
-        };
-        assert!(earliest > 100, "earliest {earliest}");
-        assert_eq!(next, 25_000);
-        consumer.seek(earliest);
-        let rest = read_local(&mut consumer, (next - earliest) as usize).await;
-        assert_eq!(rest.first().unwrap().offset, earliest);
-        assert_eq!(rest.last().unwrap().offset, 24_999);
-        assert_eq!(rest.last().unwrap().value, value(24_999));
+        told_out_of_range_then_resumes(&mut consumer).await;
     })
     .await;
 }
@@ -212,13 +228,7 @@ async fn a_lapped_local_reader_is_told_the_earliest_offset() {
 async fn a_reader_on_a_killed_brokers_page_never_takes_the_next_brokers_bytes() {
     let (mut broker, _dir, socket) = local_broker(&[]);
     within(120, async {
-        let mut admin = Client::connect(&broker.address).await.unwrap();
-        let config = TopicConfig {
-            chunk_size: Some(64 << 10),
-            ..TopicConfig::default().partitions(1).capacity(1 << 20)
-        };
-        admin.create_topic("small", config).await.unwrap();
-        produce(&broker.address, "small", 0..100).await;
+        small_topic(&broker.address).await;
         let mut consumer = LocalConsumer::builder(&socket, "small", 0).build().await.unwrap();
         // Batch by batch (`next` would read ahead, and `next_batch` then open the partition
         // again): the reader keeps the first broker's page.
@@ -228,26 +238,7 @@ async fn a_reader_on_a_killed_brokers_page_never_takes_the_next_brokers_bytes() 
         // About 3 MiB through a 1 MiB ring by the new broker: every slot is rewritten, the
         // reader's included, while the old page still says the reader's chunk is held.
         produce(&broker.address, "small", 100..25_000).await;
-        let error = loop {
-            match consumer.next_batch().await {
-                Ok(Some(batch)) => {
-                    for record in batch.records().unwrap() {
-                        assert_eq!(record.value, Some(&value(record.offset)[..]));
-                    }
-                }
-                Ok(None) => panic!("the reader was lapped, not at the end"),
-                Err(error) => break error,
-            }
-        };
-        let ClientError::OffsetOutOfRange { earliest, next, .. } = error else {
-            panic!("expected out of range, got {error}");
-        };
-        assert!(earliest > 100, "earliest {earliest}");
-        assert_eq!(next, 25_000);
-        consumer.seek(earliest);
-        let rest = read_local(&mut consumer, (next - earliest) as usize).await;
-        assert_eq!(rest.first().unwrap().offset, earliest);
-        assert_eq!(rest.last().unwrap().value, value(24_999));
+        told_out_of_range_then_resumes(&mut consumer).await;
         assert!(consumer.reopened() >= 1, "the reader opened the partition on the new broker");
     })
     .await;

@@ -664,6 +664,41 @@ fn resume_at(earliest: u64, next: u64, offset: u64) -> u64 {
     }
 }
 
+/// Hands a partition reader's outcome on to `records`: the records read; a move to the earliest
+/// offset held when the position was reclaimed (`seek`); a pause after a transient error; any
+/// other error, then a pause. `false` once the member is gone (the reader stops).
+async fn hand_on(
+    records: &mpsc::Sender<Fetched>,
+    partition: u32,
+    epoch: u64,
+    read: Result<Vec<ConsumerRecord>, ClientError>,
+    seek: impl FnOnce(u64),
+) -> bool {
+    let send = |result| records.send(Fetched { partition, epoch, result });
+    match read {
+        Ok(read) => {
+            for record in read {
+                if send(Ok(record)).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        Err(ClientError::OffsetOutOfRange { earliest, next, offset }) => {
+            // The position was reclaimed (or is past the end, after the topic was recreated): go
+            // on from the earliest record held.
+            seek(resume_at(earliest, next, offset));
+        }
+        Err(error) if error.is_retriable() => tokio::time::sleep(FETCH_BACKOFF).await,
+        Err(error) => {
+            if send(Err(error)).await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(FETCH_BACKOFF).await;
+        }
+    }
+    true
+}
+
 /// Reads one partition in place into `records` until aborted, as [`fetch_partition`] does over
 /// TCP.
 async fn read_partition_locally(
@@ -672,91 +707,51 @@ async fn read_partition_locally(
     epoch: u64,
     records: mpsc::Sender<Fetched>,
 ) {
-    let send = |result| records.send(Fetched { partition, epoch, result });
     let mut consumer = loop {
         match builder.clone().build().await {
             Ok(consumer) => break consumer,
-            Err(ClientError::OffsetOutOfRange { earliest, next, offset }) => {
-                builder = builder.start(StartOffset::Offset(resume_at(earliest, next, offset)));
-            }
-            Err(error) if error.is_retriable() => tokio::time::sleep(FETCH_BACKOFF).await,
             Err(error) => {
-                if send(Err(error)).await.is_err() {
+                let start = |to| builder = builder.clone().start(StartOffset::Offset(to));
+                if !hand_on(&records, partition, epoch, Err(error), start).await {
                     return;
                 }
-                tokio::time::sleep(FETCH_BACKOFF).await;
             }
         }
     };
     loop {
-        let batch = match consumer.next_batch().await {
+        let read = match consumer.next_batch().await {
             Ok(Some(batch)) => batch.to_records(),
             Ok(None) => continue,
             Err(error) => Err(error),
         };
-        match batch {
-            Ok(batch) => {
-                for record in batch {
-                    if send(Ok(record)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(ClientError::OffsetOutOfRange { earliest, next, offset }) => {
-                consumer.seek(resume_at(earliest, next, offset));
-            }
-            Err(error) if error.is_retriable() => tokio::time::sleep(FETCH_BACKOFF).await,
-            Err(error) => {
-                if send(Err(error)).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(FETCH_BACKOFF).await;
-            }
+        if !hand_on(&records, partition, epoch, read, |to| consumer.seek(to)).await {
+            return;
         }
     }
 }
 
 /// Reads one partition into `records` until aborted.
 async fn fetch_partition(
-    builder: ConsumerBuilder,
+    mut builder: ConsumerBuilder,
     partition: u32,
     epoch: u64,
     records: mpsc::Sender<Fetched>,
 ) {
-    let send = |result| records.send(Fetched { partition, epoch, result });
     let mut consumer = loop {
         match builder.clone().build().await {
             Ok(consumer) => break consumer,
-            Err(error) if error.is_retriable() => tokio::time::sleep(FETCH_BACKOFF).await,
             Err(error) => {
-                if send(Err(error)).await.is_err() {
+                let start = |to| builder = builder.clone().start(StartOffset::Offset(to));
+                if !hand_on(&records, partition, epoch, Err(error), start).await {
                     return;
                 }
-                tokio::time::sleep(FETCH_BACKOFF).await;
             }
         }
     };
     loop {
-        match consumer.poll().await {
-            Ok(polled) => {
-                for record in polled {
-                    if send(Ok(record)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(ClientError::OffsetOutOfRange { earliest, next, offset }) => {
-                // The position was reclaimed (or is past the end, after the topic was
-                // recreated): go on from the earliest record held.
-                consumer.seek(resume_at(earliest, next, offset));
-            }
-            Err(error) if error.is_retriable() => tokio::time::sleep(FETCH_BACKOFF).await,
-            Err(error) => {
-                if send(Err(error)).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(FETCH_BACKOFF).await;
-            }
+        let read = consumer.poll().await;
+        if !hand_on(&records, partition, epoch, read, |to| consumer.seek(to)).await {
+            return;
         }
     }
 }

@@ -506,8 +506,10 @@ async fn the_cli_reads_locally_and_a_killed_reader_harms_nothing() {
             socket.to_str().unwrap(),
             "--group",
             "cli-local",
-            "--idle-ms",
+            "--count",
             "500",
+            "--idle-ms",
+            "3000",
             "--format",
             "offset",
         ]);

@@ -721,7 +721,12 @@ async fn read_partition_locally(
     loop {
         let read = match consumer.next_batch().await {
             Ok(Some(batch)) => batch.to_records(),
-            Ok(None) => continue,
+            Ok(None) => {
+                // Nothing within `max_wait` (which may be zero): let the runtime's other tasks,
+                // and an abort on reassignment, in before reading again.
+                tokio::task::yield_now().await;
+                continue;
+            }
             Err(error) => Err(error),
         };
         if !hand_on(&records, partition, epoch, read, |to| consumer.seek(to)).await {

@@ -15,7 +15,7 @@
 //! ```text
 //! word  field          notes
 //!    0  magic          "RMQLOCAL" (little-endian)
-//!    1  version        1
+//!    1  version        2
 //!    2  data_start     file offset of the ring's data area
 //!    3  capacity       bytes in the data area
 //!    4  chunk_size     bytes per chunk

@@ -692,9 +692,11 @@ async fn open(
 
 /// Checks the files a `LocalOpen` answer brought before they are mapped, so that neither can
 /// shrink under the mapping (a load past a file's end would kill the reader with `SIGBUS`): the
-/// ring must be a regular file of the broker's user (`SO_PEERCRED`), which only that user can
-/// truncate; the cursor page must carry the seals against shrinking and growing. A process that
-/// took over the socket's path cannot hand the reader files it could pull away.
+/// ring must be what a broker's ring file is (a regular file with one link, of the user at the
+/// other end of the socket as `SO_PEERCRED` reports it, writable by that user only), which only
+/// that user can truncate; the cursor page must carry the seals against shrinking and growing.
+/// What the reader trusts is the socket's path: the process listening there is the peer these
+/// checks are made against, so the path belongs in a directory only the broker's user can write.
 fn check_files(
     ring: &std::os::fd::OwnedFd,
     page: &std::os::fd::OwnedFd,
@@ -712,6 +714,18 @@ fn check_files(
         return Err(refused(format!(
             "the ring file belongs to user {}, the broker runs as user {broker_uid}",
             stat.st_uid
+        )));
+    }
+    if stat.st_nlink != 1 {
+        return Err(refused(format!(
+            "the ring file has {} links (a broker's ring has one)",
+            stat.st_nlink
+        )));
+    }
+    if stat.st_mode & 0o022 != 0 {
+        return Err(refused(format!(
+            "the ring file is writable by others (mode {:o})",
+            stat.st_mode & 0o7777
         )));
     }
     let seals = rustix::fs::fcntl_get_seals(page)
@@ -751,11 +765,16 @@ mod tests {
         fd
     }
 
-    /// A regular file of this user, already unlinked.
-    fn regular_file() -> OwnedFd {
-        let path = std::env::temp_dir().join(format!("ringmq-client-check-{}", std::process::id()));
-        let file = std::fs::File::create(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
+    /// A regular file of this user in `dir`, with one link and mode 0600.
+    fn regular_file(dir: &std::path::Path, name: &str) -> OwnedFd {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join(name))
+            .unwrap();
         OwnedFd::from(file)
     }
 
@@ -764,7 +783,9 @@ mod tests {
     #[test]
     fn files_that_could_shrink_under_the_mapping_are_refused() {
         let uid = rustix::process::getuid().as_raw();
-        let ring = regular_file();
+        let dir = std::env::temp_dir().join(format!("ringmq-client-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ring = regular_file(&dir, "ring");
         let sealed = memfd(SealFlags::SHRINK | SealFlags::GROW);
         check_files(&ring, &sealed, uid).unwrap();
 
@@ -773,10 +794,26 @@ mod tests {
         assert!(error.contains("belongs to user"), "{error}");
         let error = refusal(check_files(&ring, &memfd(SealFlags::GROW), uid));
         assert!(error.contains("not sealed against resizing"), "{error}");
-        let error = refusal(check_files(&ring, &regular_file(), uid));
-        assert!(error.contains("not a sealed memfd"), "{error}");
-        let directory = OwnedFd::from(std::fs::File::open(std::env::temp_dir()).unwrap());
+        // A plain file as the page: `F_GET_SEALS` fails on most filesystems, and on tmpfs it
+        // answers without the seals; refused either way.
+        let error = refusal(check_files(&ring, &regular_file(&dir, "page"), uid));
+        assert!(error.contains("refusing to map") && error.contains("cursor page"), "{error}");
+        let directory = OwnedFd::from(std::fs::File::open(&dir).unwrap());
         let error = refusal(check_files(&directory, &sealed, uid));
         assert!(error.contains("not a regular file"), "{error}");
+        // Not what a broker's ring is: a second link, or writable by others.
+        std::fs::hard_link(dir.join("ring"), dir.join("ring-link")).unwrap();
+        let error = refusal(check_files(&ring, &sealed, uid));
+        assert!(error.contains("2 links"), "{error}");
+        std::fs::remove_file(dir.join("ring-link")).unwrap();
+        rustix::fs::fchmod(&ring, rustix::fs::Mode::from_raw_mode(0o666)).unwrap();
+        let error = refusal(check_files(&ring, &sealed, uid));
+        assert!(error.contains("writable by others"), "{error}");
+        // An unlinked file (or a memfd) is no broker's ring either.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let error = refusal(check_files(&ring, &sealed, uid));
+        assert!(error.contains("0 links"), "{error}");
+        let error = refusal(check_files(&memfd(SealFlags::empty()), &sealed, uid));
+        assert!(error.contains("0 links"), "{error}");
     }
 }

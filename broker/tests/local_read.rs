@@ -244,6 +244,121 @@ async fn a_reader_on_a_killed_brokers_page_never_takes_the_next_brokers_bytes() 
     .await;
 }
 
+/// The broker SIGKILLed and restarted on the same data at seeded random moments, while a
+/// producer writes without pause and a local reader reads a 1 MiB ring the producer keeps
+/// lapping: every record the reader is handed is whole (its value is the one its sequence names),
+/// offsets only grow, and the reader never reports a batch as corrupt: it goes on through every
+/// restart, told `OffsetOutOfRange` when it fell behind. (A reader still on a dead broker's page
+/// while the next one laps it is rare here, the reader keeps up; the test above makes that case
+/// happen.) `RINGMQ_LOCAL_CRASH_CYCLES` sets the
+/// cycles (default 3), `TEST_SEED` replays a run (the seed is printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_reader_through_repeated_broker_kills_gets_only_whole_batches() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let cycles: u64 = std::env::var("RINGMQ_LOCAL_CRASH_CYCLES")
+        .ok()
+        .and_then(|cycles| cycles.parse().ok())
+        .unwrap_or(3);
+    let mut seed: u64 =
+        std::env::var("TEST_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                as u64
+                | 1
+        });
+    eprintln!("local crash loop: TEST_SEED={seed} RINGMQ_LOCAL_CRASH_CYCLES={cycles}");
+    let (mut broker, _dir, socket) = local_broker(&[]);
+    within(60 + 10 * cycles, async {
+        small_topic(&broker.address).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let address = broker.address.clone();
+        let producing = tokio::spawn({
+            let stop = Arc::clone(&stop);
+            async move {
+                let mut sequence = 100u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(client) = Client::connect(&address).await else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let Ok(producer) = client.producer().batch_bytes(16 << 10).build().await else {
+                        continue;
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        let values: Vec<Vec<u8>> = (sequence..sequence + 64).map(value).collect();
+                        sequence += 64;
+                        let records = values
+                            .iter()
+                            .map(|value| ProducerRecord::new("small", value).partition(0));
+                        // Sends that a kill cuts short fail: the producer starts over.
+                        let delivered =
+                            producer.send_batch(records.collect::<Vec<_>>()).await.await;
+                        if delivered.failed() > 0 {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let reading = tokio::spawn({
+            let (stop, socket) = (Arc::clone(&stop), socket.clone());
+            async move {
+                let mut consumer = LocalConsumer::builder(&socket, "small", 0)
+                    .max_wait(Duration::from_millis(100))
+                    .build()
+                    .await
+                    .unwrap();
+                let (mut read, mut lapped, mut last) = (0u64, 0u64, None::<u64>);
+                while !stop.load(Ordering::Relaxed) {
+                    match consumer.next_batch().await {
+                        Ok(Some(batch)) => {
+                            for record in batch.records().unwrap() {
+                                let bytes = record.value.unwrap();
+                                let text = String::from_utf8_lossy(bytes);
+                                let sequence: u64 =
+                                    text.split(' ').nth(1).unwrap().parse().unwrap();
+                                assert_eq!(bytes, value(sequence), "offset {}", record.offset);
+                                assert!(last.is_none_or(|last| record.offset > last));
+                                last = Some(record.offset);
+                                read += 1;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(ClientError::OffsetOutOfRange { earliest, .. }) => {
+                            lapped += 1;
+                            consumer.seek(earliest);
+                        }
+                        // The broker is down or starting: try again.
+                        Err(error) if error.is_retriable() => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(error) => panic!("the local reader failed: {error}"),
+                    }
+                }
+                (read, lapped, consumer.reopened())
+            }
+        });
+        let mut random = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..cycles {
+            tokio::time::sleep(Duration::from_millis(150 + random() % 600)).await;
+            broker.restart_same_port();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Relaxed);
+        producing.await.unwrap();
+        let (read, lapped, reopened) = reading.await.unwrap();
+        eprintln!("{cycles} kills: {read} records read, {lapped} times lapped, {reopened} reopens");
+        assert!(read > 0);
+        assert!(reopened >= 1, "the reader opened the partition on a new broker");
+    })
+    .await;
+}
+
 /// A broker killed with SIGKILL and restarted on the same data under a local reader: the reader
 /// notices, reconnects (the stale socket file is replaced), and goes on from its offset, each
 /// record once.

@@ -290,8 +290,8 @@ impl Exclusive {
     /// other byte of the file is written. A same-host reader still on the cursor page of the
     /// broker that had the ring before checks its copies against the word and so never takes a
     /// byte written after this for one of the old broker's ([`ringmq_protocol::local`], "A broker
-    /// that dies"). Returns the new value, which this broker's page states.
-    pub(crate) fn begin_incarnation(&mut self, at: usize) -> u64 {
+    /// that dies"). The new value is kept for this broker's page ([`Exclusive::share_with`]).
+    pub(crate) fn begin_incarnation(&mut self, at: usize) {
         let end = at.checked_add(8).expect("the incarnation word's range fits usize");
         assert!(
             at.is_multiple_of(8) && end <= self.layout.data_start_bytes(),
@@ -306,7 +306,6 @@ impl Exclusive {
         // processes' view too (the readers' fence pairs with this one).
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         self.incarnation = Some((u64::try_from(at).expect("usize fits u64"), value));
-        value
     }
 
     /// The layout.

@@ -78,6 +78,18 @@ impl OffsetIndex {
         }
     }
 
+    /// Writer: the log now ends at `position` (a truncation of its tail; `head` is its head
+    /// position). Slots whose entry names a batch at or past `position` are filled again by the
+    /// next notes; readers already ignore them, as they lie at or past the published end.
+    pub(crate) fn rewind(&self, filled_until: &mut u64, position: u64, head: u64) {
+        let floor = self.fill_cursor(head);
+        let mut slot = (*filled_until).min(position.div_ceil(self.interval));
+        while slot > floor && self.load(slot - 1).1 >= position {
+            slot -= 1;
+        }
+        *filled_until = slot;
+    }
+
     /// Reader: the last indexed batch with base offset at or below `target`, among batches
     /// between `head` and `end` (positions, `end` as published). `None` means the index moved
     /// under the reader (it was lapped) and the caller should retry.
@@ -195,6 +207,26 @@ mod tests {
         // The second batch runs to 131_021, across all of slot 1, which no batch starts in.
         assert_eq!(index.lookup(0, 0, 131_021), Some(Hint { position: 0, offset: 0 }));
         assert_eq!(index.lookup(15, 0, 131_021), Some(Hint { position: 0, offset: 0 }));
+    }
+
+    #[test]
+    fn a_rewind_refills_every_slot_naming_a_truncated_batch() {
+        let index = OffsetIndex::new(1 << 16, 4096);
+        let mut fill = 0;
+        for (position, offset) in [(0, 0), (3000, 5), (9000, 9), (9500, 12), (13000, 20)] {
+            index.note(&mut fill, position, offset);
+        }
+        assert_eq!(fill, 4);
+        // Truncated at the batch at 9000: slots 2 (first batch at or after 8192 is 9000) and 3
+        // must be filled again; slot 1 names 9000 too (no batch starts in 4096..8192).
+        index.rewind(&mut fill, 9000, 0);
+        assert_eq!(fill, 1);
+        index.note(&mut fill, 9000, 9);
+        index.note(&mut fill, 9100, 10);
+        assert_eq!(index.lookup(10, 0, 9200), Some(Hint { position: 9000, offset: 9 }));
+        // A truncation inside a slot whose entry is kept leaves it.
+        index.rewind(&mut fill, 9100, 0);
+        assert_eq!(fill, 3);
     }
 
     #[test]

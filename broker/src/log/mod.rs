@@ -21,11 +21,20 @@
 //! 4. Recovery finds the true end after any crash ([`recovery`], the crash-image tests).
 //! 5. Durability is explicit: [`LogWriter::append`] returns once the batch is in the shared
 //!    mapping (it survives `kill -9`); [`Log::sync`] is the `msync` that makes everything
-//!    published so far survive an OS crash, shared by every batch it covers.
+//!    written so far survive an OS crash, shared by every batch it covers.
 //! 6. The mapping is touched only through `raw` (no slice over the whole mapping once shared).
 //! 7. Files are allocated for real (`fallocate`) before mapping, pre-faulted, and the data
 //!    directory is locked ([`DataDir`]).
 //! 8. Every size is bounded and checked: [`LogConfig::new`].
+//! 9. A log that publishes on commit ([`LogConfig::with_publish_on_commit`], a replicated
+//!    partition's) shows readers committed batches only: an append is written (and synced by
+//!    [`Log::sync`]) but published by [`LogWriter::commit`]; [`LogWriter::truncate`] removes an
+//!    uncommitted tail, never a committed batch, and durably: the removed bytes are zeroed and
+//!    synced before it returns, so no recovery brings them back and no later batch links to them
+//!    (`commits_and_truncations_of_the_uncommitted_tail_survive_restarts`,
+//!    `a_truncation_at_a_chunk_start_is_not_undone_by_a_restart`; `raw`'s tail leases and rewind,
+//!    with their loom models). The ring never reclaims an uncommitted batch
+//!    ([`StorageError::Uncommitted`]).
 
 mod entry;
 mod index;
@@ -86,6 +95,7 @@ pub struct LogConfig {
     prefault: bool,
     sync_method: SyncMethod,
     local_readers: bool,
+    publish_on_commit: bool,
 }
 
 /// How a sync makes a range of the ring durable. Each waits until the bytes are on the device
@@ -183,6 +193,20 @@ impl LogConfig {
         Self { local_readers, ..self }
     }
 
+    /// Whether readers see a batch only once it is committed ([`LogWriter::commit`]), as a
+    /// replicated partition's log does, rather than as soon as it is appended.
+    pub fn publish_on_commit(&self) -> bool {
+        self.publish_on_commit
+    }
+
+    /// The same geometry, publishing on commit or on append. A log that publishes on commit
+    /// opens with nothing published: its owner commits what its replication protocol says is
+    /// committed, and may truncate the rest ([`LogWriter::truncate`]).
+    #[must_use]
+    pub fn with_publish_on_commit(self, publish_on_commit: bool) -> Self {
+        Self { publish_on_commit, ..self }
+    }
+
     /// Checks and completes a ring geometry. Without `chunk_size` one is chosen: about
     /// [`CHUNK_COUNT_DEFAULT`] chunks, at least 64 KiB and at least `batch_size_max` where the
     /// capacity allows. The capacity is rounded down to a whole number of chunks.
@@ -258,6 +282,7 @@ impl LogConfig {
             prefault: true,
             sync_method: SyncMethod::Msync,
             local_readers: false,
+            publish_on_commit: false,
         })
     }
 
@@ -354,6 +379,31 @@ pub enum StorageError {
     ChunkBusy {
         /// Leases still held.
         readers: u64,
+    },
+    /// A truncation is waiting for readers of the truncated range to finish: retry it (nothing
+    /// else may be written until it is done).
+    #[error("truncation of the uncommitted tail waits for {readers} reader(s); retry")]
+    TruncationBusy {
+        /// Leases still held.
+        readers: u64,
+    },
+    /// The ring has no room left that is not committed: the oldest chunk it would reclaim holds
+    /// uncommitted batches.
+    #[error("the ring is full of uncommitted batches ({uncommitted} bytes); commit before appending more")]
+    Uncommitted {
+        /// Bytes written and not committed.
+        uncommitted: u64,
+    },
+    /// A commit or truncation named an offset that is not a batch boundary of the uncommitted
+    /// tail.
+    #[error("offset {offset} is not a batch boundary between the committed offset {committed} and the next offset {next}")]
+    NotABoundary {
+        /// The offset asked for.
+        offset: u64,
+        /// Offset after the last committed record.
+        committed: u64,
+        /// Offset after the last written record.
+        next: u64,
     },
 }
 
@@ -469,9 +519,14 @@ struct Shared {
     path: PathBuf,
     batch_size_max: u32,
     sync_method: SyncMethod,
+    /// Readers see batches once committed, not once appended ([`LogConfig::publish_on_commit`]).
+    publish_on_commit: bool,
     head_position: AtomicU64,
     head_offset: AtomicU64,
+    /// Offset after the last published (committed) record: what readers may read up to.
     next_offset: AtomicU64,
+    /// Offset after the last written record (the next offset, committed or not).
+    written_offset: AtomicU64,
     synced_position: AtomicU64,
     durable_offset: AtomicU64,
     poison: OnceLock<Poison>,
@@ -768,9 +823,15 @@ fn start(
     exclusive.flush_all().map_err(io_error("write the superblock"))?;
 
     let next_generation = recovered.next_generation();
-    let published = match recovered.tail_generation {
+    let written = match recovered.tail_generation {
         Some(_) => recovered.tail_position,
         None => layout.generation_start(next_generation),
+    };
+    // A log that publishes on commit is owned by a replication protocol, which commits what it
+    // knows is committed: until then nothing is published.
+    let (published, published_offset) = match config.publish_on_commit {
+        true if recovered.tail_generation.is_some() => (head_position, recovered.head_offset),
+        _ => (written, recovered.next_offset),
     };
     // A heap ring has no file to hand a same-host reader, so it keeps no page.
     let page = match config.local_readers && !exclusive.is_heap() {
@@ -785,7 +846,7 @@ fn start(
         false => None,
     };
     let (core, cursor) =
-        exclusive.share_with(published, recovered.tail_generation, next_generation, page);
+        exclusive.share_with(published, written, recovered.tail_generation, next_generation, page);
     let shared = std::sync::Arc::new(Shared {
         core,
         index,
@@ -793,10 +854,12 @@ fn start(
         path: path.to_owned(),
         batch_size_max: config.batch_size_max,
         sync_method: config.sync_method,
+        publish_on_commit: config.publish_on_commit,
         head_position: AtomicU64::new(head_position),
         head_offset: AtomicU64::new(recovered.head_offset),
-        next_offset: AtomicU64::new(recovered.next_offset),
-        synced_position: AtomicU64::new(published),
+        next_offset: AtomicU64::new(published_offset),
+        written_offset: AtomicU64::new(recovered.next_offset),
+        synced_position: AtomicU64::new(written),
         durable_offset: AtomicU64::new(recovered.next_offset),
         poison: OnceLock::new(),
         sync_lock: Mutex::new(state),
@@ -913,9 +976,15 @@ impl Log {
         self.shared.head_offset.load(Ordering::Acquire)
     }
 
-    /// Offset the next record will get.
+    /// Offset after the last record readers may read: the next offset, or on a log that
+    /// publishes on commit, the offset after the last committed record (Kafka's high watermark).
     pub fn next_offset(&self) -> u64 {
         self.shared.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Offset the next record will get: after the last written record, committed or not.
+    pub fn written_offset(&self) -> u64 {
+        self.shared.written_offset.load(Ordering::Acquire)
     }
 
     /// Every record below this offset is on disk (synced).
@@ -964,8 +1033,9 @@ impl Log {
         self.shared.synced_position.load(Ordering::Acquire)
     }
 
-    /// Syncs everything published so far (by the log's [`SyncMethod`]; by default `msync(MS_SYNC)`
-    /// of the range written since the last sync): every record below the returned
+    /// Syncs everything written so far, published or not (by the log's [`SyncMethod`]; by
+    /// default `msync(MS_SYNC)` of the range written since the last sync): every record below the
+    /// returned
     /// offset, and every byte below the returned position, survives an OS crash. One call covers
     /// every batch published before it started, so concurrent producers share it. Blocks for the
     /// duration of the sync.
@@ -981,8 +1051,8 @@ impl Log {
             return Err(poison.clone());
         }
         // The offset first, then the end: the end is at or past that offset's batches.
-        let target_offset = shared.next_offset.load(Ordering::Acquire);
-        let target_end = shared.core.published_end();
+        let target_offset = shared.written_offset.load(Ordering::Acquire);
+        let target_end = shared.core.written_end();
         let from = shared.synced_position.load(Ordering::Acquire);
         if let Err(source) = shared.core.flush_data(from, target_end, shared.sync_method) {
             return Err(shared.poison_with(FailedStep::Sync, source));

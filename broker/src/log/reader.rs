@@ -296,7 +296,7 @@ impl Log {
     ) -> Result<(u64, u64, u32), Restart> {
         let lease =
             RingCore::lease(&self.shared.core, chunk_start).map_err(|error| match error {
-                LeaseError::TooManyReaders => Restart::Busy,
+                LeaseError::TooManyReaders | LeaseError::Rewinding => Restart::Busy,
                 LeaseError::Reclaimed | LeaseError::NotPublished => Restart::Lapped,
             })?;
         let bytes = lease.bytes();
@@ -382,7 +382,7 @@ impl Log {
         let mut expected = hint.offset;
         loop {
             let lease = RingCore::lease(core, position).map_err(|error| match error {
-                LeaseError::TooManyReaders => Restart::Busy,
+                LeaseError::TooManyReaders | LeaseError::Rewinding => Restart::Busy,
                 LeaseError::Reclaimed | LeaseError::NotPublished => Restart::Lapped,
             })?;
             let bytes = lease.bytes();

@@ -808,3 +808,174 @@ fn sync_methods_parse_and_print() {
     let error = "fsync".parse::<SyncMethod>().unwrap_err().to_string();
     assert!(error.contains("\"fsync\"") && error.contains("range+fdatasync"), "{error}");
 }
+
+/// The committed records of a log that publishes on commit, as `read_all` sees them.
+fn committed_records(log: &Log) -> Vec<(u64, Vec<u8>)> {
+    if log.next_offset() == log.earliest_offset() {
+        return Vec::new();
+    }
+    read_all(log)
+}
+
+/// A replicated partition's log (publish on commit) against a model, through appends, commits,
+/// truncations of the uncommitted tail (within a chunk and back across chunks), syncs and
+/// kill -9 restarts: readers see exactly the committed records; after a restart the log holds
+/// exactly what was written and not truncated (a truncation is never undone by recovery, and a
+/// batch written after it never brings back one it removed), and nothing is published until the
+/// owner commits again.
+#[test]
+#[cfg_attr(miri, ignore = "file mmap")]
+fn commits_and_truncations_of_the_uncommitted_tail_survive_restarts() {
+    let mut rng =
+        TestRng::from_env("commits_and_truncations_of_the_uncommitted_tail_survive_restarts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::lock(dir.path()).unwrap();
+    let path = dir.path().join("0.ring");
+    let config = config(8).with_publish_on_commit(true);
+    let (mut log, mut writer, _) = open(&data, &path, &config, OpenMode::Create).unwrap();
+    // Every written record, and the offsets where batches start (truncation points).
+    let mut written: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut boundaries: Vec<u64> = vec![0];
+    let mut committed = 0u64;
+    let mut next = 0u64;
+    let mut truncations = 0;
+    let mut restarts = 0;
+    for step in 0..3_000u64 {
+        match rng.below(12) {
+            0..=5 => {
+                let values: Vec<Vec<u8>> = (0..1 + rng.below(4))
+                    .map(|i| value_for(next + i + step, 20 + rng.below(300) as usize))
+                    .collect();
+                match append_values(&mut writer, &values) {
+                    Ok(appended) => {
+                        assert_eq!(appended.base_offset, next);
+                        for (i, value) in values.into_iter().enumerate() {
+                            written.push((next + i as u64, value));
+                        }
+                        boundaries.push(appended.next_offset);
+                        next = appended.next_offset;
+                    }
+                    Err(StorageError::Uncommitted { .. }) => {
+                        // The ring is full of uncommitted batches: commit them all.
+                        writer.commit(next).unwrap();
+                        committed = next;
+                    }
+                    Err(error) => panic!("step {step}: {error}"),
+                }
+            }
+            6..=7 => {
+                let candidates: Vec<u64> =
+                    boundaries.iter().copied().filter(|&b| b >= committed).collect();
+                let offset = candidates[rng.below(candidates.len() as u64) as usize];
+                writer.commit(offset).unwrap();
+                committed = committed.max(offset);
+            }
+            8..=9 => {
+                let candidates: Vec<u64> =
+                    boundaries.iter().copied().filter(|&b| b >= committed).collect();
+                let offset = candidates[rng.below(candidates.len() as u64) as usize];
+                writer.truncate(offset).unwrap();
+                let first = written.first().map_or(0, |(offset, _)| *offset);
+                written.truncate((offset - first) as usize);
+                boundaries.retain(|&b| b <= offset);
+                next = offset;
+                truncations += 1;
+            }
+            10 => {
+                log.sync().unwrap();
+            }
+            _ => {
+                // kill -9: no close; the shared mapping keeps every byte written.
+                drop((log, writer));
+                let (reopened, rewriter, _) =
+                    open(&data, &path, &config, OpenMode::Existing).unwrap();
+                (log, writer) = (reopened, rewriter);
+                restarts += 1;
+                assert_eq!(log.written_offset(), next, "step {step}: the written log survives");
+                assert_eq!(log.next_offset(), log.earliest_offset(), "nothing published on open");
+                writer.commit(committed).unwrap();
+            }
+        }
+        // The head may have moved past records the model still holds.
+        let earliest = log.earliest_offset();
+        if let Some(drop_count) = written.iter().position(|(offset, _)| *offset >= earliest) {
+            written.drain(..drop_count);
+        } else {
+            written.clear();
+        }
+        boundaries.retain(|&b| b >= earliest);
+        assert_eq!(log.next_offset(), committed, "step {step}");
+        assert_eq!(log.written_offset(), next, "step {step}");
+        if step % 10 == 0 {
+            let expected: Vec<_> =
+                written.iter().filter(|(offset, _)| *offset < committed).cloned().collect();
+            assert_eq!(
+                committed_records(&log),
+                expected,
+                "step {step}: readers see the committed log"
+            );
+        }
+    }
+    eprintln!("{truncations} truncations, {restarts} restarts");
+    assert!(truncations > 100 && restarts > 100);
+}
+
+/// A truncation at the first batch of a chunk keeps the chunk before it whole and hands the
+/// later ones back: they are zeroed, so a restart right after it cannot link them to the kept
+/// log again (their first offsets would continue it exactly). Also the truncation of everything.
+#[test]
+#[cfg_attr(miri, ignore = "file mmap")]
+fn a_truncation_at_a_chunk_start_is_not_undone_by_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::lock(dir.path()).unwrap();
+    let path = dir.path().join("0.ring");
+    let config = config(8).with_publish_on_commit(true);
+    let (log, mut writer, _) = open(&data, &path, &config, OpenMode::Create).unwrap();
+    // The base offsets of batches that start a chunk (a batch never straddles one).
+    let mut chunk_starts = Vec::new();
+    let mut last_chunk = None;
+    while chunk_starts.len() < 3 {
+        let next = writer.next_offset();
+        let appended = append_values(&mut writer, &[value_for(next, 500)]).unwrap();
+        let chunk = (appended.end_position - 1) / CHUNK;
+        if last_chunk != Some(chunk) {
+            chunk_starts.push(appended.base_offset);
+            last_chunk = Some(chunk);
+        }
+    }
+    let written = writer.next_offset();
+    // The first batch of the second chunk: the first chunk stays, whole.
+    let cut = chunk_starts[1];
+    writer.commit(1).unwrap();
+    writer.truncate(cut).unwrap();
+    assert_eq!((log.written_offset(), log.next_offset()), (cut, 1));
+    drop((log, writer));
+    let (log, mut writer, _) = open(&data, &path, &config, OpenMode::Existing).unwrap();
+    assert_eq!(log.written_offset(), cut, "written {written}, truncated at {cut}");
+    writer.commit(cut).unwrap();
+    let records = read_all(&log);
+    assert_eq!(records.len() as u64, cut);
+    assert!(records.iter().all(|(offset, value)| *value == value_for(*offset, 500)));
+    // Everything that is not committed, back to the start.
+    let mut writer_next = cut;
+    for _ in 0..20 {
+        writer_next =
+            append_values(&mut writer, &[value_for(writer_next, 300)]).unwrap().next_offset;
+    }
+    writer.truncate(cut).unwrap();
+    drop((log, writer));
+    let (log, _writer, _) = open(&data, &path, &config, OpenMode::Existing).unwrap();
+    assert_eq!(log.written_offset(), cut);
+
+    // A log all of whose batches are truncated.
+    let path = dir.path().join("1.ring");
+    let (log, mut writer, _) = open(&data, &path, &config, OpenMode::Create).unwrap();
+    for offset in 0..30 {
+        append_values(&mut writer, &[value_for(offset, 400)]).unwrap();
+    }
+    writer.truncate(0).unwrap();
+    drop((log, writer));
+    let (log, mut writer, _) = open(&data, &path, &config, OpenMode::Existing).unwrap();
+    assert_eq!((log.earliest_offset(), log.written_offset()), (0, 0));
+    assert_eq!(append_values(&mut writer, &[value_for(0, 10)]).unwrap().base_offset, 0);
+}

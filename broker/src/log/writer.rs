@@ -4,12 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ringmq_protocol::batch::stamp;
+use ringmq_protocol::batch::{stamp, BatchHeader};
 use ringmq_protocol::limits::BATCH_HEADER_SIZE;
 use ringmq_protocol::BatchView;
 
-use super::entry::{end_marker, Entry, CLOSE_SIZE, END_MARKER_SIZE, ENTRY_SIZE};
-use super::raw::{Claim, WriteCursor};
+use super::entry::{end_marker, read_end_marker, Entry, CLOSE_SIZE, END_MARKER_SIZE, ENTRY_SIZE};
+use super::raw::{Claim, LeaseError, Rewind, RingCore, WriteCursor};
 use super::superblock::Checkpoint;
 use super::{Shared, StorageError};
 
@@ -32,6 +32,17 @@ pub struct LogWriter {
     /// Base offset of the first batch of each chunk slot's current generation.
     chunk_first_offset: Box<[u64]>,
     term: u32,
+    /// A truncation waiting for readers of its range: where it cuts, the offset there, and the
+    /// written end before it.
+    truncating: Option<Truncating>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Truncating {
+    position: u64,
+    offset: u64,
+    old_written: u64,
+    readers: u64,
 }
 
 /// Where an appended batch landed.
@@ -84,6 +95,7 @@ impl LogWriter {
             chunk_first_offset,
             term,
             entries,
+            truncating: None,
         }
     }
 
@@ -121,6 +133,7 @@ impl LogWriter {
     /// or [`StorageError::Poisoned`] after an I/O failure.
     pub fn append(&mut self, batch: &BatchView<'_>) -> Result<Appended, StorageError> {
         self.shared.check_poison()?;
+        self.check_not_truncating()?;
         let bytes = batch.as_bytes();
         let size = bytes.len() as u64;
         if size > u64::from(self.shared.batch_size_max) {
@@ -156,9 +169,12 @@ impl LogWriter {
         self.shared.index.note(&mut self.index_fill, position, base_offset);
         self.tail += size;
         self.next_offset = base_offset + u64::from(batch.record_count());
-        self.cursor.publish(self.tail);
-        // After the publish: a reader that sees this offset also sees the bytes (see `Log::read`).
-        self.shared.next_offset.store(self.next_offset, Ordering::Release);
+        self.advance();
+        if !self.shared.publish_on_commit {
+            // After the publish: a reader that sees this offset also sees the bytes (see
+            // `Log::read`).
+            self.shared.next_offset.store(self.next_offset, Ordering::Release);
+        }
         if self.tail == self.chunk_end {
             self.needs_chunk = true;
         }
@@ -175,8 +191,203 @@ impl LogWriter {
         self.cursor.write(self.tail, &end_marker(self.next_offset));
         debug_assert!(self.tail + END_MARKER_SIZE as u64 <= self.entry_position(self.entries));
         self.tail = self.chunk_end;
-        self.cursor.publish(self.tail);
+        self.advance();
         self.needs_chunk = true;
+    }
+
+    /// Everything below the tail is written: published too, unless the log publishes on commit.
+    fn advance(&mut self) {
+        if self.shared.publish_on_commit {
+            self.cursor.mark_written(self.tail);
+        } else {
+            self.cursor.publish(self.tail);
+        }
+        // After the bytes: a sync that loads this offset loads an end past its batches.
+        self.shared.written_offset.store(self.next_offset, Ordering::Release);
+    }
+
+    fn check_not_truncating(&self) -> Result<(), StorageError> {
+        match self.truncating {
+            Some(truncating) => Err(StorageError::TruncationBusy { readers: truncating.readers }),
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes every batch below `offset` to readers, on a log that publishes on commit
+    /// ([`super::LogConfig::publish_on_commit`]): readers then read up to it, and
+    /// [`super::Log::next_offset`] says `offset`. A commit at or below the committed offset
+    /// changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::NotABoundary`] unless `offset` ends a written batch;
+    /// [`StorageError::TruncationBusy`] while a truncation waits; [`StorageError::Poisoned`].
+    pub fn commit(&mut self, offset: u64) -> Result<(), StorageError> {
+        self.shared.check_poison()?;
+        self.check_not_truncating()?;
+        let committed = self.shared.next_offset.load(Ordering::Acquire);
+        if offset <= committed {
+            return Ok(());
+        }
+        let (position, reached) =
+            self.walk_written(self.cursor.published(), committed, offset, |_, _| ())?;
+        if reached != offset {
+            return Err(self.not_a_boundary(offset));
+        }
+        self.cursor.publish(position);
+        // After the publish, as in `append`.
+        self.shared.next_offset.store(offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes every batch from `offset` on: the uncommitted tail that a replication protocol
+    /// found to conflict with its leader's log. `offset` must start a written batch at or past
+    /// the committed offset (or be the next offset: nothing to do). When this returns the removal
+    /// is durable: the removed bytes are zeroed and synced, so no recovery brings them back, and
+    /// the next batch gets `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::TruncationBusy`] while a reader of the uncommitted tail still reads the
+    /// range (leases are short): nothing may be written until a retry of the same truncation
+    /// succeeds. [`StorageError::NotABoundary`], or [`StorageError::Poisoned`] (also after the
+    /// sync of the zeroed range fails).
+    pub fn truncate(&mut self, offset: u64) -> Result<(), StorageError> {
+        self.shared.check_poison()?;
+        let mut truncating = match self.truncating {
+            Some(truncating) if truncating.offset == offset => truncating,
+            Some(truncating) => {
+                return Err(StorageError::TruncationBusy { readers: truncating.readers })
+            }
+            None => {
+                let committed = self.shared.next_offset.load(Ordering::Acquire);
+                if offset == self.next_offset && offset >= committed {
+                    return Ok(());
+                }
+                if offset < committed || offset > self.next_offset {
+                    return Err(self.not_a_boundary(offset));
+                }
+                let (position, reached) =
+                    self.walk_written(self.cursor.published(), committed, offset, |_, _| ())?;
+                if reached != offset {
+                    return Err(self.not_a_boundary(offset));
+                }
+                Truncating { position, offset, old_written: self.cursor.written(), readers: 0 }
+            }
+        };
+        // Syncs wait meanwhile: none may load the old written end with the new written offset,
+        // or the other way round, and none may store a synced position past the cut.
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.sync_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Rewind::Busy { readers } = self.cursor.try_rewind(truncating.position) {
+            truncating.readers = readers;
+            self.truncating = Some(truncating);
+            return Err(StorageError::TruncationBusy { readers });
+        }
+        self.truncating = None;
+        self.cut_at(truncating.position, offset);
+        let layout = *self.cursor.core().layout();
+        let zeroed_end = truncating.old_written.div_ceil(layout.chunk_size()) * layout.chunk_size();
+        if let Err(source) =
+            shared.core.flush_data(truncating.position, zeroed_end, shared.sync_method)
+        {
+            return Err(shared.poison_with(super::FailedStep::Sync, source).into());
+        }
+        shared.synced_position.fetch_min(truncating.position, Ordering::AcqRel);
+        shared.durable_offset.fetch_min(offset, Ordering::AcqRel);
+        if state.stored_durable_offset > offset {
+            shared.store_durable(&mut state, offset)?;
+        }
+        Ok(())
+    }
+
+    /// The writer's own state after the cursor rewound to `position`, where the batch of base
+    /// offset `offset` started: the chunk keeping the byte before it is written on from there,
+    /// after its framing past the kept batches is zeroed.
+    fn cut_at(&mut self, position: u64, offset: u64) {
+        let layout = *self.cursor.core().layout();
+        self.next_offset = offset;
+        self.tail = position;
+        if position.is_multiple_of(layout.chunk_size()) {
+            // The chunk before was left whole (closed); the next append claims the next one.
+            self.chunk_end = position;
+            self.needs_chunk = true;
+            self.entries = 0;
+        } else {
+            let generation = layout.generation(position);
+            let chunk_start = layout.generation_start(generation);
+            let slot = layout.slot(generation);
+            let first = self.chunk_first_offset[slot];
+            // The kept batches of the chunk: their count, and the chunk's times again.
+            let time_index = &self.shared.time_index;
+            time_index.start(slot, first);
+            let mut entries = 0usize;
+            let (_, reached) = self
+                .walk_written(chunk_start, first, offset, |_, header| {
+                    entries += 1;
+                    time_index.note(slot, header.max_timestamp());
+                })
+                .expect("the writer's own chunk walks (no lease can be refused to it here)");
+            assert_eq!(reached, offset, "the kept batches end where the truncation cuts");
+            self.chunk_end = chunk_start + layout.chunk_size();
+            self.needs_chunk = false;
+            self.entries = entries;
+            // Batches, end marker, close entry and entries of the cut batches: all zero.
+            let keep_from = self.entry_position(entries.saturating_sub(1));
+            let clean_end = if entries == 0 { self.chunk_end } else { keep_from };
+            self.cursor.bytes_mut(position, clean_end - position).fill(0);
+        }
+        let head = self.shared.head_position.load(Ordering::Acquire);
+        self.shared.index.rewind(&mut self.index_fill, position, head);
+        self.shared.written_offset.store(offset, Ordering::Release);
+    }
+
+    fn not_a_boundary(&self, offset: u64) -> StorageError {
+        StorageError::NotABoundary {
+            offset,
+            committed: self.shared.next_offset.load(Ordering::Acquire),
+            next: self.next_offset,
+        }
+    }
+
+    /// Walks the written batches from `position` (a batch start, or the end of a chunk's
+    /// batches, where the log has offset `offset`) through tail leases, calling `visit` with
+    /// each batch's position and header, until the offset reaches `target` or the walk reaches
+    /// the written end. Returns where it stopped and the offset there.
+    fn walk_written(
+        &self,
+        mut position: u64,
+        mut offset: u64,
+        target: u64,
+        mut visit: impl FnMut(u64, &BatchHeader),
+    ) -> Result<(u64, u64), StorageError> {
+        let core = self.cursor.core();
+        let layout = *core.layout();
+        let written = self.cursor.written();
+        while offset < target && position < written {
+            let lease = RingCore::lease_written(core, position).map_err(|error| match error {
+                LeaseError::TooManyReaders => StorageError::ChunkBusy { readers: 0 },
+                other => panic!("the writer's own unreclaimed tail is leasable: {other:?}"),
+            })?;
+            let bytes = lease.bytes();
+            let chunk_end = layout.generation_start(layout.generation(position) + 1);
+            let mut at = 0usize;
+            position = loop {
+                let here = position + at as u64;
+                if offset >= target || here >= written {
+                    break here;
+                }
+                let rest = &bytes[at..];
+                if chunk_end - here < END_MARKER_SIZE as u64 || read_end_marker(rest).is_some() {
+                    break chunk_end;
+                }
+                let header = BatchHeader::peek(rest).expect("the writer's own batch");
+                visit(here, header);
+                offset = header.next_offset();
+                at += header.batch_len();
+            };
+        }
+        Ok((position, offset))
     }
 
     /// Claims the next chunk, reclaiming the oldest one when the ring is full.
@@ -189,6 +400,13 @@ impl LogWriter {
             // The chunk replaced is generation - count; the head moves to the one after it.
             let head_generation = generation - count + 1;
             let head_position = layout.generation_start(head_generation);
+            if head_position > self.cursor.published() {
+                // Only a log that publishes on commit gets here: its uncommitted tail fills the
+                // ring, and reclaiming would drop batches no replica has confirmed.
+                return Err(StorageError::Uncommitted {
+                    uncommitted: self.cursor.written() - self.cursor.published(),
+                });
+            }
             if self.shared.head_position.load(Ordering::Relaxed) < head_position {
                 let slot = layout.slot(head_generation);
                 let head_offset = self.chunk_first_offset[slot];

@@ -18,7 +18,11 @@
 //!    readers. That CAS has acquire ordering and every lease release has release ordering, so every
 //!    read made under a lease happens-before the writer's first write of the new generation.
 //! 3. The writer claims generations one after another (`g`, then `g + 1`, ...), so the tag it
-//!    replaces is always `g - slot_count + 1` (or 0 on the first lap).
+//!    replaces is always `g - slot_count + 1` (or 0 on the first lap). A rewind of the writer
+//!    ([`ChunkTable::try_unclaim`], newest first) hands a claimed generation back: the slot returns
+//!    to the tag it replaced with the reclaiming bit set, the state a `Busy` claim leaves, so no
+//!    lease of either generation can start and the writer's next claim of the slot is again in
+//!    order. The unclaim, like the claim, moves the tag only from a state with zero readers.
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -157,6 +161,38 @@ impl ChunkTable {
         }
     }
 
+    /// The writer's rewind past `generation` (the newest it claimed): the slot goes back to the
+    /// generation it replaced, with the reclaiming bit set (invariant 3), once no lease is held.
+    /// `Busy` leaves the reclaiming bit set, so the leases drain and no new one starts.
+    pub(crate) fn try_unclaim(&self, generation: u64) -> Claim {
+        let replaced = generation.checked_sub(self.slot_count()).map_or(0, tag_of);
+        let state = self.state(generation);
+        let mut current = state.load(Ordering::Acquire);
+        loop {
+            assert_eq!(
+                current & !(READERS_MASK | RECLAIMING),
+                tag_of(generation),
+                "the writer unclaims only a generation it holds (invariant 3)"
+            );
+            let readers = current & READERS_MASK;
+            if readers > 0 {
+                state.fetch_or(RECLAIMING, Ordering::AcqRel);
+                return Claim::Busy { readers };
+            }
+            // INVARIANT 2: as in `try_claim`, the acquire half orders every released lease
+            // before the writer's next writes of the slot.
+            match state.compare_exchange(
+                current,
+                replaced | RECLAIMING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Claim::Claimed,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
     /// Leases currently held on `generation` (0 if the slot holds another one).
     #[cfg(test)]
     pub(crate) fn readers(&self, generation: u64) -> u64 {
@@ -207,6 +243,36 @@ mod tests {
     fn out_of_order_claim_is_a_bug() {
         let table = ChunkTable::new(2, |_| None);
         let _ = table.try_claim(3);
+    }
+
+    #[test]
+    fn an_unclaimed_generation_leases_nothing_and_is_claimed_again_in_order() {
+        let table = ChunkTable::new(2, |_| None);
+        for generation in 0..3 {
+            assert_eq!(table.try_claim(generation), Claim::Claimed);
+        }
+        table.try_lease(2).unwrap();
+        assert_eq!(table.try_unclaim(2), Claim::Busy { readers: 1 });
+        assert_eq!(table.try_lease(2), Err(LeaseRefused::Reclaimed), "draining");
+        table.release(2);
+        assert_eq!(table.try_unclaim(2), Claim::Claimed);
+        // Neither the unclaimed generation nor the one it replaced can be leased.
+        assert_eq!(table.try_lease(2), Err(LeaseRefused::Reclaimed));
+        assert_eq!(table.try_lease(0), Err(LeaseRefused::Reclaimed));
+        assert_eq!(table.try_unclaim(1), Claim::Claimed);
+        assert_eq!(table.try_lease(1), Err(LeaseRefused::Reclaimed));
+        // The writer claims the slots again in order, from the first lap's empty slot on.
+        assert_eq!(table.try_claim(1), Claim::Claimed);
+        assert_eq!(table.try_claim(2), Claim::Claimed);
+        table.try_lease(2).unwrap();
+    }
+
+    #[test]
+    #[should_panic(expected = "only a generation it holds")]
+    fn unclaiming_a_generation_not_held_is_a_bug() {
+        let table = ChunkTable::new(2, |_| None);
+        assert_eq!(table.try_claim(0), Claim::Claimed);
+        let _ = table.try_unclaim(1);
     }
 
     #[test]

@@ -61,8 +61,9 @@ use self::raw::{DirLock, Exclusive, Layout, LocalPage, RingCore, RingFile};
 pub use self::raw::{LayoutError, LocalFiles, RingFileError};
 pub use self::reader::{LocalStart, LogBytes, ReadError, ReadOutcome, Scan, TimedOffset};
 use self::recovery::{RecoveryMode, Truncation};
+pub use self::superblock::REPLICATION_STATE_MAX;
 use self::superblock::{
-    Checkpoint, Superblock, DATA_START, DATA_START_BYTES, INCARNATION_AT, RECORD_SIZE,
+    Checkpoint, Superblock, DATA_START, DATA_START_BYTES, INCARNATION_AT, RECORD_SIZE, STATE_AT,
     SUPERBLOCK_COPIES, SUPERBLOCK_SIZE,
 };
 use self::time_index::TimeIndex;
@@ -394,6 +395,14 @@ pub enum StorageError {
         /// Bytes written and not committed.
         uncommitted: u64,
     },
+    /// A replication state larger than a ring keeps.
+    #[error("replication state of {size} bytes is larger than the {max} a ring keeps")]
+    ReplicationStateTooLarge {
+        /// Its size.
+        size: usize,
+        /// [`REPLICATION_STATE_MAX`].
+        max: usize,
+    },
     /// A commit or truncation named an offset that is not a batch boundary of the uncommitted
     /// tail.
     #[error("offset {offset} is not a batch boundary between the committed offset {committed} and the next offset {next}")]
@@ -532,6 +541,8 @@ struct Shared {
     poison: OnceLock<Poison>,
     /// Serialises syncs and superblock writes.
     sync_lock: Mutex<SuperblockState>,
+    /// The replication state last saved, and its sequence (0: none yet).
+    replication: Mutex<(u64, Option<Vec<u8>>)>,
 }
 
 /// The superblock fields that change while the log runs.
@@ -762,6 +773,8 @@ fn start(
         StorageError::Superblock { path: path.to_owned(), problem: problem.to_string() }
     })?;
     check_geometry(path, &superblock, &layout)?;
+    let replication = superblock::choose_state(exclusive.file())
+        .map_or((0, None), |(sequence, state)| (sequence, Some(state)));
     let recovered = recovery::recover(
         &exclusive.file()[layout.data_start_bytes()..],
         &layout,
@@ -863,6 +876,7 @@ fn start(
         durable_offset: AtomicU64::new(recovered.next_offset),
         poison: OnceLock::new(),
         sync_lock: Mutex::new(state),
+        replication: Mutex::new(replication),
     });
     let report = RecoveryReport {
         path: path.to_owned(),
@@ -1066,6 +1080,44 @@ impl Log {
             shared.store_durable(&mut state, target_offset)?;
         }
         Ok(Synced { offset: shared.durable_offset.load(Ordering::Acquire), position: target_end })
+    }
+
+    /// The replication state last saved ([`Log::save_replication_state`]), if any: what a
+    /// replicated partition's consensus keeps besides its log (vote, membership, ...).
+    pub fn replication_state(&self) -> Option<Vec<u8>> {
+        let saved =
+            self.shared.replication.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        saved.1.clone()
+    }
+
+    /// Saves `state` (at most [`REPLICATION_STATE_MAX`] bytes, which the ring does not interpret)
+    /// in the superblock area: when this returns it survives an OS crash, and a crash during the
+    /// save leaves the state saved before it.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::ReplicationStateTooLarge`]; [`StorageError::Poisoned`] when the write or
+    /// its sync fails (or failed before).
+    pub fn save_replication_state(&self, state: &[u8]) -> Result<(), StorageError> {
+        let shared = &self.shared;
+        if state.len() > REPLICATION_STATE_MAX {
+            return Err(StorageError::ReplicationStateTooLarge {
+                size: state.len(),
+                max: REPLICATION_STATE_MAX,
+            });
+        }
+        shared.check_poison()?;
+        let mut saved =
+            shared.replication.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sequence = saved.0 + 1;
+        let record = superblock::encode_state(sequence, state);
+        let copy = usize::try_from(sequence % 2).expect("0 or 1");
+        let at = copy * SUPERBLOCK_SIZE + STATE_AT;
+        if let Err(source) = shared.core.write_superblock(at, &record) {
+            return Err(shared.poison_with(FailedStep::SuperblockWrite, source).into());
+        }
+        *saved = (sequence, Some(state.to_vec()));
+        Ok(())
     }
 
     /// Makes every later sync fail, as a failing disk would (tests of poisoning).

@@ -148,6 +148,14 @@ impl Iterator for Scan<'_> {
     }
 }
 
+/// How far a read may go: to the published end (every reader), or to the written end (a
+/// replicated partition's leader reading its uncommitted tail to send it to followers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Published,
+    Written,
+}
+
 /// Why one attempt at a read must start over.
 enum Restart {
     /// The writer overtook the read (reclaim, stale or torn index entry).
@@ -334,12 +342,42 @@ impl Log {
     ///
     /// [`ReadError::OffsetOutOfRange`] with the earliest and next offsets, or [`ReadError::Busy`].
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadOutcome, ReadError> {
+        self.read_bounded(offset, max_bytes, Bound::Published)
+    }
+
+    /// [`Log::read`] up to the written end rather than the published one: on a log that publishes
+    /// on commit, the uncommitted tail too (what a leader sends its followers); `next_offset` in
+    /// the outcome is then [`Log::written_offset`]. The view holds a tail lease, which also holds
+    /// off a truncation of the tail ([`super::LogWriter::truncate`] answers `TruncationBusy`
+    /// meanwhile), so it must be as short as any lease.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::read`], with the written offset as the next offset; [`ReadError::Busy`] also
+    /// while a truncation is under way.
+    pub fn read_written(&self, offset: u64, max_bytes: usize) -> Result<ReadOutcome, ReadError> {
+        self.read_bounded(offset, max_bytes, Bound::Written)
+    }
+
+    fn read_bounded(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        bound: Bound,
+    ) -> Result<ReadOutcome, ReadError> {
         let shared = &self.shared;
+        let next_of = || match bound {
+            Bound::Published => shared.next_offset.load(Ordering::Acquire),
+            Bound::Written => shared.written_offset.load(Ordering::Acquire),
+        };
         for _ in 0..READ_ATTEMPTS {
             // The offset first, then the end: bytes for every offset below `next` are published
-            // below `end` (the writer stores them in the opposite order, with release).
-            let next = shared.next_offset.load(Ordering::Acquire);
-            let end = shared.core.published_end();
+            // (written) below `end` (the writer stores them in the opposite order, with release).
+            let next = next_of();
+            let end = match bound {
+                Bound::Published => shared.core.published_end(),
+                Bound::Written => shared.core.written_end(),
+            };
             let earliest = shared.head_offset.load(Ordering::Acquire);
             let head = shared.head_position.load(Ordering::Acquire);
             if offset < earliest || offset > next {
@@ -354,7 +392,7 @@ impl Log {
                 });
             }
             let Some(hint) = shared.index.lookup(offset, head, end) else { continue };
-            match self.read_from(hint, offset, max_bytes) {
+            match self.read_from(hint, offset, max_bytes, bound) {
                 Ok(mut outcome) => {
                     outcome.earliest_offset = earliest;
                     outcome.next_offset = next;
@@ -366,7 +404,7 @@ impl Log {
         }
         // Lapped on every attempt: the offset is almost certainly reclaimed by now.
         let earliest = self.earliest_offset();
-        let next = self.next_offset();
+        let next = next_of();
         if offset < earliest || offset > next {
             Err(ReadError::OffsetOutOfRange { offset, earliest, next })
         } else {
@@ -375,13 +413,23 @@ impl Log {
     }
 
     /// Walks batch headers from `hint` to the batch holding `target`, then collects batches.
-    fn read_from(&self, hint: Hint, target: u64, max_bytes: usize) -> Result<ReadOutcome, Restart> {
+    fn read_from(
+        &self,
+        hint: Hint,
+        target: u64,
+        max_bytes: usize,
+        bound: Bound,
+    ) -> Result<ReadOutcome, Restart> {
         let core = &self.shared.core;
         let chunk_size = core.layout().chunk_size();
         let mut position = hint.position;
         let mut expected = hint.offset;
         loop {
-            let lease = RingCore::lease(core, position).map_err(|error| match error {
+            let lease = match bound {
+                Bound::Published => RingCore::lease(core, position),
+                Bound::Written => RingCore::lease_written(core, position),
+            };
+            let lease = lease.map_err(|error| match error {
                 LeaseError::TooManyReaders | LeaseError::Rewinding => Restart::Busy,
                 LeaseError::Reclaimed | LeaseError::NotPublished => Restart::Lapped,
             })?;

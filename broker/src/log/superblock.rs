@@ -20,7 +20,9 @@
 //!   72     8  next_offset      clean shutdown: offset the next record gets
 //!   80     8  durable_offset   every record below this offset was synced to disk
 //!   88     4  crc              CRC-32C of bytes 0..88
-//!   92  3996  zero
+//!   92   932  zero
+//! 1024  2048  replication state  a replicated partition's Raft state (see below)
+//! 3072  1016  zero
 //! 4088     8  incarnation      first copy only; not part of the superblock (see below)
 //! ```
 //!
@@ -31,6 +33,23 @@
 //! that dies"). It is not checksummed and needs no durability: it only has to change while a
 //! reader of the previous broker may still be reading, and a reader lives no longer than the
 //! page cache it reads.
+//!
+//! The *replication state* is what a replicated partition's consensus keeps besides its log (the
+//! vote, the membership, the last purged and committed entries), as bytes the ring does not
+//! interpret, up to [`REPLICATION_STATE_MAX`]. It has its own record in each page, written apart
+//! from the superblock record: save `n` goes to copy `n % 2` and is synced before it returns, so a
+//! crash tears at most the save under way and the other copy holds the one before it;
+//! [`choose_state`] takes the valid copy with the highest sequence. A file without one (every
+//! file of a single node, and every file made before it existed) has zeroes there: no state.
+//!
+//! ```text
+//! byte  size  field
+//!    0     8  magic      "RMQREPL1"
+//!    8     8  sequence   one more than the save before
+//!   16     4  length     bytes of state
+//!   20     4  crc        CRC-32C of the sequence, the length and the state
+//!   24     -  state
+//! ```
 
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -58,6 +77,64 @@ pub(crate) const MAGIC: [u8; 8] = *b"RINGMQLG";
 pub(crate) const FORMAT_VERSION: u32 = 2;
 
 const FLAG_CLEAN: u32 = 1;
+
+/// Offset in each superblock page of its replication state record.
+pub(crate) const STATE_AT: usize = 1024;
+/// Bytes of a replication state record, header included.
+const STATE_AREA: usize = 2048;
+const STATE_HEADER: usize = 24;
+const STATE_MAGIC: [u8; 8] = *b"RMQREPL1";
+/// Largest replication state a ring keeps, in bytes.
+pub const REPLICATION_STATE_MAX: usize = STATE_AREA - STATE_HEADER;
+const _: () = assert!(RECORD_SIZE <= STATE_AT && STATE_AT + STATE_AREA <= INCARNATION_AT);
+
+/// Encodes replication state record `sequence` holding `state` (at most
+/// [`REPLICATION_STATE_MAX`] bytes): the bytes a save writes at [`STATE_AT`] of copy
+/// `sequence % 2`.
+pub(crate) fn encode_state(sequence: u64, state: &[u8]) -> Vec<u8> {
+    assert!(state.len() <= REPLICATION_STATE_MAX, "replication state checked by the caller");
+    let length = u32::try_from(state.len()).expect("at most 2 KiB");
+    let mut record = Vec::with_capacity(STATE_HEADER + state.len());
+    record.extend_from_slice(&STATE_MAGIC);
+    record.extend_from_slice(&sequence.to_le_bytes());
+    record.extend_from_slice(&length.to_le_bytes());
+    record.extend_from_slice(&[0; 4]);
+    record.extend_from_slice(state);
+    let crc = state_crc(&record);
+    record[20..24].copy_from_slice(&crc.to_le_bytes());
+    record
+}
+
+fn state_crc(record: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&record[8..20]), &record[STATE_HEADER..])
+}
+
+/// Decodes the replication state record at the start of `area`: `None` if there is none or it
+/// is torn.
+fn decode_state(area: &[u8]) -> Option<(u64, &[u8])> {
+    let header = area.get(..STATE_HEADER)?;
+    if header[..8] != STATE_MAGIC {
+        return None;
+    }
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+    let half = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let length =
+        usize::try_from(half(16)).ok().filter(|&length| length <= REPLICATION_STATE_MAX)?;
+    let record = area.get(..STATE_HEADER + length)?;
+    (state_crc(record) == half(20)).then(|| (word(8), &record[STATE_HEADER..]))
+}
+
+/// The newest valid replication state of a file's superblock area (`file` from byte 0), with its
+/// sequence: `None` if neither copy holds one.
+pub(crate) fn choose_state(file: &[u8]) -> Option<(u64, Vec<u8>)> {
+    (0..SUPERBLOCK_COPIES)
+        .filter_map(|copy| {
+            let at = copy * SUPERBLOCK_SIZE + STATE_AT;
+            decode_state(file.get(at..at + STATE_AREA)?)
+        })
+        .max_by_key(|(sequence, _)| *sequence)
+        .map(|(sequence, state)| (sequence, state.to_vec()))
+}
 const CRC_SPAN: usize = 88;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -255,6 +332,33 @@ mod tests {
         file[SUPERBLOCK_SIZE..][..RECORD_SIZE].copy_from_slice(&sample(8).encode());
         let (chosen, skipped) = Superblock::choose(&file).unwrap();
         assert_eq!((chosen, skipped), (sample(8), None));
+    }
+
+    #[test]
+    fn replication_state_round_trips_and_a_torn_save_keeps_the_one_before() {
+        let mut file = vec![0u8; DATA_START_BYTES];
+        assert_eq!(choose_state(&file), None, "a file without one");
+        let mut save = |sequence: u64, state: &[u8]| {
+            let record = encode_state(sequence, state);
+            let at = (sequence % 2) as usize * SUPERBLOCK_SIZE + STATE_AT;
+            file[at..at + record.len()].copy_from_slice(&record);
+            at
+        };
+        save(1, b"vote 1");
+        let at = save(2, &[7; REPLICATION_STATE_MAX]);
+        let mut image = file.clone();
+        assert_eq!(choose_state(&image), Some((2, vec![7; REPLICATION_STATE_MAX])));
+        // A save torn anywhere leaves the one before it.
+        for torn in [at + 3, at + 12, at + 17, at + 22, at + 500, at + 2047] {
+            image[torn] ^= 0x40;
+            assert_eq!(choose_state(&image), Some((1, b"vote 1".to_vec())), "byte {torn}");
+            image[torn] ^= 0x40;
+        }
+        image[at + 16..at + 20].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(choose_state(&image).unwrap().0, 1, "a length past the area");
+        // The superblock record and the incarnation word are elsewhere.
+        assert!(file[..STATE_AT].iter().all(|&byte| byte == 0));
+        assert!(file[INCARNATION_AT..INCARNATION_AT + 8].iter().all(|&byte| byte == 0));
     }
 
     #[test]

@@ -809,6 +809,21 @@ fn sync_methods_parse_and_print() {
     assert!(error.contains("\"fsync\"") && error.contains("range+fdatasync"), "{error}");
 }
 
+/// Every written record, committed or not, as `Log::read_written` serves them.
+fn written_records(log: &Log) -> Vec<(u64, Vec<u8>)> {
+    let mut offset = log.earliest_offset();
+    let mut all = Vec::new();
+    while offset < log.written_offset() {
+        let outcome = log.read_written(offset, 1 << 20).unwrap();
+        assert_eq!(outcome.next_offset, log.written_offset());
+        let records = records_of(&outcome);
+        assert!(!records.is_empty(), "read at {offset} returned nothing");
+        all.extend(records.into_iter().filter(|(o, _)| *o >= offset));
+        offset = all.last().unwrap().0 + 1;
+    }
+    all
+}
+
 /// The committed records of a log that publishes on commit, as `read_all` sees them.
 fn committed_records(log: &Log) -> Vec<(u64, Vec<u8>)> {
     if log.next_offset() == log.earliest_offset() {
@@ -914,6 +929,7 @@ fn commits_and_truncations_of_the_uncommitted_tail_survive_restarts() {
                 expected,
                 "step {step}: readers see the committed log"
             );
+            assert_eq!(written_records(&log), written, "step {step}: the leader reads the tail");
         }
     }
     eprintln!("{truncations} truncations, {restarts} restarts");
@@ -978,4 +994,76 @@ fn a_truncation_at_a_chunk_start_is_not_undone_by_a_restart() {
     let (log, mut writer, _) = open(&data, &path, &config, OpenMode::Existing).unwrap();
     assert_eq!((log.earliest_offset(), log.written_offset()), (0, 0));
     assert_eq!(append_values(&mut writer, &[value_for(0, 10)]).unwrap().base_offset, 0);
+}
+
+/// A leader's read of the uncommitted tail holds off a truncation of it: the truncation answers
+/// `TruncationBusy` (and nothing is appended meanwhile) until the view is dropped, and the view
+/// keeps its bytes throughout. Readers of committed batches never see the tail.
+#[test]
+fn a_read_of_the_uncommitted_tail_holds_off_its_truncation() {
+    let config = config(8).with_publish_on_commit(true);
+    let (log, mut writer, _) = open_in_memory(&config).unwrap();
+    for offset in 0..6 {
+        append_values(&mut writer, &[value_for(offset, 200)]).unwrap();
+    }
+    writer.commit(2).unwrap();
+    assert_eq!(log.read(2, 1 << 20).unwrap().batch_count, 0, "the tail is not committed");
+    assert!(matches!(log.read(3, 1 << 20), Err(ReadError::OffsetOutOfRange { next: 2, .. })));
+    let tail = log.read_written(3, 1 << 20).unwrap();
+    assert_eq!(records_of(&tail).first().map(|(offset, _)| *offset), Some(3));
+    let before = tail.batches.to_vec();
+    let error = writer.truncate(4).unwrap_err();
+    assert!(matches!(error, StorageError::TruncationBusy { readers: 1 }), "{error}");
+    assert!(error.to_string().contains("retry"), "{error}");
+    let error = append_values(&mut writer, &[value_for(9, 10)]).unwrap_err();
+    assert!(matches!(error, StorageError::TruncationBusy { .. }), "{error}");
+    assert!(matches!(writer.truncate(5), Err(StorageError::TruncationBusy { .. })));
+    assert!(matches!(log.read_written(3, 1 << 20), Err(ReadError::Busy)));
+    assert_eq!(&tail.batches[..], &before[..], "the view keeps its bytes");
+    drop(tail);
+    writer.truncate(4).unwrap();
+    assert_eq!(log.written_offset(), 4);
+    let appended = append_values(&mut writer, &[value_for(40, 30)]).unwrap();
+    assert_eq!(appended.base_offset, 4);
+    writer.commit(5).unwrap();
+    let records = read_all(&log);
+    assert_eq!(records.len(), 5);
+    assert_eq!(records[4], (4, value_for(40, 30)), "the rewritten batch, not the truncated one");
+    // Committed batches cannot be truncated, and commits and truncations name batch boundaries.
+    assert!(matches!(writer.truncate(3), Err(StorageError::NotABoundary { committed: 5, .. })));
+    assert!(matches!(writer.commit(9), Err(StorageError::NotABoundary { next: 5, .. })));
+}
+
+/// The replication state survives restarts and clean closes, is left alone by every superblock
+/// write of the log (syncs, checkpoints, recovery), and a state too large is refused.
+#[test]
+#[cfg_attr(miri, ignore = "file mmap")]
+fn the_replication_state_survives_restarts_and_superblock_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::lock(dir.path()).unwrap();
+    let path = dir.path().join("0.ring");
+    let config = config(4);
+    let (log, mut writer, _) = open(&data, &path, &config, OpenMode::Create).unwrap();
+    assert_eq!(log.replication_state(), None);
+    log.save_replication_state(b"term 3, voted for 2").unwrap();
+    log.save_replication_state(b"term 4, voted for 1").unwrap();
+    for offset in 0..200 {
+        append_values(&mut writer, &[value_for(offset, 300)]).unwrap();
+        log.sync().unwrap();
+    }
+    let error = log.save_replication_state(&[0; REPLICATION_STATE_MAX + 1]).unwrap_err();
+    assert!(error.to_string().contains("larger than the 2024"), "{error}");
+    writer.close().unwrap();
+    drop(log);
+    let (log, writer, _) = open(&data, &path, &config, OpenMode::Existing).unwrap();
+    assert_eq!(log.replication_state().as_deref(), Some(&b"term 4, voted for 1"[..]));
+    log.save_replication_state(&[5; REPLICATION_STATE_MAX]).unwrap();
+    // kill -9, then a scan and its superblock writes.
+    drop((log, writer));
+    let (log, _writer, report) = open(&data, &path, &config, OpenMode::Existing).unwrap();
+    assert_eq!(report.mode, RecoveryMode::Scanned);
+    assert_eq!(log.replication_state(), Some(vec![5; REPLICATION_STATE_MAX]));
+    log.inject_sync_failure();
+    assert!(matches!(log.save_replication_state(b"x"), Err(StorageError::Poisoned(_))));
+    assert_eq!(log.replication_state(), Some(vec![5; REPLICATION_STATE_MAX]));
 }

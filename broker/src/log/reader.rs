@@ -148,14 +148,6 @@ impl Iterator for Scan<'_> {
     }
 }
 
-/// How far a read may go: to the published end (every reader), or to the written end (a
-/// replicated partition's leader reading its uncommitted tail to send it to followers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bound {
-    Published,
-    Written,
-}
-
 /// Why one attempt at a read must start over.
 enum Restart {
     /// The writer overtook the read (reclaim, stale or torn index entry).
@@ -342,7 +334,7 @@ impl Log {
     ///
     /// [`ReadError::OffsetOutOfRange`] with the earliest and next offsets, or [`ReadError::Busy`].
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadOutcome, ReadError> {
-        self.read_bounded(offset, max_bytes, Bound::Published)
+        self.read_bounded::<false>(offset, max_bytes)
     }
 
     /// [`Log::read`] up to the written end rather than the published one: on a log that publishes
@@ -356,27 +348,29 @@ impl Log {
     /// As [`Log::read`], with the written offset as the next offset; [`ReadError::Busy`] also
     /// while a truncation is under way.
     pub fn read_written(&self, offset: u64, max_bytes: usize) -> Result<ReadOutcome, ReadError> {
-        self.read_bounded(offset, max_bytes, Bound::Written)
+        self.read_bounded::<true>(offset, max_bytes)
     }
 
-    fn read_bounded(
+    /// A read up to the published end, or with `WRITTEN` up to the written end (a replicated
+    /// partition's leader reading its uncommitted tail to send it to followers). A parameter of
+    /// the type, so that the consumers' read is compiled as if the other did not exist.
+    fn read_bounded<const WRITTEN: bool>(
         &self,
         offset: u64,
         max_bytes: usize,
-        bound: Bound,
     ) -> Result<ReadOutcome, ReadError> {
         let shared = &self.shared;
-        let next_of = || match bound {
-            Bound::Published => shared.next_offset.load(Ordering::Acquire),
-            Bound::Written => shared.written_offset.load(Ordering::Acquire),
+        let next_of = || match WRITTEN {
+            false => shared.next_offset.load(Ordering::Acquire),
+            true => shared.written_offset.load(Ordering::Acquire),
         };
         for _ in 0..READ_ATTEMPTS {
             // The offset first, then the end: bytes for every offset below `next` are published
             // (written) below `end` (the writer stores them in the opposite order, with release).
             let next = next_of();
-            let end = match bound {
-                Bound::Published => shared.core.published_end(),
-                Bound::Written => shared.core.written_end(),
+            let end = match WRITTEN {
+                false => shared.core.published_end(),
+                true => shared.core.written_end(),
             };
             let earliest = shared.head_offset.load(Ordering::Acquire);
             let head = shared.head_position.load(Ordering::Acquire);
@@ -392,7 +386,7 @@ impl Log {
                 });
             }
             let Some(hint) = shared.index.lookup(offset, head, end) else { continue };
-            match self.read_from(hint, offset, max_bytes, bound) {
+            match self.read_from::<WRITTEN>(hint, offset, max_bytes) {
                 Ok(mut outcome) => {
                     outcome.earliest_offset = earliest;
                     outcome.next_offset = next;
@@ -413,21 +407,20 @@ impl Log {
     }
 
     /// Walks batch headers from `hint` to the batch holding `target`, then collects batches.
-    fn read_from(
+    fn read_from<const WRITTEN: bool>(
         &self,
         hint: Hint,
         target: u64,
         max_bytes: usize,
-        bound: Bound,
     ) -> Result<ReadOutcome, Restart> {
         let core = &self.shared.core;
         let chunk_size = core.layout().chunk_size();
         let mut position = hint.position;
         let mut expected = hint.offset;
         loop {
-            let lease = match bound {
-                Bound::Published => RingCore::lease(core, position),
-                Bound::Written => RingCore::lease_written(core, position),
+            let lease = match WRITTEN {
+                false => RingCore::lease(core, position),
+                true => RingCore::lease_written(core, position),
             };
             let lease = lease.map_err(|error| match error {
                 LeaseError::TooManyReaders | LeaseError::Rewinding => Restart::Busy,

@@ -785,14 +785,12 @@ impl Lease {
         let size = self.end - self.start;
         let layout = self.core.layout;
         layout.one_chunk(self.start, size);
-        // SAFETY: `start..end` lies in chunk `generation` (checked above) and below a published
-        // end (a written end, for a tail lease) loaded with acquire after the lease was taken
-        // (`RingCore::lease`, `RingCore::lease_written`), so every byte was written before and is
-        // never written again while the lease holds: the writer only writes at or past the written
-        // end of its claimed generation (invariant 3), which never goes below the published end
-        // and goes below a tail lease's end only once every tail lease is released (invariant 5),
-        // and it cannot claim or unclaim this generation's slot until our lease is released
-        // (chunk invariant 2).
+        // SAFETY: `start..end` lies in one chunk (checked above), below a published (for a tail
+        // lease, written) end loaded with acquire after the lease was taken, so every byte is
+        // written and stays unwritten while the lease holds: the writer writes only at or past its
+        // written end (invariant 3), which moves below a tail lease's end only once every tail
+        // lease is released (invariant 5), and it cannot claim or unclaim this chunk's slot
+        // until our lease is released (chunk invariant 2).
         unsafe { self.core.region.slice(layout.place(self.start), layout.within_chunk(size)) }
     }
 }

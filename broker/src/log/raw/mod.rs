@@ -571,7 +571,6 @@ impl RingCore {
 
     /// Leases the published bytes of `position`'s chunk from `position` on: up to the chunk's end
     /// or the published end, whichever comes first.
-    #[inline]
     pub(crate) fn lease(core: &Arc<Self>, position: u64) -> Result<Lease, LeaseError> {
         let generation = core.layout.generation(position);
         core.chunks.try_lease(generation).map_err(|refused| match refused {
@@ -802,7 +801,6 @@ impl AsRef<[u8]> for Lease {
 }
 
 impl Drop for Lease {
-    #[inline]
     fn drop(&mut self) {
         self.core.chunks.release(self.generation());
         if self.is_tail() {

@@ -6,6 +6,7 @@
 //!   registry of topics in a data directory; [`producers`]: idempotent produce.
 //! - [`groups`]: consumer groups, committed offsets and producer ids, kept in an internal log.
 //! - [`server`]: the TCP server; [`config`]: every setting and limit.
+//! - [`cluster`]: replicated partitions, each a Raft group (openraft) whose log is its ring.
 //!
 //! All `unsafe` code lives in `log::raw`; everything else is safe.
 
@@ -17,6 +18,7 @@
 
 mod admission;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod groups;

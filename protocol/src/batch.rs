@@ -417,8 +417,58 @@ impl<'a> BatchView<'a> {
                 actual: to_u64(bytes.len()),
             });
         }
-        validate_body(header, bytes, batch_size_max)?;
+        validate_body(header, bytes, batch_size_max, false)?;
         Ok(Self { header, bytes })
+    }
+
+    /// Validates `bytes` as exactly one control batch (attributes bit 5, not transactional), as
+    /// a replicated partition writes for its consensus entries that carry no records of a
+    /// producer: the checks of [`BatchView::validate`], except that the batch must be a control
+    /// batch. Producers never get here: their batches go through [`BatchView::validate`], which
+    /// refuses control batches.
+    ///
+    /// # Errors
+    ///
+    /// As [`BatchView::validate`]; [`DecodeError::InvalidValue`] when the batch is not a control
+    /// batch.
+    pub fn validate_control(bytes: &'a [u8], batch_size_max: u32) -> Result<Self, DecodeError> {
+        let header = BatchHeader::peek(bytes)?;
+        let declared = header.batch_len();
+        if bytes.len() != declared {
+            return Err(DecodeError::SizeMismatch {
+                context: "batch",
+                field: "batchLength",
+                declared: to_u64(declared),
+                actual: to_u64(bytes.len()),
+            });
+        }
+        if !header.is_control() {
+            return Err(DecodeError::InvalidValue {
+                context: "batch",
+                field: "attributes",
+                position: CRC_START,
+                value: u64::from(header.attributes()),
+                reason: "a control batch has bit 5 set",
+            });
+        }
+        validate_body(header, bytes, batch_size_max, true)?;
+        Ok(Self { header, bytes })
+    }
+
+    /// Validates `bytes` as exactly one batch as a log stores them: a control batch
+    /// ([`BatchView::validate_control`]) when its attributes say so, else a producer's batch
+    /// ([`BatchView::validate`]). For what the broker reads back from its own files, never for
+    /// what a producer sends.
+    ///
+    /// # Errors
+    ///
+    /// As the validation the attributes select.
+    pub fn validate_stored(bytes: &'a [u8], batch_size_max: u32) -> Result<Self, DecodeError> {
+        if BatchHeader::peek(bytes)?.is_control() {
+            Self::validate_control(bytes, batch_size_max)
+        } else {
+            Self::validate(bytes, batch_size_max)
+        }
     }
 
     /// Validates the batch at the start of `bytes` (which may hold more after it) and returns it
@@ -501,6 +551,7 @@ fn validate_body(
     header: &BatchHeader,
     bytes: &[u8],
     batch_size_max: u32,
+    control: bool,
 ) -> Result<(), DecodeError> {
     const CONTEXT: &str = "batch";
     let invalid = |field, position, value, reason| DecodeError::InvalidValue {
@@ -525,7 +576,7 @@ fn validate_body(
         return Err(DecodeError::BadChecksum { context: CONTEXT, stored: header.crc(), computed });
     }
     let attributes = header.attributes();
-    if header.is_transactional() || header.is_control() {
+    if header.is_transactional() || header.is_control() != control {
         return Err(DecodeError::Unsupported {
             context: CONTEXT,
             feature: "transactions (transactional and control batches)",
@@ -1111,6 +1162,13 @@ impl<'a> BatchBuilder<'a> {
         self
     }
 
+    /// Marks the batch as a control batch ([`BatchEncoder::set_control`]).
+    #[must_use]
+    pub fn control(mut self) -> Self {
+        self.encoder.set_control();
+        self
+    }
+
     /// Appends a record, or reports [`Push::Full`] if it does not fit in what is left.
     ///
     /// # Errors
@@ -1165,6 +1223,7 @@ pub struct BatchEncoder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    control: bool,
 }
 
 impl BatchEncoder {
@@ -1188,7 +1247,14 @@ impl BatchEncoder {
             producer_id: NO_PRODUCER_ID,
             producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
+            control: false,
         })
+    }
+
+    /// Marks the batch as a control batch (attributes bit 5): records that are not a producer's
+    /// data, which consumers skip ([`BatchView::validate_control`]).
+    pub fn set_control(&mut self) {
+        self.control = true;
     }
 
     /// Marks the batch as sent by an idempotent producer.
@@ -1343,8 +1409,9 @@ impl BatchEncoder {
         header.batch_length = I32::new(batch_length);
         header.partition_leader_epoch = I32::new(NO_LEADER_EPOCH);
         header.magic = BATCH_MAGIC;
+        let control = if self.control { CONTROL } else { 0 };
         header.attributes =
-            I16::new(i16::from_be_bytes(compression.attribute_bits().to_be_bytes()));
+            I16::new(i16::from_be_bytes((compression.attribute_bits() | control).to_be_bytes()));
         header.last_offset_delta = I32::new(count.saturating_sub(1));
         header.base_timestamp = I64::new(self.base_timestamp);
         header.max_timestamp = I64::new(self.max_timestamp);

@@ -395,6 +395,15 @@ pub enum StorageError {
         /// Bytes written and not committed.
         uncommitted: u64,
     },
+    /// The ring is full and its oldest chunk holds records its owner keeps
+    /// ([`LogWriter::retain_from`]): a replicated partition's entries its consensus still holds.
+    #[error("the ring is full of records kept from offset {retained} on (reclaiming the oldest chunk would drop them up to offset {reclaim_to})")]
+    Retained {
+        /// The first offset kept.
+        retained: u64,
+        /// The earliest offset the reclaim would leave.
+        reclaim_to: u64,
+    },
     /// A replication state larger than a ring keeps.
     #[error("replication state of {size} bytes is larger than the {max} a ring keeps")]
     ReplicationStateTooLarge {
@@ -994,6 +1003,11 @@ impl Log {
     /// publishes on commit, the offset after the last committed record (Kafka's high watermark).
     pub fn next_offset(&self) -> u64 {
         self.shared.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Whether readers see batches only once committed ([`LogConfig::with_publish_on_commit`]).
+    pub fn publishes_on_commit(&self) -> bool {
+        self.shared.publish_on_commit
     }
 
     /// Offset the next record will get: after the last written record, committed or not.

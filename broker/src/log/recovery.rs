@@ -295,7 +295,7 @@ fn scan_chunk(chunk: &[u8], batch_size_max: u32) -> ChunkScan {
                         "a batch of {size} bytes does not fit where its entry puts it"
                     ));
                 };
-                let view = match BatchView::validate(bytes, batch_size_max) {
+                let view = match BatchView::validate_stored(bytes, batch_size_max) {
                     Ok(view) => view,
                     Err(error) => break Stop::Torn(error.to_string()),
                 };

@@ -287,6 +287,59 @@ fn restart_keeps_offsets_dense() {
     }
 }
 
+/// Control batches (a replicated partition's blank and membership entries) are batches the ring
+/// holds like any other: a restart's scan keeps them and every batch after them.
+#[test]
+#[cfg_attr(miri, ignore = "file mmap")]
+fn a_scan_keeps_control_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::lock(dir.path()).unwrap();
+    let path = dir.path().join("0.ring");
+    let config = config(8);
+    let (log, mut writer, _) = open(&data, &path, &config, OpenMode::Create).unwrap();
+    let mut buffer = vec![0; 256];
+    let mut builder = BatchBuilder::new(&mut buffer, 0).unwrap().control();
+    let key = [0u8, 0, 0, 100];
+    let control = Record { key: Some(&key), ..Record::value(b"", 0) };
+    assert_eq!(builder.push(&control).unwrap(), ringmq_protocol::Push::Appended);
+    let control = builder.finish().unwrap().to_vec();
+    for round in 0..20u64 {
+        if round % 3 == 0 {
+            writer.append(&BatchView::validate_control(&control, u32::MAX).unwrap()).unwrap();
+        } else {
+            append_values(&mut writer, &[value_for(round, 200)]).unwrap();
+        }
+    }
+    // Every batch as stored, each of the kind it was written as.
+    let stored = |log: &Log| -> Vec<(bool, Vec<u8>)> {
+        let mut batches = Vec::new();
+        let mut offset = log.earliest_offset();
+        while offset < log.next_offset() {
+            let outcome = log.read(offset, 1 << 20).unwrap();
+            let mut rest = &outcome.batches[..];
+            while !rest.is_empty() {
+                let size = ringmq_protocol::BatchHeader::peek(rest).unwrap().batch_len();
+                let view = BatchView::validate_stored(&rest[..size], u32::MAX).unwrap();
+                offset = view.header().next_offset();
+                batches.push((view.header().is_control(), rest[..size].to_vec()));
+                rest = &rest[size..];
+            }
+        }
+        batches
+    };
+    let before = stored(&log);
+    assert_eq!(before.len(), 20);
+    assert_eq!(before.iter().filter(|(control, _)| *control).count(), 7);
+    let next = log.next_offset();
+    // No close, as after kill -9: the scan reads every batch back.
+    drop((log, writer));
+    let (log, _writer, report) = open(&data, &path, &config, OpenMode::Existing).unwrap();
+    assert_eq!(report.mode, RecoveryMode::Scanned);
+    assert!(report.truncated.is_none(), "{:?}", report.truncated);
+    assert_eq!(log.next_offset(), next);
+    assert_eq!(stored(&log), before);
+}
+
 /// Every open of a ring steps its incarnation word (same-host readers of a broker that died check
 /// their copies against it), and no superblock write, clean close or crash touches it.
 #[test]
@@ -1066,4 +1119,42 @@ fn the_replication_state_survives_restarts_and_superblock_writes() {
     log.inject_sync_failure();
     assert!(matches!(log.save_replication_state(b"x"), Err(StorageError::Poisoned(_))));
     assert_eq!(log.replication_state(), Some(vec![5; REPLICATION_STATE_MAX]));
+}
+
+/// `LogWriter::retain_from`: the ring reclaims no kept record; the append that would have to
+/// fails and writes nothing, and goes through once the limit moves past the oldest chunk. The
+/// term set is the one stamped on each batch.
+#[test]
+fn the_ring_reclaims_no_retained_record() {
+    let (log, mut writer, _) = open_in_memory(&config(4)).unwrap();
+    writer.set_term(7);
+    writer.retain_from(0);
+    let values = vec![vec![3u8; 900]; 2];
+    let mut refused = None;
+    for _ in 0..100 {
+        match append_values(&mut writer, &values) {
+            Ok(_) => {}
+            Err(StorageError::Retained { retained, reclaim_to }) => {
+                refused = Some((retained, reclaim_to));
+                break;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    let (retained, reclaim_to) = refused.expect("a full ring refuses to reclaim kept records");
+    assert_eq!(retained, 0);
+    assert!(reclaim_to > 0);
+    let next = log.next_offset();
+    assert_eq!(log.earliest_offset(), 0, "nothing was reclaimed");
+    assert!(matches!(append_values(&mut writer, &values), Err(StorageError::Retained { .. })));
+    assert_eq!(log.next_offset(), next, "a refused append writes nothing");
+    // Keeping from the second chunk on lets the first go.
+    writer.retain_from(reclaim_to);
+    let appended = append_values(&mut writer, &values).unwrap();
+    assert_eq!(appended.base_offset, next);
+    assert_eq!(log.earliest_offset(), reclaim_to);
+    let outcome = log.read(reclaim_to, 1 << 20).unwrap();
+    for batch in Batches::new(&outcome.batches, u32::MAX) {
+        assert_eq!(batch.unwrap().header().partition_leader_epoch(), 7);
+    }
 }

@@ -35,6 +35,8 @@ pub struct LogWriter {
     /// A truncation waiting for readers of its range: where it cuts, the offset there, and the
     /// written end before it.
     truncating: Option<Truncating>,
+    /// The ring reclaims no record at or past this offset ([`LogWriter::retain_from`]).
+    retain_from: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +98,22 @@ impl LogWriter {
             term,
             entries,
             truncating: None,
+            retain_from: u64::MAX,
         }
+    }
+
+    /// Stamps `term` as the `partitionLeaderEpoch` of the batches appended from now on: a
+    /// replicated partition's Raft term of each entry it appends (a follower appends with its
+    /// leader's terms).
+    pub fn set_term(&mut self, term: u32) {
+        self.term = term;
+    }
+
+    /// Keeps every record at or past `offset` from the ring's reclaim: an append that would have
+    /// to reclaim one fails with [`StorageError::Retained`] instead. A replicated partition keeps
+    /// what its consensus has not purged; `u64::MAX` (the default) keeps nothing back.
+    pub fn retain_from(&mut self, offset: u64) {
+        self.retain_from = offset;
     }
 
     /// The term as the batches' `partitionLeaderEpoch` carries it.
@@ -407,9 +424,15 @@ impl LogWriter {
                     uncommitted: self.cursor.written() - self.cursor.published(),
                 });
             }
+            let head_offset = self.chunk_first_offset[layout.slot(head_generation)];
+            if head_offset > self.retain_from {
+                // The reclaimed chunk holds records below `head_offset`, some of them kept.
+                return Err(StorageError::Retained {
+                    retained: self.retain_from,
+                    reclaim_to: head_offset,
+                });
+            }
             if self.shared.head_position.load(Ordering::Relaxed) < head_position {
-                let slot = layout.slot(head_generation);
-                let head_offset = self.chunk_first_offset[slot];
                 // Offset first: a reader comparing against the earliest offset must not be
                 // told an offset is held after its chunk is gone.
                 self.shared.head_offset.store(head_offset, Ordering::Release);

@@ -1,6 +1,7 @@
 //! Record batch validation and iteration on arbitrary bytes: never a panic; a batch that
-//! validates iterates to exactly its record count, every record and header readable; a records
-//! block checked with `Records::checked` (what a consumer does after decompressing) likewise.
+//! validates (as a producer's or as a control batch) iterates to exactly its record count, every
+//! record and header readable; a records block checked with `Records::checked` (what a consumer
+//! does after decompressing) likewise.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,6 +18,18 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(count, batch.record_count(), "a validated batch iterates to its count");
         }
     }
+    // A control batch (a replicated partition's consensus entry, read back from a ring) validates
+    // on the same terms, and is never also a producer's batch.
+    if let Ok(batch) = BatchView::validate_control(data, u32::MAX) {
+        assert!(batch.header().is_control(), "a validated control batch is one");
+        assert!(BatchView::validate(data, u32::MAX).is_err(), "never a producer's batch too");
+        let _ = batch.records().map(Iterator::count);
+    }
+    // What a log stores: exactly one of the two.
+    let stored = BatchView::validate_stored(data, u32::MAX).is_ok();
+    let either = BatchView::validate(data, u32::MAX).is_ok()
+        || BatchView::validate_control(data, u32::MAX).is_ok();
+    assert_eq!(stored, either, "a stored batch validates as one of the two kinds");
     let _ = BatchView::validate_prefix(data, 1 << 20);
     for batch in Batches::new(data, 1 << 20) {
         if let Ok(batch) = batch {

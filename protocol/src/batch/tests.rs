@@ -357,3 +357,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_control_batch_validates_only_as_one() {
+    let mut buffer = vec![0; 256];
+    let mut builder = BatchBuilder::new(&mut buffer, 7).unwrap().control();
+    let key = [0u8, 0, 0, 100];
+    let record = Record { key: Some(&key), ..Record::value(b"state", 7) };
+    assert_eq!(builder.push(&record).unwrap(), Push::Appended);
+    let batch = builder.finish().unwrap().to_vec();
+    let view = BatchView::validate_control(&batch, 1 << 20).unwrap();
+    assert!(view.header().is_control() && !view.header().is_transactional());
+    let records = records_of(&view);
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].key, records[0].value), (Some(&key[..]), Some(&b"state"[..])));
+    // What a log stores validates as the kind it is.
+    assert!(BatchView::validate_stored(&batch, 1 << 20).unwrap().header().is_control());
+    // A producer cannot send one, and a producer's batch is not one.
+    let error = BatchView::validate(&batch, 1 << 20).unwrap_err();
+    assert!(matches!(error, DecodeError::Unsupported { .. }), "{error}");
+    let size = build(&[Record::value(b"x", 5)], &mut buffer);
+    let error = BatchView::validate_control(&buffer[..size], 1 << 20).unwrap_err();
+    assert!(error.to_string().contains("control batch"), "{error}");
+    assert!(!BatchView::validate_stored(&buffer[..size], 1 << 20).unwrap().header().is_control());
+    // Transactional control batches (Kafka's transaction markers) stay unsupported.
+    let error = BatchView::validate_control(&with_attributes(&batch, 0x30), 1 << 20).unwrap_err();
+    assert!(matches!(error, DecodeError::Unsupported { .. }), "{error}");
+}

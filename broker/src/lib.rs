@@ -31,6 +31,9 @@ pub use kafka::parse_for_fuzzing as parse_kafka_request_for_fuzzing;
 pub fn kafka_served_for_fuzzing() -> Vec<(i16, i16, i16)> {
     kafka::SERVED.iter().map(|&(api, min, max)| (api as i16, min, max)).collect()
 }
+/// The cluster peer protocol's decoders on arbitrary bytes, for the fuzz targets.
+#[doc(hidden)]
+pub use cluster::decode_peer_frame_for_fuzzing;
 pub mod log;
 pub mod metrics;
 pub mod partition;

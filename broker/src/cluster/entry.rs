@@ -121,23 +121,51 @@ pub(super) fn log_id_of(header: &BatchHeader, index: u64) -> LogId {
 }
 
 /// The entry of Raft index `index` from one batch read back from the ring (`bytes` exactly the
-/// batch).
+/// batch, copied: a lease is not held while openraft keeps an entry).
 pub(super) fn from_batch(bytes: &[u8], index: u64) -> Result<Entry, EntryError> {
-    let header = BatchHeader::peek(bytes).map_err(|error| EntryError::UnknownControl {
+    from_wire(Bytes::copy_from_slice(bytes), index)
+}
+
+/// The bytes that carry `entry` to a follower: the batch as the ring holds it, its epoch the
+/// entry's term (a normal entry's bytes are shared, not copied, when they carry it already, as
+/// the entries read back from the ring do).
+pub(super) fn to_wire(
+    entry: &Entry,
+    scratch: &mut Vec<u8>,
+    batch_size_max: u32,
+) -> Result<Bytes, EntryError> {
+    let term = term_of(&entry.log_id)?;
+    let epoch = i32::try_from(term).unwrap_or(i32::MAX);
+    if let EntryPayload::Normal(Batch(bytes)) = &entry.payload {
+        let header = BatchHeader::peek(bytes)
+            .map_err(|source| EntryError::InvalidBatch { index: entry.log_id.index, source })?;
+        if header.partition_leader_epoch() == epoch {
+            return Ok(bytes.clone());
+        }
+    }
+    let view = to_batch(entry, scratch, batch_size_max)?;
+    let mut bytes = view.as_bytes().to_vec();
+    let base_offset = view.header().base_offset();
+    ringmq_protocol::batch::stamp(&mut bytes, base_offset, epoch)
+        .map_err(|source| EntryError::InvalidBatch { index: entry.log_id.index, source })?;
+    Ok(Bytes::from(bytes))
+}
+
+/// The entry of Raft index `index` from one batch (`bytes` exactly the batch, validated as the
+/// ring stores it), a normal entry's data sharing `bytes`.
+pub(super) fn from_wire(bytes: Bytes, index: u64) -> Result<Entry, EntryError> {
+    let header = BatchHeader::peek(&bytes).map_err(|error| EntryError::UnknownControl {
         index,
         offset: 0,
         reason: error.to_string(),
     })?;
     let log_id = log_id_of(header, index);
     if !header.is_control() {
-        return Ok(Entry {
-            log_id,
-            payload: EntryPayload::Normal(Batch(Bytes::copy_from_slice(bytes))),
-        });
+        return Ok(Entry { log_id, payload: EntryPayload::Normal(Batch(bytes)) });
     }
     let offset = header.base_offset();
     let unknown = |reason: String| EntryError::UnknownControl { index, offset, reason };
-    let view = BatchView::validate_control(bytes, u32::MAX).map_err(|e| unknown(e.to_string()))?;
+    let view = BatchView::validate_control(&bytes, u32::MAX).map_err(|e| unknown(e.to_string()))?;
     let mut records = view.records().ok_or_else(|| unknown("compressed".into()))?;
     let record = records.next().ok_or_else(|| unknown("no record".into()))?;
     let kind = match record.key {

@@ -23,11 +23,19 @@
 mod entry;
 mod log_store;
 mod machine;
+mod network;
+#[cfg(test)]
+mod replication_tests;
 #[cfg(test)]
 mod tests;
+mod transport;
+mod wire;
 
 pub use self::log_store::{LogStoreError, RingLogReader, RingLogStore};
 pub use self::machine::PartitionMachine;
+pub use self::network::{GroupNetwork, PeerClient};
+pub use self::transport::{Transport, TransportConfig, TransportTasks};
+pub use self::wire::decode_for_fuzzing as decode_peer_frame_for_fuzzing;
 
 use serde::{Deserialize, Serialize};
 

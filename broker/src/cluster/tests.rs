@@ -22,18 +22,18 @@ fn ring_config(chunks: u64) -> LogConfig {
 }
 
 /// A partition's Raft log and state machine in a directory of their own.
-struct Replica {
+pub(super) struct Replica {
     dir: PathBuf,
     data: DataDir,
     config: LogConfig,
 }
 
 impl Replica {
-    fn ring(&self) -> PathBuf {
+    pub(super) fn ring(&self) -> PathBuf {
         self.dir.join("0.ring")
     }
 
-    fn open(&self, mode: OpenMode) -> (RingLogStore, PartitionMachine) {
+    pub(super) fn open(&self, mode: OpenMode) -> (RingLogStore, PartitionMachine) {
         let (log, writer, _) = log::open(&self.data, &self.ring(), &self.config, mode).unwrap();
         let store = RingLogStore::open(log, writer).unwrap();
         let machine = PartitionMachine::open(&store, &self.dir.join("0.snapshot")).unwrap();
@@ -41,7 +41,7 @@ impl Replica {
     }
 }
 
-fn replica(dir: &Path, chunks: u64) -> Replica {
+pub(super) fn replica(dir: &Path, chunks: u64) -> Replica {
     Replica { dir: dir.to_owned(), data: DataDir::lock(dir).unwrap(), config: ring_config(chunks) }
 }
 
@@ -187,7 +187,7 @@ fn log_id(term: u64, index: u64) -> LogId {
 }
 
 /// A producer's batch of `count` records whose values name `tag`.
-fn batch(tag: u64, count: u64) -> Vec<u8> {
+pub(super) fn batch(tag: u64, count: u64) -> Vec<u8> {
     let mut buffer = vec![0; 4096];
     let mut builder = BatchBuilder::new(&mut buffer, 1_000).unwrap();
     for i in 0..count {

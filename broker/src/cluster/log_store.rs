@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError, Vote};
 use ringmq_protocol::BatchHeader;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::entry;
 use super::{LogId, PartitionRaft, RaftStorageError};
@@ -191,8 +192,33 @@ pub struct RingLogStore {
     flushes: mpsc::UnboundedSender<LogFlushed<PartitionRaft>>,
     /// The group sync task (it holds the ring open until it ends).
     syncer: tokio::task::JoinHandle<()>,
+    retention: Arc<Retention>,
     scratch: Vec<u8>,
 }
+
+/// What the log tells its group about the ring's room, after every append and purge: the purge
+/// the ring needs soon (the group's retention task asks openraft for it), and whether a leader
+/// should refuse writes until it happens.
+#[derive(Debug)]
+pub(super) struct Retention {
+    /// Raft index up to which (inclusive) the log should be purged, so the ring's next
+    /// [`RETENTION_MARGIN`] of chunks can be claimed without a refused reclaim (0 with nothing to
+    /// purge: index 0 is the first membership entry, purged only with what follows).
+    pub(super) purge_to: watch::Sender<u64>,
+    /// The ring is within half that margin of a reclaim of entries not purged.
+    pub(super) full: AtomicBool,
+}
+
+impl Retention {
+    /// Whether a leader should refuse writes for now.
+    pub(super) fn is_full(&self) -> bool {
+        self.full.load(Ordering::Acquire)
+    }
+}
+
+/// The share of the ring's chunks kept claimable: when fewer would be left before a reclaim of
+/// unpurged entries, the log asks for a purge; at half of it, the leader refuses writes.
+const RETENTION_MARGIN: u64 = 4;
 
 /// A reader of a partition's Raft log (openraft's replication tasks hold one each).
 #[derive(Debug, Clone)]
@@ -260,7 +286,20 @@ impl RingLogStore {
         let shared = Arc::new(Shared { log, index: RwLock::new(index) });
         let (flushes, pending) = mpsc::unbounded_channel();
         let syncer = tokio::spawn(group_sync(shared.log.clone(), pending));
-        Ok(Self { shared, writer, saved, committed, flushes, syncer, scratch: Vec::new() })
+        let retention =
+            Arc::new(Retention { purge_to: watch::Sender::new(0), full: AtomicBool::new(false) });
+        let mut store = Self {
+            shared,
+            writer,
+            saved,
+            committed,
+            flushes,
+            syncer,
+            retention,
+            scratch: Vec::new(),
+        };
+        store.check_room();
+        Ok(store)
     }
 
     /// Closes the log: the group sync reports what is pending and ends. The ring stays mapped
@@ -275,6 +314,35 @@ impl RingLogStore {
     /// The ring this log is on.
     pub fn log(&self) -> &Log {
         &self.shared.log
+    }
+
+    /// The ring's room, as the group's retention task and write admission see it.
+    pub(super) fn retention(&self) -> Arc<Retention> {
+        Arc::clone(&self.retention)
+    }
+
+    /// Updates [`Retention`] from the ring's room: the purge its next chunks need, and whether
+    /// it is full.
+    fn check_room(&mut self) {
+        let chunks = self.shared.log.capacity() / self.shared.log.chunk_size();
+        let margin = (chunks / RETENTION_MARGIN).max(1);
+        let kept = self.saved.anchor_offset;
+        let needs = |ahead: u64| self.writer.reclaim_ahead(ahead).filter(|&offset| offset > kept);
+        self.retention.full.store(needs((margin / 2).max(1)).is_some(), Ordering::Release);
+        let Some(offset) = needs(margin) else { return };
+        // Purge every entry before the one at `offset` (a chunk starts with a batch).
+        let purge_to = {
+            let map = self.shared.index();
+            let before = map.entries.partition_point(|&(base, _)| base < offset) as u64;
+            (map.first + before).checked_sub(1)
+        };
+        if let Some(purge_to) = purge_to {
+            self.retention.purge_to.send_if_modified(|wanted| {
+                let raise = purge_to > *wanted;
+                *wanted = (*wanted).max(purge_to);
+                raise
+            });
+        }
     }
 
     /// A handle the state machine uses to answer where applied batches landed.
@@ -301,7 +369,9 @@ impl RingLogStore {
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<(), RaftStorageError> {
         for entry in entries {
-            self.append_one(&entry)?;
+            let appended = self.append_one(&entry);
+            self.check_room();
+            appended?;
         }
         Ok(())
     }
@@ -634,6 +704,8 @@ impl RaftLogStorage<PartitionRaft> for RingLogStore {
             .min(map.entries.len());
         map.entries.drain(..drop_count);
         map.first = log_id.index + 1;
+        drop(map);
+        self.check_room();
         Ok(())
     }
 }

@@ -21,6 +21,7 @@
 #![allow(clippy::result_large_err, reason = "openraft's StorageError is the traits' error type")]
 
 mod entry;
+mod group;
 mod log_store;
 mod machine;
 mod network;
@@ -31,6 +32,7 @@ mod tests;
 mod transport;
 mod wire;
 
+pub use self::group::{GroupTiming, PartitionGroup, StartError, WriteError};
 pub use self::log_store::{LogStoreError, RingLogReader, RingLogStore};
 pub use self::machine::PartitionMachine;
 pub use self::network::{GroupNetwork, PeerClient};

@@ -9,10 +9,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 use ringmq_protocol::BatchHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,7 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::tests::{batch, replica, Replica};
 use super::wire::{self, Hello, Kind, Outgoing};
-use super::{Batch, GroupNetwork, PartitionRaft, Transport, TransportConfig, TransportTasks};
+use super::{
+    Batch, GroupTiming, PartitionGroup, PartitionRaft, Transport, TransportConfig, TransportTasks,
+    WriteError,
+};
 use crate::log::{Log, OpenMode};
 
 const GROUP: u64 = 7;
@@ -31,8 +32,10 @@ struct Node {
     id: u64,
     /// Holds the data directory's lock while the node runs.
     _replica: Replica,
+    group: PartitionGroup,
     raft: Raft<PartitionRaft>,
     log: Log,
+    transport: Transport,
     tasks: TransportTasks,
 }
 
@@ -42,10 +45,11 @@ impl Node {
         root: &Path,
         peers: &BTreeMap<u64, SocketAddr>,
         listener: TcpListener,
+        chunks: u64,
     ) -> Self {
         let dir = root.join(id.to_string());
         std::fs::create_dir_all(&dir).unwrap();
-        let replica = replica(&dir, 64);
+        let replica = replica(&dir, chunks);
         let mode = if replica.ring().exists() { OpenMode::Existing } else { OpenMode::Create };
         let (store, machine) = replica.open(mode);
         let log = store.log().clone();
@@ -56,22 +60,18 @@ impl Node {
             frame_max: 16 << 20,
         };
         let (transport, tasks) = Transport::start(config, listener);
-        let raft_config = openraft::Config {
-            cluster_name: "test".to_owned(),
-            heartbeat_interval: 100,
-            election_timeout_min: 500,
-            election_timeout_max: 1000,
-            ..openraft::Config::default()
+        let timing = GroupTiming {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(500),
+            election_max: Duration::from_millis(1000),
         };
-        let raft_config = Arc::new(raft_config.validate().unwrap());
-        let network = GroupNetwork::new(transport.clone(), GROUP, log.batch_size_max());
-        let raft = Raft::new(id, raft_config, network, store, machine).await.unwrap();
-        transport.add_group(GROUP, raft.clone());
-        Self { id, _replica: replica, raft, log, tasks }
+        let group = PartitionGroup::start(GROUP, &transport, store, machine, timing).await.unwrap();
+        let raft = group.raft().clone();
+        Self { id, _replica: replica, group, raft, log, transport, tasks }
     }
 
     async fn stop(self) {
-        self.raft.shutdown().await.unwrap();
+        self.group.shutdown(&self.transport).await;
         self.tasks.shutdown().await;
     }
 }
@@ -94,10 +94,10 @@ async fn leader(nodes: &[&Node]) -> u64 {
     }
 }
 
-/// Every committed batch of `log`, as bytes.
-fn committed(log: &Log) -> Vec<u8> {
+/// Every committed batch of `log` from offset `from` on (a batch boundary), as bytes.
+fn committed(log: &Log, from: u64) -> Vec<u8> {
     let mut bytes = Vec::new();
-    let mut offset = log.earliest_offset();
+    let mut offset = from;
     while offset < log.next_offset() {
         let outcome = log.read(offset, 1 << 20).unwrap();
         let mut rest = &outcome.batches[..];
@@ -131,10 +131,13 @@ async fn assert_replicas_agree(nodes: &[&Node]) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let first = committed(&nodes[0].log);
+    // From the latest earliest offset: each ring reclaims on its own.
+    let from = nodes.iter().map(|node| node.log.earliest_offset()).max().unwrap();
+    let first = committed(&nodes[0].log, from);
+    assert!(!first.is_empty() || nodes[0].log.next_offset() == from);
     for node in &nodes[1..] {
         assert!(
-            committed(&node.log) == first,
+            committed(&node.log, from) == first,
             "node {} holds other bytes than node {}",
             node.id,
             nodes[0].id
@@ -142,12 +145,21 @@ async fn assert_replicas_agree(nodes: &[&Node]) {
     }
 }
 
-/// Writes `count` batches of three records through the leader; returns the offsets they landed at.
+/// Writes `count` batches of three records through the leader, retrying a write refused while
+/// the ring waits for its purge; returns the offsets they landed at.
 async fn produce(leader: &Node, from: u64, count: u64) -> Vec<u64> {
     let mut offsets = Vec::new();
     for tag in from..from + count {
-        let written = leader.raft.client_write(Batch(batch(tag, 3).into())).await.unwrap();
-        offsets.push(written.data.base_offset.unwrap());
+        let deadline = Instant::now() + WAIT;
+        let written = loop {
+            match leader.group.write(Batch(batch(tag, 3).into())).await {
+                Err(WriteError::RingFull { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                other => break other.unwrap(),
+            }
+        };
+        offsets.push(written.base_offset.unwrap());
     }
     offsets
 }
@@ -174,7 +186,7 @@ async fn a_partition_replicates_over_tcp_and_survives_its_leader() {
     }
     let mut nodes = BTreeMap::new();
     for (id, listener) in listeners {
-        nodes.insert(id, Node::start(id, root.path(), &peers, listener).await);
+        nodes.insert(id, Node::start(id, root.path(), &peers, listener, 64).await);
     }
     let members: BTreeMap<u64, BasicNode> =
         peers.iter().map(|(&id, addr)| (id, BasicNode::new(addr.to_string()))).collect();
@@ -198,9 +210,10 @@ async fn a_partition_replicates_over_tcp_and_survives_its_leader() {
 
     // A follower refuses a write and names the leader.
     let follower = nodes.keys().copied().find(|&id| id != first_leader).unwrap();
-    match nodes[&follower].raft.client_write(Batch(batch(99, 1).into())).await {
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            assert_eq!(forward.leader_id, Some(first_leader));
+    match nodes[&follower].group.write(Batch(batch(99, 1).into())).await {
+        Err(error @ WriteError::NotLeader { leader, .. }) => {
+            assert_eq!(leader, Some(first_leader));
+            assert!(error.to_string().contains(&format!("node {first_leader} is")), "{error}");
         }
         other => panic!("a follower's write: {other:?}"),
     }
@@ -225,10 +238,54 @@ async fn a_partition_replicates_over_tcp_and_survives_its_leader() {
 
     // The stopped node restarts on its data and catches up, to the same bytes.
     let listener = TcpListener::bind(peers[&first_leader]).await.unwrap();
-    nodes.insert(first_leader, Node::start(first_leader, root.path(), &peers, listener).await);
+    nodes.insert(first_leader, Node::start(first_leader, root.path(), &peers, listener, 64).await);
     let all: Vec<&Node> = nodes.values().collect();
     assert_replicas_agree(&all).await;
     assert_eq!(leader(&all).await, second_leader);
+    for node in nodes.into_values() {
+        node.stop().await;
+    }
+}
+
+/// Rings of 16 chunks of 4 KiB take several rings' worth of writes: the ring asks for the purge
+/// its next chunks need, the retention task snapshots and purges, every ring reclaims, no group
+/// stops on a refused reclaim, and the replicas hold the same bytes where they all still hold them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(miri, ignore = "sockets and file mmap")]
+async fn replicated_rings_reclaim_what_raft_purged_and_go_on() {
+    let root = tempfile::tempdir().unwrap();
+    let mut listeners = BTreeMap::new();
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, listener.local_addr().unwrap());
+        listeners.insert(id, listener);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, listener) in listeners {
+        nodes.insert(id, Node::start(id, root.path(), &peers, listener, 16).await);
+    }
+    let members: BTreeMap<u64, BasicNode> =
+        peers.iter().map(|(&id, addr)| (id, BasicNode::new(addr.to_string()))).collect();
+    nodes[&1].raft.initialize(members).await.unwrap();
+    let all: Vec<&Node> = nodes.values().collect();
+    let leader_id = leader(&all).await;
+    let capacity = nodes[&leader_id].log.capacity();
+    let mut written = 0;
+    let mut tag = 0;
+    while written < 4 * capacity {
+        let offsets = produce(&nodes[&leader_id], tag, 50).await;
+        tag += 50;
+        assert!(offsets.windows(2).all(|pair| pair[1] == pair[0] + 3), "{offsets:?}");
+        written += 50 * batch(0, 3).len() as u64;
+    }
+    assert_replicas_agree(&all).await;
+    for node in &all {
+        let metrics = node.raft.metrics().borrow().clone();
+        assert!(metrics.running_state.is_ok(), "node {}: {:?}", node.id, metrics.running_state);
+        assert!(node.log.earliest_offset() > 0, "node {} reclaimed nothing", node.id);
+        assert!(metrics.purged.is_some(), "node {} purged nothing", node.id);
+    }
     for node in nodes.into_values() {
         node.stop().await;
     }

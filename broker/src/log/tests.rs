@@ -1131,10 +1131,19 @@ fn the_ring_reclaims_no_retained_record() {
     writer.retain_from(0);
     let values = vec![vec![3u8; 900]; 2];
     let mut refused = None;
+    assert_eq!((writer.reclaim_ahead(1), writer.reclaim_ahead(3)), (None, None), "an empty ring");
+    let mut foreseen_ahead = None;
     for _ in 0..100 {
+        // What the next claim will reclaim, foreseen (and, three claims ahead, foreseen first).
+        let foreseen = writer.reclaim_ahead(1);
+        if foreseen.is_some() {
+            assert!(foreseen_ahead.is_some(), "three claims ahead is foreseen before one");
+        }
+        foreseen_ahead = foreseen_ahead.or(writer.reclaim_ahead(3));
         match append_values(&mut writer, &values) {
             Ok(_) => {}
             Err(StorageError::Retained { retained, reclaim_to }) => {
+                assert_eq!(foreseen, Some(reclaim_to), "the reclaim was foreseen");
                 refused = Some((retained, reclaim_to));
                 break;
             }

@@ -116,6 +116,21 @@ impl LogWriter {
         self.retain_from = offset;
     }
 
+    /// The earliest offset the ring will hold once `chunks` more chunks are claimed, if those
+    /// claims reclaim any (`None`: there is room for them without a reclaim). A replicated
+    /// partition asks it after each append to purge, ahead of need, what the ring is about to
+    /// reclaim ([`LogWriter::retain_from`] refuses a reclaim of anything not purged).
+    pub fn reclaim_ahead(&self, chunks: u64) -> Option<u64> {
+        let layout = *self.cursor.core().layout();
+        let count = layout.chunk_count();
+        let next = self.cursor.claimed().map_or(layout.generation(self.tail), |held| held + 1);
+        let chunks = chunks.clamp(1, count - 1);
+        // The last of those claims is generation `next + chunks - 1`; it leaves the head at the
+        // generation `count - 1` before it, a chunk already written.
+        let head_generation = (next + chunks).checked_sub(count)?;
+        Some(self.chunk_first_offset[layout.slot(head_generation)])
+    }
+
     /// The term as the batches' `partitionLeaderEpoch` carries it.
     fn leader_epoch(&self) -> i32 {
         i32::try_from(self.term).unwrap_or(i32::MAX)

@@ -407,16 +407,7 @@ impl<'a> BatchView<'a> {
     ///
     /// A [`DecodeError`] naming the first check that failed and where.
     pub fn validate(bytes: &'a [u8], batch_size_max: u32) -> Result<Self, DecodeError> {
-        let header = BatchHeader::peek(bytes)?;
-        let declared = header.batch_len();
-        if bytes.len() != declared {
-            return Err(DecodeError::SizeMismatch {
-                context: "batch",
-                field: "batchLength",
-                declared: to_u64(declared),
-                actual: to_u64(bytes.len()),
-            });
-        }
+        let header = exactly_one(bytes)?;
         validate_body(header, bytes, batch_size_max, false)?;
         Ok(Self { header, bytes })
     }
@@ -432,16 +423,7 @@ impl<'a> BatchView<'a> {
     /// As [`BatchView::validate`]; [`DecodeError::InvalidValue`] when the batch is not a control
     /// batch.
     pub fn validate_control(bytes: &'a [u8], batch_size_max: u32) -> Result<Self, DecodeError> {
-        let header = BatchHeader::peek(bytes)?;
-        let declared = header.batch_len();
-        if bytes.len() != declared {
-            return Err(DecodeError::SizeMismatch {
-                context: "batch",
-                field: "batchLength",
-                declared: to_u64(declared),
-                actual: to_u64(bytes.len()),
-            });
-        }
+        let header = exactly_one(bytes)?;
         if !header.is_control() {
             return Err(DecodeError::InvalidValue {
                 context: "batch",
@@ -545,6 +527,21 @@ impl<'a> BatchView<'a> {
         (self.compression() == Compression::None)
             .then(|| Records::validated(self.record_bytes(), self.header))
     }
+}
+
+/// The header of `bytes`, which must be exactly the batch it declares.
+fn exactly_one(bytes: &[u8]) -> Result<&BatchHeader, DecodeError> {
+    let header = BatchHeader::peek(bytes)?;
+    let declared = header.batch_len();
+    if bytes.len() != declared {
+        return Err(DecodeError::SizeMismatch {
+            context: "batch",
+            field: "batchLength",
+            declared: to_u64(declared),
+            actual: to_u64(bytes.len()),
+        });
+    }
+    Ok(header)
 }
 
 fn validate_body(

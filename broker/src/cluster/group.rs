@@ -20,6 +20,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config, Raft, SnapshotPolicy};
 
 use super::log_store::Retention;
+use super::network::RaftHandler;
 use super::{
     Applied, Batch, GroupNetwork, PartitionMachine, PartitionRaft, RingLogStore, Transport,
 };
@@ -150,7 +151,8 @@ impl PartitionGroup {
         let raft = Raft::new(transport.node(), config, network, store, machine)
             .await
             .map_err(|error| StartError::Raft { group, reason: error.to_string() })?;
-        transport.add_group(group, raft.clone());
+        let handler = RaftHandler::new(raft.clone(), log.batch_size_max());
+        transport.add_group(group, Arc::new(handler));
         tokio::spawn(retain(group, raft.clone(), Arc::clone(&retention)));
         Ok(Self { group, raft, log, retention })
     }

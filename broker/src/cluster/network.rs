@@ -15,7 +15,7 @@ use openraft::raft::{
 use openraft::{BasicNode, RPCTypes, Raft};
 use serde::{Deserialize, Serialize};
 
-use super::transport::{CallError, Transport};
+use super::transport::{BoxFuture, CallError, Frame, Handler, Transport};
 use super::wire::{self, Kind};
 use super::PartitionRaft;
 
@@ -123,10 +123,29 @@ fn answer<T: Serialize, E: Serialize>(result: Result<T, E>) -> Vec<Bytes> {
     vec![wire::json(&result)]
 }
 
+/// Answers a peer's requests for one group through its Raft.
+pub(crate) struct RaftHandler {
+    raft: Raft<PartitionRaft>,
+    batch_size_max: u32,
+}
+
+impl RaftHandler {
+    /// The handler of the group `raft` runs, whose batches are at most `batch_size_max` bytes.
+    pub(crate) fn new(raft: Raft<PartitionRaft>, batch_size_max: u32) -> Self {
+        Self { raft, batch_size_max }
+    }
+}
+
+impl Handler for RaftHandler {
+    fn serve(&self, frame: Frame) -> BoxFuture<'_, Result<Vec<Bytes>, String>> {
+        Box::pin(serve(&self.raft, frame, self.batch_size_max))
+    }
+}
+
 /// Answers a peer's request through `raft`: the answer's body, or why the frame was refused.
-pub(crate) async fn serve(
+async fn serve(
     raft: &Raft<PartitionRaft>,
-    frame: super::transport::Frame,
+    frame: Frame,
     batch_size_max: u32,
 ) -> Result<Vec<Bytes>, String> {
     let kind = frame.header.kind;

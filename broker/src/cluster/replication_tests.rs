@@ -173,9 +173,10 @@ fn rogue_hello(node: u64) -> Vec<u8> {
     [&frame.header[..], &frame.body[0]].concat()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(miri, ignore = "sockets and file mmap")]
-async fn a_partition_replicates_over_tcp_and_survives_its_leader() {
+type Cluster = (tempfile::TempDir, BTreeMap<u64, SocketAddr>, BTreeMap<u64, Node>);
+
+/// Three nodes on loopback ports with rings of `chunks` chunks, the group initialised on them.
+async fn start_cluster(chunks: u64) -> Cluster {
     let root = tempfile::tempdir().unwrap();
     let mut listeners = BTreeMap::new();
     let mut peers = BTreeMap::new();
@@ -186,11 +187,18 @@ async fn a_partition_replicates_over_tcp_and_survives_its_leader() {
     }
     let mut nodes = BTreeMap::new();
     for (id, listener) in listeners {
-        nodes.insert(id, Node::start(id, root.path(), &peers, listener, 64).await);
+        nodes.insert(id, Node::start(id, root.path(), &peers, listener, chunks).await);
     }
     let members: BTreeMap<u64, BasicNode> =
         peers.iter().map(|(&id, addr)| (id, BasicNode::new(addr.to_string()))).collect();
     nodes[&1].raft.initialize(members).await.unwrap();
+    (root, peers, nodes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(miri, ignore = "sockets and file mmap")]
+async fn a_partition_replicates_over_tcp_and_survives_its_leader() {
+    let (root, peers, mut nodes) = start_cluster(64).await;
     let all: Vec<&Node> = nodes.values().collect();
     let first_leader = leader(&all).await;
 
@@ -253,21 +261,7 @@ async fn a_partition_replicates_over_tcp_and_survives_its_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(miri, ignore = "sockets and file mmap")]
 async fn replicated_rings_reclaim_what_raft_purged_and_go_on() {
-    let root = tempfile::tempdir().unwrap();
-    let mut listeners = BTreeMap::new();
-    let mut peers = BTreeMap::new();
-    for id in 1..=3u64 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        peers.insert(id, listener.local_addr().unwrap());
-        listeners.insert(id, listener);
-    }
-    let mut nodes = BTreeMap::new();
-    for (id, listener) in listeners {
-        nodes.insert(id, Node::start(id, root.path(), &peers, listener, 16).await);
-    }
-    let members: BTreeMap<u64, BasicNode> =
-        peers.iter().map(|(&id, addr)| (id, BasicNode::new(addr.to_string()))).collect();
-    nodes[&1].raft.initialize(members).await.unwrap();
+    let (_root, _peers, nodes) = start_cluster(16).await;
     let all: Vec<&Node> = nodes.values().collect();
     let leader_id = leader(&all).await;
     let capacity = nodes[&leader_id].log.capacity();

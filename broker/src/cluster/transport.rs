@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::Raft;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,7 +22,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::wire::{self, Header, Hello, Kind, Outgoing, WireError, HEADER_SIZE};
-use super::PartitionRaft;
 
 /// Frames queued for one peer before a sender waits.
 const QUEUE: usize = 4096;
@@ -41,6 +39,16 @@ pub(crate) struct Frame {
     pub(crate) header: Header,
     pub(crate) body: Bytes,
 }
+
+/// What answers a peer's requests for one group (its Raft, in `super::network`).
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// The answer's body to `frame`, a request of this group, or why it was refused.
+    fn serve(&self, frame: Frame) -> BoxFuture<'_, Result<Vec<Bytes>, String>>;
+}
+
+/// A boxed future of a [`Handler`] (one per request frame, not per entry).
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Why a request to a peer got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +112,7 @@ struct Link {
 struct Inner {
     config: TransportConfig,
     links: Mutex<HashMap<u64, Link>>,
-    groups: RwLock<HashMap<u64, Raft<PartitionRaft>>>,
+    groups: RwLock<HashMap<u64, Arc<dyn Handler>>>,
     next_id: AtomicU64,
     next_generation: AtomicU64,
     /// Set when the transport shuts down.
@@ -173,9 +181,9 @@ impl Transport {
         self.inner.config.node
     }
 
-    /// Routes the requests of `group` to `raft`.
-    pub fn add_group(&self, group: u64, raft: Raft<PartitionRaft>) {
-        self.inner.groups.write().unwrap_or_else(PoisonError::into_inner).insert(group, raft);
+    /// Routes the requests of `group` to `handler`.
+    pub(crate) fn add_group(&self, group: u64, handler: Arc<dyn Handler>) {
+        self.inner.groups.write().unwrap_or_else(PoisonError::into_inner).insert(group, handler);
     }
 
     /// Stops routing to `group`.
@@ -395,7 +403,7 @@ impl Transport {
                 }
                 continue;
             }
-            let raft = self
+            let handler = self
                 .inner
                 .groups
                 .read()
@@ -403,11 +411,10 @@ impl Transport {
                 .get(&frame.header.group)
                 .cloned();
             let frames = frames.clone();
-            let frame_max = self.inner.config.frame_max;
             tokio::spawn(async move {
                 let header = frame.header;
-                let answer = match raft {
-                    Some(raft) => super::network::serve(&raft, frame, frame_max).await,
+                let answer = match handler {
+                    Some(handler) => handler.serve(frame).await,
                     None => Err(format!("node has no group {}", header.group)),
                 };
                 let outgoing = match answer {

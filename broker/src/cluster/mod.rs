@@ -6,7 +6,7 @@
 //! - [`RingLogStore`]: openraft's [`RaftLogStorage`](openraft::storage::RaftLogStorage) over a
 //!   ring that publishes on commit. One Raft entry is one RecordBatch v2 in the ring: a
 //!   producer's batch as it was sent, or, for the entries that carry no records (blank and
-//!   membership entries), a control batch of one record ([`entry`]). The entry's term is the
+//!   membership entries), a control batch of one record (module `entry`). The entry's term is the
 //!   batch's `partitionLeaderEpoch`; the map from Raft index to ring offset is in memory and
 //!   rebuilt on open by counting batches from an anchor saved with the vote and the purge point in
 //!   the ring's replication state record.
